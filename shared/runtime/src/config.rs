@@ -1,0 +1,269 @@
+//! Typed, layered configuration.
+//!
+//! Layers, later ones winning: compiled defaults, then the TOML file named by `--config` or
+//! `AUGUR_CONFIG` (when given), then environment variables with the `AUGUR_` prefix where `__`
+//! separates nesting levels (`AUGUR_SERVER__LISTEN=0.0.0.0:50051`, `AUGUR_DATABASE_URL=...`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A configuration problem, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks a loaded configuration before it is used.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Loads `T` from defaults, an optional TOML file and `AUGUR_` environment variables, then
+/// validates it.
+pub fn load<T>(defaults: T, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Validate,
+{
+    let file = file
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("AUGUR_CONFIG").map(Into::into));
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("AUGUR_").ignore(&["config"]).split("__"));
+    let config: T = figment.extract().map_err(Box::new)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Settings of one gRPC server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Upper bound for a unary call (and for reading a client stream is exempt); the client's
+    /// `grpc-timeout` wins when it is shorter.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; more are shed with RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+    /// Largest request or response message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// On SIGTERM: time spent reporting NOT_SERVING (so load balancers stop routing) before the
+    /// server stops accepting.
+    pub drain_delay_ms: u64,
+    /// On SIGTERM: how long in-flight requests may run after the server stopped accepting.
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServerConfig {
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Self::default()
+        }
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 512,
+            max_message_bytes: 32 * 1024 * 1024,
+            drain_delay_ms: 0,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Validate for ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_concurrent_requests",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "server.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event, for people.
+    #[default]
+    Compact,
+    /// Multi-line, for people debugging.
+    Pretty,
+    /// JSON lines, for log collectors.
+    Json,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `tracing` filter directives; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. When empty, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is used; when both are empty nothing is exported.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Compact,
+            log_filter: "info".into(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The OTLP endpoint to use, if any.
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        let configured = self.otlp_endpoint.trim();
+        if !configured.is_empty() {
+            return Some(configured.to_string());
+        }
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Validate for TelemetryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(ep) = self.otlp_endpoint()
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "telemetry.otlp_endpoint",
+                format!("must start with http:// or https://, got {ep:?}"),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {
+            ConfigError::invalid("telemetry.log_filter", format!("not a valid filter: {e}"))
+        })?;
+        Ok(())
+    }
+}
+
+/// Address of another Augur service, e.g. `http://127.0.0.1:50051` or
+/// `http://feature-store.augur.svc.cluster.local:50051`.
+pub fn validate_endpoint(field: &str, value: &str) -> Result<(), ConfigError> {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be an http:// or https:// URL, got {value:?}"),
+        ));
+    }
+    value
+        .parse::<http::Uri>()
+        .map_err(|e| ConfigError::invalid(field, format!("not a valid URL: {e}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        server: ServerConfig,
+        telemetry: TelemetryConfig,
+        name: String,
+    }
+    impl Validate for Sample {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.server.validate()?;
+            self.telemetry.validate()
+        }
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_validation_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\n[server]\nlisten = \"0.0.0.0:9000\"\nrequest_timeout_ms = 5\n",
+        )
+        .unwrap();
+        let c: Sample = load(Sample::default(), Some(&path)).unwrap();
+        assert_eq!(c.name, "x");
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.server.request_timeout_ms, 5);
+        assert_eq!(c.server.max_concurrent_requests, 512);
+
+        std::fs::write(&path, "[server]\nrequest_timeout_ms = 0\n").unwrap();
+        let err = load(Sample::default(), Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("server.request_timeout_ms"), "{err}");
+
+        std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
+        assert!(load(Sample::default(), Some(&path)).is_err());
+
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            load(Sample::default(), Some(&missing)),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+
+    #[test]
+    fn endpoint_validation() {
+        assert!(validate_endpoint("x", "http://127.0.0.1:50051").is_ok());
+        assert!(validate_endpoint("x", "127.0.0.1:50051").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The shared vocabulary for gRPC errors.
+//!
+//! Each service crate has its own `thiserror` enum for its domain; it converts into [`ApiError`],
+//! which is the one place that decides the gRPC code and attaches field violations
+//! (`google.rpc.BadRequest`) so that a client sees which field was wrong.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A problem with one field of a request. `field` is a path such as
+/// `events[3].order.lines[0].quantity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+/// An error as a client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; at least one violation names the field.
+    #[error("{}", describe_violations(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Overloaded or over a quota.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A dependency (database, another service) cannot be reached; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A bug or an unexpected state; the message is logged, the client sees a generic text.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe_violations(v: &[FieldViolation]) -> String {
+    match v {
+        [] => "invalid argument".to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more field violations)", rest.len()),
+    }
+}
+
+impl ApiError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Unimplemented(_) => Code::Unimplemented,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let message = describe_violations(&violations);
+                let details = ErrorDetails::with_bad_request(
+                    violations
+                        .into_iter()
+                        .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+                        .collect::<Vec<_>>(),
+                );
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                Status::internal("internal error; see the server log")
+            }
+            other => Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// Collects field violations while a request is validated, so that a client learns about every
+/// bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// `Ok(())` when nothing was added, else INVALID_ARGUMENT with every violation.
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_field_violations() {
+        let mut v = Violations::new();
+        v.add("k", "must be between 1 and 1000, got 0");
+        v.add("filters.min_price", "must be finite");
+        let status: Status = v.into_result().unwrap_err().into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("k: must be between"));
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations.len(), 2);
+        assert_eq!(bad.field_violations[1].field, "filters.min_price");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let status: Status = ApiError::Internal("db password wrong for user x".into()).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("password"));
+    }
+}

@@ -1,0 +1,473 @@
+//! One gRPC bootstrap for every service.
+//!
+//! [`GrpcServer`] adds to the service's own gRPC services:
+//! - `grpc.health.v1.Health`, NOT_SERVING until the server runs, SERVING while it runs, and
+//!   NOT_SERVING again as soon as shutdown starts;
+//! - server reflection, both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8 and Python's client
+//!   speak only v1alpha), listing only the services this server hosts;
+//! - a [`GuardLayer`]: a global concurrency limit that sheds excess requests at once with
+//!   RESOURCE_EXHAUSTED instead of queueing them, a request timeout (DEADLINE_EXCEEDED; the
+//!   client's shorter `grpc-timeout` wins), and a tracing span per call that continues the
+//!   caller's W3C trace;
+//! - graceful shutdown: NOT_SERVING, wait `drain_delay`, stop accepting, let in-flight calls
+//!   finish within `shutdown_grace`.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Status};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::config::ServerConfig;
+
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_PREFIX: &str = "/grpc.reflection.";
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builder for one gRPC server hosting one or more services.
+pub struct GrpcServer {
+    name: String,
+    config: ServerConfig,
+    routes: RoutesBuilder,
+    services: Vec<&'static str>,
+    no_timeout: HashSet<String>,
+    reporter: HealthReporter,
+    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl GrpcServer {
+    /// `name` is the process-level name used in logs ("feature-store").
+    pub fn new(name: impl Into<String>, config: ServerConfig) -> Self {
+        let reporter = HealthReporter::new();
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        Self {
+            name: name.into(),
+            config,
+            routes: RoutesBuilder::default(),
+            services: Vec::new(),
+            no_timeout: HashSet::new(),
+            reporter,
+            health,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Adds a generated tonic service. Its name is reported by health and reflection.
+    pub fn add_service<S>(mut self, svc: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Exempts a method (full path, `/pkg.Service/Method`) from the request timeout: for
+    /// client-streaming calls whose length is set by the client (bulk import).
+    pub fn without_timeout(mut self, method_path: &str) -> Self {
+        self.no_timeout.insert(method_path.to_string());
+        self
+    }
+
+    /// The health reporter, to mark services NOT_SERVING when a dependency is lost.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.reporter.clone()
+    }
+
+    /// Binds `config.listen` and serves until `shutdown` resolves (then drains gracefully).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        self.serve_with_listener(listener, shutdown).await
+    }
+
+    /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
+    pub async fn spawn(self) -> Result<ServerHandle, ServerError> {
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve_with_listener(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(ServerHandle {
+            addr: local,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Serves on an already bound listener until `shutdown` resolves.
+    pub async fn serve_with_listener(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Self {
+            name,
+            config,
+            mut routes,
+            services,
+            no_timeout,
+            reporter,
+            health,
+        } = self;
+        let local = listener.local_addr().ok();
+
+        for svc in &services {
+            reporter
+                .set_service_status(*svc, ServingStatus::NotServing)
+                .await;
+        }
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(augur_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
+        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(augur_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
+        for svc in &services {
+            reflection = reflection.with_service_name(*svc);
+            reflection_alpha = reflection_alpha.with_service_name(*svc);
+        }
+        let reflection = reflection
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_alpha = reflection_alpha
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        routes.add_service(health);
+        routes.add_service(reflection);
+        routes.add_service(reflection_alpha);
+
+        let guard = GuardLayer::new(&config, no_timeout);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(guard)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.await;
+            });
+        let mut server = tokio::spawn(server);
+
+        for svc in &services {
+            reporter.set_service_status(*svc, ServingStatus::Serving).await;
+        }
+        reporter.set_service_status("", ServingStatus::Serving).await;
+        tracing::info!(server = %name, addr = ?local, services = ?services, "serving");
+
+        tokio::select! {
+            () = shutdown => {}
+            res = &mut server => {
+                // The server stopped on its own: a transport error.
+                return match res {
+                    Ok(r) => r.map_err(ServerError::from),
+                    Err(e) => Err(ServerError::Reflection(format!("server task failed: {e}"))),
+                };
+            }
+        }
+
+        tracing::info!(server = %name, "shutting down: NOT_SERVING, draining");
+        for svc in &services {
+            reporter
+                .set_service_status(*svc, ServingStatus::NotServing)
+                .await;
+        }
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        tokio::time::sleep(config.drain_delay()).await;
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+            Ok(Ok(res)) => res?,
+            Ok(Err(e)) => tracing::error!(server = %name, error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(server = %name, "grace period over; abandoning in-flight calls");
+                server.abort();
+            }
+        }
+        tracing::info!(server = %name, "stopped");
+        Ok(())
+    }
+}
+
+/// A server running in the background (tests, `augur up`).
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// `http://addr`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Graceful shutdown; waits until the server stopped.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Reflection(format!("server task failed: {e}"))),
+        }
+    }
+    /// Waits until the server stops by itself (an error) without asking it to.
+    pub async fn join(mut self) -> Result<(), ServerError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Reflection(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Guard layer
+
+/// Concurrency limit with load shedding, request timeout and per-call tracing span.
+#[derive(Clone)]
+pub struct GuardLayer {
+    shared: Arc<GuardShared>,
+}
+
+struct GuardShared {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    timeout: Duration,
+    no_timeout: HashSet<String>,
+}
+
+impl GuardLayer {
+    pub fn new(config: &ServerConfig, no_timeout: HashSet<String>) -> Self {
+        Self {
+            shared: Arc::new(GuardShared {
+                permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+                limit: config.max_concurrent_requests,
+                timeout: config.request_timeout(),
+                no_timeout,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    shared: Arc<GuardShared>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B> Service<Request<Body>> for Guard<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let span = crate::telemetry::server_span(req.headers(), &path);
+        // Health checks and reflection are never shed: an overloaded pod must still answer its
+        // probes, or Kubernetes restarts it and makes the overload worse.
+        let exempt = path.starts_with(HEALTH_PREFIX) || path.starts_with(REFLECTION_PREFIX);
+        let permit: Option<OwnedSemaphorePermit> = if exempt {
+            None
+        } else {
+            match self.shared.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let status = Status::resource_exhausted(format!(
+                        "server overloaded: {} requests in flight; retry with backoff",
+                        self.shared.limit
+                    ));
+                    span.record("rpc.grpc.status_code", Code::ResourceExhausted as i32);
+                    tracing::debug!(parent: &span, "shed");
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        };
+        let deadline = if self.shared.no_timeout.contains(&path) {
+            client_timeout(req.headers())
+        } else {
+            Some(
+                client_timeout(req.headers())
+                    .map_or(self.shared.timeout, |c| c.min(self.shared.timeout)),
+            )
+        };
+        // Take the service that was driven to readiness, leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let fut_span = span.clone();
+        Box::pin(
+            async move {
+                let fut = inner.call(req);
+                let res = match deadline {
+                    Some(d) => match tokio::time::timeout(d, fut).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            span.record("rpc.grpc.status_code", Code::DeadlineExceeded as i32);
+                            return Ok(Status::deadline_exceeded(format!(
+                                "request did not finish within {} ms",
+                                d.as_millis()
+                            ))
+                            .into_http());
+                        }
+                    },
+                    None => fut.await,
+                };
+                res.map(|resp| {
+                    if let Some(code) = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                    {
+                        span.record("rpc.grpc.status_code", code);
+                    }
+                    // The permit lives as long as the response body, so streams count as in flight.
+                    resp.map(|body| Body::new(PermitBody { inner: body, _permit: permit }))
+                })
+            }
+            .instrument(fut_span),
+        )
+    }
+}
+
+/// Parses the `grpc-timeout` header ("100m", "5S", ...).
+fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 {
+        return None;
+    }
+    let (num, unit) = v.split_at(v.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds a concurrency permit until it is finished.
+    struct PermitBody<B> {
+        #[pin]
+        inner: B,
+        _permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B> http_body::Body for PermitBody<B>
+where
+    B: http_body::Body,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(client_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(client_timeout(&h), Some(Duration::from_secs(3)));
+        h.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(client_timeout(&h), None);
+    }
+}
