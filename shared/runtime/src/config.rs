@@ -267,3 +267,44 @@ mod tests {
         assert!(validate_endpoint("x", "127.0.0.1:50051").is_err());
     }
 }
+
+/// A configuration value that must never be logged (keys, tokens, URLs with passwords). Its
+/// `Debug` form is `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+    /// The value itself; do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::Secret;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("postgres://u:hunter2@db/x");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(s.expose(), "postgres://u:hunter2@db/x");
+    }
+}

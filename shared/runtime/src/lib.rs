@@ -15,6 +15,6 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigError, ServerConfig, TelemetryConfig};
+pub use config::{ConfigError, Secret, ServerConfig, TelemetryConfig};
 pub use error::{ApiError, FieldViolation};
 pub use server::{GrpcServer, ServerHandle};

@@ -1,0 +1,706 @@
+//! Durable storage of events through sea-orm, on SQLite (embedded default) or PostgreSQL.
+//!
+//! Writes are serialised: one writer at a time per process (a mutex) and, on PostgreSQL, per
+//! database (a transaction-scoped advisory lock), so sequence numbers are assigned gap-free in
+//! commit order and every replica can follow the log by sequence number.
+
+pub mod entities;
+pub mod migration;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use augur_proto::featurestore as pb;
+use prost::Message;
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
+};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::Mutex;
+
+use crate::model::{Event, EventKind, Micros};
+use entities::{event, order_line};
+
+/// Advisory lock id that serialises writers on PostgreSQL ("augur-fs").
+const PG_WRITER_LOCK: i64 = 0x6175_6775_722d_6673;
+/// Rows per INSERT statement (SQLite allows 32,766 bind parameters).
+const INSERT_CHUNK: usize = 1_000;
+/// Ids per IN (...) list.
+const IN_CHUNK: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (connection refused, pool timeout, ...).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("stored event {seq} cannot be decoded: {reason}")]
+    Corrupt { seq: i64, reason: String },
+    #[error("customer {0} not found")]
+    CustomerNotFound(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        match &e {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::Unavailable(e.to_string()),
+            _ => {
+                let text = e.to_string();
+                let lower = text.to_ascii_lowercase();
+                if lower.contains("connection refused")
+                    || lower.contains("pool timed out")
+                    || lower.contains("connection reset")
+                    || lower.contains("broken pipe")
+                    || lower.contains("error communicating with database")
+                    || lower.contains("unexpected eof")
+                {
+                    Self::Unavailable(text)
+                } else {
+                    Self::Db(text)
+                }
+            }
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// SQLite only: `synchronous` pragma ("full" or "normal"; both survive a process crash in
+    /// WAL mode, "full" also survives power loss).
+    pub sqlite_synchronous: String,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub kind: EventKind,
+    pub ts: Micros,
+    pub ingested_at: Micros,
+    pub customer_id: Option<String>,
+    pub sku: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+impl StoredEvent {
+    pub fn decode(&self) -> Result<pb::Event, StoreError> {
+        pb::Event::decode(self.payload.as_slice()).map_err(|e| StoreError::Corrupt {
+            seq: self.seq,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl TryFrom<event::Model> for StoredEvent {
+    type Error = StoreError;
+    fn try_from(m: event::Model) -> Result<Self, StoreError> {
+        let event::Model {
+            seq,
+            kind,
+            event_key: _,
+            customer_id,
+            sku,
+            ts,
+            ingested_at,
+            payload,
+        } = m;
+        Ok(Self {
+            seq,
+            kind: EventKind::from_i16(kind).ok_or_else(|| StoreError::Corrupt {
+                seq,
+                reason: format!("unknown kind {kind}"),
+            })?,
+            ts,
+            ingested_at,
+            customer_id,
+            sku,
+            payload,
+        })
+    }
+}
+
+/// A sold order line.
+#[derive(Debug, Clone)]
+pub struct LineRow {
+    pub order_id: String,
+    pub line_no: i32,
+    pub sku: String,
+    pub ts: Micros,
+    pub quantity: i64,
+    pub unit_price: f64,
+    pub promotion: bool,
+    pub store_id: String,
+    pub channel: String,
+    pub customer_id: Option<String>,
+}
+
+impl From<order_line::Model> for LineRow {
+    fn from(m: order_line::Model) -> Self {
+        let order_line::Model {
+            order_id,
+            line_no,
+            seq: _,
+            sku,
+            ts,
+            quantity,
+            unit_price,
+            promotion,
+            store_id,
+            channel,
+            customer_id,
+        } = m;
+        Self {
+            order_id,
+            line_no,
+            sku,
+            ts,
+            quantity,
+            unit_price,
+            promotion,
+            store_id,
+            channel,
+            customer_id,
+        }
+    }
+}
+
+/// Result of writing a batch.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// (index in the batch, sequence number) of every newly stored event, in sequence order.
+    pub written: Vec<(usize, i64)>,
+    /// Indexes of events that were already stored (or repeated within the batch).
+    pub duplicates: Vec<usize>,
+}
+
+/// One aggregated day of sales of a SKU (in one store / channel).
+#[derive(Debug, Clone)]
+pub struct DaySales {
+    pub sku: String,
+    pub store_id: String,
+    pub channel: String,
+    pub day: i64,
+    pub units: f64,
+    pub revenue: f64,
+    pub promotion: bool,
+}
+
+pub struct Store {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    writer: Mutex<()>,
+}
+
+impl Store {
+    /// Connects and applies migrations.
+    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        let mut co = ConnectOptions::new(opts.url.clone());
+        co.max_connections(opts.max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let sync = opts.sqlite_synchronous.to_ascii_lowercase();
+        co.map_sqlx_sqlite_opts(move |o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if sync == "normal" {
+                    SqliteSynchronous::Normal
+                } else {
+                    SqliteSynchronous::Full
+                })
+                .busy_timeout(Duration::from_secs(10))
+                .create_if_missing(true)
+        });
+        let db = Database::connect(co).await?;
+        migration::Migrator::up(&db, None).await?;
+        let backend = db.get_database_backend();
+        Ok(Self {
+            db,
+            backend,
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(StoreError::from)
+    }
+
+    /// Highest stored sequence number (0 when empty).
+    pub async fn max_seq(&self) -> Result<i64, StoreError> {
+        max_seq(&self.db).await
+    }
+
+    /// Writes the new events of a batch in one transaction; events whose key is already stored
+    /// (or repeated earlier in the batch) are reported as duplicates and not written.
+    pub async fn write_batch(&self, events: &[Event], now: Micros) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        if events.is_empty() {
+            return Ok(outcome);
+        }
+        let keys: Vec<(EventKind, String)> = events.iter().map(|e| (e.kind(), e.key())).collect();
+
+        let _guard = self.writer.lock().await;
+        let txn = self.db.begin().await?;
+        if self.backend == DbBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [Value::from(PG_WRITER_LOCK)],
+            ))
+            .await?;
+        }
+
+        // Existing keys.
+        let mut existing: HashSet<(i16, String)> = HashSet::new();
+        let unique_keys: Vec<String> = {
+            let mut seen = HashSet::new();
+            keys.iter()
+                .filter(|(_, k)| seen.insert(k.clone()))
+                .map(|(_, k)| k.clone())
+                .collect()
+        };
+        for chunk in unique_keys.chunks(IN_CHUNK) {
+            let rows: Vec<(i16, String)> = event::Entity::find()
+                .select_only()
+                .column(event::Column::Kind)
+                .column(event::Column::EventKey)
+                .filter(event::Column::EventKey.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            existing.extend(rows);
+        }
+
+        let mut next = max_seq(&txn).await? + 1;
+        let mut batch_seen: HashSet<(i16, &str)> = HashSet::new();
+        let mut event_rows: Vec<[Value; 8]> = Vec::new();
+        let mut line_rows: Vec<[Value; 11]> = Vec::new();
+        for (i, (e, (kind, key))) in events.iter().zip(&keys).enumerate() {
+            let k = *kind as i16;
+            if existing.contains(&(k, key.clone())) || !batch_seen.insert((k, key.as_str())) {
+                outcome.duplicates.push(i);
+                continue;
+            }
+            let seq = next;
+            next += 1;
+            outcome.written.push((i, seq));
+            let payload = pb::Event::from(e).encode_to_vec();
+            event_rows.push([
+                seq.into(),
+                k.into(),
+                key.clone().into(),
+                e.customer_id().map(str::to_string).into(),
+                e.sku().map(str::to_string).into(),
+                e.ts().into(),
+                now.into(),
+                payload.into(),
+            ]);
+            if let Event::Order(o) = e {
+                for (n, l) in o.lines.iter().enumerate() {
+                    line_rows.push([
+                        o.order_id.clone().into(),
+                        (n as i32).into(),
+                        seq.into(),
+                        l.sku.clone().into(),
+                        o.ts.into(),
+                        l.quantity.into(),
+                        l.unit_price.into(),
+                        l.promotion.into(),
+                        o.store_id.clone().into(),
+                        o.channel.clone().into(),
+                        Some(o.customer_id.clone()).into(),
+                    ]);
+                }
+            }
+        }
+
+        for chunk in event_rows.chunks(INSERT_CHUNK) {
+            let mut q = Query::insert();
+            q.into_table(event::Entity).columns([
+                event::Column::Seq,
+                event::Column::Kind,
+                event::Column::EventKey,
+                event::Column::CustomerId,
+                event::Column::Sku,
+                event::Column::Ts,
+                event::Column::IngestedAt,
+                event::Column::Payload,
+            ]);
+            for row in chunk {
+                q.values(row.iter().cloned().map(Expr::val))
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+            }
+            txn.execute(&q).await?;
+        }
+        for chunk in line_rows.chunks(INSERT_CHUNK) {
+            let mut q = Query::insert();
+            q.into_table(order_line::Entity)
+                .columns([
+                    order_line::Column::OrderId,
+                    order_line::Column::LineNo,
+                    order_line::Column::Seq,
+                    order_line::Column::Sku,
+                    order_line::Column::Ts,
+                    order_line::Column::Quantity,
+                    order_line::Column::UnitPrice,
+                    order_line::Column::Promotion,
+                    order_line::Column::StoreId,
+                    order_line::Column::Channel,
+                    order_line::Column::CustomerId,
+                ])
+                .on_conflict(
+                    OnConflict::columns([order_line::Column::OrderId, order_line::Column::LineNo])
+                        .do_nothing()
+                        .to_owned(),
+                );
+            for row in chunk {
+                q.values(row.iter().cloned().map(Expr::val))
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+            }
+            txn.execute(&q).await?;
+        }
+        txn.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Events with `seq > after`, in sequence order, at most `limit`.
+    pub async fn events_after(&self, after: i64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        event::Entity::find()
+            .filter(event::Column::Seq.gt(after))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(StoredEvent::try_from)
+            .collect()
+    }
+
+    /// Every event of these customers at or before `up_to`, in event-time order.
+    pub async fn customer_events(&self, ids: &[String], up_to: Micros) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let rows = event::Entity::find()
+                .filter(event::Column::CustomerId.is_in(chunk.iter().cloned()))
+                .filter(event::Column::Ts.lte(up_to))
+                .all(&self.db)
+                .await?;
+            for r in rows {
+                out.push(StoredEvent::try_from(r)?);
+            }
+        }
+        out.sort_by_key(|e| (e.ts, e.seq));
+        Ok(out)
+    }
+
+    /// Events that carry one of these SKUs (interactions, reviews, product snapshots) at or
+    /// before `up_to`, in event-time order.
+    pub async fn sku_events(&self, skus: &[String], up_to: Micros) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in skus.chunks(IN_CHUNK) {
+            let rows = event::Entity::find()
+                .filter(event::Column::Sku.is_in(chunk.iter().cloned()))
+                .filter(event::Column::Ts.lte(up_to))
+                .all(&self.db)
+                .await?;
+            for r in rows {
+                out.push(StoredEvent::try_from(r)?);
+            }
+        }
+        out.sort_by_key(|e| (e.ts, e.seq));
+        Ok(out)
+    }
+
+    /// Order lines of these SKUs at or before `up_to`.
+    pub async fn sku_lines(&self, skus: &[String], up_to: Micros) -> Result<Vec<LineRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in skus.chunks(IN_CHUNK) {
+            let rows = order_line::Entity::find()
+                .filter(order_line::Column::Sku.is_in(chunk.iter().cloned()))
+                .filter(order_line::Column::Ts.lte(up_to))
+                .all(&self.db)
+                .await?;
+            out.extend(rows.into_iter().map(LineRow::from));
+        }
+        out.sort_by(|a, b| (a.ts, &a.order_id, a.line_no).cmp(&(b.ts, &b.order_id, b.line_no)));
+        Ok(out)
+    }
+
+    /// Daily sales per SKU (and store / channel when asked) in `[start, end)`.
+    pub async fn daily_sales(
+        &self,
+        skus: &[String],
+        start: Micros,
+        end: Micros,
+        by_store: bool,
+        by_channel: bool,
+    ) -> Result<Vec<DaySales>, StoreError> {
+        let store = if by_store { "store_id" } else { "''" };
+        let channel = if by_channel { "channel" } else { "''" };
+        let p = |n: usize| match self.backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        };
+        let mut out = Vec::new();
+        let chunks: Vec<&[String]> = if skus.is_empty() {
+            vec![&[]]
+        } else {
+            skus.chunks(IN_CHUNK).collect()
+        };
+        for chunk in chunks {
+            let mut values: Vec<Value> = vec![start.into(), end.into()];
+            let mut sql = format!(
+                "SELECT sku, {store} AS store_id, {channel} AS channel, ts / 86400000000 AS day, \
+                 SUM(quantity) AS units, SUM(quantity * unit_price) AS revenue, \
+                 MAX(CASE WHEN promotion THEN 1 ELSE 0 END) AS promo \
+                 FROM order_lines WHERE ts >= {} AND ts < {}",
+                p(1),
+                p(2)
+            );
+            if !chunk.is_empty() {
+                let placeholders: Vec<String> = (0..chunk.len()).map(|i| p(i + 3)).collect();
+                sql.push_str(&format!(" AND sku IN ({})", placeholders.join(", ")));
+                values.extend(chunk.iter().map(|s| Value::from(s.clone())));
+            }
+            sql.push_str(" GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
+            let rows = self
+                .db
+                .query_all_raw(Statement::from_sql_and_values(self.backend, sql, values))
+                .await?;
+            for r in rows {
+                let units: f64 = match r.try_get::<i64>("", "units") {
+                    Ok(v) => v as f64,
+                    Err(_) => r
+                        .try_get::<f64>("", "units")
+                        .or_else(|_| {
+                            r.try_get::<sea_orm::prelude::Decimal>("", "units")
+                                .map(|d| d.to_string().parse().unwrap_or(0.0))
+                        })?,
+                };
+                out.push(DaySales {
+                    sku: r.try_get("", "sku")?,
+                    store_id: r.try_get("", "store_id")?,
+                    channel: r.try_get("", "channel")?,
+                    day: r.try_get("", "day")?,
+                    units,
+                    revenue: r.try_get("", "revenue")?,
+                    promotion: r.try_get::<i32>("", "promo").map(|v| v > 0).or_else(|_| r.try_get::<i64>("", "promo").map(|v| v > 0))?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Product snapshots of these SKUs (all times), in event-time order.
+    pub async fn product_snapshots(&self, skus: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in skus.chunks(IN_CHUNK) {
+            let rows = event::Entity::find()
+                .filter(event::Column::Kind.eq(EventKind::Product as i16))
+                .filter(event::Column::Sku.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?;
+            for r in rows {
+                out.push(StoredEvent::try_from(r)?);
+            }
+        }
+        out.sort_by_key(|e| (e.ts, e.seq));
+        Ok(out)
+    }
+
+    /// A page of events in (ts, seq) order after the cursor, filtered by kinds, time range and
+    /// customer.
+    pub async fn scan(
+        &self,
+        kinds: &[EventKind],
+        start: Micros,
+        end: Micros,
+        customer: Option<&str>,
+        after: Option<(Micros, i64)>,
+        limit: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut q = event::Entity::find()
+            .filter(event::Column::Kind.is_in(kinds.iter().map(|k| *k as i16)))
+            .filter(event::Column::Ts.gte(start))
+            .filter(event::Column::Ts.lt(end));
+        if let Some(c) = customer {
+            q = q.filter(event::Column::CustomerId.eq(c));
+        }
+        if let Some((ts, seq)) = after {
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(event::Column::Ts.gt(ts))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(event::Column::Ts.eq(ts))
+                            .add(event::Column::Seq.gt(seq)),
+                    ),
+            );
+        }
+        q.order_by_asc(event::Column::Ts)
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(StoredEvent::try_from)
+            .collect()
+    }
+
+    /// A page of order lines in (ts, order_id, line_no) order after the cursor.
+    pub async fn scan_lines(
+        &self,
+        start: Micros,
+        end: Micros,
+        after: Option<(Micros, String, i32)>,
+        limit: u64,
+    ) -> Result<Vec<LineRow>, StoreError> {
+        let mut q = order_line::Entity::find()
+            .filter(order_line::Column::Ts.gte(start))
+            .filter(order_line::Column::Ts.lt(end));
+        if let Some((ts, order_id, line_no)) = after {
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(order_line::Column::Ts.gt(ts))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(order_line::Column::Ts.eq(ts))
+                            .add(order_line::Column::OrderId.gt(order_id.clone())),
+                    )
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(order_line::Column::Ts.eq(ts))
+                            .add(order_line::Column::OrderId.eq(order_id))
+                            .add(order_line::Column::LineNo.gt(line_no)),
+                    ),
+            );
+        }
+        Ok(q
+            .order_by_asc(order_line::Column::Ts)
+            .order_by_asc(order_line::Column::OrderId)
+            .order_by_asc(order_line::Column::LineNo)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(LineRow::from)
+            .collect())
+    }
+
+    /// Erases a customer: deletes their customer records, strips their identity, free text
+    /// and fingerprints from every other event (product-level facts stay, unlinked), and
+    /// appends an erasure marker so other replicas drop the customer too. Returns the number
+    /// of events touched and the marker's sequence number.
+    pub async fn erase_customer(
+        &self,
+        customer_id: &str,
+        hashed_id: &str,
+        now: Micros,
+    ) -> Result<(u64, i64), StoreError> {
+        let _guard = self.writer.lock().await;
+        let txn = self.db.begin().await?;
+        if self.backend == DbBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [Value::from(PG_WRITER_LOCK)],
+            ))
+            .await?;
+        }
+        let rows = event::Entity::find()
+            .filter(event::Column::CustomerId.eq(customer_id))
+            .all(&txn)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::CustomerNotFound(customer_id.to_string()));
+        }
+        let touched = rows.len() as u64;
+        let mut delete = Vec::new();
+        let mut rewrite: HashMap<i64, Vec<u8>> = HashMap::new();
+        for r in &rows {
+            let stored = StoredEvent::try_from(r.clone())?;
+            if stored.kind == EventKind::Customer {
+                delete.push(r.seq);
+                continue;
+            }
+            let decoded = stored.decode()?;
+            let anonymised = crate::model::from_stored(&decoded)
+                .and_then(|e| e.anonymised())
+                .map(|e| pb::Event::from(&e).encode_to_vec());
+            match anonymised {
+                Some(p) => {
+                    rewrite.insert(r.seq, p);
+                }
+                None => delete.push(r.seq),
+            }
+        }
+        if !delete.is_empty() {
+            event::Entity::delete_many()
+                .filter(event::Column::Seq.is_in(delete))
+                .exec(&txn)
+                .await?;
+        }
+        for (seq, payload) in rewrite {
+            event::Entity::update_many()
+                .col_expr(event::Column::CustomerId, Expr::value(Value::String(None)))
+                .col_expr(event::Column::Payload, Expr::value(payload))
+                .filter(event::Column::Seq.eq(seq))
+                .exec(&txn)
+                .await?;
+        }
+        order_line::Entity::update_many()
+            .col_expr(order_line::Column::CustomerId, Expr::value(Value::String(None)))
+            .filter(order_line::Column::CustomerId.eq(customer_id))
+            .exec(&txn)
+            .await?;
+        let marker_seq = max_seq(&txn).await? + 1;
+        let mut q = Query::insert();
+        q.into_table(event::Entity)
+            .columns([
+                event::Column::Seq,
+                event::Column::Kind,
+                event::Column::EventKey,
+                event::Column::CustomerId,
+                event::Column::Sku,
+                event::Column::Ts,
+                event::Column::IngestedAt,
+                event::Column::Payload,
+            ])
+            .values([
+                Expr::val(marker_seq),
+                Expr::val(EventKind::Erasure as i16),
+                Expr::val(format!("erase:{hashed_id}:{marker_seq}")),
+                Expr::val(Value::String(None)),
+                Expr::val(Value::String(None)),
+                Expr::val(now),
+                Expr::val(now),
+                Expr::val(hashed_id.as_bytes().to_vec()),
+            ])
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        txn.execute(&q).await?;
+        txn.commit().await?;
+        Ok((touched, marker_seq))
+    }
+}
+
+async fn max_seq<C: ConnectionTrait>(db: &C) -> Result<i64, StoreError> {
+    let v: Option<Option<i64>> = event::Entity::find()
+        .select_only()
+        .column_as(event::Column::Seq.max(), "m")
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(v.flatten().unwrap_or(0))
+}
