@@ -20,7 +20,31 @@ pub mod augur {
             tonic::include_proto!("augur.featurestore.v1");
         }
     }
+    pub mod recommendation {
+        pub mod v1 {
+            tonic::include_proto!("augur.recommendation.v1");
+        }
+    }
+    pub mod forecast {
+        pub mod v1 {
+            tonic::include_proto!("augur.forecast.v1");
+        }
+    }
+    pub mod churn {
+        pub mod v1 {
+            tonic::include_proto!("augur.churn.v1");
+        }
+    }
+    pub mod risk {
+        pub mod v1 {
+            tonic::include_proto!("augur.risk.v1");
+        }
+    }
 }
 
 pub use augur::common::v1 as common;
+pub use augur::churn::v1 as churn;
 pub use augur::featurestore::v1 as featurestore;
+pub use augur::forecast::v1 as forecast;
+pub use augur::recommendation::v1 as recommendation;
+pub use augur::risk::v1 as risk;
