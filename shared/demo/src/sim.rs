@@ -1003,7 +1003,8 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
         let billing_abroad = rng.random_bool(0.5);
         let accounts: Vec<usize> = (0..rng.random_range(1..=3usize))
             .map(|_| {
-                let mut c = new_customer(rng, Role::Fraudster, t0 - between(rng, HOUR, 72 * HOUR));
+                let signup = t0 - between(rng, HOUR, 72 * HOUR);
+                let mut c = new_customer(rng, Role::Fraudster, signup);
                 c.devices = vec![(device.clone(), "web")];
                 customers.push(c);
                 customers.len() - 1
@@ -1060,7 +1061,8 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
     while planted < n && tries < 50 * n {
         tries += 1;
         let ts = cal.time_in(rng, 21 * DAY, 2 * HOUR);
-        let mut c = new_customer(rng, Role::Fraudster, ts - between(rng, 5 * MIN, 55 * MIN));
+        let signup = ts - between(rng, 5 * MIN, 55 * MIN);
+        let mut c = new_customer(rng, Role::Fraudster, signup);
         let device = c.devices[0].0.clone();
         let ip = c.ip.clone();
         let bill = if rng.random_bool(0.9) { foreign(rng) } else { c.country };
@@ -1125,13 +1127,13 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
         let cands: Vec<usize> = (0..cat.products.len()).filter(|&p| cat.products[p].available(t)).collect();
         cands.choose(rng).copied()
     };
-    let mut spammer = |rng: &mut StdRng, signup: i64, customers: &mut Vec<Cust>| -> usize {
+    let spammer = |rng: &mut StdRng, signup: i64, customers: &mut Vec<Cust>| -> usize {
         let mut c = new_customer(rng, Role::Spammer, signup.max(cal.start + HOUR));
         c.channel = if rng.random_bool(0.6) { "social" } else { c.channel };
         customers.push(c);
         customers.len() - 1
     };
-    let mut push = |act: &mut Activity, ts: i64, cust: usize, prod: usize, rating: i32, (title, text): (String, String), kind: SpamKind| {
+    let push = |act: &mut Activity, ts: i64, cust: usize, prod: usize, rating: i32, (title, text): (String, String), kind: SpamKind| {
         act.reviews.push(RevSim { id: String::new(), ts, cust, prod, rating, title, text, spam: Some(kind), labelled_at: None });
     };
 
@@ -1146,7 +1148,8 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
         offsets.sort_unstable();
         for off in offsets {
             let ts = t0 + off;
-            let cust = spammer(rng, ts - between(rng, 10 * MIN, 36 * HOUR), customers);
+            let signup = ts - between(rng, 10 * MIN, 36 * HOUR);
+            let cust = spammer(rng, signup, customers);
             let p = &cat.products[prod];
             let txt = text::spam_burst(rng, p.item);
             push(act, ts, cust, prod, 5, txt, SpamKind::RatingBurst);
@@ -1159,7 +1162,8 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
     let accounts: Vec<(usize, i64)> = (0..(n_dup / 2).max(2))
         .map(|_| {
             let t = cal.time_in(rng, 30 * DAY, 10 * DAY);
-            (spammer(rng, t - between(rng, DAY, 30 * DAY), customers), t)
+            let signup = t - between(rng, DAY, 30 * DAY);
+            (spammer(rng, signup, customers), t)
         })
         .collect();
     let mut used = BTreeSet::new();
@@ -1178,7 +1182,8 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
         let ts = cal.time_in(rng, 30 * DAY, HOUR);
         let w: Vec<f64> = cat.products.iter().map(|p| if p.available(ts) { p.popularity } else { 0.0 }).collect();
         let Some(prod) = weighted(rng, &w) else { continue };
-        let cust = spammer(rng, ts - between(rng, HOUR, 10 * DAY), customers);
+        let signup = ts - between(rng, HOUR, 10 * DAY);
+        let cust = spammer(rng, signup, customers);
         let rating = if rng.random_bool(0.6) { 5 } else { rng.random_range(1..=5) };
         let code = hex(rng, 6);
         let p = &cat.products[prod];
@@ -1187,16 +1192,18 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
         planted += 1;
     }
 
-    // Ratings that contradict their text (5 stars on a rant, 1 star on praise).
-    while planted < n {
+    // Ratings that contradict their text (5 stars on a rant, 1 star on praise): the rest, at
+    // least two.
+    let n_mismatch = n.saturating_sub(planted).max(2);
+    for _ in 0..n_mismatch {
         let ts = cal.time_in(rng, 30 * DAY, HOUR);
         let Some(prod) = available_at(rng, ts) else { break };
-        let cust = spammer(rng, ts - between(rng, 5 * DAY, 90 * DAY), customers);
+        let signup = ts - between(rng, 5 * DAY, 90 * DAY);
+        let cust = spammer(rng, signup, customers);
         let p = &cat.products[prod];
         let (rating, tone) = if rng.random_bool(0.5) { (5, Tone::Negative) } else { (1, Tone::Positive) };
         let txt = text::review_text(rng, p.category(), p.item, p.brand, tone);
         push(act, ts, cust, prod, rating, txt, SpamKind::RatingMismatch);
-        planted += 1;
     }
 
     // Moderation: about half of the spam is labelled SPAM some days later.

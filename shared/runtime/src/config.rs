@@ -308,3 +308,41 @@ mod secret_tests {
         assert_eq!(s.expose(), "postgres://u:hunter2@db/x");
     }
 }
+
+/// Settings shared by the model services (recommendation, demand forecast, churn, risk).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ModelServiceConfig {
+    pub server: ServerConfig,
+    pub telemetry: TelemetryConfig,
+    /// Folder for model artefacts (`<data_dir>/models/<service>/`).
+    pub data_dir: std::path::PathBuf,
+    /// Where the feature store answers, e.g. `http://127.0.0.1:50051` or
+    /// `http://feature-store.augur.svc.cluster.local:50051`.
+    pub feature_store_url: String,
+}
+
+impl ModelServiceConfig {
+    pub fn with_port(port: u16) -> Self {
+        Self {
+            server: ServerConfig::with_port(port),
+            telemetry: TelemetryConfig::default(),
+            data_dir: "data".into(),
+            feature_store_url: "http://127.0.0.1:50051".into(),
+        }
+    }
+}
+
+impl Default for ModelServiceConfig {
+    fn default() -> Self {
+        Self::with_port(50052)
+    }
+}
+
+impl Validate for ModelServiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.telemetry.validate()?;
+        validate_endpoint("feature_store_url", &self.feature_store_url)
+    }
+}

@@ -6,7 +6,6 @@ use augur_feature_store::Config;
 use augur_proto::featurestore as pb;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_runtime::{Secret, ServerConfig, ServerHandle};
-use sea_orm::{ConnectionTrait, Database};
 use tonic::transport::Channel;
 
 pub const DAY: i64 = 86_400;
@@ -17,14 +16,10 @@ pub fn ts(secs: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: secs, nanos: 0 })
 }
 
-/// Where a test's data lives; dropping it removes the database.
+/// Where a test's data lives; `cleanup` removes the PostgreSQL database.
 pub enum Backend {
     Sqlite(tempfile::TempDir),
-    Postgres { admin: String, name: String, url: String, dir: tempfile::TempDir },
-}
-
-pub fn postgres_admin_url() -> String {
-    std::env::var("AUGUR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    Postgres { db: augur_testkit::postgres::TestDb, dir: tempfile::TempDir },
 }
 
 impl Backend {
@@ -32,28 +27,10 @@ impl Backend {
         Self::Sqlite(tempfile::tempdir().expect("tempdir"))
     }
 
-    /// A fresh PostgreSQL database, or `None` (with a loud message) when PostgreSQL is not
-    /// reachable and `AUGUR_REQUIRE_POSTGRES` is not set. With it set, an unreachable server fails
-    /// the test.
+    /// A fresh PostgreSQL database, or `None` (loudly) when PostgreSQL is unreachable.
     pub async fn postgres() -> Option<Self> {
-        let admin = postgres_admin_url();
-        let db = match Database::connect(&admin).await {
-            Ok(db) => db,
-            Err(e) => {
-                if std::env::var("AUGUR_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                    panic!("PostgreSQL required (AUGUR_REQUIRE_POSTGRES=1) but {admin} is unreachable: {e}");
-                }
-                eprintln!("\n*** SKIPPED: PostgreSQL at {admin} unreachable ({e}); set AUGUR_TEST_POSTGRES_URL ***\n");
-                return None;
-            }
-        };
-        let name = format!("augur_t_{:016x}", rand::random::<u64>());
-        db.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
-        let url = match admin.rfind('/') {
-            Some(i) => format!("{}/{name}", &admin[..i]),
-            None => panic!("bad admin url"),
-        };
-        Some(Self::Postgres { admin, name, url, dir: tempfile::tempdir().expect("tempdir") })
+        let db = augur_testkit::postgres::TestDb::create().await?;
+        Some(Self::Postgres { db, dir: tempfile::tempdir().expect("tempdir") })
     }
 
     pub fn config(&self) -> Config {
@@ -62,19 +39,17 @@ impl Backend {
         c.hash_key = Secret::new("test-hash-key-0123456789");
         match self {
             Self::Sqlite(dir) => c.data_dir = dir.path().to_path_buf(),
-            Self::Postgres { url, dir, .. } => {
+            Self::Postgres { db, dir } => {
                 c.data_dir = dir.path().to_path_buf();
-                c.database_url = Secret::new(url.clone());
+                c.database_url = Secret::new(db.url.clone());
             }
         }
         c
     }
 
     pub async fn cleanup(self) {
-        if let Self::Postgres { admin, name, .. } = self
-            && let Ok(db) = Database::connect(&admin).await
-        {
-            let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        if let Self::Postgres { db, .. } = self {
+            db.drop_db().await;
         }
     }
 }

@@ -1,0 +1,88 @@
+//! Loading the synthetic demo dataset through the feature store's gRPC API.
+
+use std::path::Path;
+
+use augur_demo::{DemoConfig, generate};
+use augur_proto::featurestore as pb;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Events per streamed message.
+const BATCH: usize = 5_000;
+
+/// Generates the demo dataset and ingests it; returns the ingest summary.
+pub async fn load(url: &str, seed: u64, progress: bool) -> anyhow::Result<pb::IngestResponse> {
+    let data = generate(&DemoConfig {
+        seed,
+        ..DemoConfig::default()
+    });
+    let total = data.events.len();
+    let bar = if progress {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template("demo data {bar:40} {pos}/{len} events ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut client = FeatureStoreClient::connect(url.to_string())
+        .await?
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let batches: Vec<pb::IngestRequest> = data
+        .events
+        .chunks(BATCH)
+        .map(|c| pb::IngestRequest { events: c.to_vec() })
+        .collect();
+    let bar2 = bar.clone();
+    let stream = tokio_stream::iter(batches.into_iter().map(move |b| {
+        bar2.inc(b.events.len() as u64);
+        b
+    }));
+    let resp = client.ingest_stream(stream).await?.into_inner();
+    bar.finish_and_clear();
+    println!(
+        "demo: {} events accepted, {} duplicates, {} rejected ({} customers, {} products, {} planted fraud orders, {} planted spam reviews)",
+        resp.accepted,
+        resp.duplicates,
+        resp.rejected.len(),
+        data.summary.counts.customers,
+        data.summary.counts.products,
+        data.summary.fraud_orders.len(),
+        data.summary.spam_reviews.len(),
+    );
+    if let Some(r) = resp.rejected.first() {
+        anyhow::bail!("demo data rejected: {}: {}", r.field, r.reason);
+    }
+    Ok(resp)
+}
+
+/// Writes the demo dataset as JSON-lines files, one per event kind, in the format `augur import`
+/// reads.
+pub fn write_files(out: &Path, seed: u64) -> anyhow::Result<()> {
+    let data = generate(&DemoConfig {
+        seed,
+        ..DemoConfig::default()
+    });
+    std::fs::create_dir_all(out)?;
+    let mut files = std::collections::BTreeMap::new();
+    for e in &data.events {
+        let (kind, record) = crate::import::to_json(e)?;
+        let f = match files.entry(kind) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let path = out.join(format!("{kind}s.jsonl"));
+                v.insert(std::io::BufWriter::new(std::fs::File::create(path)?))
+            }
+        };
+        use std::io::Write;
+        writeln!(f, "{record}")?;
+    }
+    for (kind, f) in files {
+        f.into_inner().map_err(|e| anyhow::anyhow!("writing {kind}s.jsonl: {e}"))?;
+        println!("wrote {}", out.join(format!("{kind}s.jsonl")).display());
+    }
+    Ok(())
+}

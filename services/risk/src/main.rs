@@ -1,0 +1,21 @@
+//! `risk`: the Risk service as its own process.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Augur Risk service (gRPC)")]
+struct Args {
+    /// TOML configuration file (also AUGUR_CONFIG); AUGUR_* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = augur_runtime::config::load(augur_risk::default_config(), args.config.as_deref())?;
+    let _telemetry = augur_runtime::telemetry::init("risk", &config.telemetry)?;
+    augur_risk::run(config, augur_runtime::shutdown::signal()).await
+}
