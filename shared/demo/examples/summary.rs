@@ -9,7 +9,10 @@ fn main() {
     let mut cfg = augur_demo::DemoConfig::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+        let value = pair
+            .get(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default();
         match pair[0].as_str() {
             "--seed" => cfg.seed = value,
             "--customers" => cfg.customers = usize::try_from(value).unwrap_or_default(),

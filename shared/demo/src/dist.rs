@@ -74,7 +74,11 @@ pub(crate) fn hex<R: Rng>(rng: &mut R, n: usize) -> String {
 
 /// Uniform integer in `[lo, hi)`; `lo` when the range is empty.
 pub(crate) fn between<R: Rng>(rng: &mut R, lo: i64, hi: i64) -> i64 {
-    if hi <= lo { lo } else { rng.random_range(lo..hi) }
+    if hi <= lo {
+        lo
+    } else {
+        rng.random_range(lo..hi)
+    }
 }
 
 /// Uniform float in `[lo, hi)`.

@@ -213,15 +213,66 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counts;
-        writeln!(f, "demo data {} .. {}: {} events", self.start.format("%Y-%m-%d"), self.end.format("%Y-%m-%d"), c.total)?;
+        writeln!(
+            f,
+            "demo data {} .. {}: {} events",
+            self.start.format("%Y-%m-%d"),
+            self.end.format("%Y-%m-%d"),
+            c.total
+        )?;
         writeln!(f, "  products  {:>7} snapshots", c.products)?;
-        writeln!(f, "  customers {:>7} records ({} genuine, {} fraud, {} spam accounts)", c.customers, self.genuine_customers.len(), self.fraud_accounts.len(), self.spam_accounts.len())?;
-        let join = |m: &BTreeMap<&str, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-        writeln!(f, "  orders    {:>7} events ({})", c.orders.values().sum::<usize>(), join(&c.orders))?;
-        writeln!(f, "  interactions {:>4} ({})", c.interactions.values().sum::<usize>(), join(&c.interactions))?;
-        writeln!(f, "  reviews   {:>7} (+{} moderation labels)", c.reviews, c.review_labels)?;
-        writeln!(f, "planted: {} fraud orders, {} spam reviews ({} labelled SPAM), {} GENUINE labels", self.fraud_orders.len(), self.spam_reviews.len(), self.spam_reviews.iter().filter(|s| s.labelled_at.is_some()).count(), self.genuine_labelled_reviews.len())?;
-        write!(f, "churned: {} of {} genuine customers; {} promotion weeks; {} co-purchase pairs; {} out of stock, {} inactive", self.churned.len(), self.genuine_customers.len(), self.promotions.len(), self.co_purchase_pairs.len(), self.out_of_stock.len(), self.inactive.len())
+        writeln!(
+            f,
+            "  customers {:>7} records ({} genuine, {} fraud, {} spam accounts)",
+            c.customers,
+            self.genuine_customers.len(),
+            self.fraud_accounts.len(),
+            self.spam_accounts.len()
+        )?;
+        let join = |m: &BTreeMap<&str, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            f,
+            "  orders    {:>7} events ({})",
+            c.orders.values().sum::<usize>(),
+            join(&c.orders)
+        )?;
+        writeln!(
+            f,
+            "  interactions {:>4} ({})",
+            c.interactions.values().sum::<usize>(),
+            join(&c.interactions)
+        )?;
+        writeln!(
+            f,
+            "  reviews   {:>7} (+{} moderation labels)",
+            c.reviews, c.review_labels
+        )?;
+        writeln!(
+            f,
+            "planted: {} fraud orders, {} spam reviews ({} labelled SPAM), {} GENUINE labels",
+            self.fraud_orders.len(),
+            self.spam_reviews.len(),
+            self.spam_reviews
+                .iter()
+                .filter(|s| s.labelled_at.is_some())
+                .count(),
+            self.genuine_labelled_reviews.len()
+        )?;
+        write!(
+            f,
+            "churned: {} of {} genuine customers; {} promotion weeks; {} co-purchase pairs; {} out of stock, {} inactive",
+            self.churned.len(),
+            self.genuine_customers.len(),
+            self.promotions.len(),
+            self.co_purchase_pairs.len(),
+            self.out_of_stock.len(),
+            self.inactive.len()
+        )
     }
 }
 
@@ -230,7 +281,10 @@ fn sub_rng(seed: u64, stage: u64) -> StdRng {
 }
 
 fn ts(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: secs, nanos: 0 }
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
 }
 
 fn dt(secs: i64) -> DateTime<Utc> {
@@ -247,7 +301,11 @@ pub fn generate(cfg: &DemoConfig) -> DemoData {
     let start = end - i64::from(cfg.days.max(28)) * DAY;
     let cal = Calendar::new(start, end);
     let catalog = sim::build_catalog(&mut sub_rng(cfg.seed, 1), cfg.products.max(12), cal);
-    let mut customers = sim::build_customers(&mut sub_rng(cfg.seed, 2), cfg.customers.max(1), &catalog.cal);
+    let mut customers = sim::build_customers(
+        &mut sub_rng(cfg.seed, 2),
+        cfg.customers.max(1),
+        &catalog.cal,
+    );
     let n_genuine = customers.len();
 
     let mut act = Activity::default();
@@ -255,11 +313,27 @@ pub fn generate(cfg: &DemoConfig) -> DemoData {
     for (ci, c) in customers.iter().enumerate() {
         sim::customer_activity(&mut rng, &catalog, c, ci, &mut act);
     }
-    sim::plant_fraud(&mut sub_rng(cfg.seed, 4), &catalog, &mut customers, &mut act);
+    sim::plant_fraud(
+        &mut sub_rng(cfg.seed, 4),
+        &catalog,
+        &mut customers,
+        &mut act,
+    );
     sim::genuine_reviews(&mut sub_rng(cfg.seed, 5), &catalog, &mut act);
-    sim::plant_spam(&mut sub_rng(cfg.seed, 6), &catalog, &mut customers, &mut act);
+    sim::plant_spam(
+        &mut sub_rng(cfg.seed, 6),
+        &catalog,
+        &mut customers,
+        &mut act,
+    );
     let by_cust = sim::orders_by_customer(customers.len(), &act.orders);
-    sim::upgrades(&mut sub_rng(cfg.seed, 7), &customers, &by_cust, &mut act, end);
+    sim::upgrades(
+        &mut sub_rng(cfg.seed, 7),
+        &customers,
+        &by_cust,
+        &mut act,
+        end,
+    );
     let snapshots = sim::product_snapshots(&mut sub_rng(cfg.seed, 8), &catalog, &act.orders);
 
     // Ids in time order.
@@ -325,12 +399,21 @@ fn product_event(catalog: &sim::Catalog, s: &sim::Snapshot) -> Event {
             active: Some(s.active),
             on_promotion: s.promo,
             ts: Some(ts(s.ts)),
-            attributes: attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         })),
     }
 }
 
-fn order_event(catalog: &sim::Catalog, customers: &[Cust], o: &sim::OrderSim, status: OrderStatus, at: i64) -> Event {
+fn order_event(
+    catalog: &sim::Catalog,
+    customers: &[Cust],
+    o: &sim::OrderSim,
+    status: OrderStatus,
+    at: i64,
+) -> Event {
     Event {
         payload: Some(Payload::Order(Order {
             order_id: o.id.clone(),
@@ -361,7 +444,13 @@ fn order_event(catalog: &sim::Catalog, customers: &[Cust], o: &sim::OrderSim, st
     }
 }
 
-fn review_event(catalog: &sim::Catalog, customers: &[Cust], r: &sim::RevSim, label: ReviewLabel, at: i64) -> Event {
+fn review_event(
+    catalog: &sim::Catalog,
+    customers: &[Cust],
+    r: &sim::RevSim,
+    label: ReviewLabel,
+    at: i64,
+) -> Event {
     Event {
         payload: Some(Payload::Review(Review {
             review_id: r.id.clone(),
@@ -384,8 +473,10 @@ fn emit(
     snapshots: &[sim::Snapshot],
 ) -> Vec<Event> {
     let mut head = Vec::new();
-    let mut first_snapshots: Vec<&sim::Snapshot> =
-        snapshots.iter().filter(|s| s.ts == catalog.products[s.prod].created).collect();
+    let mut first_snapshots: Vec<&sim::Snapshot> = snapshots
+        .iter()
+        .filter(|s| s.ts == catalog.products[s.prod].created)
+        .collect();
     first_snapshots.sort_by_key(|s| (s.ts, s.prod));
     head.extend(first_snapshots.iter().map(|s| product_event(catalog, s)));
     head.extend(by_signup.iter().map(|&i| {
@@ -394,14 +485,20 @@ fn emit(
     }));
 
     let mut rest: Vec<(i64, Event)> = Vec::new();
-    for s in snapshots.iter().filter(|s| s.ts != catalog.products[s.prod].created) {
+    for s in snapshots
+        .iter()
+        .filter(|s| s.ts != catalog.products[s.prod].created)
+    {
         rest.push((s.ts, product_event(catalog, s)));
     }
     for &(ci, at) in &act.upgrades {
         rest.push((at, customer_event(&customers[ci], at, true)));
     }
     for o in &act.orders {
-        rest.push((o.ts, order_event(catalog, customers, o, OrderStatus::Placed, o.ts)));
+        rest.push((
+            o.ts,
+            order_event(catalog, customers, o, OrderStatus::Placed, o.ts),
+        ));
         let updates = [
             (o.paid, OrderStatus::Paid),
             (o.cancelled, OrderStatus::Cancelled),
@@ -421,7 +518,10 @@ fn emit(
                 payload: Some(Payload::Interaction(Interaction {
                     event_id: String::new(),
                     customer_id: customers[ix.cust].id.clone(),
-                    sku: ix.prod.map(|p| catalog.products[p].sku.clone()).unwrap_or_default(),
+                    sku: ix
+                        .prod
+                        .map(|p| catalog.products[p].sku.clone())
+                        .unwrap_or_default(),
                     kind: ix.kind as i32,
                     query: ix.query.clone(),
                     ts: Some(ts(ix.ts)),
@@ -432,22 +532,36 @@ fn emit(
         ));
     }
     for r in &act.reviews {
-        rest.push((r.ts, review_event(catalog, customers, r, ReviewLabel::Unspecified, r.ts)));
+        rest.push((
+            r.ts,
+            review_event(catalog, customers, r, ReviewLabel::Unspecified, r.ts),
+        ));
         if let Some(at) = r.labelled_at {
-            let label = if r.spam.is_some() { ReviewLabel::Spam } else { ReviewLabel::Genuine };
+            let label = if r.spam.is_some() {
+                ReviewLabel::Spam
+            } else {
+                ReviewLabel::Genuine
+            };
             rest.push((at, review_event(catalog, customers, r, label, at)));
         }
     }
-    // Stable: ties keep the push order above (an order before its updates and interactions).
-    rest.sort_by_key(|e| e.0);
+    // Sort keys, not the (large) events. Ties keep the push order above: an order comes before
+    // its updates and its PURCHASE interactions.
+    let mut order: Vec<(i64, usize)> = rest.iter().enumerate().map(|(i, e)| (e.0, i)).collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<Event>> = rest.into_iter().map(|e| Some(e.1)).collect();
+    head.reserve(slots.len());
     let mut n_ix = 0usize;
-    head.extend(rest.into_iter().map(|(_, mut e)| {
-        if let Some(Payload::Interaction(i)) = &mut e.payload {
+    for (_, i) in order {
+        let Some(mut e) = slots[i].take() else {
+            continue;
+        };
+        if let Some(Payload::Interaction(x)) = &mut e.payload {
             n_ix += 1;
-            i.event_id = format!("ix-{n_ix:08}");
+            x.event_id = format!("ix-{n_ix:08}");
         }
-        e
-    }));
+        head.push(e);
+    }
     head
 }
 
@@ -484,21 +598,33 @@ fn summarise(
     start: i64,
     end: i64,
 ) -> Summary {
-    let mut counts = Counts { total: events.len(), ..Counts::default() };
+    let mut counts = Counts {
+        total: events.len(),
+        ..Counts::default()
+    };
     for e in events {
         match &e.payload {
             Some(Payload::Product(_)) => counts.products += 1,
             Some(Payload::Customer(_)) => counts.customers += 1,
-            Some(Payload::Order(o)) => *counts.orders.entry(status_name(o.status)).or_default() += 1,
-            Some(Payload::Interaction(i)) => *counts.interactions.entry(kind_name(i.kind)).or_default() += 1,
-            Some(Payload::Review(r)) if r.label == ReviewLabel::Unspecified as i32 => counts.reviews += 1,
+            Some(Payload::Order(o)) => {
+                *counts.orders.entry(status_name(o.status)).or_default() += 1
+            }
+            Some(Payload::Interaction(i)) => {
+                *counts.interactions.entry(kind_name(i.kind)).or_default() += 1
+            }
+            Some(Payload::Review(r)) if r.label == ReviewLabel::Unspecified as i32 => {
+                counts.reviews += 1
+            }
             Some(Payload::Review(_)) => counts.review_labels += 1,
             None => {}
         }
     }
     let ids_with = |role: Role| {
-        let mut v: Vec<(i64, String)> =
-            customers.iter().filter(|c| c.role == role).map(|c| (c.signup, c.id.clone())).collect();
+        let mut v: Vec<(i64, String)> = customers
+            .iter()
+            .filter(|c| c.role == role)
+            .map(|c| (c.signup, c.id.clone()))
+            .collect();
         v.sort();
         v.into_iter().map(|x| x.1).collect::<Vec<_>>()
     };
@@ -568,7 +694,11 @@ fn summarise(
             .products
             .iter()
             .flat_map(|p| {
-                p.promo_weeks.iter().map(|&w| PromotionWeek { sku: p.sku.clone(), start: dt(w), discount: p.discount })
+                p.promo_weeks.iter().map(|&w| PromotionWeek {
+                    sku: p.sku.clone(),
+                    start: dt(w),
+                    discount: p.discount,
+                })
             })
             .collect(),
         co_purchase_pairs: catalog

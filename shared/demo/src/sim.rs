@@ -56,7 +56,8 @@ fn date_of(t: i64) -> NaiveDate {
 }
 
 fn midnight(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0).map_or(0, |dt| dt.and_utc().timestamp())
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |dt| dt.and_utc().timestamp())
 }
 
 /// Friday after the fourth Thursday of November.
@@ -66,17 +67,18 @@ fn black_friday(year: i32) -> Option<NaiveDate> {
 
 impl Calendar {
     pub(crate) fn new(start: i64, end: i64) -> Self {
-        let days = usize::try_from((end - start + DAY - 1) / DAY).unwrap_or(0).max(1);
+        let days = usize::try_from((end - start + DAY - 1) / DAY)
+            .unwrap_or(0)
+            .max(1);
         let mut factor = Vec::with_capacity(days);
         let mut cat_factor = Vec::with_capacity(days);
         for d in 0..days {
             let date = date_of(start + i64::try_from(d).unwrap_or(0) * DAY);
             let doy = f64::from(date.ordinal0());
-            let bf = black_friday(date.year())
-                .map_or(0.0, |b| {
-                    let gap = (date - b).num_days() as f64;
-                    (-0.5 * (gap / 2.0).powi(2)).exp()
-                });
+            let bf = black_friday(date.year()).map_or(0.0, |b| {
+                let gap = (date - b).num_days() as f64;
+                (-0.5 * (gap / 2.0).powi(2)).exp()
+            });
             let yearly = 1.0 + 0.1 * (std::f64::consts::TAU * (doy - 15.0) / 365.25).cos()
                 - 0.15 * circular_bump(doy, 205.0, 25.0)
                 + 0.8 * circular_bump(doy, 348.0, 10.0)
@@ -271,8 +273,9 @@ pub(crate) fn build_catalog(rng: &mut StdRng, n: usize, cal: Calendar) -> Catalo
         let popularity = 1.0 / ((ranks[i] + 1) as f64).powf(0.9);
         let mut prices = vec![(created, list)];
         let changes = weighted(rng, &[0.6, 0.3, 0.1]).unwrap_or(0);
-        let mut change_times: Vec<i64> =
-            (0..changes).map(|_| between(rng, created + 14 * DAY, cal.end - DAY)).collect();
+        let mut change_times: Vec<i64> = (0..changes)
+            .map(|_| between(rng, created + 14 * DAY, cal.end - DAY))
+            .collect();
         change_times.sort_unstable();
         for t in change_times {
             if t <= prices[prices.len() - 1].0 {
@@ -309,7 +312,10 @@ pub(crate) fn build_catalog(rng: &mut StdRng, n: usize, cal: Calendar) -> Catalo
     for (j, &p) in order.iter().take(n_oos + n_inactive).enumerate() {
         let prod = &mut products[p];
         let (t, kind) = if j < n_oos {
-            (cal.end - between(rng, 3 * DAY, (60 * DAY).min(span / 4)), Gone::OutOfStock)
+            (
+                cal.end - between(rng, 3 * DAY, (60 * DAY).min(span / 4)),
+                Gone::OutOfStock,
+            )
         } else {
             (
                 cal.start + (span as f64 * uniform(rng, 0.4, 0.95)) as i64,
@@ -439,7 +445,12 @@ fn new_token<R: Rng>(rng: &mut R) -> String {
 /// A customer record with everything drawn; the caller sets the behaviour for planted roles.
 fn new_customer<R: Rng>(rng: &mut R, role: Role, signup: i64) -> Cust {
     let devices = (0..1 + weighted(rng, &[0.6, 0.35, 0.05]).unwrap_or(0))
-        .map(|_| (new_device(rng), if rng.random_bool(0.4) { "app" } else { "web" }))
+        .map(|_| {
+            (
+                new_device(rng),
+                if rng.random_bool(0.4) { "app" } else { "web" },
+            )
+        })
         .collect();
     Cust {
         id: String::new(),
@@ -583,7 +594,15 @@ type Step = (Option<usize>, InteractionKind, String);
 
 impl Activity {
     /// Pushes `steps` as one session with increasing times in `[s0, s1)`.
-    fn session<R: Rng>(&mut self, rng: &mut R, cust: usize, session: &str, s0: i64, s1: i64, steps: Vec<Step>) {
+    fn session<R: Rng>(
+        &mut self,
+        rng: &mut R,
+        cust: usize,
+        session: &str,
+        s0: i64,
+        s1: i64,
+        steps: Vec<Step>,
+    ) {
         let span = (s1 - s0).max(1);
         let mut offsets: Vec<i64> = (0..steps.len()).map(|_| between(rng, 0, span)).collect();
         offsets.sort_unstable();
@@ -621,8 +640,11 @@ impl Catalog {
     fn pick<R: Rng>(&self, rng: &mut R, c: &Cust, t: i64, exclude: &[usize]) -> Option<usize> {
         for _ in 0..4 {
             let cat = if !c.prefs.is_empty() && rng.random_bool(0.85) {
-                let w: Vec<f64> =
-                    c.prefs.iter().map(|&(k, w)| w * self.cal.cat_factor(t, k)).collect();
+                let w: Vec<f64> = c
+                    .prefs
+                    .iter()
+                    .map(|&(k, w)| w * self.cal.cat_factor(t, k))
+                    .collect();
                 weighted(rng, &w).map(|i| c.prefs[i].0)
             } else {
                 let w: Vec<f64> = CATEGORIES
@@ -689,7 +711,13 @@ fn fade(c: &Cust, t: i64) -> f64 {
 }
 
 /// Orders, purchase sessions and browsing sessions of one genuine customer.
-pub(crate) fn customer_activity(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, act: &mut Activity) {
+pub(crate) fn customer_activity(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    c: &Cust,
+    ci: usize,
+    act: &mut Activity,
+) {
     let cal = &cat.cal;
     let peak = cal.max_factor;
     let buy_end = c.churn_at.map_or(cal.end, |ch| ch.min(cal.end));
@@ -705,10 +733,16 @@ pub(crate) fn customer_activity(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: u
     for t in times {
         place_order(rng, cat, c, ci, t, act);
     }
-    let browse_end = c.churn_at.map_or(cal.end, |ch| (ch + 3 * FADE_AFTER).min(cal.end));
-    let browse = arrivals(rng, c.rate * BROWSE_RATIO * peak, c.signup, browse_end, |t| {
-        cal.factor(t) / peak * fade(c, t)
-    });
+    let browse_end = c
+        .churn_at
+        .map_or(cal.end, |ch| (ch + 3 * FADE_AFTER).min(cal.end));
+    let browse = arrivals(
+        rng,
+        c.rate * BROWSE_RATIO * peak,
+        c.signup,
+        browse_end,
+        |t| cal.factor(t) / peak * fade(c, t),
+    );
     for t in browse {
         browse_session(rng, cat, c, ci, t, act);
     }
@@ -740,7 +774,10 @@ fn place_order(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, act
     let (device, channel) = if rng.random_bool(0.75) {
         c.devices[0].clone()
     } else {
-        c.devices.choose(rng).cloned().unwrap_or_else(|| c.devices[0].clone())
+        c.devices
+            .choose(rng)
+            .cloned()
+            .unwrap_or_else(|| c.devices[0].clone())
     };
     let pay = if rng.random_bool(0.9) {
         c.pay
@@ -753,19 +790,31 @@ fn place_order(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, act
         c.country
     };
     let end = cat.cal.end;
-    let paid = rng.random_bool(0.965).then(|| t + between(rng, MIN, 15 * MIN));
-    let cancelled = (paid.is_none() && rng.random_bool(0.6)).then(|| t + between(rng, HOUR, 36 * HOUR));
-    let refunded = (paid.is_some() && rng.random_bool(0.021)).then(|| t + between(rng, 4 * DAY, 30 * DAY));
+    let paid = rng
+        .random_bool(0.965)
+        .then(|| t + between(rng, MIN, 15 * MIN));
+    let cancelled =
+        (paid.is_none() && rng.random_bool(0.6)).then(|| t + between(rng, HOUR, 36 * HOUR));
+    let refunded =
+        (paid.is_some() && rng.random_bool(0.021)).then(|| t + between(rng, 4 * DAY, 30 * DAY));
     let order = OrderSim {
         id: String::new(),
         cust: ci,
         ts: t,
         lines,
         pay,
-        token: if pay == "invoice" { String::new() } else { c.token.clone() },
+        token: if pay == "invoice" {
+            String::new()
+        } else {
+            c.token.clone()
+        },
         device,
         channel,
-        ip: if rng.random_bool(0.92) { c.ip.clone() } else { new_ip(rng) },
+        ip: if rng.random_bool(0.92) {
+            c.ip.clone()
+        } else {
+            new_ip(rng)
+        },
         ship: c.country,
         bill,
         paid: paid.filter(|&x| x < end),
@@ -778,16 +827,23 @@ fn place_order(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, act
     act.orders.push(order);
 }
 
-fn purchase_session(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, o: &OrderSim, act: &mut Activity) {
+fn purchase_session(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    c: &Cust,
+    ci: usize,
+    o: &OrderSim,
+    act: &mut Activity,
+) {
     let t = o.ts;
     let session = format!("s-{}", hex(rng, 12));
     let first = &cat.products[o.lines[0].prod];
     let mut browse: Vec<(usize, bool)> = o.lines.iter().map(|l| (l.prod, true)).collect();
     for _ in 0..between(rng, 0, 4) {
-        if let Some(p) = cat.pick_in(rng, c.price_pref, first.cat, t, &[]) {
-            if !browse.iter().any(|b| b.0 == p) {
-                browse.push((p, false));
-            }
+        if let Some(p) = cat.pick_in(rng, c.price_pref, first.cat, t, &[])
+            && !browse.iter().any(|b| b.0 == p)
+        {
+            browse.push((p, false));
         }
     }
     browse.shuffle(rng);
@@ -822,7 +878,14 @@ fn purchase_session(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, o: &Or
     act.purchases(ci, &session, t, &o.lines);
 }
 
-fn browse_session(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, act: &mut Activity) {
+fn browse_session(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    c: &Cust,
+    ci: usize,
+    t: i64,
+    act: &mut Activity,
+) {
     let Some(first) = cat.pick(rng, c, t, &[]) else {
         return;
     };
@@ -844,7 +907,11 @@ fn browse_session(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, 
     let mut steps: Vec<Step> = Vec::new();
     if rng.random_bool(0.4) {
         let p = &cat.products[first];
-        steps.push((None, InteractionKind::Search, text::search_query(rng, p.category(), p.item, p.brand)));
+        steps.push((
+            None,
+            InteractionKind::Search,
+            text::search_query(rng, p.category(), p.item, p.brand),
+        ));
     }
     for &p in &viewed {
         if rng.random_bool(0.35) {
@@ -852,24 +919,30 @@ fn browse_session(rng: &mut StdRng, cat: &Catalog, c: &Cust, ci: usize, t: i64, 
         }
         steps.push((Some(p), InteractionKind::View, String::new()));
     }
-    if rng.random_bool(0.22) {
-        if let Some(&p) = viewed.choose(rng) {
-            steps.push((Some(p), InteractionKind::AddToCart, String::new()));
-            if rng.random_bool(0.3) {
-                steps.push((Some(p), InteractionKind::RemoveFromCart, String::new()));
-            }
+    if rng.random_bool(0.22)
+        && let Some(&p) = viewed.choose(rng)
+    {
+        steps.push((Some(p), InteractionKind::AddToCart, String::new()));
+        if rng.random_bool(0.3) {
+            steps.push((Some(p), InteractionKind::RemoveFromCart, String::new()));
         }
     }
-    if rng.random_bool(0.08) {
-        if let Some(&p) = viewed.choose(rng) {
-            steps.push((Some(p), InteractionKind::Wishlist, String::new()));
-        }
+    if rng.random_bool(0.08)
+        && let Some(&p) = viewed.choose(rng)
+    {
+        steps.push((Some(p), InteractionKind::Wishlist, String::new()));
     }
     act.session(rng, ci, &session, t, s1, steps);
 }
 
 /// Tier upgrades: some standard customers become gold a little after their sixth paid order.
-pub(crate) fn upgrades(rng: &mut StdRng, customers: &[Cust], by_cust: &[Vec<usize>], act: &mut Activity, end: i64) {
+pub(crate) fn upgrades(
+    rng: &mut StdRng,
+    customers: &[Cust],
+    by_cust: &[Vec<usize>],
+    act: &mut Activity,
+    end: i64,
+) {
     for (ci, c) in customers.iter().enumerate() {
         if c.role != Role::Genuine || c.gold {
             continue;
@@ -916,16 +989,27 @@ pub(crate) fn orders_by_customer(n_customers: usize, orders: &[OrderSim]) -> Vec
 
 /// An expensive basket worth at least about `target` cents at `t`.
 fn expensive_basket<R: Rng>(rng: &mut R, cat: &Catalog, t: i64, target: i64) -> Vec<Line> {
-    let mut cands: Vec<usize> = (0..cat.products.len()).filter(|&p| cat.products[p].available(t)).collect();
+    let mut cands: Vec<usize> = (0..cat.products.len())
+        .filter(|&p| cat.products[p].available(t))
+        .collect();
     cands.sort_by_key(|&p| std::cmp::Reverse(cat.products[p].price(t).0));
     cands.truncate((cands.len() / 5).max(3));
     let mut lines: Vec<Line> = Vec::new();
     let total = |ls: &[Line]| ls.iter().map(|l| l.qty * l.cents).sum::<i64>();
     while total(&lines) < target && lines.len() < 4 {
-        let free: Vec<usize> = cands.iter().copied().filter(|p| !lines.iter().any(|l| l.prod == *p)).collect();
+        let free: Vec<usize> = cands
+            .iter()
+            .copied()
+            .filter(|p| !lines.iter().any(|l| l.prod == *p))
+            .collect();
         let Some(&p) = free.choose(rng) else { break };
         let (cents, promo) = cat.products[p].price(t);
-        lines.push(Line { prod: p, qty: 1, cents, promo });
+        lines.push(Line {
+            prod: p,
+            qty: 1,
+            cents,
+            promo,
+        });
     }
     while total(&lines) < target {
         let open: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].qty < 5).collect();
@@ -945,10 +1029,18 @@ struct FraudOrder {
     kind: FraudKind,
 }
 
-fn push_fraud<R: Rng>(rng: &mut R, customers: &[Cust], end: i64, f: FraudOrder, act: &mut Activity) {
+fn push_fraud<R: Rng>(
+    rng: &mut R,
+    customers: &[Cust],
+    end: i64,
+    f: FraudOrder,
+    act: &mut Activity,
+) {
     let c = &customers[f.cust];
     let session = format!("s-{}", hex(rng, 12));
-    let s0 = (f.ts - between(rng, 2 * MIN, 6 * MIN)).max(c.signup + 1).min(f.ts - 1);
+    let s0 = (f.ts - between(rng, 2 * MIN, 6 * MIN))
+        .max(c.signup + 1)
+        .min(f.ts - 1);
     let mut steps = Vec::new();
     for l in &f.lines {
         steps.push((Some(l.prod), InteractionKind::View, String::new()));
@@ -984,7 +1076,12 @@ fn foreign<R: Rng>(rng: &mut R) -> &'static str {
 
 /// Plants about 0.75% fraud orders (at least 15): account takeovers, brand-new accounts and
 /// device bursts. Fraudster accounts are appended to `customers`.
-pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cust>, act: &mut Activity) {
+pub(crate) fn plant_fraud(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    customers: &mut Vec<Cust>,
+    act: &mut Activity,
+) {
     let cal = &cat.cal;
     let genuine = act.orders.len();
     let n = ((genuine as f64 * 0.0075).round() as usize).max(15);
@@ -1020,15 +1117,29 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
             if lines.is_empty() {
                 continue;
             }
-            let bill = if billing_abroad { foreign(rng) } else { customers[cust].country };
-            let f = FraudOrder { cust, ts, lines, device: device.clone(), ip: ip.clone(), bill, kind: FraudKind::DeviceBurst };
+            let bill = if billing_abroad {
+                foreign(rng)
+            } else {
+                customers[cust].country
+            };
+            let f = FraudOrder {
+                cust,
+                ts,
+                lines,
+                device: device.clone(),
+                ip: ip.clone(),
+                bill,
+                kind: FraudKind::DeviceBurst,
+            };
             push_fraud(rng, customers, cal.end, f, act);
             planted += 1;
         }
     }
 
     // Account takeovers of customers with history: 5-15x their usual basket, new device, billed abroad.
-    let ato_target = n.saturating_sub(planted).saturating_sub((n as f64 * 0.3).round() as usize);
+    let ato_target = n
+        .saturating_sub(planted)
+        .saturating_sub((n as f64 * 0.3).round() as usize);
     let mut ato = 0;
     let mut tries = 0;
     while ato < ato_target && tries < 50 * n {
@@ -1050,7 +1161,15 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
         if lines.is_empty() {
             continue;
         }
-        let f = FraudOrder { cust, ts, lines, device: new_device(rng), ip: new_ip(rng), bill: foreign(rng), kind: FraudKind::AccountTakeover };
+        let f = FraudOrder {
+            cust,
+            ts,
+            lines,
+            device: new_device(rng),
+            ip: new_ip(rng),
+            bill: foreign(rng),
+            kind: FraudKind::AccountTakeover,
+        };
         push_fraud(rng, customers, cal.end, f, act);
         planted += 1;
         ato += 1;
@@ -1065,7 +1184,11 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
         let mut c = new_customer(rng, Role::Fraudster, signup);
         let device = c.devices[0].0.clone();
         let ip = c.ip.clone();
-        let bill = if rng.random_bool(0.9) { foreign(rng) } else { c.country };
+        let bill = if rng.random_bool(0.9) {
+            foreign(rng)
+        } else {
+            c.country
+        };
         c.devices.truncate(1);
         let target = (med as f64 * uniform(rng, 5.0, 15.0)) as i64;
         let lines = expensive_basket(rng, cat, ts, target);
@@ -1073,7 +1196,15 @@ pub(crate) fn plant_fraud(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<C
             continue;
         }
         customers.push(c);
-        let f = FraudOrder { cust: customers.len() - 1, ts, lines, device, ip, bill, kind: FraudKind::NewAccount };
+        let f = FraudOrder {
+            cust: customers.len() - 1,
+            ts,
+            lines,
+            device,
+            ip,
+            bill,
+            kind: FraudKind::NewAccount,
+        };
         push_fraud(rng, customers, cal.end, f, act);
         planted += 1;
     }
@@ -1095,8 +1226,14 @@ pub(crate) fn genuine_reviews(rng: &mut StdRng, cat: &Catalog, act: &mut Activit
         for l in &o.lines {
             let p = &cat.products[l.prod];
             let penalty = if o.refunded.is_some() { 1.5 } else { 0.0 };
-            let rating = (p.quality + 0.9 * normal(rng) - penalty).round().clamp(1.0, 5.0) as i32;
-            let prob = if rating <= 2 || rating == 5 { 0.09 } else { 0.05 };
+            let rating = (p.quality + 0.9 * normal(rng) - penalty)
+                .round()
+                .clamp(1.0, 5.0) as i32;
+            let prob = if rating <= 2 || rating == 5 {
+                0.09
+            } else {
+                0.05
+            };
             if !rng.random_bool(prob) || !seen.insert((o.cust, l.prod)) {
                 continue;
             }
@@ -1104,13 +1241,24 @@ pub(crate) fn genuine_reviews(rng: &mut StdRng, cat: &Catalog, act: &mut Activit
             if ts >= end {
                 continue;
             }
-            let (title, text) = text::review_text(rng, p.category(), p.item, p.brand, Tone::of_rating(rating));
+            let (title, text) =
+                text::review_text(rng, p.category(), p.item, p.brand, Tone::of_rating(rating));
             let labelled_at = if rng.random_bool(0.12) {
                 Some(ts + between(rng, DAY, 14 * DAY)).filter(|&x| x < end)
             } else {
                 None
             };
-            out.push(RevSim { id: String::new(), ts, cust: o.cust, prod: l.prod, rating, title, text, spam: None, labelled_at });
+            out.push(RevSim {
+                id: String::new(),
+                ts,
+                cust: o.cust,
+                prod: l.prod,
+                rating,
+                title,
+                text,
+                spam: None,
+                labelled_at,
+            });
         }
     }
     act.reviews.extend(out);
@@ -1118,23 +1266,50 @@ pub(crate) fn genuine_reviews(rng: &mut StdRng, cat: &Catalog, act: &mut Activit
 
 /// Plants about 3% spam reviews (at least 20) from fresh spammer accounts (appended to
 /// `customers`); about half get a SPAM moderation label later.
-pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cust>, act: &mut Activity) {
+pub(crate) fn plant_spam(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    customers: &mut Vec<Cust>,
+    act: &mut Activity,
+) {
     let cal = &cat.cal;
     let genuine = act.reviews.len();
     let n = ((genuine as f64 * 0.031).round() as usize).max(20);
     let first_spam = act.reviews.len();
     let available_at = |rng: &mut StdRng, t: i64| -> Option<usize> {
-        let cands: Vec<usize> = (0..cat.products.len()).filter(|&p| cat.products[p].available(t)).collect();
+        let cands: Vec<usize> = (0..cat.products.len())
+            .filter(|&p| cat.products[p].available(t))
+            .collect();
         cands.choose(rng).copied()
     };
     let spammer = |rng: &mut StdRng, signup: i64, customers: &mut Vec<Cust>| -> usize {
         let mut c = new_customer(rng, Role::Spammer, signup.max(cal.start + HOUR));
-        c.channel = if rng.random_bool(0.6) { "social" } else { c.channel };
+        c.channel = if rng.random_bool(0.6) {
+            "social"
+        } else {
+            c.channel
+        };
         customers.push(c);
         customers.len() - 1
     };
-    let push = |act: &mut Activity, ts: i64, cust: usize, prod: usize, rating: i32, (title, text): (String, String), kind: SpamKind| {
-        act.reviews.push(RevSim { id: String::new(), ts, cust, prod, rating, title, text, spam: Some(kind), labelled_at: None });
+    let push = |act: &mut Activity,
+                ts: i64,
+                cust: usize,
+                prod: usize,
+                rating: i32,
+                (title, text): (String, String),
+                kind: SpamKind| {
+        act.reviews.push(RevSim {
+            id: String::new(),
+            ts,
+            cust,
+            prod,
+            rating,
+            title,
+            text,
+            spam: Some(kind),
+            labelled_at: None,
+        });
     };
 
     // Bursts of 5-star reviews on one product within an hour, each from a brand-new account.
@@ -1142,7 +1317,9 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
     let mut planted = 0;
     while planted < burst_target {
         let t0 = cal.time_in(rng, 30 * DAY, 2 * HOUR);
-        let Some(prod) = available_at(rng, t0) else { break };
+        let Some(prod) = available_at(rng, t0) else {
+            break;
+        };
         let k = rng.random_range(5..=7usize);
         let mut offsets: Vec<i64> = (0..k).map(|_| between(rng, 0, 55 * MIN)).collect();
         offsets.sort_unstable();
@@ -1169,8 +1346,15 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
     let mut used = BTreeSet::new();
     for j in 0..n_dup {
         let (cust, t_acc) = accounts[j % accounts.len()];
-        let ts = (t_acc + i64::try_from(j / accounts.len()).unwrap_or(0) * between(rng, HOUR, 3 * DAY)).min(cal.end - HOUR);
-        let Some(prod) = (0..10).filter_map(|_| available_at(rng, ts)).find(|p| used.insert(*p)) else { continue };
+        let ts = (t_acc
+            + i64::try_from(j / accounts.len()).unwrap_or(0) * between(rng, HOUR, 3 * DAY))
+        .min(cal.end - HOUR);
+        let Some(prod) = (0..10)
+            .filter_map(|_| available_at(rng, ts))
+            .find(|p| used.insert(*p))
+        else {
+            continue;
+        };
         let txt = text::spam_duplicate(rng, cat.products[prod].item);
         push(act, ts, cust, prod, 5, txt, SpamKind::DuplicateText);
         planted += 1;
@@ -1180,11 +1364,21 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
     let n_link = ((n as f64 * 0.2).round() as usize).max(2);
     for _ in 0..n_link {
         let ts = cal.time_in(rng, 30 * DAY, HOUR);
-        let w: Vec<f64> = cat.products.iter().map(|p| if p.available(ts) { p.popularity } else { 0.0 }).collect();
-        let Some(prod) = weighted(rng, &w) else { continue };
+        let w: Vec<f64> = cat
+            .products
+            .iter()
+            .map(|p| if p.available(ts) { p.popularity } else { 0.0 })
+            .collect();
+        let Some(prod) = weighted(rng, &w) else {
+            continue;
+        };
         let signup = ts - between(rng, HOUR, 10 * DAY);
         let cust = spammer(rng, signup, customers);
-        let rating = if rng.random_bool(0.6) { 5 } else { rng.random_range(1..=5) };
+        let rating = if rng.random_bool(0.6) {
+            5
+        } else {
+            rng.random_range(1..=5)
+        };
         let code = hex(rng, 6);
         let p = &cat.products[prod];
         let txt = text::spam_link(rng, p.item, p.brand, &code);
@@ -1197,11 +1391,17 @@ pub(crate) fn plant_spam(rng: &mut StdRng, cat: &Catalog, customers: &mut Vec<Cu
     let n_mismatch = n.saturating_sub(planted).max(2);
     for _ in 0..n_mismatch {
         let ts = cal.time_in(rng, 30 * DAY, HOUR);
-        let Some(prod) = available_at(rng, ts) else { break };
+        let Some(prod) = available_at(rng, ts) else {
+            break;
+        };
         let signup = ts - between(rng, 5 * DAY, 90 * DAY);
         let cust = spammer(rng, signup, customers);
         let p = &cat.products[prod];
-        let (rating, tone) = if rng.random_bool(0.5) { (5, Tone::Negative) } else { (1, Tone::Positive) };
+        let (rating, tone) = if rng.random_bool(0.5) {
+            (5, Tone::Negative)
+        } else {
+            (1, Tone::Positive)
+        };
         let txt = text::review_text(rng, p.category(), p.item, p.brand, tone);
         push(act, ts, cust, prod, rating, txt, SpamKind::RatingMismatch);
     }
@@ -1234,7 +1434,11 @@ pub(crate) struct Snapshot {
 /// Snapshots per product: at creation, at each price change, promotion start and end, stock
 /// count (every 3-7 weeks) and when it goes out of stock or is delisted. Stock levels follow
 /// the units sold in the previous six weeks.
-pub(crate) fn product_snapshots(rng: &mut StdRng, cat: &Catalog, orders: &[OrderSim]) -> Vec<Snapshot> {
+pub(crate) fn product_snapshots(
+    rng: &mut StdRng,
+    cat: &Catalog,
+    orders: &[OrderSim],
+) -> Vec<Snapshot> {
     let cal = &cat.cal;
     let n_days = cal.day(cal.end - 1) + 1;
     let mut units = vec![vec![0i64; n_days + 1]; cat.products.len()];

