@@ -1483,6 +1483,8 @@ pub(crate) fn product_snapshots(
             let recent = units[pi][d] - units[pi][d.saturating_sub(42)];
             let stock = match gone {
                 Some(_) => 0,
+                // A new product is stocked up front; later counts follow recent sales.
+                None if ts - p.created < 42 * DAY => between(rng, 20, 120),
                 None => (recent as f64 * uniform(rng, 0.8, 2.0)) as i64 + between(rng, 3, 25),
             };
             let (cents, promo) = p.price(ts);

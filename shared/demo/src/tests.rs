@@ -157,7 +157,12 @@ impl Checker {
         }
     }
     fn text(&mut self, field: &str, v: &str) {
-        if v.len() >= 10_000 {
+        let limit = if field.ends_with("title") {
+            500
+        } else {
+            10_000
+        };
+        if v.len() >= limit {
             self.fail(format!("{field}: {} bytes", v.len()));
         }
     }

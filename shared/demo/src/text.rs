@@ -96,7 +96,7 @@ pub(crate) const CATEGORIES: &[Category] = &[
             "weather sealing",
             "fast autofocus",
         ],
-        aspects: &["image quality", "autofocus", "battery", "lens", "build"],
+        aspects: &["image quality", "autofocus", "battery", "zoom", "build"],
         colors: &["black", "silver", "grey"],
         median_price: 349.0,
         price_sigma: 0.6,
@@ -424,8 +424,7 @@ pub(crate) fn product_text<R: Rng>(
         chosen.push(features.swap_remove(i));
     }
     let description = format!(
-        "{adjective} {} from {brand} in {color}. {}.",
-        item.to_lowercase(),
+        "{adjective} {item} from {brand} in {color}. {}.",
         capitalise(&chosen.join(", "))
     );
     (title, description)
@@ -476,7 +475,7 @@ const POS_TITLES: &[&str] = &[
     "Great value",
     "Exactly as described",
     "Highly recommended",
-    "Very happy with this {noun}",
+    "Very happy with my {noun}",
     "Does everything I wanted",
     "Better than expected",
 ];
@@ -542,6 +541,15 @@ fn fill(template: &str, noun: &str, brand: &str, weeks: u32) -> String {
         .replace("{weeks}", &weeks.to_string())
 }
 
+/// "is" or "are" for an aspect noun ("the pieces are", "the battery is").
+fn verb(noun: &str) -> &'static str {
+    if noun.ends_with('s') && !noun.ends_with("ss") {
+        "are"
+    } else {
+        "is"
+    }
+}
+
 /// Title and text of a genuine-looking review in `tone`.
 pub(crate) fn review_text<R: Rng>(
     rng: &mut R,
@@ -559,10 +567,11 @@ pub(crate) fn review_text<R: Rng>(
     };
     let title = capitalise(&fill(pick(rng, titles), &noun, brand, weeks));
     let aspect = pick(rng, cat.aspects);
+    let is = verb(aspect);
     let mut parts = vec![match tone {
-        Tone::Positive => format!("The {aspect} is {}.", pick(rng, POS_ADJ)),
-        Tone::Neutral => format!("The {aspect} is okay but nothing special."),
-        Tone::Negative => format!("The {aspect} is {}.", pick(rng, NEG_ADJ)),
+        Tone::Positive => format!("The {aspect} {is} {}.", pick(rng, POS_ADJ)),
+        Tone::Neutral => format!("The {aspect} {is} okay but nothing special."),
+        Tone::Negative => format!("The {aspect} {is} {}.", pick(rng, NEG_ADJ)),
     }];
     let n = rng.random_range(1..4);
     let mut pool: Vec<&str> = sentences.to_vec();
@@ -576,10 +585,11 @@ pub(crate) fn review_text<R: Rng>(
     if rng.random_bool(0.3) {
         let second = pick(rng, cat.aspects);
         if second != aspect {
+            let is = verb(second);
             parts.push(match tone {
-                Tone::Positive => format!("Also the {second} is {}.", pick(rng, POS_ADJ)),
+                Tone::Positive => format!("Also the {second} {is} {}.", pick(rng, POS_ADJ)),
                 Tone::Neutral => format!("The {second} could be better."),
-                Tone::Negative => format!("And the {second} is {}.", pick(rng, NEG_ADJ)),
+                Tone::Negative => format!("And the {second} {is} {}.", pick(rng, NEG_ADJ)),
             });
         }
     }

@@ -459,6 +459,96 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    fn slow_service(
+        delay: Duration,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |_req: Request<Body>| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        })
+    }
+
+    fn request(path: &str) -> Request<Body> {
+        Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    fn grpc_status(resp: &Response<Body>) -> Option<i32> {
+        resp.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn layer(limit: usize, timeout_ms: u64) -> GuardLayer {
+        let config = ServerConfig {
+            max_concurrent_requests: limit,
+            request_timeout_ms: timeout_ms,
+            ..ServerConfig::default()
+        };
+        GuardLayer::new(&config, HashSet::from(["/x.S/Stream".to_string()]))
+    }
+
+    #[tokio::test]
+    async fn sheds_over_the_limit_but_never_health_checks() {
+        let svc = layer(1, 5_000).layer(slow_service(Duration::from_millis(300)));
+        let first = tokio::spawn(svc.clone().oneshot(request("/x.S/A")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shed = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some(Code::ResourceExhausted as i32));
+        let health = tokio::spawn(svc.clone().oneshot(request("/grpc.health.v1.Health/Check")));
+        let ok = first.await.unwrap().unwrap();
+        assert_eq!(grpc_status(&ok), None, "accepted request completes");
+        assert_eq!(grpc_status(&health.await.unwrap().unwrap()), None, "health is exempt");
+        // The permit is released with the response body.
+        drop(ok);
+        let again = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&again), None);
+    }
+
+    #[tokio::test]
+    async fn times_out_unary_calls_but_not_exempt_streams() {
+        let svc = layer(8, 50).layer(slow_service(Duration::from_millis(200)));
+        let late = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&late), Some(Code::DeadlineExceeded as i32));
+        let stream = svc.clone().oneshot(request("/x.S/Stream")).await.unwrap();
+        assert_eq!(grpc_status(&stream), None);
+        // A shorter client deadline wins.
+        let svc = layer(8, 5_000).layer(slow_service(Duration::from_millis(200)));
+        let mut req = request("/x.S/A");
+        req.headers_mut().insert("grpc-timeout", "20m".parse().unwrap());
+        assert_eq!(grpc_status(&svc.oneshot(req).await.unwrap()), Some(Code::DeadlineExceeded as i32));
+    }
+
+    #[tokio::test]
+    async fn shutdown_reports_not_serving_before_it_stops() {
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            drain_delay_ms: 400,
+            ..ServerConfig::default()
+        };
+        let handle = GrpcServer::new("t", config).spawn().await.unwrap();
+        let url = handle.url();
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        let status = health.check(check.clone()).await.unwrap().into_inner().status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        let stopping = tokio::spawn(handle.shutdown());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let status = health.check(check).await.unwrap().into_inner().status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+        stopping.await.unwrap().unwrap();
+        assert!(tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.is_err());
+    }
 
     #[test]
     fn parses_grpc_timeout() {
