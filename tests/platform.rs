@@ -1,11 +1,12 @@
 //! The whole platform in one process: every service starts, reports SERVING on
 //! grpc.health.v1, and the model services answer their RPCs (UNIMPLEMENTED until their models
 //! land); shutdown is graceful.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use augur_proto::{churn, forecast, recommendation, risk};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_five_services_start_and_report_serving() {
@@ -19,7 +20,11 @@ async fn all_five_services_start_and_report_serving() {
     ];
     for (name, service) in expected {
         let url = p.url(name).expect("url");
-        let channel = tonic::transport::Endpoint::from_shared(url.clone()).expect("url").connect().await.expect("connect");
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
         let mut h = HealthClient::new(channel);
         for s in ["", service] {
             let r = h
@@ -30,28 +35,76 @@ async fn all_five_services_start_and_report_serving() {
             assert_eq!(r.status, ServingStatus::Serving as i32, "{name} {s:?}");
         }
         // A service hosted elsewhere is unknown here.
-        let other = if name == "risk" { "augur.churn.v1.Churn" } else { "augur.risk.v1.Risk" };
-        let err = h.check(HealthCheckRequest { service: other.into() }).await.expect_err("not hosted");
-        assert_eq!(err.code(), tonic::Code::NotFound, "{name} must not report {other}");
+        let other = if name == "risk" {
+            "augur.churn.v1.Churn"
+        } else {
+            "augur.risk.v1.Risk"
+        };
+        let err = h
+            .check(HealthCheckRequest {
+                service: other.into(),
+            })
+            .await
+            .expect_err("not hosted");
+        assert_eq!(
+            err.code(),
+            tonic::Code::NotFound,
+            "{name} must not report {other}"
+        );
     }
 
     // Model services answer (UNIMPLEMENTED until their issues land), with a message.
-    let mut rec = recommendation::recommendation_client::RecommendationClient::connect(p.url("recommendation").expect("url"))
+    let mut rec = recommendation::recommendation_client::RecommendationClient::connect(
+        p.url("recommendation").expect("url"),
+    )
+    .await
+    .expect("connect");
+    let err = rec
+        .recommend(recommendation::RecommendRequest::default())
         .await
-        .expect("connect");
-    let err = rec.recommend(recommendation::RecommendRequest::default()).await.expect_err("not yet");
+        .expect_err("not yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    let mut fc = forecast::demand_forecast_client::DemandForecastClient::connect(p.url("demand-forecast").expect("url"))
+    let mut fc = forecast::demand_forecast_client::DemandForecastClient::connect(
+        p.url("demand-forecast").expect("url"),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(
+        fc.forecast(forecast::ForecastRequest::default())
+            .await
+            .expect_err("not yet")
+            .code(),
+        tonic::Code::Unimplemented
+    );
+    let mut ch = churn::churn_client::ChurnClient::connect(p.url("churn").expect("url"))
         .await
         .expect("connect");
-    assert_eq!(fc.forecast(forecast::ForecastRequest::default()).await.expect_err("not yet").code(), tonic::Code::Unimplemented);
-    let mut ch = churn::churn_client::ChurnClient::connect(p.url("churn").expect("url")).await.expect("connect");
-    assert_eq!(ch.predict_churn(churn::PredictChurnRequest::default()).await.expect_err("not yet").code(), tonic::Code::Unimplemented);
-    let mut rk = risk::risk_client::RiskClient::connect(p.url("risk").expect("url")).await.expect("connect");
-    assert_eq!(rk.score_order(risk::ScoreOrderRequest::default()).await.expect_err("not yet").code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        ch.predict_churn(churn::PredictChurnRequest::default())
+            .await
+            .expect_err("not yet")
+            .code(),
+        tonic::Code::Unimplemented
+    );
+    let mut rk = risk::risk_client::RiskClient::connect(p.url("risk").expect("url"))
+        .await
+        .expect("connect");
+    assert_eq!(
+        rk.score_order(risk::ScoreOrderRequest::default())
+            .await
+            .expect_err("not yet")
+            .code(),
+        tonic::Code::Unimplemented
+    );
 
     let fs_url = p.url("feature-store").expect("url");
     p.shutdown().await.expect("graceful shutdown");
     // After shutdown nothing listens any more.
-    assert!(tonic::transport::Endpoint::from_shared(fs_url).expect("url").connect().await.is_err());
+    assert!(
+        tonic::transport::Endpoint::from_shared(fs_url)
+            .expect("url")
+            .connect()
+            .await
+            .is_err()
+    );
 }

@@ -1,6 +1,7 @@
 //! Runs the README's grpcurl examples (the shell block between the
 //! `grpcurl-examples` markers) against a platform with the demo data, with the README's ports
 //! replaced by the test's, so that the README stays true.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
@@ -9,9 +10,14 @@ async fn readme_grpcurl_examples_work() {
     let Some(grpcurl) = augur_e2e::grpcurl() else {
         return;
     };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
-    let start = readme.find("<!-- grpcurl-examples:start -->").expect("start marker");
-    let end = readme.find("<!-- grpcurl-examples:end -->").expect("end marker");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let start = readme
+        .find("<!-- grpcurl-examples:start -->")
+        .expect("start marker");
+    let end = readme
+        .find("<!-- grpcurl-examples:end -->")
+        .expect("end marker");
     let section = &readme[start..end];
     let script: String = section
         .split("```sh")
@@ -38,7 +44,10 @@ async fn readme_grpcurl_examples_work() {
         script = script.replace(&format!(" {port} "), &format!(" {actual_port} "));
         script = script.replace(&format!(" {port};"), &format!(" {actual_port};"));
     }
-    let dir = grpcurl.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    let dir = grpcurl
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     let path = format!("{dir}:{}", std::env::var("PATH").unwrap_or_default());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("sh")
@@ -52,8 +61,14 @@ async fn readme_grpcurl_examples_work() {
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "README examples failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("augur.featurestore.v1.FeatureStore"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "README examples failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("augur.featurestore.v1.FeatureStore"),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("\"SERVING\"").count(), 5, "{stdout}");
     assert!(stdout.contains("\"accepted\""), "{stdout}");
     assert!(stdout.contains("\"featureNames\""), "{stdout}");

@@ -1,4 +1,5 @@
-//! Helpers for the workspace-level end-to-end tests.
+//! Helpers for the workspace-level end-to-end tests (test-only code: panics are failures).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
@@ -20,7 +21,9 @@ pub async fn platform(demo: bool) -> (Platform, tempfile::TempDir) {
     let p = augur_cli::up::start(&args).await.expect("platform starts");
     if demo {
         let url = p.url("feature-store").expect("feature store url");
-        augur_cli::demo::load(&url, 42, false).await.expect("demo data loads");
+        augur_cli::demo::load(&url, 42, false)
+            .await
+            .expect("demo data loads");
     }
     (p, dir)
 }
@@ -38,7 +41,9 @@ pub fn grpcurl() -> Option<PathBuf> {
             return Some(c);
         }
     }
-    if let Ok(out) = std::process::Command::new("grpcurl").arg("--version").output()
+    if let Ok(out) = std::process::Command::new("grpcurl")
+        .arg("--version")
+        .output()
         && out.status.success()
     {
         return Some(PathBuf::from("grpcurl"));

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use augur_demo::{DemoConfig, generate};
 use augur_proto::featurestore as pb;
-use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Events per streamed message.
@@ -12,10 +11,11 @@ const BATCH: usize = 5_000;
 
 /// Generates the demo dataset and ingests it; returns the ingest summary.
 pub async fn load(url: &str, seed: u64, progress: bool) -> anyhow::Result<pb::IngestResponse> {
-    let data = generate(&DemoConfig {
+    let config = DemoConfig {
         seed,
         ..DemoConfig::default()
-    });
+    };
+    let data = generate(&config);
     let total = data.events.len();
     let bar = if progress {
         let b = ProgressBar::new(total as u64);
@@ -27,31 +27,18 @@ pub async fn load(url: &str, seed: u64, progress: bool) -> anyhow::Result<pb::In
     } else {
         ProgressBar::hidden()
     };
-    let mut client = FeatureStoreClient::connect(url.to_string())
-        .await?
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let batches: Vec<pb::IngestRequest> = data
-        .events
-        .chunks(BATCH)
-        .map(|c| pb::IngestRequest { events: c.to_vec() })
-        .collect();
-    let bar2 = bar.clone();
-    let stream = tokio_stream::iter(batches.into_iter().map(move |b| {
-        bar2.inc(b.events.len() as u64);
-        b
-    }));
-    let resp = client.ingest_stream(stream).await?.into_inner();
+    let resp = crate::import::ingest_all(url, data.events, BATCH, &bar).await?;
     bar.finish_and_clear();
     println!(
-        "demo: {} events accepted, {} duplicates, {} rejected ({} customers, {} products, {} planted fraud orders, {} planted spam reviews)",
+        "demo: {} events accepted, {} duplicates, {} rejected ({} customers, {} products, {} planted fraud orders, {} planted spam reviews, {} churners)",
         resp.accepted,
         resp.duplicates,
         resp.rejected.len(),
-        data.summary.counts.customers,
-        data.summary.counts.products,
+        data.summary.genuine_customers.len(),
+        config.products,
         data.summary.fraud_orders.len(),
         data.summary.spam_reviews.len(),
+        data.summary.churned.len(),
     );
     if let Some(r) = resp.rejected.first() {
         anyhow::bail!("demo data rejected: {}: {}", r.field, r.reason);
@@ -81,7 +68,8 @@ pub fn write_files(out: &Path, seed: u64) -> anyhow::Result<()> {
         writeln!(f, "{record}")?;
     }
     for (kind, f) in files {
-        f.into_inner().map_err(|e| anyhow::anyhow!("writing {kind}s.jsonl: {e}"))?;
+        f.into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {kind}s.jsonl: {e}"))?;
         println!("wrote {}", out.join(format!("{kind}s.jsonl")).display());
     }
     Ok(())

@@ -126,7 +126,9 @@ pub fn parse_time(s: &str) -> Result<prost_types::Timestamp, String> {
             nanos: ((v - v.floor()) * 1e9) as i32,
         });
     }
-    Err(format!("{s:?} is not an RFC 3339 time, a date or Unix seconds"))
+    Err(format!(
+        "{s:?} is not an RFC 3339 time, a date or Unix seconds"
+    ))
 }
 
 fn time(r: &Record, k: &str) -> Result<Option<prost_types::Timestamp>, String> {
@@ -134,10 +136,12 @@ fn time(r: &Record, k: &str) -> Result<Option<prost_types::Timestamp>, String> {
     if t.trim().is_empty() {
         return Ok(None);
     }
-    parse_time(&t).map(Some).map_err(|e| format!("field {k}: {e}"))
+    parse_time(&t)
+        .map(Some)
+        .map_err(|e| format!("field {k}: {e}"))
 }
 
-fn attributes(r: &Record) -> std::collections::HashMap<String, String> {
+fn attributes(r: &Record) -> BTreeMap<String, String> {
     r.keys()
         .filter_map(|k| k.strip_prefix("attr_").map(|a| (a.to_string(), text(r, k))))
         .filter(|(_, v)| !v.is_empty())
@@ -155,7 +159,10 @@ fn enum_value(k: &str, v: &str, names: &[(&str, i32)]) -> Result<i32, String> {
         .map(|(_, i)| *i)
         .ok_or_else(|| {
             let all: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-            format!("field {k}: unknown value {v:?}; expected one of {}", all.join(", "))
+            format!(
+                "field {k}: unknown value {v:?}; expected one of {}",
+                all.join(", ")
+            )
         })
 }
 
@@ -174,7 +181,10 @@ const INTERACTION: &[(&str, i32)] = &[
     ("search", pb::InteractionKind::Search as i32),
     ("wishlist", pb::InteractionKind::Wishlist as i32),
     ("rate", pb::InteractionKind::Rate as i32),
-    ("remove_from_cart", pb::InteractionKind::RemoveFromCart as i32),
+    (
+        "remove_from_cart",
+        pb::InteractionKind::RemoveFromCart as i32,
+    ),
 ];
 const LABEL: &[(&str, i32)] = &[
     ("genuine", pb::ReviewLabel::Genuine as i32),
@@ -243,7 +253,9 @@ pub fn to_event(kind: Kind, r: &Record) -> Result<pb::Event, String> {
             review_id: text(r, "review_id"),
             customer_id: text(r, "customer_id"),
             sku: text(r, "sku"),
-            rating: int(r, "rating")?.unwrap_or(0).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            rating: int(r, "rating")?
+                .unwrap_or(0)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
             title: text(r, "title"),
             text: text(r, "text"),
             ts: time(r, "ts")?,
@@ -285,7 +297,9 @@ fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
     match t {
         None => Value::Null,
         Some(t) => chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map_or(Value::Null, |d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+            .map_or(Value::Null, |d| {
+                Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }),
     }
 }
 
@@ -357,7 +371,10 @@ pub fn to_json(e: &pb::Event) -> anyhow::Result<(&'static str, String)> {
 
 /// Reads a file into events; each with the line number it came from. Records that cannot be
 /// parsed are returned as errors with their line number.
-pub fn read_file(path: &Path, kind: Kind, format: Format) -> anyhow::Result<(Vec<(usize, pb::Event)>, Vec<(usize, String)>)> {
+/// Events read from a file, each with its line number, and unreadable records with theirs.
+pub type ReadResult = (Vec<(usize, pb::Event)>, Vec<(usize, String)>);
+
+pub fn read_file(path: &Path, kind: Kind, format: Format) -> anyhow::Result<ReadResult> {
     let mut events = Vec::new();
     let mut errors = Vec::new();
     match format {
@@ -406,12 +423,20 @@ pub fn read_file(path: &Path, kind: Kind, format: Format) -> anyhow::Result<(Vec
                 // Consecutive rows of one order (same id and status) are its lines.
                 if kind == Kind::Order {
                     let key = format!("{}\u{1f}{}", text(&r, "order_id"), text(&r, "status"));
-                    if let Some((_, k, pb::Event { payload: Some(pb::event::Payload::Order(o)) })) = current.as_mut()
+                    if let Some((
+                        _,
+                        k,
+                        pb::Event {
+                            payload: Some(pb::event::Payload::Order(o)),
+                        },
+                    )) = current.as_mut()
                         && *k == key
                         && let Some(pb::event::Payload::Order(new)) = e.payload
                     {
                         o.lines.extend(new.lines);
-                        if let (Some(a), Some(b)) = (o.total, new.total) && b > a {
+                        if let (Some(a), Some(b)) = (o.total, new.total)
+                            && b > a
+                        {
                             o.total = Some(b);
                         }
                         continue;
@@ -433,11 +458,46 @@ pub fn read_file(path: &Path, kind: Kind, format: Format) -> anyhow::Result<(Vec
 }
 
 fn detect_format(path: &Path) -> anyhow::Result<Format> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("csv") => Ok(Format::Csv),
         Some("jsonl" | "ndjson" | "json") => Ok(Format::Jsonl),
-        _ => anyhow::bail!("cannot tell the format of {}; pass --format csv or --format jsonl", path.display()),
+        _ => anyhow::bail!(
+            "cannot tell the format of {}; pass --format csv or --format jsonl",
+            path.display()
+        ),
     }
+}
+
+/// Streams events to the feature store at `addr` through `IngestStream` in batches, advancing
+/// `bar` as batches are sent; returns the feature store's summary.
+pub async fn ingest_all(
+    addr: &str,
+    events: Vec<pb::Event>,
+    batch: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<pb::IngestResponse> {
+    let mut client = FeatureStoreClient::new(augur_runtime::client::lazy_channel(
+        addr,
+        std::time::Duration::from_secs(3600),
+    )?)
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
+    let batches: Vec<pb::IngestRequest> = events
+        .chunks(batch.max(1))
+        .map(|c| pb::IngestRequest { events: c.to_vec() })
+        .collect();
+    let bar = bar.clone();
+    let stream = tokio_stream::iter(
+        batches
+            .into_iter()
+            .inspect(move |b| bar.inc(b.events.len() as u64)),
+    );
+    Ok(client.ingest_stream(stream).await?.into_inner())
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -453,7 +513,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         eprintln!("{}:{line}: {e}", args.file.display());
     }
     if parse_errors.len() > 10 {
-        eprintln!("... and {} more unreadable records", parse_errors.len() - 10);
+        eprintln!(
+            "... and {} more unreadable records",
+            parse_errors.len() - 10
+        );
     }
     let lines: Vec<usize> = events.iter().map(|(l, _)| *l).collect();
     let total = events.len() as u64;
@@ -463,25 +526,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("importing");
-    let mut client = FeatureStoreClient::new(augur_runtime::client::lazy_channel(
-        &args.addr,
-        std::time::Duration::from_secs(3600),
-    )?)
-    .max_decoding_message_size(64 << 20)
-    .max_encoding_message_size(64 << 20);
-    let batches: Vec<pb::IngestRequest> = events
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect::<Vec<_>>()
-        .chunks(args.batch)
-        .map(|c| pb::IngestRequest { events: c.to_vec() })
-        .collect();
-    let b2 = bar.clone();
-    let stream = tokio_stream::iter(batches.into_iter().map(move |b| {
-        b2.inc(b.events.len() as u64);
-        b
-    }));
-    let resp = client.ingest_stream(stream).await?.into_inner();
+    let events: Vec<pb::Event> = events.into_iter().map(|(_, e)| e).collect();
+    let resp = ingest_all(&args.addr, events, args.batch, &bar).await?;
     bar.finish_and_clear();
     println!(
         "{}: {} accepted, {} duplicates, {} rejected by the feature store, {} unreadable",
@@ -508,7 +554,10 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_time("1997-01-01").unwrap().seconds, 852_076_800);
-        assert_eq!(parse_time("1997-01-01T00:00:01Z").unwrap().seconds, 852_076_801);
+        assert_eq!(
+            parse_time("1997-01-01T00:00:01Z").unwrap().seconds,
+            852_076_801
+        );
         assert_eq!(parse_time("852076800").unwrap().seconds, 852_076_800);
         assert!(parse_time("yesterday").is_err());
     }
@@ -531,12 +580,16 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, 5);
         assert!(errors[0].1.contains("field ts"));
-        let Some(pb::event::Payload::Order(o)) = &events[0].1.payload else { panic!() };
+        let Some(pb::event::Payload::Order(o)) = &events[0].1.payload else {
+            panic!()
+        };
         assert_eq!(o.lines.len(), 2);
         // JSON-lines written by `to_json` read back to the same event.
         let (kind, line) = to_json(&events[0].1).unwrap();
         assert_eq!(kind, "order");
-        let Value::Object(r) = serde_json::from_str::<Value>(&line).unwrap() else { panic!() };
+        let Value::Object(r) = serde_json::from_str::<Value>(&line).unwrap() else {
+            panic!()
+        };
         let back = to_event(Kind::Order, &r).unwrap();
         assert_eq!(back, events[0].1);
     }

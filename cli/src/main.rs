@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use augur_cli::{import, up};
 
 #[derive(Parser)]
-#[command(name = "augur", version, about = "Augur: e-commerce customer insight and prediction")]
+#[command(
+    name = "augur",
+    version,
+    about = "Augur: e-commerce customer insight and prediction"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -62,7 +62,10 @@ pub struct Platform {
 impl Platform {
     /// `http://addr` of a service by name.
     pub fn url(&self, name: &str) -> Option<String> {
-        self.servers.iter().find(|(n, _)| *n == name).map(|(_, h)| h.url())
+        self.servers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, h)| h.url())
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -98,7 +101,10 @@ fn model_config(
 
 /// Starts every service; ports may be 0 (tests).
 pub async fn start(args: &UpArgs) -> anyhow::Result<Platform> {
-    let mut fs_config = load(augur_feature_store::Config::default(), args.config.as_deref())?;
+    let mut fs_config = load(
+        augur_feature_store::Config::default(),
+        args.config.as_deref(),
+    )?;
     fs_config.server.listen = SocketAddr::new(args.host, args.feature_store_port);
     fs_config.data_dir = args.data_dir.clone();
     let (fs_server, app) = augur_feature_store::build(&fs_config).await?;
@@ -117,11 +123,32 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Platform> {
     }
 
     let mut servers = vec![("feature-store", fs)];
-    let rec = model_config(args, augur_recommendation::default_config(), args.recommendation_port, &fs_url)?;
-    servers.push(("recommendation", augur_recommendation::build(&rec).spawn().await?));
-    let fc = model_config(args, augur_demand_forecast::default_config(), args.forecast_port, &fs_url)?;
-    servers.push(("demand-forecast", augur_demand_forecast::build(&fc).spawn().await?));
-    let ch = model_config(args, augur_churn::default_config(), args.churn_port, &fs_url)?;
+    let rec = model_config(
+        args,
+        augur_recommendation::default_config(),
+        args.recommendation_port,
+        &fs_url,
+    )?;
+    servers.push((
+        "recommendation",
+        augur_recommendation::build(&rec).spawn().await?,
+    ));
+    let fc = model_config(
+        args,
+        augur_demand_forecast::default_config(),
+        args.forecast_port,
+        &fs_url,
+    )?;
+    servers.push((
+        "demand-forecast",
+        augur_demand_forecast::build(&fc).spawn().await?,
+    ));
+    let ch = model_config(
+        args,
+        augur_churn::default_config(),
+        args.churn_port,
+        &fs_url,
+    )?;
     servers.push(("churn", augur_churn::build(&ch).spawn().await?));
     let rk = model_config(args, augur_risk::default_config(), args.risk_port, &fs_url)?;
     servers.push(("risk", augur_risk::build(&rk).spawn().await?));
@@ -133,7 +160,10 @@ pub async fn start(args: &UpArgs) -> anyhow::Result<Platform> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let fs_defaults = load(augur_feature_store::Config::default(), args.config.as_deref())?;
+    let fs_defaults = load(
+        augur_feature_store::Config::default(),
+        args.config.as_deref(),
+    )?;
     let _telemetry = augur_runtime::telemetry::init("augur", &fs_defaults.telemetry)?;
     let platform = start(&args).await?;
     if args.demo {
@@ -142,7 +172,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             let url = platform.url("feature-store").unwrap_or_default();
             crate::demo::load(&url, 42, true).await?;
         } else {
-            println!("demo: the store already holds {customers} customers and {products} products; not loading again");
+            println!(
+                "demo: the store already holds {customers} customers and {products} products; not loading again"
+            );
         }
     }
     println!();
@@ -151,7 +183,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         println!("  {name:<16} {}", h.addr());
     }
     println!();
-    println!("Try:  grpcurl -plaintext {} list", platform.servers[0].1.addr());
+    println!(
+        "Try:  grpcurl -plaintext {} list",
+        platform.servers[0].1.addr()
+    );
     println!("Stop: Ctrl-C");
     augur_runtime::shutdown::signal().await;
     platform.shutdown().await

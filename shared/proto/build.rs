@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Deterministic encoding of map fields (attributes).
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

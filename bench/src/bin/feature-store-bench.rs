@@ -28,7 +28,9 @@ struct Args {
     no_postgres: bool,
 }
 
-async fn start(config: &Config) -> anyhow::Result<(augur_runtime::ServerHandle, FeatureStoreClient<Channel>)> {
+async fn start(
+    config: &Config,
+) -> anyhow::Result<(augur_runtime::ServerHandle, FeatureStoreClient<Channel>)> {
     let (server, _app) = augur_feature_store::build(config).await?;
     let handle = server.spawn().await?;
     let channel = tonic::transport::Endpoint::from_shared(handle.url())?
@@ -42,33 +44,41 @@ async fn start(config: &Config) -> anyhow::Result<(augur_runtime::ServerHandle, 
 }
 
 fn config(dir: &std::path::Path, url: Option<String>) -> Config {
-    let mut c = Config::default();
-    c.server = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        max_concurrent_requests: 4096,
-        ..ServerConfig::default()
-    };
-    c.data_dir = dir.to_path_buf();
-    c.hash_key = Secret::new("benchmark-hash-key-000000");
-    if let Some(u) = url {
-        c.database_url = Secret::new(u);
+    Config {
+        server: ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_concurrent_requests: 4096,
+            ..ServerConfig::default()
+        },
+        data_dir: dir.to_path_buf(),
+        hash_key: Secret::new("benchmark-hash-key-000000"),
+        database_url: Secret::new(url.unwrap_or_default()),
+        ..Config::default()
     }
-    c
 }
 
 /// Ingests everything in batches; returns events/s.
-async fn ingest(client: &mut FeatureStoreClient<Channel>, events: &[pb::Event], batch: usize) -> anyhow::Result<(f64, u64)> {
+async fn ingest(
+    client: &mut FeatureStoreClient<Channel>,
+    events: &[pb::Event],
+    batch: usize,
+) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let mut accepted = 0;
     for chunk in events.chunks(batch) {
         let r = client
-            .ingest(pb::IngestRequest { events: chunk.to_vec() })
+            .ingest(pb::IngestRequest {
+                events: chunk.to_vec(),
+            })
             .await?
             .into_inner();
         anyhow::ensure!(r.rejected.is_empty(), "rejected: {:?}", r.rejected.first());
         accepted += r.accepted;
     }
-    Ok((events.len() as f64 / started.elapsed().as_secs_f64(), accepted))
+    Ok((
+        events.len() as f64 / started.elapsed().as_secs_f64(),
+        accepted,
+    ))
 }
 
 #[tokio::main]
@@ -102,7 +112,10 @@ async fn main() -> anyhow::Result<()> {
         events.len(),
         t.elapsed().as_secs_f64()
     );
-    println!("## Ingest (unary Ingest, {} events per call, over loopback gRPC)\n", args.batch);
+    println!(
+        "## Ingest (unary Ingest, {} events per call, over loopback gRPC)\n",
+        args.batch
+    );
     println!("| backend | events | events/s |");
     println!("|---|---|---|");
 
@@ -130,7 +143,9 @@ async fn main() -> anyhow::Result<()> {
         "\n## GetOnlineFeatures, full customer view ({} features), over loopback gRPC\n",
         augur_feature_store::features::CUSTOMER_FEATURES.len()
     );
-    println!("| batch | load | requests | throughput (req/s) | entities/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!(
+        "| batch | load | requests | throughput (req/s) | entities/s | p50 ms | p99 ms | p99.9 ms | errors |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let duration = Duration::from_secs(args.seconds);
     for (batch, rate) in [(1usize, 5_000.0), (10, 1_000.0), (100, 200.0)] {
@@ -141,7 +156,9 @@ async fn main() -> anyhow::Result<()> {
             move || {
                 let mut c = client.clone();
                 let i = counter.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
-                let ids: Vec<String> = (0..batch).map(|k| customers[(i + k * 7919) % customers.len()].clone()).collect();
+                let ids: Vec<String> = (0..batch)
+                    .map(|k| customers[(i + k * 7919) % customers.len()].clone())
+                    .collect();
                 async move {
                     c.get_online_features(pb::GetOnlineFeaturesRequest {
                         view: "customer".into(),

@@ -29,16 +29,28 @@ pub struct Service;
 impl Churn for Service {
     type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
 
-    async fn predict_churn(&self, _req: Request<pb::PredictChurnRequest>) -> Result<Response<pb::PredictChurnResponse>, Status> {
+    async fn predict_churn(
+        &self,
+        _req: Request<pb::PredictChurnRequest>,
+    ) -> Result<Response<pb::PredictChurnResponse>, Status> {
         Err(not_yet("predict_churn"))
     }
-    async fn list_at_risk(&self, _req: Request<pb::ListAtRiskRequest>) -> Result<Response<pb::ListAtRiskResponse>, Status> {
+    async fn list_at_risk(
+        &self,
+        _req: Request<pb::ListAtRiskRequest>,
+    ) -> Result<Response<pb::ListAtRiskResponse>, Status> {
         Err(not_yet("list_at_risk"))
     }
-    async fn train(&self, _req: Request<pb::TrainRequest>) -> Result<Response<Self::TrainStream>, Status> {
+    async fn train(
+        &self,
+        _req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
         Err(not_yet("train"))
     }
-    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
         Err(not_yet("get_model_info"))
     }
 }
@@ -58,7 +70,10 @@ pub fn build(config: &Config) -> GrpcServer {
 }
 
 /// Runs the service until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     build(&config).serve(shutdown).await?;
     Ok(())
 }

@@ -15,7 +15,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = augur_runtime::config::load(augur_churn::default_config(), args.config.as_deref())?;
+    let config =
+        augur_runtime::config::load(augur_churn::default_config(), args.config.as_deref())?;
     let _telemetry = augur_runtime::telemetry::init("churn", &config.telemetry)?;
     augur_churn::run(config, augur_runtime::shutdown::signal()).await
 }

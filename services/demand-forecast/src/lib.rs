@@ -29,19 +29,34 @@ pub struct Service;
 impl DemandForecast for Service {
     type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
 
-    async fn forecast(&self, _req: Request<pb::ForecastRequest>) -> Result<Response<pb::ForecastResponse>, Status> {
+    async fn forecast(
+        &self,
+        _req: Request<pb::ForecastRequest>,
+    ) -> Result<Response<pb::ForecastResponse>, Status> {
         Err(not_yet("forecast"))
     }
-    async fn backtest(&self, _req: Request<pb::BacktestRequest>) -> Result<Response<pb::BacktestResponse>, Status> {
+    async fn backtest(
+        &self,
+        _req: Request<pb::BacktestRequest>,
+    ) -> Result<Response<pb::BacktestResponse>, Status> {
         Err(not_yet("backtest"))
     }
-    async fn reorder_advice(&self, _req: Request<pb::ReorderAdviceRequest>) -> Result<Response<pb::ReorderAdviceResponse>, Status> {
+    async fn reorder_advice(
+        &self,
+        _req: Request<pb::ReorderAdviceRequest>,
+    ) -> Result<Response<pb::ReorderAdviceResponse>, Status> {
         Err(not_yet("reorder_advice"))
     }
-    async fn train(&self, _req: Request<pb::TrainRequest>) -> Result<Response<Self::TrainStream>, Status> {
+    async fn train(
+        &self,
+        _req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
         Err(not_yet("train"))
     }
-    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
         Err(not_yet("get_model_info"))
     }
 }
@@ -61,7 +76,10 @@ pub fn build(config: &Config) -> GrpcServer {
 }
 
 /// Runs the service until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     build(&config).serve(shutdown).await?;
     Ok(())
 }

@@ -15,7 +15,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = augur_runtime::config::load(augur_demand_forecast::default_config(), args.config.as_deref())?;
+    let config = augur_runtime::config::load(
+        augur_demand_forecast::default_config(),
+        args.config.as_deref(),
+    )?;
     let _telemetry = augur_runtime::telemetry::init("demand-forecast", &config.telemetry)?;
     augur_demand_forecast::run(config, augur_runtime::shutdown::signal()).await
 }

@@ -218,7 +218,12 @@ impl App {
     /// Validates, deduplicates, stores and applies a batch. `offset` is the index of the first
     /// event in the client's stream (0 for a unary call). Returns only after the accepted
     /// events are committed.
-    pub async fn ingest(&self, events: &[pb::Event], offset: u64, field: &str) -> Result<IngestOutcome, Error> {
+    pub async fn ingest(
+        &self,
+        events: &[pb::Event],
+        offset: u64,
+        field: &str,
+    ) -> Result<IngestOutcome, Error> {
         if events.len() > self.max_batch {
             return Err(Error::invalid(
                 field,
@@ -263,14 +268,22 @@ impl App {
         if n > self.max_rows {
             return Err(Error::invalid(
                 field,
-                format!("{n} rows is over the limit of {}; split the request", self.max_rows),
+                format!(
+                    "{n} rows is over the limit of {}; split the request",
+                    self.max_rows
+                ),
             ));
         }
         Ok(())
     }
 
     /// Current feature values.
-    pub fn online_features(&self, view: &str, ids: &[String], features: &[String]) -> Result<FeatureTable, Error> {
+    pub fn online_features(
+        &self,
+        view: &str,
+        ids: &[String],
+        features: &[String],
+    ) -> Result<FeatureTable, Error> {
         let (kind, names, cols) = resolve(view, features)?;
         self.check_rows("entity_ids", ids.len())?;
         check_ids("entity_ids", ids)?;
@@ -320,7 +333,11 @@ impl App {
     }
 
     /// Follows other replicas' writes until `stop` resolves.
-    pub async fn follow_loop(self: Arc<Self>, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+    pub async fn follow_loop(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         loop {
             tokio::select! {

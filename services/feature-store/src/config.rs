@@ -79,26 +79,47 @@ impl Validate for Config {
         self.server.validate()?;
         self.telemetry.validate()?;
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::invalid(
                 "database_url",
                 "must start with sqlite:, postgres:// or postgresql://",
             ));
         }
-        if !matches!(self.sqlite_synchronous.to_ascii_lowercase().as_str(), "full" | "normal") {
-            return Err(ConfigError::invalid("sqlite_synchronous", "must be \"full\" or \"normal\""));
+        if !matches!(
+            self.sqlite_synchronous.to_ascii_lowercase().as_str(),
+            "full" | "normal"
+        ) {
+            return Err(ConfigError::invalid(
+                "sqlite_synchronous",
+                "must be \"full\" or \"normal\"",
+            ));
         }
         if self.database_max_connections == 0 {
-            return Err(ConfigError::invalid("database_max_connections", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "database_max_connections",
+                "must be at least 1",
+            ));
         }
         if self.max_batch_events == 0 || self.max_batch_events > 1_000_000 {
-            return Err(ConfigError::invalid("max_batch_events", "must be 1 to 1,000,000"));
+            return Err(ConfigError::invalid(
+                "max_batch_events",
+                "must be 1 to 1,000,000",
+            ));
         }
         if self.max_feature_rows == 0 {
-            return Err(ConfigError::invalid("max_feature_rows", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "max_feature_rows",
+                "must be at least 1",
+            ));
         }
         if !self.hash_key.is_empty() && self.hash_key.expose().len() < 16 {
-            return Err(ConfigError::invalid("hash_key", "must be at least 16 characters"));
+            return Err(ConfigError::invalid(
+                "hash_key",
+                "must be at least 16 characters",
+            ));
         }
         Ok(())
     }

@@ -56,49 +56,157 @@ pub const ATTRIBUTE_PREFIX: &str = "attr_";
 /// The customer view, in column order. Windows over orders are exact (`ts > now - N days`);
 /// windows over interactions count whole UTC days, today included.
 pub const CUSTOMER_FEATURES: &[FeatureDef] = &[
-    def("recency_days", F64, "Days since the last order (missing without orders)."),
-    def("frequency_30d", I64, "Orders in the last 30 days (cancelled orders excluded)."),
+    def(
+        "recency_days",
+        F64,
+        "Days since the last order (missing without orders).",
+    ),
+    def(
+        "frequency_30d",
+        I64,
+        "Orders in the last 30 days (cancelled orders excluded).",
+    ),
     def("frequency_90d", I64, "Orders in the last 90 days."),
     def("frequency_365d", I64, "Orders in the last 365 days."),
     def("frequency_lifetime", I64, "Orders ever."),
-    def("monetary_30d", F64, "Sum of order totals in the last 30 days."),
-    def("monetary_90d", F64, "Sum of order totals in the last 90 days."),
-    def("monetary_365d", F64, "Sum of order totals in the last 365 days."),
+    def(
+        "monetary_30d",
+        F64,
+        "Sum of order totals in the last 30 days.",
+    ),
+    def(
+        "monetary_90d",
+        F64,
+        "Sum of order totals in the last 90 days.",
+    ),
+    def(
+        "monetary_365d",
+        F64,
+        "Sum of order totals in the last 365 days.",
+    ),
     def("monetary_lifetime", F64, "Sum of order totals ever."),
-    def("avg_order_value", F64, "Lifetime monetary / lifetime frequency (missing without orders)."),
-    def("interpurchase_mean_days", F64, "Mean gap between consecutive orders, days (needs 2 orders)."),
-    def("interpurchase_std_days", F64, "Sample standard deviation of the gaps, days (needs 3 orders)."),
-    def("days_since_first_order", F64, "Days since the first order (missing without orders)."),
+    def(
+        "avg_order_value",
+        F64,
+        "Lifetime monetary / lifetime frequency (missing without orders).",
+    ),
+    def(
+        "interpurchase_mean_days",
+        F64,
+        "Mean gap between consecutive orders, days (needs 2 orders).",
+    ),
+    def(
+        "interpurchase_std_days",
+        F64,
+        "Sample standard deviation of the gaps, days (needs 3 orders).",
+    ),
+    def(
+        "days_since_first_order",
+        F64,
+        "Days since the first order (missing without orders).",
+    ),
     def("units_lifetime", I64, "Units bought ever."),
-    def("distinct_categories", I64, "Distinct product categories bought ever."),
+    def(
+        "distinct_categories",
+        I64,
+        "Distinct product categories bought ever.",
+    ),
     def("views_7d", I64, "VIEW interactions in the last 7 days."),
     def("views_30d", I64, "VIEW interactions in the last 30 days."),
     def("clicks_7d", I64, "CLICK interactions in the last 7 days."),
     def("clicks_30d", I64, "CLICK interactions in the last 30 days."),
-    def("add_to_cart_7d", I64, "ADD_TO_CART interactions in the last 7 days."),
-    def("add_to_cart_30d", I64, "ADD_TO_CART interactions in the last 30 days."),
-    def("purchases_7d", I64, "PURCHASE interactions in the last 7 days."),
-    def("purchases_30d", I64, "PURCHASE interactions in the last 30 days."),
-    def("searches_7d", I64, "SEARCH interactions in the last 7 days."),
-    def("searches_30d", I64, "SEARCH interactions in the last 30 days."),
-    def("wishlists_30d", I64, "WISHLIST interactions in the last 30 days."),
-    def("interactions_lifetime", I64, "Interactions of any kind ever."),
-    def("days_since_last_interaction", F64, "Days since the last interaction (missing without any)."),
-    def("cart_abandon_rate_30d", F64, "Share of sessions of the last 30 days with an ADD_TO_CART and no PURCHASE (missing without such sessions)."),
+    def(
+        "add_to_cart_7d",
+        I64,
+        "ADD_TO_CART interactions in the last 7 days.",
+    ),
+    def(
+        "add_to_cart_30d",
+        I64,
+        "ADD_TO_CART interactions in the last 30 days.",
+    ),
+    def(
+        "purchases_7d",
+        I64,
+        "PURCHASE interactions in the last 7 days.",
+    ),
+    def(
+        "purchases_30d",
+        I64,
+        "PURCHASE interactions in the last 30 days.",
+    ),
+    def(
+        "searches_7d",
+        I64,
+        "SEARCH interactions in the last 7 days.",
+    ),
+    def(
+        "searches_30d",
+        I64,
+        "SEARCH interactions in the last 30 days.",
+    ),
+    def(
+        "wishlists_30d",
+        I64,
+        "WISHLIST interactions in the last 30 days.",
+    ),
+    def(
+        "interactions_lifetime",
+        I64,
+        "Interactions of any kind ever.",
+    ),
+    def(
+        "days_since_last_interaction",
+        F64,
+        "Days since the last interaction (missing without any).",
+    ),
+    def(
+        "cart_abandon_rate_30d",
+        F64,
+        "Share of sessions of the last 30 days with an ADD_TO_CART and no PURCHASE (missing without such sessions).",
+    ),
     def("review_count", I64, "Reviews written ever."),
     def("reviews_30d", I64, "Reviews written in the last 30 days."),
-    def("review_mean_rating", F64, "Mean rating of the customer's reviews (missing without reviews)."),
-    def("negative_review_share", F64, "Share of the customer's reviews rated 1 or 2 (missing without reviews)."),
-    def("refund_count", I64, "Orders whose latest status is REFUNDED."),
-    def("chargeback_count", I64, "Orders whose latest status is CHARGED_BACK."),
-    def("tenure_days", F64, "Days since signup (or since the first event when signup is unknown)."),
-    def("country", Str, "Country of the customer record (missing when unknown)."),
+    def(
+        "review_mean_rating",
+        F64,
+        "Mean rating of the customer's reviews (missing without reviews).",
+    ),
+    def(
+        "negative_review_share",
+        F64,
+        "Share of the customer's reviews rated 1 or 2 (missing without reviews).",
+    ),
+    def(
+        "refund_count",
+        I64,
+        "Orders whose latest status is REFUNDED.",
+    ),
+    def(
+        "chargeback_count",
+        I64,
+        "Orders whose latest status is CHARGED_BACK.",
+    ),
+    def(
+        "tenure_days",
+        F64,
+        "Days since signup (or since the first event when signup is unknown).",
+    ),
+    def(
+        "country",
+        Str,
+        "Country of the customer record (missing when unknown).",
+    ),
 ];
 
 /// The product view. Windows count whole UTC days, today included.
 pub const PRODUCT_FEATURES: &[FeatureDef] = &[
     def("price", F64, "List price of the newest catalogue snapshot."),
-    def("stock", I64, "Stock level of the newest catalogue snapshot."),
+    def(
+        "stock",
+        I64,
+        "Stock level of the newest catalogue snapshot.",
+    ),
     def("active", Bool, "Whether the product is active (sellable)."),
     def("on_promotion", Bool, "Whether a promotion is running."),
     def("category", Str, "Category path, \" > \"-separated."),
@@ -107,15 +215,35 @@ pub const PRODUCT_FEATURES: &[FeatureDef] = &[
     def("units_28d", I64, "Units sold in the last 28 days."),
     def("revenue_7d", F64, "Revenue in the last 7 days."),
     def("revenue_28d", F64, "Revenue in the last 28 days."),
-    def("orders_28d", I64, "Orders containing the product in the last 28 days."),
+    def(
+        "orders_28d",
+        I64,
+        "Orders containing the product in the last 28 days.",
+    ),
     def("units_lifetime", I64, "Units sold ever."),
     def("views_7d", I64, "VIEW interactions in the last 7 days."),
     def("views_28d", I64, "VIEW interactions in the last 28 days."),
-    def("add_to_cart_28d", I64, "ADD_TO_CART interactions in the last 28 days."),
-    def("conversion_rate_28d", F64, "Orders / views over the last 28 days (missing without views)."),
+    def(
+        "add_to_cart_28d",
+        I64,
+        "ADD_TO_CART interactions in the last 28 days.",
+    ),
+    def(
+        "conversion_rate_28d",
+        F64,
+        "Orders / views over the last 28 days (missing without views).",
+    ),
     def("review_count", I64, "Reviews ever."),
-    def("mean_rating", F64, "Mean review rating (missing without reviews)."),
-    def("days_since_last_sale", F64, "Days since the last order containing the product (missing if never sold)."),
+    def(
+        "mean_rating",
+        F64,
+        "Mean review rating (missing without reviews).",
+    ),
+    def(
+        "days_since_last_sale",
+        F64,
+        "Days since the last order containing the product (missing if never sold).",
+    ),
 ];
 
 pub fn day_of(ts: Micros) -> i32 {
@@ -194,7 +322,11 @@ impl CustomerState {
             units: o.units(),
             status: o.status,
             status_ts: o.ts,
-            lines: o.lines.iter().map(|l| (intern(&l.sku), l.quantity)).collect(),
+            lines: o
+                .lines
+                .iter()
+                .map(|l| (intern(&l.sku), l.quantity))
+                .collect(),
         };
         let pos = self.orders.partition_point(|r| r.ts <= o.ts);
         self.orders.insert(pos, rec);
@@ -204,11 +336,16 @@ impl CustomerState {
     pub fn apply_interaction(&mut self, i: &Interaction) {
         self.seen(i.ts);
         let day = day_of(i.ts);
-        self.interactions.entry(day).or_insert([0; INTERACTION_KINDS])[i.kind as usize] += 1;
+        self.interactions
+            .entry(day)
+            .or_insert([0; INTERACTION_KINDS])[i.kind as usize] += 1;
         self.interaction_total += 1;
         self.last_interaction = Some(self.last_interaction.map_or(i.ts, |l| l.max(i.ts)));
         if !i.session_id.is_empty()
-            && matches!(i.kind, InteractionKind::AddToCart | InteractionKind::Purchase)
+            && matches!(
+                i.kind,
+                InteractionKind::AddToCart | InteractionKind::Purchase
+            )
         {
             let s = self
                 .sessions
@@ -269,7 +406,11 @@ impl CustomerState {
     }
 
     /// Every feature of the customer view as of `now`, in [`CUSTOMER_FEATURES`] order.
-    pub fn values(&self, now: Micros, category_of: &impl Fn(&str) -> Option<Arc<str>>) -> Vec<Value> {
+    pub fn values(
+        &self,
+        now: Micros,
+        category_of: &impl Fn(&str) -> Option<Arc<str>>,
+    ) -> Vec<Value> {
         let orders: Vec<&OrderRec> = self.live_orders(now).collect();
         let window = |days: i64| {
             let from = now - days * MICROS_PER_DAY;
@@ -321,8 +462,9 @@ impl CustomerState {
             .iter()
             .filter(|r| r.ts > now - 30 * MICROS_PER_DAY)
             .count() as i64;
-        let review_mean = (!reviews.is_empty())
-            .then(|| reviews.iter().map(|r| f64::from(r.rating)).sum::<f64>() / reviews.len() as f64);
+        let review_mean = (!reviews.is_empty()).then(|| {
+            reviews.iter().map(|r| f64::from(r.rating)).sum::<f64>() / reviews.len() as f64
+        });
         let negative_share = (!reviews.is_empty()).then(|| {
             reviews.iter().filter(|r| r.rating <= 2).count() as f64 / reviews.len() as f64
         });
@@ -503,12 +645,20 @@ impl ProductState {
         let w7 = self.window(now, 7);
         let w28 = self.window(now, 28);
         let snap = self.snapshot.as_ref();
-        let units_life: i64 = if self.days.keys().next_back().is_some_and(|&d| d > day_of(now)) {
+        let units_life: i64 = if self
+            .days
+            .keys()
+            .next_back()
+            .is_some_and(|&d| d > day_of(now))
+        {
             self.days.range(..=day_of(now)).map(|(_, d)| d.units).sum()
         } else {
             self.units_total
         };
-        let str_or_missing = |s: Option<String>| s.filter(|s| !s.is_empty()).map_or(Value::Missing, Value::Str);
+        let str_or_missing = |s: Option<String>| {
+            s.filter(|s| !s.is_empty())
+                .map_or(Value::Missing, Value::Str)
+        };
         vec![
             snap.map_or(Value::Missing, |s| Value::F64(s.price)),
             snap.map_or(Value::Missing, |s| Value::I64(s.stock)),
@@ -581,7 +731,10 @@ pub enum Column {
 
 /// Resolves requested feature names (empty: the whole view) into columns. Unknown names are
 /// returned as `Err((position, name))`.
-pub fn resolve_columns(view: ViewKind, names: &[String]) -> Result<(Vec<String>, Vec<Column>), (usize, String)> {
+pub fn resolve_columns(
+    view: ViewKind,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<Column>), (usize, String)> {
     let defs = view.defs();
     if names.is_empty() {
         return Ok((
@@ -649,7 +802,10 @@ mod tests {
     }
 
     fn get<'a>(vals: &'a [Value], name: &str) -> &'a Value {
-        let i = CUSTOMER_FEATURES.iter().position(|d| d.name == name).unwrap();
+        let i = CUSTOMER_FEATURES
+            .iter()
+            .position(|d| d.name == name)
+            .unwrap();
         &vals[i]
     }
 
@@ -662,11 +818,20 @@ mod tests {
         let mut s = CustomerState::default();
         let cat = |_: &str| Some(Arc::<str>::from("Books"));
         // Out of order on purpose.
-        assert!(s.apply_order(&order("o2", T0 + 10 * D, 30.0, OrderStatus::Placed), &mut intern));
+        assert!(s.apply_order(
+            &order("o2", T0 + 10 * D, 30.0, OrderStatus::Placed),
+            &mut intern
+        ));
         assert!(s.apply_order(&order("o1", T0, 10.0, OrderStatus::Placed), &mut intern));
-        assert!(s.apply_order(&order("o3", T0 + 40 * D, 50.0, OrderStatus::Placed), &mut intern));
+        assert!(s.apply_order(
+            &order("o3", T0 + 40 * D, 50.0, OrderStatus::Placed),
+            &mut intern
+        ));
         // A status update is not a new order.
-        assert!(!s.apply_order(&order("o3", T0 + 41 * D, 50.0, OrderStatus::Refunded), &mut intern));
+        assert!(!s.apply_order(
+            &order("o3", T0 + 41 * D, 50.0, OrderStatus::Refunded),
+            &mut intern
+        ));
         let now = T0 + 45 * D;
         let v = s.values(now, &cat);
         assert_eq!(get(&v, "recency_days"), &Value::F64(5.0));
@@ -676,7 +841,10 @@ mod tests {
         assert_eq!(get(&v, "avg_order_value"), &Value::F64(30.0));
         assert_eq!(get(&v, "interpurchase_mean_days"), &Value::F64(20.0));
         // gaps 10 and 30: sample std = sqrt(((10-20)^2 + (30-20)^2) / 1)
-        assert_eq!(get(&v, "interpurchase_std_days"), &Value::F64(200f64.sqrt()));
+        assert_eq!(
+            get(&v, "interpurchase_std_days"),
+            &Value::F64(200f64.sqrt())
+        );
         assert_eq!(get(&v, "refund_count"), &Value::I64(1));
         assert_eq!(get(&v, "distinct_categories"), &Value::I64(1));
         assert_eq!(get(&v, "review_mean_rating"), &Value::Missing);

@@ -86,7 +86,9 @@ pub async fn products(
     let mut per: HashMap<String, Vec<(Micros, Change<'_>)>> = HashMap::new();
     for e in &events {
         if let Some(sku) = &e.sku {
-            per.entry(sku.clone()).or_default().push((e.ts, Change::Event(e)));
+            per.entry(sku.clone())
+                .or_default()
+                .push((e.ts, Change::Event(e)));
         }
     }
     for l in &lines {
@@ -121,10 +123,8 @@ pub async fn products(
                     Change::Event(e) => match decode(e)? {
                         Some(Event::Product(p)) => state.apply_snapshot(&p),
                         Some(Event::Interaction(x)) => state.apply_interaction(x.ts, x.kind),
-                        Some(Event::Review(r)) => {
-                            if reviews.insert(r.review_id.clone()) {
-                                state.apply_review(r.ts, r.rating);
-                            }
+                        Some(Event::Review(r)) if reviews.insert(r.review_id.clone()) => {
+                            state.apply_review(r.ts, r.rating);
                         }
                         _ => {}
                     },

@@ -48,7 +48,10 @@ pub async fn build(config: &Config) -> Result<(GrpcServer, Arc<App>), Error> {
 }
 
 /// Runs the feature store until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (server, app) = build(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if app.follows() {

@@ -15,8 +15,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: augur_feature_store::Config =
-        augur_runtime::config::load(augur_feature_store::Config::default(), args.config.as_deref())?;
+    let config: augur_feature_store::Config = augur_runtime::config::load(
+        augur_feature_store::Config::default(),
+        args.config.as_deref(),
+    )?;
     let _telemetry = augur_runtime::telemetry::init("feature-store", &config.telemetry)?;
     augur_feature_store::run(config, augur_runtime::shutdown::signal()).await
 }

@@ -473,7 +473,10 @@ impl Checker<'_> {
         if value.len() > max {
             self.err(
                 field,
-                format!("text of {} bytes is over the limit of {max} bytes", value.len()),
+                format!(
+                    "text of {} bytes is over the limit of {max} bytes",
+                    value.len()
+                ),
             );
         }
     }
@@ -490,7 +493,10 @@ impl Checker<'_> {
 
     fn ts_value(&mut self, field: &str, t: &prost_types::Timestamp) -> Micros {
         if !(0..1_000_000_000).contains(&t.nanos) {
-            self.err(field, format!("bad timestamp: nanos {} out of range", t.nanos));
+            self.err(
+                field,
+                format!("bad timestamp: nanos {} out of range", t.nanos),
+            );
             return 0;
         }
         if t.seconds < 0 {
@@ -521,13 +527,13 @@ impl Checker<'_> {
     }
 
     fn country(&mut self, field: &str, v: &str) {
-        if !v.is_empty() && !(v.len() == 2 && v.bytes().all(|b| b.is_ascii_uppercase())) {
+        if !(v.is_empty() || v.len() == 2 && v.bytes().all(|b| b.is_ascii_uppercase())) {
             self.err(field, "must be an ISO 3166-1 alpha-2 code such as \"DE\"");
         }
     }
 
     fn currency(&mut self, field: &str, v: &str) {
-        if !v.is_empty() && !(v.len() == 3 && v.bytes().all(|b| b.is_ascii_uppercase())) {
+        if !(v.is_empty() || v.len() == 3 && v.bytes().all(|b| b.is_ascii_uppercase())) {
             self.err(field, "must be an ISO 4217 code such as \"EUR\"");
         }
     }
@@ -541,7 +547,11 @@ impl Checker<'_> {
         }
     }
 
-    fn attributes(&mut self, field: &str, attrs: &std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    fn attributes(
+        &mut self,
+        field: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
         if attrs.len() > self.limits.max_attributes {
             self.err(
                 field,
@@ -562,7 +572,10 @@ impl Checker<'_> {
                 );
             }
             if v.len() > 256 {
-                self.err(&format!("{field}[{k:?}]"), "attribute values are at most 256 bytes");
+                self.err(
+                    &format!("{field}[{k:?}]"),
+                    "attribute values are at most 256 bytes",
+                );
             }
             out.insert(k.clone(), v.clone());
         }
@@ -594,7 +607,7 @@ pub fn looks_like_card_number(v: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Validates and normalises one incoming event. `prefix` is the path of the event in its
@@ -615,7 +628,10 @@ pub fn validate_event(
     let pb::Event { payload } = event;
     let out = match payload {
         None => {
-            c.err("payload", "unknown kind: set one of order, interaction, review, product, customer");
+            c.err(
+                "payload",
+                "unknown kind: set one of order, interaction, review, product, customer",
+            );
             None
         }
         Some(pb::event::Payload::Order(o)) => validate_order(&mut c, o, hasher).map(Event::Order),
@@ -675,7 +691,10 @@ fn validate_order(c: &mut Checker<'_>, o: &pb::Order, hasher: &Hasher) -> Option
         } else if *quantity == 0 {
             c.err(&format!("order.lines[{j}].quantity"), "must be at least 1");
         } else if *quantity > 1_000_000 {
-            c.err(&format!("order.lines[{j}].quantity"), "implausibly large (over 1,000,000)");
+            c.err(
+                &format!("order.lines[{j}].quantity"),
+                "implausibly large (over 1,000,000)",
+            );
         }
         c.amount(&format!("order.lines[{j}].unit_price"), *unit_price);
         out_lines.push(OrderLine {
@@ -880,7 +899,9 @@ fn validate_customer(c: &mut Checker<'_>, cu: &pb::Customer) -> Option<Customer>
         ts,
     } = cu;
     c.id("customer.customer_id", customer_id);
-    let signup = signup_ts.as_ref().map(|t| c.ts_value("customer.signup_ts", t));
+    let signup = signup_ts
+        .as_ref()
+        .map(|t| c.ts_value("customer.signup_ts", t));
     let ts = match (ts, signup) {
         (Some(t), _) => c.ts_value("customer.ts", t),
         (None, Some(s)) => s,
@@ -1085,7 +1106,10 @@ mod tests {
     const NOW: Micros = 1_700_000_000 * MICROS_PER_SEC;
 
     fn ts(s: i64) -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp { seconds: s, nanos: 0 })
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
     }
 
     fn order() -> pb::Order {
@@ -1115,7 +1139,11 @@ mod tests {
     }
 
     fn fields(r: Result<Event, Vec<FieldError>>) -> Vec<String> {
-        r.err().unwrap_or_default().into_iter().map(|e| e.field).collect()
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -1154,10 +1182,16 @@ mod tests {
         );
         let mut o = order();
         o.ts = ts(253_402_300_799); // 9999-12-31
-        assert_eq!(fields(check(pb::event::Payload::Order(o))), vec!["events[0].order.ts"]);
+        assert_eq!(
+            fields(check(pb::event::Payload::Order(o))),
+            vec!["events[0].order.ts"]
+        );
         let mut o = order();
         o.status = 42;
-        assert_eq!(fields(check(pb::event::Payload::Order(o))), vec!["events[0].order.status"]);
+        assert_eq!(
+            fields(check(pb::event::Payload::Order(o))),
+            vec!["events[0].order.status"]
+        );
         let r = validate_event(
             &pb::Event { payload: None },
             "events[7].",

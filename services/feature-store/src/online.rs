@@ -227,7 +227,12 @@ impl Online {
     }
 
     /// Customer rows for `ids` as of `now`: `None` for unknown customers.
-    pub fn customer_rows(&self, ids: &[String], cols: &[Column], now: Micros) -> Vec<Option<Vec<Value>>> {
+    pub fn customer_rows(
+        &self,
+        ids: &[String],
+        cols: &[Column],
+        now: Micros,
+    ) -> Vec<Option<Vec<Value>>> {
         let cats = read(&self.categories);
         let category_of = |sku: &str| cats.get(sku).cloned();
         ids.iter()
@@ -241,7 +246,12 @@ impl Online {
     }
 
     /// Product rows for `skus` as of `now`: `None` for unknown products.
-    pub fn product_rows(&self, skus: &[String], cols: &[Column], now: Micros) -> Vec<Option<Vec<Value>>> {
+    pub fn product_rows(
+        &self,
+        skus: &[String],
+        cols: &[Column],
+        now: Micros,
+    ) -> Vec<Option<Vec<Value>>> {
         skus.iter()
             .map(|sku| {
                 let shard = read(self.products.shard(sku));
@@ -282,7 +292,10 @@ impl Online {
     }
 
     pub fn counts(&self) -> (usize, usize) {
-        (read(&self.customer_index).len(), read(&self.product_index).len())
+        (
+            read(&self.customer_index).len(),
+            read(&self.product_index).len(),
+        )
     }
 
     /// RFM distributions over customers with orders, as of `now` (cached for 30 s).
@@ -329,7 +342,10 @@ mod tests {
         assert_eq!(Population::score(&v, 100.0, true), 5);
         assert_eq!(Population::score(&v, 100.0, false), 1);
         assert_eq!(Population::score(&v, 50.0, true), 3);
-        let ties = vec![1.0; 80].into_iter().chain(vec![5.0; 20]).collect::<Vec<_>>();
+        let ties = vec![1.0; 80]
+            .into_iter()
+            .chain(vec![5.0; 20])
+            .collect::<Vec<_>>();
         assert_eq!(Population::score(&ties, 1.0, true), 3);
         assert_eq!(Population::score(&ties, 5.0, true), 5);
         assert_eq!(Population::score(&[], 5.0, true), 0);

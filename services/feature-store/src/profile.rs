@@ -119,14 +119,25 @@ pub fn favourite_categories(
         .filter(|o| o.ts <= now && o.status != OrderStatus::Cancelled)
     {
         for (sku, q) in &o.lines {
-            let cat = category_of(sku).map_or_else(|| "(uncategorised)".to_string(), |c| c.to_string());
+            let cat =
+                category_of(sku).map_or_else(|| "(uncategorised)".to_string(), |c| c.to_string());
             *units.entry(cat).or_default() += q;
             total += q;
         }
     }
     let mut v: Vec<(String, f64, i64)> = units
         .into_iter()
-        .map(|(c, u)| (c, if total > 0 { u as f64 / total as f64 } else { 0.0 }, u))
+        .map(|(c, u)| {
+            (
+                c,
+                if total > 0 {
+                    u as f64 / total as f64
+                } else {
+                    0.0
+                },
+                u,
+            )
+        })
         .collect();
     v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     v

@@ -34,7 +34,14 @@ pub async fn interactions(
     loop {
         if ev_buf.is_empty() && !ev_done {
             let page = store
-                .scan(&[EventKind::Interaction], start, end, None, ev_cursor, batch)
+                .scan(
+                    &[EventKind::Interaction],
+                    start,
+                    end,
+                    None,
+                    ev_cursor,
+                    batch,
+                )
                 .await?;
             ev_done = (page.len() as u64) < batch;
             if let Some(last) = page.last() {
@@ -53,7 +60,9 @@ pub async fn interactions(
             }
         }
         if line_buf.is_empty() && !lines_done {
-            let page = store.scan_lines(start, end, line_cursor.clone(), batch).await?;
+            let page = store
+                .scan_lines(start, end, line_cursor.clone(), batch)
+                .await?;
             lines_done = (page.len() as u64) < batch;
             if let Some(last) = page.last() {
                 line_cursor = Some((last.ts, last.order_id.clone(), last.line_no));
@@ -103,7 +112,9 @@ pub async fn interactions(
         }
     }
     if !out.is_empty() {
-        let _ = tx.send(Ok(pb::ScanInteractionsResponse { interactions: out })).await;
+        let _ = tx
+            .send(Ok(pb::ScanInteractionsResponse { interactions: out }))
+            .await;
     }
     Ok(())
 }
@@ -136,7 +147,12 @@ pub async fn events(
                 ingested_at: Some(timestamp(row.ingested_at)),
             });
         }
-        if !events.is_empty() && tx.send(Ok(pb::ScanEventsResponse { events })).await.is_err() {
+        if !events.is_empty()
+            && tx
+                .send(Ok(pb::ScanEventsResponse { events }))
+                .await
+                .is_err()
+        {
             return Ok(());
         }
         if done {

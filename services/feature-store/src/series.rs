@@ -79,7 +79,11 @@ struct Agg {
 /// Price history of a SKU: (ts, price, on_promotion), sorted by time.
 type PriceHistory = Vec<(Micros, f64, bool)>;
 
-pub async fn build(store: &Store, online: &Online, q: &SeriesQuery) -> Result<Vec<SeriesOut>, Error> {
+pub async fn build(
+    store: &Store,
+    online: &Online,
+    q: &SeriesQuery,
+) -> Result<Vec<SeriesOut>, Error> {
     if let (Some(s), Some(e)) = (q.start, q.end)
         && e <= s
     {
@@ -123,7 +127,9 @@ pub async fn build(store: &Store, online: &Online, q: &SeriesQuery) -> Result<Ve
     let mut series: BTreeMap<(String, String, String), BTreeMap<i64, Agg>> = BTreeMap::new();
     for sku in &q.skus {
         if !q.by_store && !q.by_channel {
-            series.entry((sku.clone(), String::new(), String::new())).or_default();
+            series
+                .entry((sku.clone(), String::new(), String::new()))
+                .or_default();
         }
     }
     for r in &rows {
@@ -174,8 +180,7 @@ pub async fn build(store: &Store, online: &Online, q: &SeriesQuery) -> Result<Ve
             let at_start = history.iter().rev().find(|h| h.0 <= from);
             let during = history.iter().filter(|h| h.0 > from && h.0 < to);
             let list_price = history.iter().rev().find(|h| h.0 < to).map(|h| h.1);
-            let promo_listed =
-                at_start.is_some_and(|h| h.2) || during.clone().any(|h| h.2);
+            let promo_listed = at_start.is_some_and(|h| h.2) || during.clone().any(|h| h.2);
             points.push(Point {
                 period_start: from,
                 units: a.units,

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::{App, FeatureTable, IngestOutcome, now_micros};
 use crate::error::Error;
-use crate::features::{FeatureType, PRODUCT_FEATURES, CUSTOMER_FEATURES, Value};
+use crate::features::{CUSTOMER_FEATURES, FeatureType, PRODUCT_FEATURES, Value};
 use crate::model::{self, EventKind, InteractionKind, Micros, timestamp};
 use crate::series::{Granularity, SeriesQuery};
 
@@ -49,7 +49,10 @@ fn to_pb_value(v: Value) -> pb::FeatureValue {
     }
 }
 
-fn to_pb_rows(table: FeatureTable, ids: impl Iterator<Item = (String, Option<Micros>)>) -> (Vec<String>, Vec<pb::FeatureRow>) {
+fn to_pb_rows(
+    table: FeatureTable,
+    ids: impl Iterator<Item = (String, Option<Micros>)>,
+) -> (Vec<String>, Vec<pb::FeatureRow>) {
     let width = table.names.len();
     let rows = table
         .rows
@@ -104,9 +107,10 @@ fn ts_field(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<Mi
         Some(t) if !(0..1_000_000_000).contains(&t.nanos) => {
             Err(Error::invalid(field, "nanos out of range"))
         }
-        Some(t) if t.seconds < 0 || t.seconds > 253_402_300_799 => {
-            Err(Error::invalid(field, "timestamp out of range (1970 to 9999)"))
-        }
+        Some(t) if t.seconds < 0 || t.seconds > 253_402_300_799 => Err(Error::invalid(
+            field,
+            "timestamp out of range (1970 to 9999)",
+        )),
         Some(t) => Ok(Some(model::micros_of(t))),
     }
 }
@@ -121,7 +125,10 @@ fn range(field: &str, r: Option<&common::TimeRange>) -> Result<(Micros, Micros),
     };
     let (s, e) = (s.unwrap_or(0), e.unwrap_or(i64::MAX));
     if e <= s {
-        return Err(Error::invalid(format!("{field}.end"), "must be after start"));
+        return Err(Error::invalid(
+            format!("{field}.end"),
+            "must be after start",
+        ));
     }
     Ok((s, e))
 }
@@ -139,7 +146,10 @@ fn batch_size(field: &str, v: u32) -> Result<u64, Error> {
 
 #[tonic::async_trait]
 impl FeatureStore for FeatureStoreService {
-    async fn ingest(&self, req: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
+    async fn ingest(
+        &self,
+        req: Request<pb::IngestRequest>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
         let pb::IngestRequest { events } = req.into_inner();
         let out = self.app.ingest(&events, 0, "events").await?;
         Ok(Response::new(to_pb_outcome(out)))
@@ -173,7 +183,8 @@ impl FeatureStore for FeatureStoreService {
         } = req.into_inner();
         let table = self.app.online_features(&view, &entity_ids, &features)?;
         let now = now_micros();
-        let (feature_names, rows) = to_pb_rows(table, entity_ids.into_iter().map(|id| (id, Some(now))));
+        let (feature_names, rows) =
+            to_pb_rows(table, entity_ids.into_iter().map(|id| (id, Some(now))));
         Ok(Response::new(pb::GetOnlineFeaturesResponse {
             feature_names,
             rows,
@@ -197,8 +208,12 @@ impl FeatureStore for FeatureStoreService {
                 .ok_or_else(|| Error::invalid(field, "missing timestamp"))?;
             parsed.push((entity_id, t));
         }
-        let table = self.app.historical_features(&view, &parsed, &features).await?;
-        let (feature_names, rows) = to_pb_rows(table, parsed.into_iter().map(|(id, t)| (id, Some(t))));
+        let table = self
+            .app
+            .historical_features(&view, &parsed, &features)
+            .await?;
+        let (feature_names, rows) =
+            to_pb_rows(table, parsed.into_iter().map(|(id, t)| (id, Some(t))));
         Ok(Response::new(pb::GetHistoricalFeaturesResponse {
             feature_names,
             rows,
@@ -243,7 +258,10 @@ impl FeatureStore for FeatureStoreService {
         }))
     }
 
-    async fn get_series(&self, req: Request<pb::GetSeriesRequest>) -> Result<Response<pb::GetSeriesResponse>, Status> {
+    async fn get_series(
+        &self,
+        req: Request<pb::GetSeriesRequest>,
+    ) -> Result<Response<pb::GetSeriesResponse>, Status> {
         let pb::GetSeriesRequest {
             skus,
             granularity,
@@ -256,7 +274,9 @@ impl FeatureStore for FeatureStoreService {
             Ok(pb::Granularity::Unspecified | pb::Granularity::Day) => Granularity::Day,
             Ok(pb::Granularity::Week) => Granularity::Week,
             Err(_) => {
-                return Err(Error::invalid("granularity", format!("unknown value {granularity}")).into());
+                return Err(
+                    Error::invalid("granularity", format!("unknown value {granularity}")).into(),
+                );
             }
         };
         for (i, s) in skus.iter().enumerate() {
@@ -319,14 +339,30 @@ impl FeatureStore for FeatureStoreService {
         for (i, k) in kinds.iter().enumerate() {
             match InteractionKind::from_proto(*k) {
                 Some(k) => wanted.push(k),
-                None => return Err(Error::invalid(format!("kinds[{i}]"), format!("unknown interaction kind {k}")).into()),
+                None => {
+                    return Err(Error::invalid(
+                        format!("kinds[{i}]"),
+                        format!("unknown interaction kind {k}"),
+                    )
+                    .into());
+                }
             }
         }
         let batch = batch_size("batch_size", bs)?;
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            if let Err(e) = crate::reads::interactions(&app, start, end, &wanted, include_order_lines, batch, &tx).await {
+            if let Err(e) = crate::reads::interactions(
+                &app,
+                start,
+                end,
+                &wanted,
+                include_order_lines,
+                batch,
+                &tx,
+            )
+            .await
+            {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
@@ -348,9 +384,18 @@ impl FeatureStore for FeatureStoreService {
         let (start, end) = range("range", r.as_ref())?;
         let mut wanted = Vec::new();
         for (i, k) in kinds.iter().enumerate() {
-            match pb::EventKind::try_from(*k).ok().and_then(EventKind::from_proto) {
+            match pb::EventKind::try_from(*k)
+                .ok()
+                .and_then(EventKind::from_proto)
+            {
                 Some(k) => wanted.push(k),
-                None => return Err(Error::invalid(format!("kinds[{i}]"), format!("unknown event kind {k}")).into()),
+                None => {
+                    return Err(Error::invalid(
+                        format!("kinds[{i}]"),
+                        format!("unknown event kind {k}"),
+                    )
+                    .into());
+                }
             }
         }
         if wanted.is_empty() {
@@ -370,7 +415,10 @@ impl FeatureStore for FeatureStoreService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let customer = (!customer_id.is_empty()).then_some(customer_id);
-            if let Err(e) = crate::reads::events(&app, &wanted, start, end, customer.as_deref(), batch, &tx).await {
+            if let Err(e) =
+                crate::reads::events(&app, &wanted, start, end, customer.as_deref(), batch, &tx)
+                    .await
+            {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
@@ -386,7 +434,11 @@ impl FeatureStore for FeatureStoreService {
             "customer" => false,
             "product" => true,
             other => {
-                return Err(Error::invalid("entity", format!("unknown entity {other:?}; expected \"customer\" or \"product\"")).into());
+                return Err(Error::invalid(
+                    "entity",
+                    format!("unknown entity {other:?}; expected \"customer\" or \"product\""),
+                )
+                .into());
             }
         };
         let common::PageRequest {
@@ -396,7 +448,11 @@ impl FeatureStore for FeatureStoreService {
         let size = match page_size {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
-                return Err(Error::invalid("page.page_size", format!("must be at most {MAX_PAGE}")).into());
+                return Err(Error::invalid(
+                    "page.page_size",
+                    format!("must be at most {MAX_PAGE}"),
+                )
+                .into());
             }
             n => n,
         };
@@ -432,7 +488,10 @@ impl FeatureStore for FeatureStoreService {
         &self,
         _req: Request<pb::ListSegmentsRequest>,
     ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
-        Ok(Response::new(crate::reads::segments(&self.app, now_micros())))
+        Ok(Response::new(crate::reads::segments(
+            &self.app,
+            now_micros(),
+        )))
     }
 
     async fn delete_customer(
@@ -441,6 +500,8 @@ impl FeatureStore for FeatureStoreService {
     ) -> Result<Response<pb::DeleteCustomerResponse>, Status> {
         let pb::DeleteCustomerRequest { customer_id } = req.into_inner();
         let n = self.app.erase_customer(&customer_id).await?;
-        Ok(Response::new(pb::DeleteCustomerResponse { events_erased: n }))
+        Ok(Response::new(pb::DeleteCustomerResponse {
+            events_erased: n,
+        }))
     }
 }

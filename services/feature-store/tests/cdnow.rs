@@ -1,6 +1,7 @@
 //! The real CDNOW purchase log (69,659 orders of 23,570 customers) loaded through gRPC as order
 //! events; frequency and monetary value as of 1997-09-30 checked, point in time, against values
 //! computed independently here from the raw file.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
@@ -26,7 +27,13 @@ async fn cdnow_frequency_and_monetary_as_of_cutoff() {
     let c = &mut fs.client;
     let mut accepted = 0;
     for chunk in events.chunks(5_000) {
-        let r = c.ingest(pb::IngestRequest { events: chunk.to_vec() }).await.expect("ingest").into_inner();
+        let r = c
+            .ingest(pb::IngestRequest {
+                events: chunk.to_vec(),
+            })
+            .await
+            .expect("ingest")
+            .into_inner();
         assert!(r.rejected.is_empty(), "{:?}", r.rejected.first());
         accepted += r.accepted;
     }
@@ -35,7 +42,11 @@ async fn cdnow_frequency_and_monetary_as_of_cutoff() {
     // Independent computation from the raw rows: orders and dollars up to and including
     // 1997-09-30, and in the 90 days before it.
     let cutoff = chrono::NaiveDate::from_ymd_opt(1997, 9, 30).expect("date");
-    let as_of = cutoff.and_hms_opt(23, 59, 59).expect("time").and_utc().timestamp();
+    let as_of = cutoff
+        .and_hms_opt(23, 59, 59)
+        .expect("time")
+        .and_utc()
+        .timestamp();
     let window_start = cutoff - chrono::Duration::days(90);
     let mut expected: HashMap<&str, (i64, f64, i64)> = HashMap::new();
     for r in &rows {
@@ -66,14 +77,24 @@ async fn cdnow_frequency_and_monetary_as_of_cutoff() {
 
     let mut req_rows: Vec<pb::EntityAt> = sample
         .iter()
-        .map(|id| pb::EntityAt { entity_id: id.to_string(), as_of: ts(as_of) })
+        .map(|id| pb::EntityAt {
+            entity_id: id.to_string(),
+            as_of: ts(as_of),
+        })
         .collect();
-    req_rows.extend(late.iter().map(|id| pb::EntityAt { entity_id: id.to_string(), as_of: ts(as_of) }));
+    req_rows.extend(late.iter().map(|id| pb::EntityAt {
+        entity_id: id.to_string(),
+        as_of: ts(as_of),
+    }));
     let resp = c
         .get_historical_features(pb::GetHistoricalFeaturesRequest {
             view: "customer".into(),
             rows: req_rows,
-            features: vec!["frequency_lifetime".into(), "monetary_lifetime".into(), "frequency_90d".into()],
+            features: vec![
+                "frequency_lifetime".into(),
+                "monetary_lifetime".into(),
+                "frequency_90d".into(),
+            ],
         })
         .await
         .expect("historical")
@@ -82,14 +103,32 @@ async fn cdnow_frequency_and_monetary_as_of_cutoff() {
     for (row, id) in resp.rows.iter().zip(&sample) {
         let (n, dollars, n90) = expected[id];
         assert!(row.found, "{id}");
-        assert_eq!(f64_of(names, row, "frequency_lifetime"), n as f64, "frequency of {id}");
-        assert!((f64_of(names, row, "monetary_lifetime") - dollars).abs() < 1e-6, "monetary of {id}");
-        assert_eq!(f64_of(names, row, "frequency_90d"), n90 as f64, "90-day frequency of {id}");
+        assert_eq!(
+            f64_of(names, row, "frequency_lifetime"),
+            n as f64,
+            "frequency of {id}"
+        );
+        assert!(
+            (f64_of(names, row, "monetary_lifetime") - dollars).abs() < 1e-6,
+            "monetary of {id}"
+        );
+        assert_eq!(
+            f64_of(names, row, "frequency_90d"),
+            n90 as f64,
+            "90-day frequency of {id}"
+        );
     }
     if !late.is_empty() {
         let last = resp.rows.last().expect("row");
-        assert!(!last.found, "customer {} first bought after the cutoff", late[0]);
+        assert!(
+            !last.found,
+            "customer {} first bought after the cutoff",
+            late[0]
+        );
     }
-    eprintln!("checked {} customers against the raw CDNOW file", sample.len());
+    eprintln!(
+        "checked {} customers against the raw CDNOW file",
+        sample.len()
+    );
     fs.handle.shutdown().await.expect("shutdown");
 }

@@ -2,6 +2,7 @@
 //! duplicates and a rejected batch member, online features, point-in-time historical features
 //! (with a case that would leak if the as-of logic were wrong), series, scans, profiles,
 //! restart durability and erasure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
@@ -24,11 +25,29 @@ async fn scenario(backend: Backend) {
         order("o2", "c1", T0 + 110 * DAY, &[("A", 1, 10.0), ("B", 3, 4.0)]),
         order("bad", "c1", T0 + 111 * DAY, &[("A", -2, 10.0)]),
         order("o1", "c1", T0 + 100 * DAY, &[("A", 2, 10.0)]),
-        interaction("i1", "c1", "A", pb::InteractionKind::View, T0 + 100 * DAY, "s1"),
-        interaction("i2", "c1", "A", pb::InteractionKind::AddToCart, T0 + 100 * DAY, "s1"),
+        interaction(
+            "i1",
+            "c1",
+            "A",
+            pb::InteractionKind::View,
+            T0 + 100 * DAY,
+            "s1",
+        ),
+        interaction(
+            "i2",
+            "c1",
+            "A",
+            pb::InteractionKind::AddToCart,
+            T0 + 100 * DAY,
+            "s1",
+        ),
         review("r1", "c1", "A", 2, T0 + 105 * DAY),
     ];
-    let resp = c.ingest(pb::IngestRequest { events: batch }).await.expect("ingest").into_inner();
+    let resp = c
+        .ingest(pb::IngestRequest { events: batch })
+        .await
+        .expect("ingest")
+        .into_inner();
     assert_eq!(resp.accepted, 8, "{resp:?}");
     assert_eq!(resp.duplicates, 1);
     assert_eq!(resp.rejected.len(), 1);
@@ -40,7 +59,9 @@ async fn scenario(backend: Backend) {
 
     // The same batch again changes nothing.
     let again = c
-        .ingest(pb::IngestRequest { events: vec![order("o1", "c1", T0 + 100 * DAY, &[("A", 2, 10.0)])] })
+        .ingest(pb::IngestRequest {
+            events: vec![order("o1", "c1", T0 + 100 * DAY, &[("A", 2, 10.0)])],
+        })
         .await
         .expect("ingest")
         .into_inner();
@@ -51,7 +72,13 @@ async fn scenario(backend: Backend) {
     if let Some(pb::event::Payload::Order(o)) = &mut refund.payload {
         o.status = pb::OrderStatus::Refunded as i32;
     }
-    let r = c.ingest(pb::IngestRequest { events: vec![refund] }).await.expect("ingest").into_inner();
+    let r = c
+        .ingest(pb::IngestRequest {
+            events: vec![refund],
+        })
+        .await
+        .expect("ingest")
+        .into_inner();
     assert_eq!(r.accepted, 1);
 
     // --- Online features.
@@ -80,10 +107,16 @@ async fn scenario(backend: Backend) {
         &pb::feature_value::Value::Missing(pb::Missing::NoData as i32),
         "fewer than three orders: missing, not 0"
     );
-    assert_eq!(value_of(names, row, "country"), &pb::feature_value::Value::StringValue("DE".into()));
+    assert_eq!(
+        value_of(names, row, "country"),
+        &pb::feature_value::Value::StringValue("DE".into())
+    );
     let unknown = &online.rows[1];
     assert!(!unknown.found);
-    assert!(unknown.values.iter().all(|v| v.value == Some(pb::feature_value::Value::Missing(pb::Missing::UnknownEntity as i32))));
+    assert!(unknown.values.iter().all(|v| v.value
+        == Some(pb::feature_value::Value::Missing(
+            pb::Missing::UnknownEntity as i32
+        ))));
 
     // Attributes by name; a feature subset keeps the requested order.
     let subset = c
@@ -95,26 +128,55 @@ async fn scenario(backend: Backend) {
         .await
         .expect("subset")
         .into_inner();
-    assert_eq!(subset.feature_names, vec!["attr_tier", "frequency_lifetime"]);
-    assert_eq!(subset.rows[0].values[0].value, Some(pb::feature_value::Value::StringValue("gold".into())));
+    assert_eq!(
+        subset.feature_names,
+        vec!["attr_tier", "frequency_lifetime"]
+    );
+    assert_eq!(
+        subset.rows[0].values[0].value,
+        Some(pb::feature_value::Value::StringValue("gold".into()))
+    );
 
     let product = c
         .get_online_features(pb::GetOnlineFeaturesRequest {
             view: "product".into(),
             entity_ids: vec!["A".into(), "B".into()],
-            features: vec!["units_lifetime".into(), "stock".into(), "category".into(), "mean_rating".into()],
+            features: vec![
+                "units_lifetime".into(),
+                "stock".into(),
+                "category".into(),
+                "mean_rating".into(),
+            ],
         })
         .await
         .expect("product")
         .into_inner();
-    assert_eq!(product.rows[0].values[0].value, Some(pb::feature_value::Value::Int64Value(3)));
-    assert_eq!(product.rows[0].values[2].value, Some(pb::feature_value::Value::StringValue("Books > Fiction".into())));
-    assert_eq!(product.rows[0].values[3].value, Some(pb::feature_value::Value::DoubleValue(2.0)));
-    assert_eq!(product.rows[1].values[1].value, Some(pb::feature_value::Value::Int64Value(0)));
+    assert_eq!(
+        product.rows[0].values[0].value,
+        Some(pb::feature_value::Value::Int64Value(3))
+    );
+    assert_eq!(
+        product.rows[0].values[2].value,
+        Some(pb::feature_value::Value::StringValue(
+            "Books > Fiction".into()
+        ))
+    );
+    assert_eq!(
+        product.rows[0].values[3].value,
+        Some(pb::feature_value::Value::DoubleValue(2.0))
+    );
+    assert_eq!(
+        product.rows[1].values[1].value,
+        Some(pb::feature_value::Value::Int64Value(0))
+    );
 
     // Bad requests name the field.
     let err = c
-        .get_online_features(pb::GetOnlineFeaturesRequest { view: "nope".into(), entity_ids: vec!["c1".into()], features: vec![] })
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            view: "nope".into(),
+            entity_ids: vec!["c1".into()],
+            features: vec![],
+        })
         .await
         .expect_err("unknown view");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -127,7 +189,11 @@ async fn scenario(backend: Backend) {
         })
         .await
         .expect_err("unknown feature");
-    assert!(err.message().starts_with("features[1]:"), "{}", err.message());
+    assert!(
+        err.message().starts_with("features[1]:"),
+        "{}",
+        err.message()
+    );
 
     // --- Historical: as of day 105 only o1 exists. o2 (day 110) and the refund (day 120) must
     // not leak into the row, though they were ingested before this read.
@@ -135,9 +201,18 @@ async fn scenario(backend: Backend) {
         .get_historical_features(pb::GetHistoricalFeaturesRequest {
             view: "customer".into(),
             rows: vec![
-                pb::EntityAt { entity_id: "c1".into(), as_of: ts(T0 + 105 * DAY) },
-                pb::EntityAt { entity_id: "c1".into(), as_of: ts(T0 + 115 * DAY) },
-                pb::EntityAt { entity_id: "c1".into(), as_of: ts(T0 - DAY) },
+                pb::EntityAt {
+                    entity_id: "c1".into(),
+                    as_of: ts(T0 + 105 * DAY),
+                },
+                pb::EntityAt {
+                    entity_id: "c1".into(),
+                    as_of: ts(T0 + 115 * DAY),
+                },
+                pb::EntityAt {
+                    entity_id: "c1".into(),
+                    as_of: ts(T0 - DAY),
+                },
             ],
             features: vec![
                 "frequency_lifetime".into(),
@@ -159,24 +234,47 @@ async fn scenario(backend: Backend) {
     assert_eq!(f64_of(n, at105, "review_count"), 1.0);
     let at115 = &hist.rows[1];
     assert_eq!(f64_of(n, at115, "frequency_lifetime"), 2.0);
-    assert_eq!(f64_of(n, at115, "refund_count"), 0.0, "the refund happens on day 120");
-    assert!(!hist.rows[2].found, "nothing is known before the first event");
+    assert_eq!(
+        f64_of(n, at115, "refund_count"),
+        0.0,
+        "the refund happens on day 120"
+    );
+    assert!(
+        !hist.rows[2].found,
+        "nothing is known before the first event"
+    );
 
     let hist_p = c
         .get_historical_features(pb::GetHistoricalFeaturesRequest {
             view: "product".into(),
-            rows: vec![pb::EntityAt { entity_id: "A".into(), as_of: ts(T0 + 105 * DAY) }],
-            features: vec!["units_lifetime".into(), "review_count".into(), "price".into()],
+            rows: vec![pb::EntityAt {
+                entity_id: "A".into(),
+                as_of: ts(T0 + 105 * DAY),
+            }],
+            features: vec![
+                "units_lifetime".into(),
+                "review_count".into(),
+                "price".into(),
+            ],
         })
         .await
         .expect("historical product")
         .into_inner();
-    assert_eq!(hist_p.rows[0].values[0].value, Some(pb::feature_value::Value::Int64Value(2)));
-    assert_eq!(hist_p.rows[0].values[1].value, Some(pb::feature_value::Value::Int64Value(1)));
+    assert_eq!(
+        hist_p.rows[0].values[0].value,
+        Some(pb::feature_value::Value::Int64Value(2))
+    );
+    assert_eq!(
+        hist_p.rows[0].values[1].value,
+        Some(pb::feature_value::Value::Int64Value(1))
+    );
 
     // --- Series: daily units of A, zero-filled between the two sales.
     let series = c
-        .get_series(pb::GetSeriesRequest { skus: vec!["A".into()], ..Default::default() })
+        .get_series(pb::GetSeriesRequest {
+            skus: vec!["A".into()],
+            ..Default::default()
+        })
         .await
         .expect("series")
         .into_inner();
@@ -185,17 +283,28 @@ async fn scenario(backend: Backend) {
     assert_eq!(s.points[0].units, 2.0);
     assert_eq!(s.points[5].units, 0.0);
     assert_eq!(s.points[10].units, 1.0);
-    assert_eq!(s.points[5].price, Some(10.0), "list price when nothing sold");
+    assert_eq!(
+        s.points[5].price,
+        Some(10.0),
+        "list price when nothing sold"
+    );
     assert_eq!(s.stock, Some(5));
     let err = c
-        .get_series(pb::GetSeriesRequest { skus: vec!["ZZZ".into()], ..Default::default() })
+        .get_series(pb::GetSeriesRequest {
+            skus: vec!["ZZZ".into()],
+            ..Default::default()
+        })
         .await
         .expect_err("unknown sku");
     assert_eq!(err.code(), Code::NotFound);
 
     // --- Interaction log with order lines, in time order.
     let mut stream = c
-        .scan_interactions(pb::ScanInteractionsRequest { include_order_lines: true, batch_size: 2, ..Default::default() })
+        .scan_interactions(pb::ScanInteractionsRequest {
+            include_order_lines: true,
+            batch_size: 2,
+            ..Default::default()
+        })
         .await
         .expect("scan")
         .into_inner();
@@ -206,11 +315,16 @@ async fn scenario(backend: Backend) {
         }
     }
     assert_eq!(seen.len(), 2 + 3, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "time order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "time order: {seen:?}"
+    );
 
     // --- Profile.
     let profile = c
-        .get_customer_profile(pb::GetCustomerProfileRequest { customer_id: "c1".into() })
+        .get_customer_profile(pb::GetCustomerProfileRequest {
+            customer_id: "c1".into(),
+        })
         .await
         .expect("profile")
         .into_inner()
@@ -239,13 +353,32 @@ async fn scenario(backend: Backend) {
     // Everything but the clock-dependent "days" features is identical after the restart.
     for (i, name) in online.feature_names.iter().enumerate() {
         if !name.contains("days") {
-            assert_eq!(online2.rows[0].values[i], online.rows[0].values[i], "{name} changed across restart");
+            assert_eq!(
+                online2.rows[0].values[i], online.rows[0].values[i],
+                "{name} changed across restart"
+            );
         }
     }
-    assert_eq!(f64_of(&online2.feature_names, &online2.rows[0], "frequency_lifetime"), 2.0);
-    assert_eq!(f64_of(&online2.feature_names, &online2.rows[0], "monetary_lifetime"), 42.0);
+    assert_eq!(
+        f64_of(
+            &online2.feature_names,
+            &online2.rows[0],
+            "frequency_lifetime"
+        ),
+        2.0
+    );
+    assert_eq!(
+        f64_of(
+            &online2.feature_names,
+            &online2.rows[0],
+            "monetary_lifetime"
+        ),
+        42.0
+    );
     let dup = c
-        .ingest(pb::IngestRequest { events: vec![order("o2", "c1", T0 + 110 * DAY, &[("A", 1, 10.0)])] })
+        .ingest(pb::IngestRequest {
+            events: vec![order("o2", "c1", T0 + 110 * DAY, &[("A", 1, 10.0)])],
+        })
         .await
         .expect("ingest")
         .into_inner();
@@ -253,25 +386,44 @@ async fn scenario(backend: Backend) {
 
     // --- Erase.
     let erased = c
-        .delete_customer(pb::DeleteCustomerRequest { customer_id: "c1".into() })
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "c1".into(),
+        })
         .await
         .expect("erase")
         .into_inner();
     assert_eq!(erased.events_erased, 7);
     let after = c
-        .get_online_features(pb::GetOnlineFeaturesRequest { view: "customer".into(), entity_ids: vec!["c1".into()], features: vec![] })
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            view: "customer".into(),
+            entity_ids: vec!["c1".into()],
+            features: vec![],
+        })
         .await
         .expect("online")
         .into_inner();
     assert!(!after.rows[0].found);
-    let err = c.get_customer_profile(pb::GetCustomerProfileRequest { customer_id: "c1".into() }).await.expect_err("gone");
+    let err = c
+        .get_customer_profile(pb::GetCustomerProfileRequest {
+            customer_id: "c1".into(),
+        })
+        .await
+        .expect_err("gone");
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.delete_customer(pb::DeleteCustomerRequest { customer_id: "c1".into() }).await.expect_err("gone");
+    let err = c
+        .delete_customer(pb::DeleteCustomerRequest {
+            customer_id: "c1".into(),
+        })
+        .await
+        .expect_err("gone");
     assert_eq!(err.code(), Code::NotFound);
     let hist = c
         .get_historical_features(pb::GetHistoricalFeaturesRequest {
             view: "customer".into(),
-            rows: vec![pb::EntityAt { entity_id: "c1".into(), as_of: ts(T0 + 200 * DAY) }],
+            rows: vec![pb::EntityAt {
+                entity_id: "c1".into(),
+                as_of: ts(T0 + 200 * DAY),
+            }],
             features: vec![],
         })
         .await
@@ -279,7 +431,10 @@ async fn scenario(backend: Backend) {
         .into_inner();
     assert!(!hist.rows[0].found, "erased from history too");
     let mut events = c
-        .scan_events(pb::ScanEventsRequest { kinds: vec![], ..Default::default() })
+        .scan_events(pb::ScanEventsRequest {
+            kinds: vec![],
+            ..Default::default()
+        })
         .await
         .expect("scan")
         .into_inner();
@@ -300,8 +455,14 @@ async fn scenario(backend: Backend) {
         .await
         .expect("product")
         .into_inner();
-    assert_eq!(product2.rows[0].values[0].value, Some(pb::feature_value::Value::Int64Value(3)));
-    assert_eq!(product2.rows[0].values[1].value, Some(pb::feature_value::Value::Int64Value(1)));
+    assert_eq!(
+        product2.rows[0].values[0].value,
+        Some(pb::feature_value::Value::Int64Value(3))
+    );
+    assert_eq!(
+        product2.rows[0].values[1].value,
+        Some(pb::feature_value::Value::Int64Value(1))
+    );
 
     // ...also after another restart (the log replays to the same state).
     drop(fs.client);
@@ -320,7 +481,11 @@ async fn scenario(backend: Backend) {
     assert_eq!(product3.rows[0].values, product2.rows[0].values);
     let gone = fs
         .client
-        .get_online_features(pb::GetOnlineFeaturesRequest { view: "customer".into(), entity_ids: vec!["c1".into()], features: vec![] })
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            view: "customer".into(),
+            entity_ids: vec!["c1".into()],
+            features: vec![],
+        })
         .await
         .expect("online")
         .into_inner();
@@ -347,8 +512,12 @@ async fn ingest_stream_sums_batches_and_indexes_the_whole_stream() {
     let backend = Backend::sqlite();
     let mut fs = start(&backend.config()).await;
     let batches = vec![
-        pb::IngestRequest { events: vec![customer("a", "FR", T0), customer("b", "FR", T0)] },
-        pb::IngestRequest { events: vec![customer("a", "FR", T0), pb::Event { payload: None }] },
+        pb::IngestRequest {
+            events: vec![customer("a", "FR", T0), customer("b", "FR", T0)],
+        },
+        pb::IngestRequest {
+            events: vec![customer("a", "FR", T0), pb::Event { payload: None }],
+        },
     ];
     let resp = fs
         .client
@@ -362,8 +531,14 @@ async fn ingest_stream_sums_batches_and_indexes_the_whole_stream() {
     assert!(resp.rejected[0].reason.contains("unknown kind"));
 
     // Over the batch limit: the whole call is refused, naming the field.
-    let too_many = (0..10_001).map(|i| customer(&format!("x{i}"), "FR", T0)).collect();
-    let err = fs.client.ingest(pb::IngestRequest { events: too_many }).await.expect_err("too big");
+    let too_many = (0..10_001)
+        .map(|i| customer(&format!("x{i}"), "FR", T0))
+        .collect();
+    let err = fs
+        .client
+        .ingest(pb::IngestRequest { events: too_many })
+        .await
+        .expect_err("too big");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("events:"), "{}", err.message());
     fs.handle.shutdown().await.expect("shutdown");

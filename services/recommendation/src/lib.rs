@@ -29,16 +29,28 @@ pub struct Service;
 impl Recommendation for Service {
     type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
 
-    async fn recommend(&self, _req: Request<pb::RecommendRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn recommend(
+        &self,
+        _req: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         Err(not_yet("recommend"))
     }
-    async fn similar_items(&self, _req: Request<pb::SimilarItemsRequest>) -> Result<Response<pb::SimilarItemsResponse>, Status> {
+    async fn similar_items(
+        &self,
+        _req: Request<pb::SimilarItemsRequest>,
+    ) -> Result<Response<pb::SimilarItemsResponse>, Status> {
         Err(not_yet("similar_items"))
     }
-    async fn train(&self, _req: Request<pb::TrainRequest>) -> Result<Response<Self::TrainStream>, Status> {
+    async fn train(
+        &self,
+        _req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
         Err(not_yet("train"))
     }
-    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
         Err(not_yet("get_model_info"))
     }
 }
@@ -58,7 +70,10 @@ pub fn build(config: &Config) -> GrpcServer {
 }
 
 /// Runs the service until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     build(&config).serve(shutdown).await?;
     Ok(())
 }

@@ -30,7 +30,10 @@ impl Risk for Service {
     type ScoreOrderStreamStream = BoxStream<pb::ScoreOrderStreamResponse>;
     type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
 
-    async fn score_order(&self, _req: Request<pb::ScoreOrderRequest>) -> Result<Response<pb::ScoreOrderResponse>, Status> {
+    async fn score_order(
+        &self,
+        _req: Request<pb::ScoreOrderRequest>,
+    ) -> Result<Response<pb::ScoreOrderResponse>, Status> {
         Err(not_yet("score_order"))
     }
     async fn score_order_stream(
@@ -39,13 +42,22 @@ impl Risk for Service {
     ) -> Result<Response<Self::ScoreOrderStreamStream>, Status> {
         Err(not_yet("score_order_stream"))
     }
-    async fn score_review(&self, _req: Request<pb::ScoreReviewRequest>) -> Result<Response<pb::ScoreReviewResponse>, Status> {
+    async fn score_review(
+        &self,
+        _req: Request<pb::ScoreReviewRequest>,
+    ) -> Result<Response<pb::ScoreReviewResponse>, Status> {
         Err(not_yet("score_review"))
     }
-    async fn train(&self, _req: Request<pb::TrainRequest>) -> Result<Response<Self::TrainStream>, Status> {
+    async fn train(
+        &self,
+        _req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
         Err(not_yet("train"))
     }
-    async fn get_model_info(&self, _req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
         Err(not_yet("get_model_info"))
     }
 }
@@ -65,7 +77,10 @@ pub fn build(config: &Config) -> GrpcServer {
 }
 
 /// Runs the service until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     build(&config).serve(shutdown).await?;
     Ok(())
 }

@@ -164,10 +164,13 @@ pub struct PromotionWeek {
     pub discount: f64,
 }
 
-/// Events per kind.
+/// Events per kind (events, not entities: see [`Summary`] for distinct customers).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Product snapshot events (creation, price, promotion, stock and delisting changes); the
+    /// catalogue has `DemoConfig::products` distinct SKUs.
     pub products: usize,
+    /// Customer record events: one signup record per account plus tier-upgrade snapshots.
     pub customers: usize,
     /// Order events per status (`"placed"`, `"paid"`, `"cancelled"`, `"refunded"`, `"charged_back"`).
     pub orders: BTreeMap<&'static str, usize>,

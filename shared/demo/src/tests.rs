@@ -166,7 +166,7 @@ impl Checker {
             self.fail(format!("{field}: {} bytes", v.len()));
         }
     }
-    fn attributes(&mut self, field: &str, attrs: &std::collections::HashMap<String, String>) {
+    fn attributes(&mut self, field: &str, attrs: &std::collections::BTreeMap<String, String>) {
         for (k, v) in attrs {
             let key_ok = !k.is_empty()
                 && k.len() <= 64

@@ -7,7 +7,8 @@
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every Augur proto (and their imports).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/augur_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/augur_descriptor.bin"));
 
 pub mod augur {
     pub mod common {
@@ -42,8 +43,8 @@ pub mod augur {
     }
 }
 
-pub use augur::common::v1 as common;
 pub use augur::churn::v1 as churn;
+pub use augur::common::v1 as common;
 pub use augur::featurestore::v1 as featurestore;
 pub use augur::forecast::v1 as forecast;
 pub use augur::recommendation::v1 as recommendation;

@@ -18,7 +18,10 @@ impl Interceptor for TracePropagation {
 
 /// A channel that connects lazily (the caller starts even when the dependency is down, and
 /// reconnects by itself), with connect and request timeouts.
-pub fn lazy_channel(url: &str, request_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+pub fn lazy_channel(
+    url: &str,
+    request_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)

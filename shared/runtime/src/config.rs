@@ -249,7 +249,10 @@ mod tests {
 
         std::fs::write(&path, "[server]\nrequest_timeout_ms = 0\n").unwrap();
         let err = load(Sample::default(), Some(&path)).unwrap_err();
-        assert!(err.to_string().contains("server.request_timeout_ms"), "{err}");
+        assert!(
+            err.to_string().contains("server.request_timeout_ms"),
+            "{err}"
+        );
 
         std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
         assert!(load(Sample::default(), Some(&path)).is_err());

@@ -116,7 +116,10 @@ impl GrpcServer {
     }
 
     /// Binds `config.listen` and serves until `shutdown` resolves (then drains gracefully).
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let addr = self.config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -166,7 +169,9 @@ impl GrpcServer {
                 .set_service_status(*svc, ServingStatus::NotServing)
                 .await;
         }
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
 
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(augur_proto::FILE_DESCRIPTOR_SET)
@@ -203,9 +208,13 @@ impl GrpcServer {
         let mut server = tokio::spawn(server);
 
         for svc in &services {
-            reporter.set_service_status(*svc, ServingStatus::Serving).await;
+            reporter
+                .set_service_status(*svc, ServingStatus::Serving)
+                .await;
         }
-        reporter.set_service_status("", ServingStatus::Serving).await;
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         tracing::info!(server = %name, addr = ?local, services = ?services, "serving");
 
         tokio::select! {
@@ -225,7 +234,9 @@ impl GrpcServer {
                 .set_service_status(*svc, ServingStatus::NotServing)
                 .await;
         }
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         tokio::time::sleep(config.drain_delay()).await;
         let _ = stop_tx.send(());
         match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
@@ -399,7 +410,12 @@ where
                         span.record("rpc.grpc.status_code", code);
                     }
                     // The permit lives as long as the response body, so streams count as in flight.
-                    resp.map(|body| Body::new(PermitBody { inner: body, _permit: permit }))
+                    resp.map(|body| {
+                        Body::new(PermitBody {
+                            inner: body,
+                            _permit: permit,
+                        })
+                    })
                 })
             }
             .instrument(fut_span),
@@ -463,8 +479,12 @@ mod tests {
 
     fn slow_service(
         delay: Duration,
-    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
-    + Clone
+    ) -> impl Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
     + Send
     + 'static {
         tower::service_fn(move |_req: Request<Body>| async move {
@@ -503,7 +523,11 @@ mod tests {
         let health = tokio::spawn(svc.clone().oneshot(request("/grpc.health.v1.Health/Check")));
         let ok = first.await.unwrap().unwrap();
         assert_eq!(grpc_status(&ok), None, "accepted request completes");
-        assert_eq!(grpc_status(&health.await.unwrap().unwrap()), None, "health is exempt");
+        assert_eq!(
+            grpc_status(&health.await.unwrap().unwrap()),
+            None,
+            "health is exempt"
+        );
         // The permit is released with the response body.
         drop(ok);
         let again = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
@@ -520,8 +544,12 @@ mod tests {
         // A shorter client deadline wins.
         let svc = layer(8, 5_000).layer(slow_service(Duration::from_millis(200)));
         let mut req = request("/x.S/A");
-        req.headers_mut().insert("grpc-timeout", "20m".parse().unwrap());
-        assert_eq!(grpc_status(&svc.oneshot(req).await.unwrap()), Some(Code::DeadlineExceeded as i32));
+        req.headers_mut()
+            .insert("grpc-timeout", "20m".parse().unwrap());
+        assert_eq!(
+            grpc_status(&svc.oneshot(req).await.unwrap()),
+            Some(Code::DeadlineExceeded as i32)
+        );
     }
 
     #[tokio::test]
@@ -539,15 +567,34 @@ mod tests {
             .await
             .unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
-        let status = health.check(check.clone()).await.unwrap().into_inner().status;
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        let check = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let status = health
+            .check(check.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
         let stopping = tokio::spawn(handle.shutdown());
         tokio::time::sleep(Duration::from_millis(150)).await;
         let status = health.check(check).await.unwrap().into_inner().status;
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        );
         stopping.await.unwrap().unwrap();
-        assert!(tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.is_err());
+        assert!(
+            tonic::transport::Endpoint::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .is_err()
+        );
     }
 
     #[test]

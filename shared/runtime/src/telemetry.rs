@@ -43,7 +43,10 @@ impl Drop for TelemetryGuard {
 
 /// Installs logging and tracing for the process. Calling it again (tests, several services in
 /// one process) keeps the first installation.
-pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let filter = match std::env::var("RUST_LOG") {
@@ -140,7 +143,8 @@ pub fn server_span(headers: &http::HeaderMap, path: &str) -> tracing::Span {
         rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let _ = span.set_parent(parent);
     span
 }
@@ -148,7 +152,9 @@ pub fn server_span(headers: &http::HeaderMap, path: &str) -> tracing::Span {
 /// Adds the current span's trace context to outgoing metadata.
 pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(metadata)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(metadata))
+    });
 }
 
 /// `/pkg.Service/Method` -> (`pkg.Service`, `Method`).

@@ -45,7 +45,12 @@ pub struct CdnowRow {
 /// Parses `CDNOW_master.txt` (header, whitespace-separated, CRLF).
 pub fn cdnow(path: &Path) -> std::io::Result<Vec<CdnowRow>> {
     let text = std::fs::read_to_string(path)?;
-    let bad = |line: usize, what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {line}: {what}"));
+    let bad = |line: usize, what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("line {line}: {what}"),
+        )
+    };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -57,7 +62,8 @@ pub fn cdnow(path: &Path) -> std::io::Result<Vec<CdnowRow>> {
         }
         out.push(CdnowRow {
             customer_id: f[0].to_string(),
-            date: chrono::NaiveDate::parse_from_str(f[1], "%Y%m%d").map_err(|_| bad(i + 1, "bad date"))?,
+            date: chrono::NaiveDate::parse_from_str(f[1], "%Y%m%d")
+                .map_err(|_| bad(i + 1, "bad date"))?,
             cds: f[2].parse().map_err(|_| bad(i + 1, "bad number_of_cds"))?,
             dollars: f[3].parse().map_err(|_| bad(i + 1, "bad dollar_value"))?,
         });
@@ -79,11 +85,18 @@ pub fn cdnow_orders(rows: &[CdnowRow]) -> Vec<pb::Event> {
                 payload: Some(pb::event::Payload::Order(pb::Order {
                     order_id: format!("cdnow-{i}"),
                     customer_id: r.customer_id.clone(),
-                    ts: Some(prost_types::Timestamp { seconds: ts, nanos: 0 }),
+                    ts: Some(prost_types::Timestamp {
+                        seconds: ts,
+                        nanos: 0,
+                    }),
                     lines: vec![pb::OrderLine {
                         sku: "CD".into(),
                         quantity: r.cds.max(1),
-                        unit_price: if r.cds > 0 { r.dollars / r.cds as f64 } else { r.dollars },
+                        unit_price: if r.cds > 0 {
+                            r.dollars / r.cds as f64
+                        } else {
+                            r.dollars
+                        },
                         promotion: false,
                     }],
                     total: Some(r.dollars),

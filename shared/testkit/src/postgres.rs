@@ -3,7 +3,8 @@
 use sea_orm::{ConnectionTrait, Database};
 
 pub fn admin_url() -> String {
-    std::env::var("AUGUR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("AUGUR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A database created for one test; call [`TestDb::drop_db`] at the end.
@@ -22,7 +23,8 @@ impl TestDb {
         let db = match Database::connect(&admin).await {
             Ok(db) => db,
             Err(e) => {
-                let msg = format!("PostgreSQL at {admin} unreachable ({e}); set AUGUR_TEST_POSTGRES_URL");
+                let msg =
+                    format!("PostgreSQL at {admin} unreachable ({e}); set AUGUR_TEST_POSTGRES_URL");
                 if crate::required("AUGUR_REQUIRE_POSTGRES") {
                     panic!("{msg}; AUGUR_REQUIRE_POSTGRES=1");
                 }
@@ -31,17 +33,30 @@ impl TestDb {
             }
         };
         let name = format!("augur_t_{:016x}", rand::random::<u64>());
-        if let Err(e) = db.execute_unprepared(&format!("CREATE DATABASE {name}")).await {
+        if let Err(e) = db
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+        {
             panic!("cannot create test database {name}: {e}");
         }
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
-        Some(Self { url: format!("{base}/{name}"), admin, name })
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(b, _)| b)
+            .to_string();
+        Some(Self {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        })
     }
 
     pub async fn drop_db(self) {
         if let Ok(db) = Database::connect(&self.admin).await {
             let _ = db
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute_unprepared(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
                 .await;
         }
     }

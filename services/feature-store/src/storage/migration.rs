@@ -2,7 +2,9 @@
 //! PostgreSQL.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, blob, boolean, double, integer, small_integer, string, string_null};
+use sea_orm_migration::schema::{
+    big_integer, blob, boolean, double, integer, small_integer, string, string_null,
+};
 
 pub struct Migrator;
 
@@ -70,10 +72,22 @@ impl MigrationTrait for M0001CreateEvents {
             )
             .await?;
         for (name, cols, unique) in [
-            ("ux_events_kind_key", vec![Events::Kind, Events::EventKey], true),
-            ("ix_events_customer_ts", vec![Events::CustomerId, Events::Ts], false),
+            (
+                "ux_events_kind_key",
+                vec![Events::Kind, Events::EventKey],
+                true,
+            ),
+            (
+                "ix_events_customer_ts",
+                vec![Events::CustomerId, Events::Ts],
+                false,
+            ),
             ("ix_events_sku_ts", vec![Events::Sku, Events::Ts], false),
-            ("ix_events_kind_ts_seq", vec![Events::Kind, Events::Ts, Events::Seq], false),
+            (
+                "ix_events_kind_ts_seq",
+                vec![Events::Kind, Events::Ts, Events::Seq],
+                false,
+            ),
         ] {
             let mut idx = Index::create();
             idx.name(name).table(Events::Table).if_not_exists();
@@ -102,13 +116,23 @@ impl MigrationTrait for M0001CreateEvents {
                     .col(string(OrderLines::StoreId))
                     .col(string(OrderLines::Channel))
                     .col(string_null(OrderLines::CustomerId))
-                    .primary_key(Index::create().col(OrderLines::OrderId).col(OrderLines::LineNo))
+                    .primary_key(
+                        Index::create()
+                            .col(OrderLines::OrderId)
+                            .col(OrderLines::LineNo),
+                    )
                     .to_owned(),
             )
             .await?;
         for (name, cols) in [
-            ("ix_order_lines_sku_ts", vec![OrderLines::Sku, OrderLines::Ts]),
-            ("ix_order_lines_ts", vec![OrderLines::Ts, OrderLines::OrderId, OrderLines::LineNo]),
+            (
+                "ix_order_lines_sku_ts",
+                vec![OrderLines::Sku, OrderLines::Ts],
+            ),
+            (
+                "ix_order_lines_ts",
+                vec![OrderLines::Ts, OrderLines::OrderId, OrderLines::LineNo],
+            ),
             ("ix_order_lines_customer", vec![OrderLines::CustomerId]),
         ] {
             let mut idx = Index::create();

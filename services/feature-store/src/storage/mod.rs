@@ -244,7 +244,11 @@ impl Store {
 
     /// Writes the new events of a batch in one transaction; events whose key is already stored
     /// (or repeated earlier in the batch) are reported as duplicates and not written.
-    pub async fn write_batch(&self, events: &[Event], now: Micros) -> Result<WriteOutcome, StoreError> {
+    pub async fn write_batch(
+        &self,
+        events: &[Event],
+        now: Micros,
+    ) -> Result<WriteOutcome, StoreError> {
         let mut outcome = WriteOutcome::default();
         if events.is_empty() {
             return Ok(outcome);
@@ -376,7 +380,11 @@ impl Store {
     }
 
     /// Events with `seq > after`, in sequence order, at most `limit`.
-    pub async fn events_after(&self, after: i64, limit: u64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         event::Entity::find()
             .filter(event::Column::Seq.gt(after))
             .order_by_asc(event::Column::Seq)
@@ -389,7 +397,11 @@ impl Store {
     }
 
     /// Every event of these customers at or before `up_to`, in event-time order.
-    pub async fn customer_events(&self, ids: &[String], up_to: Micros) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn customer_events(
+        &self,
+        ids: &[String],
+        up_to: Micros,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(IN_CHUNK) {
             let rows = event::Entity::find()
@@ -407,7 +419,11 @@ impl Store {
 
     /// Events that carry one of these SKUs (interactions, reviews, product snapshots) at or
     /// before `up_to`, in event-time order.
-    pub async fn sku_events(&self, skus: &[String], up_to: Micros) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn sku_events(
+        &self,
+        skus: &[String],
+        up_to: Micros,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
         for chunk in skus.chunks(IN_CHUNK) {
             let rows = event::Entity::find()
@@ -424,7 +440,11 @@ impl Store {
     }
 
     /// Order lines of these SKUs at or before `up_to`.
-    pub async fn sku_lines(&self, skus: &[String], up_to: Micros) -> Result<Vec<LineRow>, StoreError> {
+    pub async fn sku_lines(
+        &self,
+        skus: &[String],
+        up_to: Micros,
+    ) -> Result<Vec<LineRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in skus.chunks(IN_CHUNK) {
             let rows = order_line::Entity::find()
@@ -482,12 +502,10 @@ impl Store {
             for r in rows {
                 let units: f64 = match r.try_get::<i64>("", "units") {
                     Ok(v) => v as f64,
-                    Err(_) => r
-                        .try_get::<f64>("", "units")
-                        .or_else(|_| {
-                            r.try_get::<sea_orm::prelude::Decimal>("", "units")
-                                .map(|d| d.to_string().parse().unwrap_or(0.0))
-                        })?,
+                    Err(_) => r.try_get::<f64>("", "units").or_else(|_| {
+                        r.try_get::<sea_orm::prelude::Decimal>("", "units")
+                            .map(|d| d.to_string().parse().unwrap_or(0.0))
+                    })?,
                 };
                 out.push(DaySales {
                     sku: r.try_get("", "sku")?,
@@ -496,7 +514,10 @@ impl Store {
                     day: r.try_get("", "day")?,
                     units,
                     revenue: r.try_get("", "revenue")?,
-                    promotion: r.try_get::<i32>("", "promo").map(|v| v > 0).or_else(|_| r.try_get::<i64>("", "promo").map(|v| v > 0))?,
+                    promotion: r
+                        .try_get::<i32>("", "promo")
+                        .map(|v| v > 0)
+                        .or_else(|_| r.try_get::<i64>("", "promo").map(|v| v > 0))?,
                 });
             }
         }
@@ -540,13 +561,11 @@ impl Store {
         }
         if let Some((ts, seq)) = after {
             q = q.filter(
-                sea_orm::Condition::any()
-                    .add(event::Column::Ts.gt(ts))
-                    .add(
-                        sea_orm::Condition::all()
-                            .add(event::Column::Ts.eq(ts))
-                            .add(event::Column::Seq.gt(seq)),
-                    ),
+                sea_orm::Condition::any().add(event::Column::Ts.gt(ts)).add(
+                    sea_orm::Condition::all()
+                        .add(event::Column::Ts.eq(ts))
+                        .add(event::Column::Seq.gt(seq)),
+                ),
             );
         }
         q.order_by_asc(event::Column::Ts)
@@ -587,8 +606,7 @@ impl Store {
                     ),
             );
         }
-        Ok(q
-            .order_by_asc(order_line::Column::Ts)
+        Ok(q.order_by_asc(order_line::Column::Ts)
             .order_by_asc(order_line::Column::OrderId)
             .order_by_asc(order_line::Column::LineNo)
             .limit(limit)
@@ -661,7 +679,10 @@ impl Store {
                 .await?;
         }
         order_line::Entity::update_many()
-            .col_expr(order_line::Column::CustomerId, Expr::value(Value::String(None)))
+            .col_expr(
+                order_line::Column::CustomerId,
+                Expr::value(Value::String(None)),
+            )
             .filter(order_line::Column::CustomerId.eq(customer_id))
             .exec(&txn)
             .await?;

@@ -1,6 +1,11 @@
 //! Test helpers: a feature store on 127.0.0.1:0 over SQLite (temp dir) or PostgreSQL (a fresh
 //! database per test), and event builders.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default
+)]
 
 use augur_feature_store::Config;
 use augur_proto::featurestore as pb;
@@ -13,13 +18,19 @@ pub const DAY: i64 = 86_400;
 pub const T0: i64 = 1_577_836_800;
 
 pub fn ts(secs: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: secs, nanos: 0 })
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
 }
 
 /// Where a test's data lives; `cleanup` removes the PostgreSQL database.
 pub enum Backend {
     Sqlite(tempfile::TempDir),
-    Postgres { db: augur_testkit::postgres::TestDb, dir: tempfile::TempDir },
+    Postgres {
+        db: augur_testkit::postgres::TestDb,
+        dir: tempfile::TempDir,
+    },
 }
 
 impl Backend {
@@ -30,12 +41,18 @@ impl Backend {
     /// A fresh PostgreSQL database, or `None` (loudly) when PostgreSQL is unreachable.
     pub async fn postgres() -> Option<Self> {
         let db = augur_testkit::postgres::TestDb::create().await?;
-        Some(Self::Postgres { db, dir: tempfile::tempdir().expect("tempdir") })
+        Some(Self::Postgres {
+            db,
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
     }
 
     pub fn config(&self) -> Config {
         let mut c = Config::default();
-        c.server = ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..ServerConfig::default() };
+        c.server = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..ServerConfig::default()
+        };
         c.hash_key = Secret::new("test-hash-key-0123456789");
         match self {
             Self::Sqlite(dir) => c.data_dir = dir.path().to_path_buf(),
@@ -60,9 +77,13 @@ pub struct Running {
 }
 
 pub async fn start(config: &Config) -> Running {
-    let (server, _app) = augur_feature_store::build(config).await.expect("build feature store");
+    let (server, _app) = augur_feature_store::build(config)
+        .await
+        .expect("build feature store");
     let handle = server.spawn().await.expect("spawn");
-    let client = FeatureStoreClient::connect(handle.url()).await.expect("connect");
+    let client = FeatureStoreClient::connect(handle.url())
+        .await
+        .expect("connect");
     Running { handle, client }
 }
 
@@ -86,7 +107,9 @@ pub fn customer(id: &str, country: &str, t: i64) -> pb::Event {
             customer_id: id.into(),
             signup_ts: ts(t),
             country: country.into(),
-            attributes: [("tier".to_string(), "gold".to_string())].into_iter().collect(),
+            attributes: [("tier".to_string(), "gold".to_string())]
+                .into_iter()
+                .collect(),
             ts: None,
         })),
     }
@@ -100,7 +123,12 @@ pub fn order(id: &str, customer: &str, t: i64, lines: &[(&str, i64, f64)]) -> pb
             ts: ts(t),
             lines: lines
                 .iter()
-                .map(|(sku, q, p)| pb::OrderLine { sku: sku.to_string(), quantity: *q, unit_price: *p, promotion: false })
+                .map(|(sku, q, p)| pb::OrderLine {
+                    sku: sku.to_string(),
+                    quantity: *q,
+                    unit_price: *p,
+                    promotion: false,
+                })
                 .collect(),
             currency: "EUR".into(),
             payment_fingerprint: format!("tok_{customer}"),
@@ -112,7 +140,14 @@ pub fn order(id: &str, customer: &str, t: i64, lines: &[(&str, i64, f64)]) -> pb
     }
 }
 
-pub fn interaction(id: &str, customer: &str, sku: &str, kind: pb::InteractionKind, t: i64, session: &str) -> pb::Event {
+pub fn interaction(
+    id: &str,
+    customer: &str,
+    sku: &str,
+    kind: pb::InteractionKind,
+    t: i64,
+    session: &str,
+) -> pb::Event {
     pb::Event {
         payload: Some(pb::event::Payload::Interaction(pb::Interaction {
             event_id: id.into(),
@@ -141,8 +176,15 @@ pub fn review(id: &str, customer: &str, sku: &str, rating: i32, t: i64) -> pb::E
     }
 }
 
-pub fn value_of<'a>(names: &[String], row: &'a pb::FeatureRow, name: &str) -> &'a pb::feature_value::Value {
-    let i = names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name}"));
+pub fn value_of<'a>(
+    names: &[String],
+    row: &'a pb::FeatureRow,
+    name: &str,
+) -> &'a pb::feature_value::Value {
+    let i = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     row.values[i].value.as_ref().expect("value set")
 }
 
