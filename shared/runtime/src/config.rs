@@ -218,8 +218,10 @@ pub fn validate_endpoint(field: &str, value: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    // Like the service configs: unknown top-level keys (other AUGUR_* variables such as
+    // AUGUR_DATASETS) are ignored, nested tables reject unknown keys.
     #[derive(Debug, Serialize, Deserialize, Default)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(default)]
     struct Sample {
         server: ServerConfig,
         telemetry: TelemetryConfig,
@@ -255,6 +257,7 @@ mod tests {
         );
 
         std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
+        // A typo inside a table is an error.
         assert!(load(Sample::default(), Some(&path)).is_err());
 
         let missing = dir.path().join("nope.toml");
