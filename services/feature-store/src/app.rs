@@ -166,18 +166,22 @@ impl App {
             if after + 1 >= below {
                 return Ok(n);
             }
-            let page = self.store.events_after(after, REPLAY_PAGE).await?;
-            if page.is_empty() {
-                return Ok(n);
-            }
-            for row in page.iter().filter(|r| r.seq < below) {
+            let page = self.store.events_after(after, below, REPLAY_PAGE).await?;
+            for row in &page {
                 self.apply_stored(row)?;
                 n += 1;
             }
-            let last = page.last().map_or(after, |r| r.seq).min(below - 1);
-            self.online.set_applied(last);
             if (page.len() as u64) < REPLAY_PAGE {
+                // Everything below `below` is applied (sequence numbers may have gaps).
+                if below < i64::MAX {
+                    self.online.set_applied(below - 1);
+                } else if let Some(last) = page.last() {
+                    self.online.set_applied(last.seq);
+                }
                 return Ok(n);
+            }
+            if let Some(last) = page.last() {
+                self.online.set_applied(last.seq);
             }
         }
     }

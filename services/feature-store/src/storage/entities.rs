@@ -7,7 +7,8 @@ pub mod event {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "events")]
     pub struct Model {
-        /// Global, gap-free write order (assigned under the writer lock).
+        /// Global write order, increasing in commit order (assigned under the writer lock; gaps
+        /// where duplicates were skipped).
         #[sea_orm(primary_key, auto_increment = false)]
         pub seq: i64,
         /// `model::EventKind` as a number.

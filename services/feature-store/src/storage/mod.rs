@@ -1,8 +1,10 @@
 //! Durable storage of events through sea-orm, on SQLite (embedded default) or PostgreSQL.
 //!
 //! Writes are serialised: one writer at a time per process (a mutex) and, on PostgreSQL, per
-//! database (a transaction-scoped advisory lock), so sequence numbers are assigned gap-free in
-//! commit order and every replica can follow the log by sequence number.
+//! database (a transaction-scoped advisory lock), so sequence numbers increase in commit order
+//! (with gaps where duplicates were skipped) and every replica can follow the log by sequence
+//! number. Duplicates are detected by the unique `(kind, event_key)` index itself
+//! (`INSERT ... ON CONFLICT DO NOTHING RETURNING`), so no lookup precedes the insert.
 
 pub mod entities;
 pub mod migration;
@@ -266,41 +268,20 @@ impl Store {
             .await?;
         }
 
-        // Existing keys.
-        let mut existing: HashSet<(i16, String)> = HashSet::new();
-        let unique_keys: Vec<String> = {
-            let mut seen = HashSet::new();
-            keys.iter()
-                .filter(|(_, k)| seen.insert(k.clone()))
-                .map(|(_, k)| k.clone())
-                .collect()
-        };
-        for chunk in unique_keys.chunks(IN_CHUNK) {
-            let rows: Vec<(i16, String)> = event::Entity::find()
-                .select_only()
-                .column(event::Column::Kind)
-                .column(event::Column::EventKey)
-                .filter(event::Column::EventKey.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            existing.extend(rows);
-        }
-
         let mut next = max_seq(&txn).await? + 1;
+        // Duplicates within the batch: the first occurrence wins.
         let mut batch_seen: HashSet<(i16, &str)> = HashSet::new();
-        let mut event_rows: Vec<[Value; 8]> = Vec::new();
-        let mut line_rows: Vec<[Value; 11]> = Vec::new();
+        let mut candidates: Vec<(usize, i64)> = Vec::with_capacity(events.len());
+        let mut event_rows: Vec<[Value; 8]> = Vec::with_capacity(events.len());
         for (i, (e, (kind, key))) in events.iter().zip(&keys).enumerate() {
             let k = *kind as i16;
-            if existing.contains(&(k, key.clone())) || !batch_seen.insert((k, key.as_str())) {
+            if !batch_seen.insert((k, key.as_str())) {
                 outcome.duplicates.push(i);
                 continue;
             }
             let seq = next;
             next += 1;
-            outcome.written.push((i, seq));
-            let payload = pb::Event::from(e).encode_to_vec();
+            candidates.push((i, seq));
             event_rows.push([
                 seq.into(),
                 k.into(),
@@ -309,9 +290,50 @@ impl Store {
                 e.sku().map(str::to_string).into(),
                 e.ts().into(),
                 now.into(),
-                payload.into(),
+                pb::Event::from(e).encode_to_vec().into(),
             ]);
-            if let Event::Order(o) = e {
+        }
+
+        let mut inserted: HashSet<i64> = HashSet::with_capacity(event_rows.len());
+        for chunk in event_rows.chunks(INSERT_CHUNK) {
+            let mut q = Query::insert();
+            q.into_table(event::Entity)
+                .columns([
+                    event::Column::Seq,
+                    event::Column::Kind,
+                    event::Column::EventKey,
+                    event::Column::CustomerId,
+                    event::Column::Sku,
+                    event::Column::Ts,
+                    event::Column::IngestedAt,
+                    event::Column::Payload,
+                ])
+                .on_conflict(
+                    OnConflict::columns([event::Column::Kind, event::Column::EventKey])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .returning_col(event::Column::Seq);
+            for row in chunk {
+                q.values(row.iter().cloned().map(Expr::val))
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+            }
+            for r in txn.query_all(&q).await? {
+                inserted.insert(r.try_get::<i64>("", "seq")?);
+            }
+        }
+        for (i, seq) in candidates {
+            if inserted.contains(&seq) {
+                outcome.written.push((i, seq));
+            } else {
+                outcome.duplicates.push(i);
+            }
+        }
+        outcome.duplicates.sort_unstable();
+
+        let mut line_rows: Vec<[Value; 11]> = Vec::new();
+        for &(i, seq) in &outcome.written {
+            if let Event::Order(o) = &events[i] {
                 for (n, l) in o.lines.iter().enumerate() {
                     line_rows.push([
                         o.order_id.clone().into(),
@@ -328,25 +350,6 @@ impl Store {
                     ]);
                 }
             }
-        }
-
-        for chunk in event_rows.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table(event::Entity).columns([
-                event::Column::Seq,
-                event::Column::Kind,
-                event::Column::EventKey,
-                event::Column::CustomerId,
-                event::Column::Sku,
-                event::Column::Ts,
-                event::Column::IngestedAt,
-                event::Column::Payload,
-            ]);
-            for row in chunk {
-                q.values(row.iter().cloned().map(Expr::val))
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-            }
-            txn.execute(&q).await?;
         }
         for chunk in line_rows.chunks(INSERT_CHUNK) {
             let mut q = Query::insert();
@@ -379,14 +382,16 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Events with `seq > after`, in sequence order, at most `limit`.
+    /// Events with `after < seq < below`, in sequence order, at most `limit`.
     pub async fn events_after(
         &self,
         after: i64,
+        below: i64,
         limit: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         event::Entity::find()
             .filter(event::Column::Seq.gt(after))
+            .filter(event::Column::Seq.lt(below))
             .order_by_asc(event::Column::Seq)
             .limit(limit)
             .all(&self.db)
