@@ -60,8 +60,10 @@ pub struct App {
     limits: Limits,
     max_batch: usize,
     max_rows: usize,
-    /// Serialises "write to the store, then apply to the online state" so that the online
-    /// state is applied in sequence order.
+    /// Serialises writes. A writer takes `apply` before it releases `write` (lock coupling),
+    /// so batches are applied in sequence order while the next batch is already being written.
+    write: Mutex<()>,
+    /// Serialises changes to the online state, in sequence order.
     apply: Mutex<()>,
     follow: bool,
 }
@@ -131,6 +133,7 @@ impl App {
             limits,
             max_batch: config.max_batch_events,
             max_rows: config.max_feature_rows,
+            write: Mutex::new(()),
             apply: Mutex::new(()),
             follow: !config.is_sqlite() && config.follow_interval_ms > 0,
         });
@@ -249,15 +252,20 @@ impl App {
                 Err(errors) => outcome.rejected.push(rejection(index, e, errors)),
             }
         }
-        let _g = self.apply.lock().await;
+        let write = self.write.lock().await;
         let written = self.store.write_batch(&good, now).await?;
+        let _apply = self.apply.lock().await;
+        drop(write);
         if let Some(&(_, first)) = written.written.first() {
             // Another replica may have written in between: apply its events first.
             self.catch_up_locked(first).await?;
         }
         for &(i, seq) in &written.written {
-            self.online.apply(&good[i], seq);
-            self.online.set_applied(seq);
+            // The follower may already have applied this batch from the log.
+            if seq > self.online.applied() {
+                self.online.apply(&good[i], seq);
+                self.online.set_applied(seq);
+            }
         }
         outcome.accepted = written.written.len() as u64;
         outcome.duplicates = written.duplicates.len() as u64;
@@ -325,7 +333,9 @@ impl App {
     /// Erases a customer everywhere.
     pub async fn erase_customer(&self, customer_id: &str) -> Result<u64, Error> {
         check_id("customer_id", customer_id)?;
-        let _g = self.apply.lock().await;
+        let write = self.write.lock().await;
+        let _apply = self.apply.lock().await;
+        drop(write);
         let hashed = self.hasher.hash(customer_id);
         let seqs = self.online.customer_seqs(&[customer_id.to_string()]);
         let (n, marker) = self

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use augur_proto::featurestore as pb;
 use prost::Message;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
@@ -27,8 +27,8 @@ use entities::{event, order_line};
 
 /// Advisory lock id that serialises writers on PostgreSQL ("augur-fs").
 const PG_WRITER_LOCK: i64 = 0x6175_6775_722d_6673;
-/// Rows per INSERT statement (SQLite allows 32,766 bind parameters).
-const INSERT_CHUNK: usize = 1_000;
+/// Rows per INSERT statement (SQLite allows 32,766 bind parameters; 11 columns x 2,500 fit).
+const INSERT_CHUNK: usize = 2_500;
 /// Ids per IN (...) list.
 const IN_CHUNK: usize = 500;
 /// Sequence numbers per IN (...) list.
@@ -279,7 +279,30 @@ impl Store {
         if events.is_empty() {
             return Ok(outcome);
         }
-        let keys: Vec<(EventKind, String)> = events.iter().map(|e| (e.kind(), e.key())).collect();
+        // Everything but the sequence numbers is prepared before taking the writer lock.
+        let mut batch_seen: HashSet<(i16, String)> = HashSet::with_capacity(events.len());
+        let mut rows: Vec<(usize, [Value; 7])> = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let kind = e.kind() as i16;
+            let key = e.key();
+            if !batch_seen.insert((kind, key.clone())) {
+                // Repeated within the batch: the first occurrence wins.
+                outcome.duplicates.push(i);
+                continue;
+            }
+            rows.push((
+                i,
+                [
+                    kind.into(),
+                    key.into(),
+                    e.customer_id().map(str::to_string).into(),
+                    e.sku().map(str::to_string).into(),
+                    e.ts().into(),
+                    now.into(),
+                    pb::Event::from(e).encode_to_vec().into(),
+                ],
+            ));
+        }
 
         let _guard = self.writer.lock().await;
         let txn = self.write_db.begin().await?;
@@ -293,56 +316,39 @@ impl Store {
         }
 
         let mut next = max_seq(&txn).await? + 1;
-        // Duplicates within the batch: the first occurrence wins.
-        let mut batch_seen: HashSet<(i16, &str)> = HashSet::new();
-        let mut candidates: Vec<(usize, i64)> = Vec::with_capacity(events.len());
-        let mut event_rows: Vec<[Value; 8]> = Vec::with_capacity(events.len());
-        for (i, (e, (kind, key))) in events.iter().zip(&keys).enumerate() {
-            let k = *kind as i16;
-            if !batch_seen.insert((k, key.as_str())) {
-                outcome.duplicates.push(i);
-                continue;
+        let mut candidates: Vec<(usize, i64)> = Vec::with_capacity(rows.len());
+        let mut inserted: HashSet<i64> = HashSet::with_capacity(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut values = Vec::with_capacity(INSERT_CHUNK * 8);
+            let mut n = 0;
+            for (i, row) in rows.by_ref().take(INSERT_CHUNK) {
+                candidates.push((i, next));
+                values.push(Value::from(next));
+                values.extend(row);
+                next += 1;
+                n += 1;
             }
-            let seq = next;
-            next += 1;
-            candidates.push((i, seq));
-            event_rows.push([
-                seq.into(),
-                k.into(),
-                key.clone().into(),
-                e.customer_id().map(str::to_string).into(),
-                e.sku().map(str::to_string).into(),
-                e.ts().into(),
-                now.into(),
-                pb::Event::from(e).encode_to_vec().into(),
-            ]);
-        }
-
-        let mut inserted: HashSet<i64> = HashSet::with_capacity(event_rows.len());
-        for chunk in event_rows.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table(event::Entity)
-                .columns([
-                    event::Column::Seq,
-                    event::Column::Kind,
-                    event::Column::EventKey,
-                    event::Column::CustomerId,
-                    event::Column::Sku,
-                    event::Column::Ts,
-                    event::Column::IngestedAt,
-                    event::Column::Payload,
-                ])
-                .on_conflict(
-                    OnConflict::columns([event::Column::Kind, event::Column::EventKey])
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .returning_col(event::Column::Seq);
-            for row in chunk {
-                q.values(row.iter().cloned().map(Expr::val))
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
-            }
-            for r in txn.query_all(&q).await? {
+            let sql = insert_sql(
+                self.backend,
+                "events",
+                &[
+                    "seq",
+                    "kind",
+                    "event_key",
+                    "customer_id",
+                    "sku",
+                    "ts",
+                    "ingested_at",
+                    "payload",
+                ],
+                n,
+                "ON CONFLICT (kind, event_key) DO NOTHING RETURNING seq",
+            );
+            for r in txn
+                .query_all_raw(Statement::from_sql_and_values(self.backend, sql, values))
+                .await?
+            {
                 inserted.insert(r.try_get::<i64>("", "seq")?);
             }
         }
@@ -355,52 +361,56 @@ impl Store {
         }
         outcome.duplicates.sort_unstable();
 
+        // Order lines of the orders seen for the first time.
         let mut line_rows: Vec<[Value; 11]> = Vec::new();
         for &(i, seq) in &outcome.written {
             if let Event::Order(o) = &events[i] {
                 for (n, l) in o.lines.iter().enumerate() {
                     line_rows.push([
-                        o.order_id.clone().into(),
-                        (n as i32).into(),
-                        seq.into(),
-                        l.sku.clone().into(),
-                        o.ts.into(),
-                        l.quantity.into(),
-                        l.unit_price.into(),
-                        l.promotion.into(),
-                        o.store_id.clone().into(),
-                        o.channel.clone().into(),
-                        Some(o.customer_id.clone()).into(),
+                        Value::from(o.order_id.clone()),
+                        Value::from(n as i32),
+                        Value::from(seq),
+                        Value::from(l.sku.clone()),
+                        Value::from(o.ts),
+                        Value::from(l.quantity),
+                        Value::from(l.unit_price),
+                        Value::from(l.promotion),
+                        Value::from(o.store_id.clone()),
+                        Value::from(o.channel.clone()),
+                        Value::from(Some(o.customer_id.clone())),
                     ]);
                 }
             }
         }
-        for chunk in line_rows.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table(order_line::Entity)
-                .columns([
-                    order_line::Column::OrderId,
-                    order_line::Column::LineNo,
-                    order_line::Column::Seq,
-                    order_line::Column::Sku,
-                    order_line::Column::Ts,
-                    order_line::Column::Quantity,
-                    order_line::Column::UnitPrice,
-                    order_line::Column::Promotion,
-                    order_line::Column::StoreId,
-                    order_line::Column::Channel,
-                    order_line::Column::CustomerId,
-                ])
-                .on_conflict(
-                    OnConflict::columns([order_line::Column::OrderId, order_line::Column::LineNo])
-                        .do_nothing()
-                        .to_owned(),
-                );
-            for row in chunk {
-                q.values(row.iter().cloned().map(Expr::val))
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut lines = line_rows.into_iter().peekable();
+        while lines.peek().is_some() {
+            let mut values = Vec::with_capacity(INSERT_CHUNK * 11);
+            let mut n = 0;
+            for row in lines.by_ref().take(INSERT_CHUNK) {
+                values.extend(row);
+                n += 1;
             }
-            txn.execute(&q).await?;
+            let sql = insert_sql(
+                self.backend,
+                "order_lines",
+                &[
+                    "order_id",
+                    "line_no",
+                    "seq",
+                    "sku",
+                    "ts",
+                    "quantity",
+                    "unit_price",
+                    "promotion",
+                    "store_id",
+                    "channel",
+                    "customer_id",
+                ],
+                n,
+                "ON CONFLICT (order_id, line_no) DO NOTHING",
+            );
+            txn.execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
+                .await?;
         }
         txn.commit().await?;
         Ok(outcome)
@@ -710,6 +720,33 @@ impl Store {
         txn.commit().await?;
         Ok((touched, marker_seq))
     }
+}
+
+/// `INSERT INTO table (cols) VALUES (...), ... tail` with `rows` rows of placeholders in the
+/// backend's style.
+fn insert_sql(backend: DbBackend, table: &str, cols: &[&str], rows: usize, tail: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(64 + rows * cols.len() * 6);
+    let _ = write!(sql, "INSERT INTO {table} ({}) VALUES ", cols.join(", "));
+    let mut p = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols.len() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            p += 1;
+            if backend == DbBackend::Postgres {
+                let _ = write!(sql, "${p}");
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
 }
 
 async fn max_seq<C: ConnectionTrait>(db: &C) -> Result<i64, StoreError> {
