@@ -26,6 +26,9 @@ struct Args {
     /// Skip PostgreSQL.
     #[arg(long)]
     no_postgres: bool,
+    /// Runs per ingest configuration.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Concurrent ingest callers.
     #[arg(long, default_value_t = 2)]
     producers: usize,
@@ -140,31 +143,57 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     println!(
-        "## Ingest (unary Ingest, {} events per call, over loopback gRPC)\n",
-        args.batch
+        "## Ingest over loopback gRPC (unary Ingest; fresh store per run; median of {} runs, min-max in brackets)\n",
+        args.runs
     );
-    println!("| backend | events | events/s |");
-    println!("|---|---|---|");
-
-    let dir = tempfile::tempdir()?;
-    let (handle, client) = start(&config(dir.path(), None)).await?;
-    let (rate, accepted) = ingest(&client, &events, args.batch, args.producers).await?;
-    println!("| SQLite (WAL, synchronous=FULL) | {accepted} | {rate:.0} |");
-
+    println!("| backend | events per call | concurrent producers | events/s |");
+    println!("|---|---|---|---|");
+    let sync = std::env::var("AUGUR_BENCH_SQLITE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
+    for &batch in &[1_000usize, 5_000, 10_000] {
+        for &producers in &[1usize, 2] {
+            let mut rates = Vec::new();
+            for _ in 0..args.runs {
+                let dir = tempfile::tempdir()?;
+                let mut c = config(dir.path(), None);
+                c.sqlite_synchronous = sync.clone();
+                let (h, client) = start(&c).await?;
+                let (rate, accepted) = ingest(&client, &events, batch, producers).await?;
+                anyhow::ensure!(accepted == events.len() as u64, "accepted {accepted}");
+                rates.push(rate);
+                drop(client);
+                h.shutdown().await?;
+            }
+            rates.sort_by(f64::total_cmp);
+            println!(
+                "| SQLite (WAL, synchronous={sync}) | {batch} | {producers} | {:.0} [{:.0}-{:.0}] |",
+                rates[rates.len() / 2],
+                rates[0],
+                rates[rates.len() - 1]
+            );
+        }
+    }
     if !args.no_postgres {
         match augur_testkit::postgres::TestDb::create().await {
             Some(db) => {
                 let pdir = tempfile::tempdir()?;
                 let (ph, pc) = start(&config(pdir.path(), Some(db.url.clone()))).await?;
-                let (prate, pacc) = ingest(&pc, &events, args.batch, args.producers).await?;
-                println!("| PostgreSQL 127.0.0.1 | {pacc} | {prate:.0} |");
+                let (prate, _) = ingest(&pc, &events, args.batch, args.producers).await?;
+                println!(
+                    "| PostgreSQL 15, 127.0.0.1 (one run) | {} | {} | {prate:.0} |",
+                    args.batch, args.producers
+                );
                 drop(pc);
                 ph.shutdown().await?;
                 db.drop_db().await;
             }
-            None => println!("| PostgreSQL | skipped: unreachable | |"),
+            None => println!("| PostgreSQL | skipped: unreachable | | |"),
         }
     }
+
+    // The latency measurements read a store holding the whole dataset.
+    let dir = tempfile::tempdir()?;
+    let (handle, client) = start(&config(dir.path(), None)).await?;
+    let _ = ingest(&client, &events, args.batch, args.producers).await?;
 
     if args.ingest_only {
         drop(client);
