@@ -39,9 +39,13 @@ impl Run {
     }
 }
 
-/// Open-loop load: one request every `1/rate` seconds for `duration`, each latency measured
-/// from its scheduled start (so a stall is not hidden by coordinated omission).
-pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, make: F) -> Run
+/// Open-loop load: requests are started on a fixed schedule of `rate` per second for
+/// `duration`, whether or not earlier ones have finished (no coordinated omission: a slow
+/// server does not slow the arrivals). Latency is measured from the moment each request is
+/// started; the tokio timer has 1 ms resolution, so arrivals come in small bursts within each
+/// millisecond. `lag` reports how late the generator started requests (p99, ms), which shows
+/// when the load generator itself could not keep up.
+pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, make: F) -> (Run, f64)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
@@ -51,32 +55,46 @@ where
     let start = Instant::now();
     let total = (rate * duration.as_secs_f64()) as u64;
     let mut handles = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
-        let fut = make();
-        let lat = lat.clone();
-        handles.push(tokio::spawn(async move {
-            let ok = fut.await;
-            let us = scheduled.elapsed().as_micros() as u64;
-            let mut l = lat.lock().await;
-            if ok {
-                l.micros.push(us);
-            } else {
-                l.errors += 1;
-            }
-        }));
+    let mut lag = Latencies::default();
+    let mut i = 0u64;
+    while i < total {
+        let now = Instant::now();
+        // Start every request whose time has come.
+        while i < total && start + interval.mul_f64(i as f64) <= now {
+            let scheduled = start + interval.mul_f64(i as f64);
+            lag.micros.push(now.duration_since(scheduled).as_micros() as u64);
+            let fut = make();
+            let lat = lat.clone();
+            handles.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let ok = fut.await;
+                let us = t.elapsed().as_micros() as u64;
+                let mut l = lat.lock().await;
+                if ok {
+                    l.micros.push(us);
+                } else {
+                    l.errors += 1;
+                }
+            }));
+            i += 1;
+        }
+        if i < total {
+            tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
+        }
     }
     for h in handles {
         let _ = h.await;
     }
     let elapsed = start.elapsed();
     let latencies = lat.lock().await.clone();
-    Run {
-        requests: total,
-        elapsed,
-        latencies,
-    }
+    (
+        Run {
+            requests: total,
+            elapsed,
+            latencies,
+        },
+        lag.percentile(99.0),
+    )
 }
 
 /// Closed-loop load: `workers` concurrent callers as fast as they can for `duration`.

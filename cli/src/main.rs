@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 
 use augur_cli::{import, up};
 
+/// mimalloc: measurably faster than glibc malloc for the many small allocations of gRPC
+/// encoding and decoding (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "augur",

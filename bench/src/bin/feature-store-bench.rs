@@ -12,6 +12,9 @@ use augur_runtime::{Secret, ServerConfig};
 use clap::Parser;
 use tonic::transport::Channel;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Customers in the synthetic dataset.
@@ -32,16 +35,46 @@ struct Args {
     /// Concurrent ingest callers.
     #[arg(long, default_value_t = 2)]
     producers: usize,
+    /// Batch sizes of the GetOnlineFeatures measurements.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    batches: Vec<usize>,
+    /// Skip the ingest matrix (for profiling the read path).
+    #[arg(long)]
+    reads_only: bool,
     /// Only measure ingest (for profiling).
     #[arg(long)]
     ingest_only: bool,
 }
 
+/// The server runs on its own runtime (two worker threads, like a 2-CPU pod), so the load
+/// generator's scheduling does not show up as server latency; both share the machine's two cores.
+fn server_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::env::var("AUGUR_BENCH_SERVER_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(2),
+            )
+            .thread_name("server")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("server runtime: {e}"))
+    })
+}
+
 async fn start(
     config: &Config,
 ) -> anyhow::Result<(augur_runtime::ServerHandle, FeatureStoreClient<Channel>)> {
-    let (server, _app) = augur_feature_store::build(config).await?;
-    let handle = server.spawn().await?;
+    let config = config.clone();
+    let handle = server_runtime()
+        .spawn(async move {
+            let (server, _app) = augur_feature_store::build(&config).await?;
+            anyhow::Ok(server.spawn().await?)
+        })
+        .await??;
     let channel = tonic::transport::Endpoint::from_shared(handle.url())?
         .tcp_nodelay(true)
         .connect()
@@ -111,7 +144,7 @@ async fn ingest(
     ))
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let t = Instant::now();
@@ -149,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
     println!("| backend | events per call | concurrent producers | events/s |");
     println!("|---|---|---|---|");
     let sync = std::env::var("AUGUR_BENCH_SQLITE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
-    for &batch in &[1_000usize, 5_000, 10_000] {
+    let matrix: &[usize] = if args.reads_only { &[] } else { &[1_000, 5_000, 10_000] };
+    for &batch in matrix {
         for &producers in &[1usize, 2] {
             let mut rates = Vec::new();
             for _ in 0..args.runs {
@@ -172,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    if !args.no_postgres {
+    if !args.no_postgres && !args.reads_only {
         match augur_testkit::postgres::TestDb::create().await {
             Some(db) => {
                 let pdir = tempfile::tempdir()?;
@@ -210,6 +244,9 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     let duration = Duration::from_secs(args.seconds);
     for (batch, rate) in [(1usize, 5_000.0), (10, 1_000.0), (100, 200.0)] {
+        if !args.batches.contains(&batch) {
+            continue;
+        }
         let make = {
             let client = client.clone();
             let customers = customers.clone();
@@ -233,13 +270,25 @@ async fn main() -> anyhow::Result<()> {
         };
         // Warm-up.
         let _ = closed_loop(4, Duration::from_secs(1), make.clone()).await;
-        let open = open_loop(rate, duration, make.clone()).await;
+        let (open, lag) = open_loop(rate, duration, make.clone()).await;
         let l = &open.latencies;
         println!(
-            "| {batch} | open loop {rate:.0} req/s | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {batch} | open loop {rate:.0} req/s (generator lag p99 {lag:.1} ms) | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
             open.requests,
             open.throughput(),
             open.throughput() * batch as f64,
+            l.percentile(50.0),
+            l.percentile(99.0),
+            l.percentile(99.9),
+            l.errors
+        );
+        let seq = closed_loop(1, duration / 2, make.clone()).await;
+        let l = &seq.latencies;
+        println!(
+            "| {batch} | sequential (1 in flight) | {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            seq.requests,
+            seq.throughput(),
+            seq.throughput() * batch as f64,
             l.percentile(50.0),
             l.percentile(99.0),
             l.percentile(99.9),
