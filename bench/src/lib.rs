@@ -62,7 +62,8 @@ where
         // Start every request whose time has come.
         while i < total && start + interval.mul_f64(i as f64) <= now {
             let scheduled = start + interval.mul_f64(i as f64);
-            lag.micros.push(now.duration_since(scheduled).as_micros() as u64);
+            lag.micros
+                .push(now.duration_since(scheduled).as_micros() as u64);
             let fut = make();
             let lat = lat.clone();
             handles.push(tokio::spawn(async move {

@@ -35,6 +35,9 @@ struct Args {
     /// Concurrent ingest callers.
     #[arg(long, default_value_t = 2)]
     producers: usize,
+    /// HTTP/2 connections the read load is spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Batch sizes of the GetOnlineFeatures measurements.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     batches: Vec<usize>,
@@ -182,7 +185,11 @@ async fn main() -> anyhow::Result<()> {
     println!("| backend | events per call | concurrent producers | events/s |");
     println!("|---|---|---|---|");
     let sync = std::env::var("AUGUR_BENCH_SQLITE_SYNCHRONOUS").unwrap_or_else(|_| "full".into());
-    let matrix: &[usize] = if args.reads_only { &[] } else { &[1_000, 5_000, 10_000] };
+    let matrix: &[usize] = if args.reads_only {
+        &[]
+    } else {
+        &[1_000, 5_000, 10_000]
+    };
     for &batch in matrix {
         for &producers in &[1usize, 2] {
             let mut rates = Vec::new();
@@ -234,6 +241,15 @@ async fn main() -> anyhow::Result<()> {
         handle.shutdown().await?;
         return Ok(());
     }
+    // Several HTTP/2 connections, as several calling pods would open.
+    let mut clients = vec![client.clone()];
+    for _ in 1..args.connections.max(1) {
+        let channel = tonic::transport::Endpoint::from_shared(handle.url())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        clients.push(FeatureStoreClient::new(channel));
+    }
     println!(
         "\n## GetOnlineFeatures, full customer view ({} features), over loopback gRPC\n",
         augur_feature_store::features::CUSTOMER_FEATURES.len()
@@ -248,11 +264,12 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let make = {
-            let client = client.clone();
+            let clients = clients.clone();
             let customers = customers.clone();
             let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             move || {
-                let mut c = client.clone();
+                let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+                let mut c = clients[(n / batch.max(1)) % clients.len()].clone();
                 let i = counter.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
                 let ids: Vec<String> = (0..batch)
                     .map(|k| customers[(i + k * 7919) % customers.len()].clone())

@@ -473,11 +473,7 @@ impl CustomerState {
             .range(..=today)
             .map(|(_, c)| c.iter().map(|&x| i64::from(x)).sum::<i64>())
             .sum();
-        let last_interaction = self
-            .interactions
-            .range(..=today)
-            .next_back()
-            .and(self.last_interaction.filter(|&l| l <= now));
+        let last_interaction = self.last_interaction.filter(|&l| l <= now);
         let signup = self
             .record
             .as_ref()

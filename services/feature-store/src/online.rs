@@ -99,7 +99,7 @@ pub struct Online {
     anonymous: Mutex<HashSet<Box<str>>>,
     applied: AtomicI64,
     hasher: Hasher,
-    population: Mutex<Option<(Instant, Micros, Arc<Population>)>>,
+    population: Mutex<Option<(Instant, Arc<Population>)>>,
 }
 
 impl Online {
@@ -363,7 +363,7 @@ impl Online {
     pub fn population(&self, now: Micros) -> Arc<Population> {
         {
             let cache = lock(&self.population);
-            if let Some((at, _, p)) = cache.as_ref()
+            if let Some((at, p)) = cache.as_ref()
                 && at.elapsed() < Duration::from_secs(30)
             {
                 return p.clone();
@@ -387,7 +387,7 @@ impl Online {
             frequency: f,
             monetary: m,
         });
-        *lock(&self.population) = Some((Instant::now(), now, p.clone()));
+        *lock(&self.population) = Some((Instant::now(), p.clone()));
         p
     }
 }

@@ -112,7 +112,7 @@ pub async fn build(
         Some(s) => s.div_euclid(MICROS_PER_DAY),
         None => match rows.iter().map(|r| r.day).min() {
             Some(d) => d,
-            None => return Ok(empty(online, q)),
+            None => return Ok(empty(q)),
         },
     };
     let last_day = match q.end {
@@ -201,7 +201,11 @@ pub async fn build(
             });
         }
         let stock = online
-            .product_rows(std::slice::from_ref(&sku), &stock_col, model_now())
+            .product_rows(
+                std::slice::from_ref(&sku),
+                &stock_col,
+                crate::app::now_micros(),
+            )
             .into_iter()
             .next()
             .flatten()
@@ -220,12 +224,8 @@ pub async fn build(
     Ok(out)
 }
 
-fn model_now() -> Micros {
-    crate::app::now_micros()
-}
-
-fn empty(online: &Online, q: &SeriesQuery) -> Vec<SeriesOut> {
-    let _ = online;
+/// Requested SKUs that exist but never sold in the range: series without points.
+fn empty(q: &SeriesQuery) -> Vec<SeriesOut> {
     q.skus
         .iter()
         .map(|sku| SeriesOut {
@@ -251,6 +251,5 @@ mod tests {
         assert_eq!(g.first_day(g.period_of_day(11)), 11);
         // 1970-01-01 (Thursday) belongs to the week starting Monday 1969-12-29 (day -3).
         assert_eq!(g.first_day(g.period_of_day(0)), -3);
-        let _ = model::MICROS_PER_SEC;
     }
 }
