@@ -1,4 +1,4 @@
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::result_large_err)]
 //! Every configuration shipped in k8s/ parses and validates for the service it is meant for,
 //! exactly as the service would load it (AUGUR_* environment variables).
 
