@@ -9,12 +9,12 @@ DATA_DIR ?= data
 AUGUR_DATASETS ?= $(abspath ../shared/datasets)
 export AUGUR_DATASETS
 
-.PHONY: run test unit lint k8s fmt tools bench build release clean help
+.PHONY: run test unit lint k8s fmt tools bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk build release clean help
 
 help:
 	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
 	@echo "make test   the whole suite (fmt, clippy, tests on SQLite and PostgreSQL)"
-	@echo "make bench  feature-store benchmarks (see BENCHMARKS.md)"
+	@echo "make bench  all benchmarks (make bench-<service> for one; see BENCHMARKS.md)"
 	@echo "make tools  install grpcurl into .venv"
 	@echo "make k8s    validate the Kubernetes manifests offline"
 
@@ -60,8 +60,22 @@ unit:
 	AUGUR_REQUIRE_DATASETS=$$([ -d "$(AUGUR_DATASETS)" ] && echo 1 || echo 0) \
 	$(CARGO) test --workspace
 
-bench:
+bench: bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk
+
+bench-feature-store:
 	$(CARGO) run --release -p augur-bench --bin feature-store-bench
+
+bench-recommendation:
+	$(CARGO) run --release -p augur-bench --bin recommendation-bench
+
+bench-churn:
+	$(CARGO) run --release -p augur-bench --bin churn-bench
+
+bench-forecast:
+	$(CARGO) run --release -p augur-bench --bin forecast-bench
+
+bench-risk:
+	$(CARGO) run --release -p augur-bench --bin risk-bench
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,39 @@
+//! What every Augur model service shares.
+//!
+//! - [`ModelMeta`]: the JSON metadata saved beside every model (version, trained-at, training data
+//!   range, validation metrics) and its protobuf form `augur.common.v1.ModelInfo`.
+//! - [`ArtifactStore`]: versioned model directories (`<data_dir>/models/<name>/<version>/` holding
+//!   `model.safetensors`, `meta.json` and any extra files), written atomically, newest loaded at start.
+//! - [`ModelSlot`]: the serving model behind an atomic pointer, swapped without a restart while
+//!   requests keep reading the old one.
+//! - [`progress`]: a `Train` RPC's server stream of `TrainProgress` messages.
+//! - [`TrainGate`]: one training at a time per service.
+//! - [`metrics`] and [`calibrate`]: ROC-AUC, PR-AUC, Brier, log loss; Platt and isotonic calibration.
+
+pub mod calibrate;
+mod gate;
+mod meta;
+pub mod metrics;
+pub mod progress;
+mod slot;
+mod store;
+
+pub use gate::{TrainGate, TrainPermit};
+pub use meta::{ModelMeta, new_version};
+pub use slot::ModelSlot;
+pub use store::{Artifact, ArtifactStore};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model artefact I/O at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("model metadata at {path}: {source}")]
+    Meta { path: String, source: serde_json::Error },
+    #[error("model tensors at {path}: {source}")]
+    Tensors { path: String, source: candle_core::Error },
+    #[error("model artefact {path} is missing tensor {name}")]
+    MissingTensor { path: String, name: String },
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
