@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use augur_cli::{import, up};
+use augur_cli::{import, train, up};
 
 /// mimalloc: measurably faster than glibc malloc for the many small allocations of gRPC
 /// encoding and decoding (see BENCHMARKS.md).
@@ -28,6 +28,8 @@ enum Command {
     Up(up::UpArgs),
     /// Bulk-load a CSV or JSON-lines file of events through the feature store's gRPC API.
     Import(import::ImportArgs),
+    /// Train a model on a running service from the feature store's data, with a progress bar.
+    Train(train::TrainArgs),
     /// Write the synthetic demo dataset as JSON-lines files (one per event kind).
     DemoData {
         /// Output folder.
@@ -47,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
             let _t = augur_runtime::telemetry::init("augur", &Default::default())?;
             import::run(args).await
         }
+        Command::Train(args) => train::run(args).await,
         Command::DemoData { out, seed } => augur_cli::demo::write_files(&out, seed),
     }
 }

@@ -10,9 +10,14 @@ use augur_runtime::config::{ModelServiceConfig, load};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
-    /// Load the synthetic demo dataset when the store is empty.
+    /// Load the synthetic demo dataset when the store is empty, then train every model that has
+    /// none yet (models saved in the data directory are loaded at start instead).
     #[arg(long)]
     pub demo: bool,
+    /// With --demo: do not train the models after loading (they answer FAILED_PRECONDITION
+    /// until `augur train <service>` is run).
+    #[arg(long)]
+    pub no_train: bool,
     /// Data directory (SQLite store, keys, models).
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -40,6 +45,7 @@ impl Default for UpArgs {
     fn default() -> Self {
         Self {
             demo: false,
+            no_train: false,
             data_dir: "data".into(),
             host: IpAddr::from([127, 0, 0, 1]),
             feature_store_port: 50051,
@@ -175,6 +181,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             println!(
                 "demo: the store already holds {customers} customers and {products} products; not loading again"
             );
+        }
+        if !args.no_train {
+            let urls: Vec<_> = crate::train::Service::ALL
+                .iter()
+                .filter_map(|s| platform.url(s.name()).map(|u| (*s, u)))
+                .collect();
+            crate::train::train_missing(&urls).await;
         }
     }
     println!();
