@@ -16,6 +16,21 @@ impl Interceptor for TracePropagation {
     }
 }
 
+/// A channel to another Augur service found through `target`: `http://host:port` (one endpoint),
+/// `dns://host:port` (balanced over every address of a Kubernetes headless Service,
+/// re-resolved) or `consul://service` (balanced over the healthy instances in Consul, following
+/// changes with blocking queries). Connects lazily.
+pub fn service_channel(
+    target: &str,
+    request_timeout: Duration,
+    consul: &augur_discovery::ConsulSettings,
+) -> Result<Channel, augur_discovery::DiscoveryError> {
+    let agent = consul
+        .enabled()
+        .then(|| std::sync::Arc::new(augur_discovery::Consul::new(consul.clone())));
+    augur_discovery::balanced_channel(target, agent, request_timeout)
+}
+
 /// A channel that connects lazily (the caller starts even when the dependency is down, and
 /// reconnects by itself), with connect and request timeouts.
 pub fn lazy_channel(

@@ -4,6 +4,7 @@
 //! `AUGUR_CONFIG` (when given), then environment variables with the `AUGUR_` prefix where `__`
 //! separates nesting levels (`AUGUR_SERVER__LISTEN=0.0.0.0:50051`, `AUGUR_DATABASE_URL=...`).
 
+pub use augur_discovery::ConsulSettings;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub drain_delay_ms: u64,
     /// On SIGTERM: how long in-flight requests may run after the server stopped accepting.
     pub shutdown_grace_ms: u64,
+    /// Consul registration and discovery (`[server.consul]`, env `AUGUR_SERVER__CONSUL__ADDRESS`);
+    /// off while `address` is empty.
+    pub consul: augur_discovery::ConsulSettings,
 }
 
 impl ServerConfig {
@@ -106,12 +110,23 @@ impl Default for ServerConfig {
             max_message_bytes: 32 * 1024 * 1024,
             drain_delay_ms: 0,
             shutdown_grace_ms: 10_000,
+            consul: augur_discovery::ConsulSettings::default(),
         }
     }
 }
 
 impl Validate for ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        let consul = &self.consul.address;
+        if !(consul.trim().is_empty()
+            || consul.starts_with("http://")
+            || consul.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "server.consul.address",
+                "must start with http:// or https://",
+            ));
+        }
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "server.request_timeout_ms",

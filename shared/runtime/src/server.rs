@@ -216,6 +216,17 @@ impl GrpcServer {
             .set_service_status("", ServingStatus::Serving)
             .await;
         tracing::info!(server = %name, addr = ?local, services = ?services, "serving");
+        let registration = local.and_then(|l| consul_registration(&name, &config, l));
+        let (reg_stop, reg_task) = match registration.clone() {
+            Some((agent, reg)) => {
+                let (tx, rx) = oneshot::channel::<()>();
+                (
+                    Some(tx),
+                    Some(tokio::spawn(register_until_done(agent, reg, rx))),
+                )
+            }
+            None => (None, None),
+        };
 
         tokio::select! {
             () = shutdown => {}
@@ -229,6 +240,22 @@ impl GrpcServer {
         }
 
         tracing::info!(server = %name, "shutting down: NOT_SERVING, draining");
+        if let Some(tx) = reg_stop {
+            let _ = tx.send(());
+        }
+        if let (Some(task), Some((agent, reg))) = (reg_task, registration) {
+            // Leave Consul first so that clients stop picking this instance.
+            if matches!(task.await, Ok(true)) {
+                match tokio::time::timeout(Duration::from_secs(3), agent.deregister(&reg.id)).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(server = %name, error = %e, "consul deregistration failed")
+                    }
+                    Err(_) => tracing::warn!(server = %name, "consul deregistration timed out"),
+                }
+            }
+        }
         for svc in &services {
             reporter
                 .set_service_status(*svc, ServingStatus::NotServing)
@@ -249,6 +276,64 @@ impl GrpcServer {
         }
         tracing::info!(server = %name, "stopped");
         Ok(())
+    }
+}
+
+/// The Consul agent and this instance's registration, when Consul is configured.
+fn consul_registration(
+    name: &str,
+    config: &ServerConfig,
+    local: SocketAddr,
+) -> Option<(Arc<augur_discovery::Consul>, augur_discovery::Registration)> {
+    let settings = &config.consul;
+    if !settings.enabled() || !settings.register {
+        return None;
+    }
+    let address = if !settings.advertise_address.trim().is_empty() {
+        settings.advertise_address.trim().to_string()
+    } else if let Ok(ip) = std::env::var("POD_IP") {
+        ip
+    } else if !local.ip().is_unspecified() {
+        local.ip().to_string()
+    } else {
+        tracing::warn!(
+            server = %name,
+            "consul: listening on all interfaces without server.consul.advertise_address or POD_IP; not registering"
+        );
+        return None;
+    };
+    let reg = augur_discovery::Registration {
+        id: format!("{name}-{address}-{}", local.port()),
+        name: name.to_string(),
+        address,
+        port: local.port(),
+        tags: settings.tags.clone(),
+        meta: [("version".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+    };
+    Some((
+        Arc::new(augur_discovery::Consul::new(settings.clone())),
+        reg,
+    ))
+}
+
+/// Registers, retrying every 5 s while the agent is unreachable, until registered (true) or told
+/// to stop (false).
+async fn register_until_done(
+    agent: Arc<augur_discovery::Consul>,
+    reg: augur_discovery::Registration,
+    mut stop: oneshot::Receiver<()>,
+) -> bool {
+    loop {
+        match agent.register(&reg).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(id = %reg.id, error = %e, "consul registration failed; retrying in 5 s")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = &mut stop => return false,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`postgres`]: a fresh PostgreSQL database per test (`AUGUR_TEST_POSTGRES_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/test`), skipped loudly when the server is unreachable
 //!   unless `AUGUR_REQUIRE_POSTGRES=1`.
+//! - [`consul`]: a stand-in Consul agent (documented HTTP API subset, runs gRPC health checks).
 
+pub mod consul;
 pub mod datasets;
 pub mod postgres;
 
