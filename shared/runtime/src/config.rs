@@ -172,6 +172,8 @@ pub struct TelemetryConfig {
     /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`. When empty, the standard
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is used; when both are empty nothing is exported.
     pub otlp_endpoint: String,
+    /// How often metrics are pushed to the OTLP endpoint, in seconds.
+    pub metrics_interval_s: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -180,6 +182,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Compact,
             log_filter: "info".into(),
             otlp_endpoint: String::new(),
+            metrics_interval_s: 15,
         }
     }
 }

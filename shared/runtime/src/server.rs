@@ -381,6 +381,7 @@ pub struct GuardLayer {
 }
 
 struct GuardShared {
+    metrics: crate::metrics::RpcMetrics,
     permits: Arc<Semaphore>,
     limit: usize,
     timeout: Duration,
@@ -389,8 +390,17 @@ struct GuardShared {
 
 impl GuardLayer {
     pub fn new(config: &ServerConfig, no_timeout: HashSet<String>) -> Self {
+        Self::with_metrics(config, no_timeout, crate::metrics::RpcMetrics::global())
+    }
+
+    pub fn with_metrics(
+        config: &ServerConfig,
+        no_timeout: HashSet<String>,
+        metrics: crate::metrics::RpcMetrics,
+    ) -> Self {
         Self {
             shared: Arc::new(GuardShared {
+                metrics,
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
                 limit: config.max_concurrent_requests,
                 timeout: config.request_timeout(),
@@ -440,6 +450,7 @@ where
         // Health checks and reflection are never shed: an overloaded pod must still answer its
         // probes, or Kubernetes restarts it and makes the overload worse.
         let exempt = path.starts_with(HEALTH_PREFIX) || path.starts_with(REFLECTION_PREFIX);
+        let mut record = self.shared.metrics.start(&path);
         let permit: Option<OwnedSemaphorePermit> = if exempt {
             None
         } else {
@@ -451,6 +462,8 @@ where
                         self.shared.limit
                     ));
                     span.record("rpc.grpc.status_code", Code::ResourceExhausted as i32);
+                    record.set_code(Code::ResourceExhausted as i32);
+                    record.finish();
                     tracing::debug!(parent: &span, "shed");
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
@@ -476,6 +489,8 @@ where
                         Ok(r) => r,
                         Err(_) => {
                             span.record("rpc.grpc.status_code", Code::DeadlineExceeded as i32);
+                            record.set_code(Code::DeadlineExceeded as i32);
+                            record.finish();
                             return Ok(Status::deadline_exceeded(format!(
                                 "request did not finish within {} ms",
                                 d.as_millis()
@@ -486,19 +501,21 @@ where
                     None => fut.await,
                 };
                 res.map(|resp| {
-                    if let Some(code) = resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                    {
+                    if let Some(code) = crate::metrics::grpc_status(resp.headers()) {
                         span.record("rpc.grpc.status_code", code);
+                        record.set_code(code);
                     }
-                    // The permit lives as long as the response body, so streams count as in flight.
+                    // The permit lives as long as the response body, so streams count as in
+                    // flight; the call is recorded when the body ends (status from trailers).
                     resp.map(|body| {
+                        if http_body::Body::is_end_stream(&body) {
+                            // Trailers-only (or empty) response: it ends here.
+                            record.finish();
+                        }
                         Body::new(PermitBody {
                             inner: body,
                             _permit: permit,
+                            record,
                         })
                     })
                 })
@@ -528,11 +545,13 @@ fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that holds a concurrency permit until it is finished.
+    /// A response body that holds a concurrency permit until it is finished, and records the
+    /// call's metrics when it ends.
     struct PermitBody<B> {
         #[pin]
         inner: B,
         _permit: Option<OwnedSemaphorePermit>,
+        record: crate::metrics::CallRecord,
     }
 }
 
@@ -547,7 +566,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let poll = this.inner.poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(crate::metrics::grpc_status) {
+                    this.record.set_code(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.record.set_code(Code::Internal as i32);
+                this.record.finish();
+            }
+            Poll::Ready(None) => this.record.finish(),
+            Poll::Pending => {}
+        }
+        poll
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -596,6 +630,116 @@ mod tests {
             ..ServerConfig::default()
         };
         GuardLayer::new(&config, HashSet::from(["/x.S/Stream".to_string()]))
+    }
+
+    #[tokio::test]
+    async fn records_calls_by_method_and_status_code() {
+        use http_body_util::BodyExt;
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let metrics = crate::metrics::RpcMetrics::new(&provider.meter("test"));
+        let config = ServerConfig {
+            max_concurrent_requests: 1,
+            request_timeout_ms: 100,
+            ..ServerConfig::default()
+        };
+        let inner = tower::service_fn(|req: Request<Body>| async move {
+            match req.uri().path() {
+                "/x.S/Slow" => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, Infallible>(Response::new(Body::empty()))
+                }
+                // Status in the trailers, after the body, as gRPC does.
+                path => {
+                    let code = if path == "/x.S/Missing" { "5" } else { "0" };
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", code.parse().unwrap());
+                    let frames = futures_frames(trailers);
+                    Ok(Response::new(Body::new(http_body_util::StreamBody::new(
+                        frames,
+                    ))))
+                }
+            }
+        });
+        let svc = GuardLayer::with_metrics(&config, HashSet::new(), metrics).layer(inner);
+
+        let ok = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        ok.into_body().collect().await.unwrap();
+        let missing = svc.clone().oneshot(request("/x.S/Missing")).await.unwrap();
+        missing.into_body().collect().await.unwrap();
+        let late = svc.clone().oneshot(request("/x.S/Slow")).await.unwrap();
+        assert_eq!(grpc_status(&late), Some(Code::DeadlineExceeded as i32));
+        // A response whose body is still open holds the only permit: the next call is shed.
+        let held = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        let shed = svc.clone().oneshot(request("/x.S/B")).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some(Code::ResourceExhausted as i32));
+        // The client goes away before the body ends: CANCELLED.
+        drop(held);
+
+        provider.force_flush().unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        let mut errors = 0;
+        let mut histogram_count = 0;
+        for rm in exporter.get_finished_metrics().unwrap() {
+            for sm in rm.scope_metrics() {
+                for m in sm.metrics() {
+                    match (m.name(), m.data()) {
+                        ("rpc.server.requests", AggregatedMetrics::U64(MetricData::Sum(sum))) => {
+                            for dp in sum.data_points() {
+                                let get = |k: &str| {
+                                    dp.attributes()
+                                        .find(|kv| kv.key.as_str() == k)
+                                        .map(|kv| kv.value.to_string())
+                                        .unwrap_or_default()
+                                };
+                                counts.insert(
+                                    (get("rpc.method"), get("rpc.grpc.status_code")),
+                                    dp.value(),
+                                );
+                            }
+                        }
+                        ("rpc.server.errors", AggregatedMetrics::U64(MetricData::Sum(sum))) => {
+                            errors = sum.data_points().map(|d| d.value()).sum::<u64>();
+                        }
+                        (
+                            "rpc.server.duration",
+                            AggregatedMetrics::F64(MetricData::Histogram(h)),
+                        ) => {
+                            histogram_count = h.data_points().map(|d| d.count()).sum::<u64>();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let key = |m: &str, c: i32| (m.to_string(), c.to_string());
+        assert_eq!(counts.get(&key("A", 0)), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&key("Missing", 5)), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&key("Slow", 4)), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&key("B", 8)), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&key("A", 1)), Some(&1), "{counts:?}");
+        assert_eq!(errors, 4);
+        assert_eq!(histogram_count, 5);
+    }
+
+    /// A body stream of one data frame and then `trailers`.
+    fn futures_frames(
+        trailers: http::HeaderMap,
+    ) -> impl tokio_stream::Stream<Item = Result<http_body::Frame<bytes::Bytes>, Infallible>>
+    + Send
+    + 'static {
+        tokio_stream::iter(vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"x"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ])
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@ pub enum TelemetryError {
 #[must_use = "dropping the guard shuts telemetry down"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -37,6 +38,10 @@ impl Drop for TelemetryGuard {
         if let Some(provider) = self.provider.take() {
             let _ = provider.force_flush();
             let _ = provider.shutdown();
+        }
+        if let Some(meters) = self.meters.take() {
+            let _ = meters.force_flush();
+            let _ = meters.shutdown();
         }
     }
 }
@@ -55,12 +60,31 @@ pub fn init(
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name.to_string())
-            .build(),
-    );
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_string())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut meters = None;
     if let Some(endpoint) = config.otlp_endpoint() {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| TelemetryError::Exporter {
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+        let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+            .with_interval(std::time::Duration::from_secs(
+                config.metrics_interval_s.max(1),
+            ))
+            .build();
+        meters = Some(
+            opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(reader)
+                .build(),
+        );
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -95,12 +119,22 @@ pub fn init(
         .is_ok();
     if installed {
         opentelemetry::global::set_tracer_provider(provider.clone());
+        if let Some(m) = &meters {
+            opentelemetry::global::set_meter_provider(m.clone());
+        }
         Ok(TelemetryGuard {
             provider: Some(provider),
+            meters,
         })
     } else {
         let _ = provider.shutdown();
-        Ok(TelemetryGuard { provider: None })
+        if let Some(m) = meters {
+            let _ = m.shutdown();
+        }
+        Ok(TelemetryGuard {
+            provider: None,
+            meters: None,
+        })
     }
 }
 
