@@ -111,7 +111,11 @@ impl Isotonic {
         }
         let i = self.x.partition_point(|&x| x <= score);
         let (x0, x1, y0, y1) = (self.x[i - 1], self.x[i], self.y[i - 1], self.y[i]);
-        if x1 > x0 { y0 + (y1 - y0) * (score - x0) / (x1 - x0) } else { y1 }
+        if x1 > x0 {
+            y0 + (y1 - y0) * (score - x0) / (x1 - x0)
+        } else {
+            y1
+        }
     }
 }
 

@@ -17,7 +17,11 @@ pub struct TrainPermit {
 
 impl TrainGate {
     pub fn try_start(&self) -> Option<TrainPermit> {
-        self.lock.clone().try_lock_owned().ok().map(|g| TrainPermit { _guard: g })
+        self.lock
+            .clone()
+            .try_lock_owned()
+            .ok()
+            .map(|g| TrainPermit { _guard: g })
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`progress`]: a `Train` RPC's server stream of `TrainProgress` messages.
 //! - [`TrainGate`]: one training at a time per service.
 //! - [`metrics`] and [`calibrate`]: ROC-AUC, PR-AUC, Brier, log loss; Platt and isotonic calibration.
+//! - [`monitor`]: served-model metrics (inference latency, score distribution, input drift as PSI).
 
 pub mod calibrate;
 mod gate;
 mod meta;
 pub mod metrics;
+pub mod monitor;
 pub mod progress;
 mod slot;
 mod store;
@@ -27,11 +29,20 @@ pub use store::{Artifact, ArtifactStore};
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("model artefact I/O at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("model metadata at {path}: {source}")]
-    Meta { path: String, source: serde_json::Error },
+    Meta {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("model tensors at {path}: {source}")]
-    Tensors { path: String, source: candle_core::Error },
+    Tensors {
+        path: String,
+        source: candle_core::Error,
+    },
     #[error("model artefact {path} is missing tensor {name}")]
     MissingTensor { path: String, name: String },
 }

@@ -56,9 +56,11 @@ impl ModelMeta {
             model_name: self.name.clone(),
             model_version: self.version.clone(),
             trained_at: Some(ts(self.trained_at)),
-            training_data: (self.data_start.is_some() || self.data_end.is_some()).then(|| TimeRange {
-                start: self.data_start.map(ts),
-                end: self.data_end.map(ts),
+            training_data: (self.data_start.is_some() || self.data_end.is_some()).then(|| {
+                TimeRange {
+                    start: self.data_start.map(ts),
+                    end: self.data_end.map(ts),
+                }
             }),
             training_examples: self.training_examples,
             validation_metrics: self.validation_metrics.clone(),

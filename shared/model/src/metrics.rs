@@ -2,7 +2,11 @@
 //! Labels are `true` for the positive class. Non-finite scores are treated as the lowest score.
 
 fn sorted_desc(scores: &[f64], labels: &[bool]) -> Vec<(f64, bool)> {
-    assert_eq!(scores.len(), labels.len(), "scores and labels differ in length");
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "scores and labels differ in length"
+    );
     let mut v: Vec<(f64, bool)> = scores
         .iter()
         .map(|&s| if s.is_finite() { s } else { f64::NEG_INFINITY })
@@ -28,7 +32,11 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
         let mut j = i;
         let (mut p, mut n) = (0.0, 0.0);
         while j < v.len() && v[j].0 == v[i].0 {
-            if v[j].1 { p += 1.0 } else { n += 1.0 }
+            if v[j].1 {
+                p += 1.0
+            } else {
+                n += 1.0
+            }
             j += 1;
         }
         area += p * (neg - neg_above - n) + p * n / 2.0;
@@ -104,7 +112,11 @@ pub fn f1_at(scores: &[f64], labels: &[bool], threshold: f64) -> f64 {
             _ => {}
         }
     }
-    if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fne) }
+    if tp == 0.0 {
+        0.0
+    } else {
+        2.0 * tp / (2.0 * tp + fp + fne)
+    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,13 @@ impl Progress {
     }
 
     /// Progress with metrics (e.g. validation loss after an epoch).
-    pub async fn metrics(&self, stage: &str, fraction: f64, message: impl Into<String>, metrics: BTreeMap<String, f64>) {
+    pub async fn metrics(
+        &self,
+        stage: &str,
+        fraction: f64,
+        message: impl Into<String>,
+        metrics: BTreeMap<String, f64>,
+    ) {
         self.send(Ok(TrainProgress {
             stage: stage.to_string(),
             fraction: fraction.clamp(0.0, 1.0),
@@ -93,7 +99,11 @@ mod tests {
         let (p, mut s) = channel();
         tokio::spawn(async move {
             p.stage("fit", 0.5, "half").await;
-            p.done(ModelInfo { model_version: "v1".into(), ..Default::default() }).await;
+            p.done(ModelInfo {
+                model_version: "v1".into(),
+                ..Default::default()
+            })
+            .await;
         });
         let first = s.next().await.unwrap().unwrap();
         assert_eq!(first.stage, "fit");

@@ -11,13 +11,17 @@ pub struct ModelSlot<T> {
 
 impl<T> Default for ModelSlot<T> {
     fn default() -> Self {
-        ModelSlot { inner: ArcSwapOption::empty() }
+        ModelSlot {
+            inner: ArcSwapOption::empty(),
+        }
     }
 }
 
 impl<T> ModelSlot<T> {
     pub fn new(model: Option<T>) -> Self {
-        ModelSlot { inner: ArcSwapOption::new(model.map(Arc::new)) }
+        ModelSlot {
+            inner: ArcSwapOption::new(model.map(Arc::new)),
+        }
     }
 
     /// The current model, if any has been trained or loaded.

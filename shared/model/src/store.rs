@@ -26,16 +26,21 @@ pub struct Artifact {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io { path: path.display().to_string(), source }
+    move |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl Artifact {
     /// A tensor that must be present.
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.dir.display().to_string(),
-            name: name.to_string(),
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.dir.display().to_string(),
+                name: name.to_string(),
+            })
     }
 
     /// An extra file saved with the model.
@@ -48,7 +53,9 @@ impl Artifact {
 impl ArtifactStore {
     /// The store of model family `name` under `data_dir`.
     pub fn new(data_dir: impl AsRef<Path>, name: &str) -> Self {
-        ArtifactStore { root: data_dir.as_ref().join("models").join(name) }
+        ArtifactStore {
+            root: data_dir.as_ref().join("models").join(name),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -67,20 +74,26 @@ impl ArtifactStore {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let tp = tmp.join(TENSORS);
-        candle_core::safetensors::save(tensors, &tp)
-            .map_err(|source| ModelError::Tensors { path: tp.display().to_string(), source })?;
+        candle_core::safetensors::save(tensors, &tp).map_err(|source| ModelError::Tensors {
+            path: tp.display().to_string(),
+            source,
+        })?;
         for (name, bytes) in extra {
             let p = tmp.join(name);
             std::fs::write(&p, bytes).map_err(io(&p))?;
         }
         let mp = tmp.join(META);
-        let json = serde_json::to_vec_pretty(meta)
-            .map_err(|source| ModelError::Meta { path: mp.display().to_string(), source })?;
+        let json = serde_json::to_vec_pretty(meta).map_err(|source| ModelError::Meta {
+            path: mp.display().to_string(),
+            source,
+        })?;
         std::fs::write(&mp, json).map_err(io(&mp))?;
         // fsync the files so that the rename publishes complete data.
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
             let p = entry.map_err(io(&tmp))?.path();
-            std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(io(&p))?;
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&p))?;
         }
         let dst = self.root.join(&meta.version);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
@@ -112,11 +125,18 @@ impl ArtifactStore {
         let dir = self.root.join(version);
         let mp = dir.join(META);
         let bytes = std::fs::read(&mp).map_err(io(&mp))?;
-        let meta: ModelMeta = serde_json::from_slice(&bytes)
-            .map_err(|source| ModelError::Meta { path: mp.display().to_string(), source })?;
+        let meta: ModelMeta =
+            serde_json::from_slice(&bytes).map_err(|source| ModelError::Meta {
+                path: mp.display().to_string(),
+                source,
+            })?;
         let tp = dir.join(TENSORS);
-        let tensors = candle_core::safetensors::load(&tp, &Device::Cpu)
-            .map_err(|source| ModelError::Tensors { path: tp.display().to_string(), source })?;
+        let tensors = candle_core::safetensors::load(&tp, &Device::Cpu).map_err(|source| {
+            ModelError::Tensors {
+                path: tp.display().to_string(),
+                source,
+            }
+        })?;
         Ok(Artifact { dir, meta, tensors })
     }
 
@@ -156,12 +176,17 @@ mod tests {
             meta.training_examples = i;
             let t = Tensor::new(&[i as f32, 2.0], &Device::Cpu).unwrap();
             let tensors = HashMap::from([("w".to_string(), t)]);
-            store.save(&meta, &tensors, &[("ids.json", b"[\"a\"]")]).unwrap();
+            store
+                .save(&meta, &tensors, &[("ids.json", b"[\"a\"]")])
+                .unwrap();
             versions.push(meta.version);
         }
         let a = store.latest().unwrap().unwrap();
         assert_eq!(a.meta.training_examples, 2);
-        assert_eq!(a.tensor("w").unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0]);
+        assert_eq!(
+            a.tensor("w").unwrap().to_vec1::<f32>().unwrap(),
+            vec![2.0, 2.0]
+        );
         assert_eq!(a.extra("ids.json").unwrap(), b"[\"a\"]");
         assert!(a.tensor("nope").is_err());
         store.prune(1).unwrap();
