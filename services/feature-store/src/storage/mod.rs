@@ -270,6 +270,7 @@ impl Store {
 
     /// Writes the new events of a batch in one transaction; events whose key is already stored
     /// (or repeated earlier in the batch) are reported as duplicates and not written.
+    #[tracing::instrument(name = "db.write_batch", level = "info", skip_all, fields(db.system = ?self.backend(), otel.kind = "client"))]
     pub async fn write_batch(
         &self,
         events: &[Event],
@@ -417,6 +418,7 @@ impl Store {
     }
 
     /// Events with `after < seq < below`, in sequence order, at most `limit`.
+    #[tracing::instrument(name = "db.events_after", level = "debug", skip_all)]
     pub async fn events_after(
         &self,
         after: i64,
@@ -438,6 +440,7 @@ impl Store {
     /// The events with these sequence numbers (of the given kinds, at or before `up_to`), in
     /// event-time order. The online state knows each entity's sequence numbers, so these are
     /// primary-key lookups.
+    #[tracing::instrument(name = "db.events_by_seq", level = "info", skip_all, fields(otel.kind = "client", rows = seqs.len()))]
     pub async fn events_by_seq(
         &self,
         seqs: &[i64],
@@ -461,6 +464,7 @@ impl Store {
     }
 
     /// Order lines of these SKUs at or before `up_to`.
+    #[tracing::instrument(name = "db.sku_lines", level = "info", skip_all, fields(otel.kind = "client"))]
     pub async fn sku_lines(
         &self,
         skus: &[String],
@@ -480,6 +484,7 @@ impl Store {
     }
 
     /// Daily sales per SKU (and store / channel when asked) in `[start, end)`.
+    #[tracing::instrument(name = "db.daily_sales", level = "info", skip_all, fields(otel.kind = "client"))]
     pub async fn daily_sales(
         &self,
         skus: &[String],
@@ -546,6 +551,7 @@ impl Store {
     }
 
     /// A page of events in (ts, seq) order after the cursor, filtered by kinds and time range.
+    #[tracing::instrument(name = "db.scan", level = "info", skip_all, fields(otel.kind = "client"))]
     pub async fn scan(
         &self,
         kinds: &[EventKind],
@@ -578,6 +584,7 @@ impl Store {
     }
 
     /// A page of order lines in (ts, order_id, line_no) order after the cursor.
+    #[tracing::instrument(name = "db.scan_lines", level = "info", skip_all, fields(otel.kind = "client"))]
     pub async fn scan_lines(
         &self,
         start: Micros,
@@ -620,6 +627,7 @@ impl Store {
     /// and fingerprints from every other event (product-level facts stay, unlinked), and
     /// appends an erasure marker so other replicas drop the customer too. Returns the number
     /// of events touched and the marker's sequence number.
+    #[tracing::instrument(name = "db.erase_customer", level = "info", skip_all, fields(otel.kind = "client"))]
     pub async fn erase_customer(
         &self,
         customer_id: &str,
