@@ -1,79 +1,86 @@
-//! The Augur Risk service (`augur.risk.v1.Risk`).
+//! The Augur Risk service (`augur.risk.v1.Risk`): order fraud scores with reasons, review spam
+//! scores from all-MiniLM-L6-v2 embeddings (candle) and behaviour signals, unsupervised anomaly
+//! scores, training from the feature store or from data in the request.
 //!
-//! The server starts, reports health and serves reflection; its prediction RPCs answer
-//! UNIMPLEMENTED until the model lands (issue #6).
+//! Modules: [`orders`] and [`reviews`] (features, rules, models), [`tabular`] (encoding
+//! pipeline, logistic regression / boosted trees / isolation forest), [`linear`], [`text`]
+//! (TF-IDF, promotional signals), [`embed`] (MiniLM), [`fs`] (feature-store reads), [`app`]
+//! (serving state, training, persistence), [`service`] (the tonic handlers).
+
+pub mod app;
+pub mod embed;
+pub mod error;
+pub mod fs;
+pub mod linear;
+pub mod orders;
+pub mod reviews;
+pub mod service;
+pub mod tabular;
+pub mod text;
 
 use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 
-use augur_proto::risk as pb;
-use augur_proto::risk::risk_server::{Risk, RiskServer};
+use augur_proto::risk::risk_server::RiskServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
-use tonic::{Request, Response, Status};
+
+pub use error::Error;
+pub use service::Service;
 
 pub const DEFAULT_PORT: u16 = 50055;
-
-type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "Risk.{rpc} is not implemented yet: the model lands with issue #6"
-    ))
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Service;
-
-#[tonic::async_trait]
-impl Risk for Service {
-    type ScoreOrderStreamStream = BoxStream<pb::ScoreOrderStreamResponse>;
-    type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
-
-    async fn score_order(
-        &self,
-        _req: Request<pb::ScoreOrderRequest>,
-    ) -> Result<Response<pb::ScoreOrderResponse>, Status> {
-        Err(not_yet("score_order"))
-    }
-    async fn score_order_stream(
-        &self,
-        _req: Request<tonic::Streaming<pb::ScoreOrderRequest>>,
-    ) -> Result<Response<Self::ScoreOrderStreamStream>, Status> {
-        Err(not_yet("score_order_stream"))
-    }
-    async fn score_review(
-        &self,
-        _req: Request<pb::ScoreReviewRequest>,
-    ) -> Result<Response<pb::ScoreReviewResponse>, Status> {
-        Err(not_yet("score_review"))
-    }
-    async fn train(
-        &self,
-        _req: Request<pb::TrainRequest>,
-    ) -> Result<Response<Self::TrainStream>, Status> {
-        Err(not_yet("train"))
-    }
-    async fn get_model_info(
-        &self,
-        _req: Request<pb::GetModelInfoRequest>,
-    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
-        Err(not_yet("get_model_info"))
-    }
-}
 
 /// Default configuration (port 50055).
 pub fn default_config() -> Config {
     Config::with_port(DEFAULT_PORT)
 }
 
-/// The server, ready to be served.
+/// Opens the service state: loads saved models and MiniLM, connects (lazily) to the feature store.
+pub fn open(config: &Config) -> anyhow::Result<Arc<app::App>> {
+    let channel = augur_runtime::client::lazy_channel(
+        &config.feature_store_url,
+        config.server.request_timeout(),
+    )?;
+    let fs = fs::FeatureStore::new(channel);
+    Ok(Arc::new(app::App::open(&config.data_dir, fs)?))
+}
+
+/// The server, ready to be served; fails when a saved model cannot be read.
+pub fn try_build(config: &Config) -> anyhow::Result<GrpcServer> {
+    let app = open(config)?;
+    Ok(build_with(config, app))
+}
+
+/// The server, ready to be served. When the saved models cannot be read the error is logged and
+/// the service starts without them (its RPCs answer FAILED_PRECONDITION until Train).
 pub fn build(config: &Config) -> GrpcServer {
+    match try_build(config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "risk service starts without its saved models");
+            let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
+                .connect_lazy();
+            let channel = augur_runtime::client::lazy_channel(
+                &config.feature_store_url,
+                config.server.request_timeout(),
+            )
+            .unwrap_or(channel);
+            let app = app::App::empty(&config.data_dir, fs::FeatureStore::new(channel));
+            build_with(config, Arc::new(app))
+        }
+    }
+}
+
+/// The server over an opened state.
+pub fn build_with(config: &Config, app: Arc<app::App>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = RiskServer::new(Service)
+    let svc = RiskServer::new(Service { app })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("risk", config.server.clone()).add_service(svc)
+    GrpcServer::new("risk", config.server.clone())
+        .add_service(svc)
+        .without_timeout("/augur.risk.v1.Risk/Train")
+        .without_timeout("/augur.risk.v1.Risk/ScoreOrderStream")
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -81,6 +88,6 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    build(&config).serve(shutdown).await?;
+    try_build(&config)?.serve(shutdown).await?;
     Ok(())
 }

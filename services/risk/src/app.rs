@@ -1,0 +1,964 @@
+//! The service's domain: the served models, scoring with features from the feature store,
+//! training (from the feature store or from data in the request), persistence.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
+use augur_proto::featurestore::{self as fpb, Order, Review, event::Payload};
+use candle_core::{Device, Tensor};
+use chrono::{DateTime, Utc};
+
+use crate::embed::{self, Embedder};
+use crate::error::Error;
+use crate::fs::FeatureStore;
+use crate::linear::ridge;
+use crate::orders::{
+    self, CustomerHistory, OrderFacts, OrderModel, OrderScore, Thresholds, VELOCITY_WINDOW_SECS,
+    order_columns,
+};
+use crate::reviews::{
+    self, Corpus, ReviewDoc, ReviewModel, ReviewScore, ReviewSignals, Sentiment, review_columns,
+};
+use crate::tabular::{
+    Cell, Encoder, FitOptions, GbdtParams, IsolationForest, Learner, TabularModel,
+    stratified_split,
+};
+
+pub const ORDER_MODEL: &str = "risk-order";
+pub const REVIEW_MODEL: &str = "risk-review";
+
+/// A model with its metadata.
+#[derive(Debug)]
+pub struct Served<T> {
+    pub meta: ModelMeta,
+    pub model: T,
+}
+
+/// Training options parsed from `TrainRequest.hyperparameters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub fit: FitOptions,
+    pub thresholds: Thresholds,
+    pub validation_fraction: f64,
+    pub forest_trees: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            fit: FitOptions::default(),
+            thresholds: Thresholds {
+                review: 0.3,
+                reject: 0.8,
+            },
+            validation_fraction: 0.2,
+            forest_trees: 100,
+            seed: 42,
+        }
+    }
+}
+
+/// Known hyper-parameter keys.
+pub const HYPERPARAMETERS: &[&str] = &[
+    "seed",
+    "decision.review",
+    "decision.reject",
+    "learners",
+    "lr.l2",
+    "lr.epochs",
+    "spline.knots",
+    "gbdt.trees",
+    "gbdt.depth",
+    "gbdt.learning_rate",
+    "forest.trees",
+];
+
+impl TrainOptions {
+    /// Parses overrides; an unknown key or bad value names `hyperparameters[key]`.
+    pub fn parse(map: &BTreeMap<String, String>, validation_fraction: f64) -> Result<Self, Error> {
+        let mut o = TrainOptions::default();
+        if validation_fraction != 0.0 {
+            if !(validation_fraction > 0.0 && validation_fraction <= 0.5) {
+                return Err(Error::invalid("validation_fraction", "must be in (0, 0.5]"));
+            }
+            o.validation_fraction = validation_fraction;
+        }
+        let mut keys: Vec<&String> = map.keys().collect();
+        keys.sort();
+        for k in keys {
+            let v = map[k].trim();
+            let field = format!("hyperparameters[{k}]");
+            let bad = |what: &str| Error::invalid(field.clone(), format!("{what}, got {v:?}"));
+            let num = || v.parse::<f64>().ok().filter(|x| x.is_finite());
+            let int = || v.parse::<usize>().ok();
+            match k.as_str() {
+                "seed" => o.seed = v.parse().map_err(|_| bad("expected an integer"))?,
+                "decision.review" => {
+                    o.thresholds.review = num()
+                        .filter(|x| (0.0..=1.0).contains(x))
+                        .ok_or_else(|| bad("expected a probability in [0, 1]"))?
+                }
+                "decision.reject" => {
+                    o.thresholds.reject = num()
+                        .filter(|x| (0.0..=1.0).contains(x))
+                        .ok_or_else(|| bad("expected a probability in [0, 1]"))?
+                }
+                "learners" => {
+                    let mut ls = Vec::new();
+                    for name in v.split(',').map(str::trim) {
+                        ls.push(match name {
+                            "logistic" => Learner::Linear,
+                            "spline_logistic" => Learner::Spline,
+                            "gbdt" => Learner::Gbdt,
+                            "blend" => Learner::Blend,
+                            _ => {
+                                return Err(bad(
+                                    "expected a comma-separated list of logistic, spline_logistic, gbdt, blend",
+                                ));
+                            }
+                        });
+                    }
+                    o.fit.learners = ls;
+                }
+                "lr.l2" => {
+                    o.fit.l2 = vec![num().filter(|x| *x >= 0.0).ok_or_else(|| bad("expected a number >= 0"))? as f32]
+                }
+                "lr.epochs" => o.fit.epochs = int().filter(|x| (1..=10_000).contains(x)).ok_or_else(|| bad("expected 1..10000"))?,
+                "spline.knots" => o.fit.knots = int().filter(|x| *x <= 32).ok_or_else(|| bad("expected 0..32"))?,
+                "gbdt.trees" => o.fit.gbdt.trees = int().filter(|x| (1..=5000).contains(x)).ok_or_else(|| bad("expected 1..5000"))?,
+                "gbdt.depth" => o.fit.gbdt.depth = int().filter(|x| (1..=10).contains(x)).ok_or_else(|| bad("expected 1..10"))?,
+                "gbdt.learning_rate" => {
+                    o.fit.gbdt.learning_rate = num().filter(|x| *x > 0.0 && *x <= 1.0).ok_or_else(|| bad("expected (0, 1]"))? as f32
+                }
+                "forest.trees" => o.forest_trees = int().filter(|x| (1..=2000).contains(x)).ok_or_else(|| bad("expected 1..2000"))?,
+                _ => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("unknown hyper-parameter; known: {}", HYPERPARAMETERS.join(", ")),
+                    ));
+                }
+            }
+        }
+        if o.thresholds.review > o.thresholds.reject {
+            return Err(Error::invalid(
+                "hyperparameters[decision.review]",
+                "must not exceed decision.reject",
+            ));
+        }
+        o.fit.seed = o.seed;
+        o.fit.gbdt = GbdtParams {
+            seed: o.seed,
+            ..o.fit.gbdt
+        };
+        Ok(o)
+    }
+}
+
+/// Result of fitting a tabular risk model.
+#[derive(Debug)]
+pub struct TableFit {
+    pub model: OrderModel,
+    pub metrics: BTreeMap<String, f64>,
+    pub examples: usize,
+    pub positives: usize,
+}
+
+/// Fits the order-style model on a table: isolation forest on every row, a calibrated
+/// supervised scorer when both labels are present (at least 4 positives).
+pub fn fit_table(
+    columns: &[String],
+    rows: &[Vec<Cell>],
+    labels: &[Option<bool>],
+    o: &TrainOptions,
+) -> Result<TableFit, Error> {
+    if rows.is_empty() {
+        return Err(Error::NotEnoughData("no examples".into()));
+    }
+    let all: Vec<&Vec<Cell>> = rows.iter().collect();
+    let anomaly_encoder = Encoder::fit(columns, &all, 0, 5);
+    let ax: Vec<Vec<f32>> = all.iter().map(|r| anomaly_encoder.encode(r)).collect();
+    let anomaly = IsolationForest::fit(&ax, o.forest_trees, 256, o.seed);
+    let labelled: Vec<usize> = (0..rows.len()).filter(|&i| labels[i].is_some()).collect();
+    let y: Vec<bool> = labelled.iter().map(|&i| labels[i] == Some(true)).collect();
+    let positives = y.iter().filter(|&&b| b).count();
+    let negatives = y.len() - positives;
+    let mut metrics = BTreeMap::new();
+    let supervised = if positives >= 4 && negatives >= 4 {
+        let (tr, va) = stratified_split(&y, o.validation_fraction, o.seed);
+        let tx: Vec<&Vec<Cell>> = tr.iter().map(|&k| all[labelled[k]]).collect();
+        let ty: Vec<bool> = tr.iter().map(|&k| y[k]).collect();
+        let vx: Vec<&Vec<Cell>> = va.iter().map(|&k| all[labelled[k]]).collect();
+        let vy: Vec<bool> = va.iter().map(|&k| y[k]).collect();
+        let (m, vm) = TabularModel::fit(columns, (&tx, &ty), (&vx, &vy), &o.fit);
+        metrics = vm;
+        // The anomaly model alone on the same validation rows, for comparison.
+        let an: Vec<f64> = vx
+            .iter()
+            .map(|r| anomaly.percentile(&anomaly_encoder.encode(r)))
+            .collect();
+        if let Some(a) = augur_model::metrics::roc_auc(&an, &vy) {
+            metrics.insert("anomaly_roc_auc".into(), a);
+        }
+        metrics.insert("validation_examples".into(), vy.len() as f64);
+        metrics.insert("validation_positives".into(), vy.iter().filter(|&&b| b).count() as f64);
+        Some(m)
+    } else {
+        None
+    };
+    // High value = 95th percentile of log_total when present.
+    let high_value = columns
+        .iter()
+        .position(|c| c == "log_total")
+        .map(|c| {
+            let mut v: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| match r.get(c) {
+                    Some(Cell::Num(x)) => Some(x.exp() - 1.0),
+                    _ => None,
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() * 95 / 100).copied().unwrap_or(f64::INFINITY)
+        })
+        .unwrap_or(f64::INFINITY);
+    Ok(TableFit {
+        model: OrderModel {
+            columns: columns.to_vec(),
+            supervised,
+            anomaly_encoder,
+            anomaly,
+            thresholds: o.thresholds,
+            high_value,
+        },
+        metrics,
+        examples: rows.len(),
+        positives,
+    })
+}
+
+/// A review to train on or to score.
+#[derive(Debug, Clone)]
+pub struct LabelledReview {
+    pub doc: ReviewDoc,
+    pub label: Option<bool>,
+    pub account_age_hours: Option<f64>,
+}
+
+/// Signals of every review against all the others (similarities by matrix product).
+pub fn batch_signals(
+    docs: &[LabelledReview],
+    emb: &[Vec<f32>],
+    sentiment: &Sentiment,
+) -> Result<Vec<ReviewSignals>, Error> {
+    let n = docs.len();
+    let mut out = Vec::with_capacity(n);
+    let flat: Vec<f32> = emb.iter().flatten().copied().collect();
+    let all = Tensor::from_vec(flat, (n, embed::DIM), &Device::Cpu)?;
+    let allt = all.t()?.contiguous()?;
+    let mut by_sku: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut by_customer: HashMap<&str, usize> = HashMap::new();
+    for d in docs {
+        by_sku.entry(d.doc.sku.as_str()).or_default().push(d.doc.ts);
+        if !d.doc.customer_id.is_empty() {
+            *by_customer.entry(d.doc.customer_id.as_str()).or_default() += 1;
+        }
+    }
+    for v in by_sku.values_mut() {
+        v.sort_unstable();
+    }
+    let chunk = 256;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let sims: Vec<Vec<f32>> = all.narrow(0, start, len)?.matmul(&allt)?.to_vec2()?;
+        for (k, row) in sims.iter().enumerate() {
+            let i = start + k;
+            let d = &docs[i].doc;
+            let (mut best, mut arg, mut dups) = (0.0f32, None, 0usize);
+            for (j, &c) in row.iter().enumerate() {
+                if j == i {
+                    continue;
+                }
+                if c > best {
+                    best = c;
+                    arg = Some(j);
+                }
+                if c >= reviews::DUPLICATE_COSINE {
+                    dups += 1;
+                }
+            }
+            let ts = &by_sku[d.sku.as_str()];
+            let lo = ts.partition_point(|&t| t < d.ts - reviews::BURST_SECS);
+            let hi = ts.partition_point(|&t| t <= d.ts + reviews::BURST_SECS);
+            out.push(ReviewSignals {
+                max_similarity: best,
+                most_similar: arg.map(|j| docs[j].doc.review_id.clone()),
+                near_duplicates: dups,
+                burst: (hi - lo).saturating_sub(1),
+                sentiment_rating: sentiment.predict(&emb[i]),
+                links: crate::text::link_count(&d.text),
+                promo: crate::text::promo_terms(&d.text),
+                reviewer_reviews: by_customer
+                    .get(d.customer_id.as_str())
+                    .map_or(0, |c| c.saturating_sub(1)),
+                account_age_hours: docs[i].account_age_hours,
+                rating: d.rating,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Fits the review model on embedded reviews.
+pub fn fit_reviews(
+    docs: &[LabelledReview],
+    emb: Vec<Vec<f32>>,
+    o: &TrainOptions,
+) -> Result<(ReviewModel, BTreeMap<String, f64>, usize), Error> {
+    if docs.len() < 10 {
+        return Err(Error::NotEnoughData(format!(
+            "{} reviews (at least 10 are needed)",
+            docs.len()
+        )));
+    }
+    // Sentiment: ridge regression from the embedding to the stars of reviews not labelled spam.
+    let genuine: Vec<usize> = (0..docs.len()).filter(|&i| docs[i].label != Some(true)).collect();
+    let gx: Vec<Vec<f32>> = genuine.iter().map(|&i| emb[i].clone()).collect();
+    let gy: Vec<f32> = genuine.iter().map(|&i| docs[i].doc.rating as f32).collect();
+    let (w, b) = ridge(&gx, &gy, 1e-2);
+    let sentiment = Sentiment { weights: w, bias: b };
+    let signals = batch_signals(docs, &emb, &sentiment)?;
+    let columns = review_columns();
+    let rows: Vec<Vec<Cell>> = signals.iter().map(ReviewSignals::cells).collect();
+    // Unlabelled reviews count as genuine when some spam is labelled (positive-unlabelled data).
+    let any_spam = docs.iter().any(|d| d.label == Some(true));
+    let labels: Vec<Option<bool>> = docs
+        .iter()
+        .map(|d| match d.label {
+            Some(l) => Some(l),
+            None if any_spam => Some(false),
+            None => None,
+        })
+        .collect();
+    let fit = fit_table(&columns, &rows, &labels, o)?;
+    let positives = fit.positives;
+    let model = ReviewModel {
+        columns,
+        sentiment,
+        classifier: fit.model.supervised,
+        anomaly_encoder: fit.model.anomaly_encoder,
+        anomaly: fit.model.anomaly,
+        thresholds: o.thresholds,
+        corpus: Corpus {
+            docs: docs.iter().map(|d| d.doc.clone()).collect(),
+            embeddings: emb,
+        },
+    };
+    Ok((model, fit.metrics, positives))
+}
+
+// ------------------------------------------------------------------------------------------
+// Persistence
+
+fn save_order(store: &ArtifactStore, meta: &ModelMeta, m: &OrderModel) -> Result<(), Error> {
+    let mut json_model = m.clone();
+    let mut tensors = HashMap::new();
+    if let Some(lin) = json_model
+        .supervised
+        .as_mut()
+        .and_then(|s| s.linear.as_mut())
+    {
+        let w = std::mem::take(&mut lin.weights);
+        let n = w.len();
+        tensors.insert(
+            "supervised.linear.weight".to_string(),
+            Tensor::from_vec(w, n, &Device::Cpu)?,
+        );
+    }
+    tensors.insert(
+        "anomaly.reference".to_string(),
+        Tensor::from_vec(
+            std::mem::take(&mut json_model.anomaly.reference),
+            m.anomaly.reference.len(),
+            &Device::Cpu,
+        )?,
+    );
+    let json = serde_json::to_vec(&json_model)?;
+    store.save(meta, &tensors, &[("order_model.json", &json)])?;
+    Ok(())
+}
+
+fn load_order(a: &augur_model::Artifact) -> Result<OrderModel, Error> {
+    let mut m: OrderModel = serde_json::from_slice(&a.extra("order_model.json")?)?;
+    if let Some(lin) = m.supervised.as_mut().and_then(|s| s.linear.as_mut()) {
+        lin.weights = a.tensor("supervised.linear.weight")?.to_vec1()?;
+    }
+    m.anomaly.reference = a.tensor("anomaly.reference")?.to_vec1()?;
+    Ok(m)
+}
+
+fn save_review(store: &ArtifactStore, meta: &ModelMeta, m: &ReviewModel) -> Result<(), Error> {
+    let n = m.corpus.embeddings.len();
+    let flat: Vec<f32> = m.corpus.embeddings.iter().flatten().copied().collect();
+    let mut tensors = HashMap::new();
+    tensors.insert(
+        "corpus.embeddings".to_string(),
+        Tensor::from_vec(flat, (n, embed::DIM), &Device::Cpu)?,
+    );
+    tensors.insert(
+        "sentiment.weight".to_string(),
+        Tensor::from_vec(m.sentiment.weights.clone(), m.sentiment.weights.len(), &Device::Cpu)?,
+    );
+    let mut json_model = m.clone();
+    json_model.sentiment.weights.clear();
+    json_model.corpus.embeddings.clear();
+    let json = serde_json::to_vec(&json_model)?;
+    store.save(meta, &tensors, &[("review_model.json", &json)])?;
+    Ok(())
+}
+
+fn load_review(a: &augur_model::Artifact) -> Result<ReviewModel, Error> {
+    let mut m: ReviewModel = serde_json::from_slice(&a.extra("review_model.json")?)?;
+    m.sentiment.weights = a.tensor("sentiment.weight")?.to_vec1()?;
+    m.corpus.embeddings = a.tensor("corpus.embeddings")?.to_vec2()?;
+    Ok(m)
+}
+
+// ------------------------------------------------------------------------------------------
+// The application
+
+/// Recent orders per device scored by this process (for velocity before an order is ingested).
+#[derive(Debug, Default)]
+struct Velocity {
+    by_device: HashMap<String, VecDeque<(i64, String)>>,
+}
+
+impl Velocity {
+    /// Records `(ts, order_id)` for `device` and returns the other order ids of the window.
+    fn record(&mut self, device: &str, ts: i64, order_id: &str) -> Vec<String> {
+        if self.by_device.len() > 200_000 {
+            let cutoff = ts - VELOCITY_WINDOW_SECS;
+            self.by_device
+                .retain(|_, q| q.back().is_some_and(|(t, _)| *t > cutoff));
+        }
+        let q = self.by_device.entry(device.to_string()).or_default();
+        while q.front().is_some_and(|(t, _)| *t <= ts - VELOCITY_WINDOW_SECS) {
+            q.pop_front();
+        }
+        if !q.iter().any(|(_, id)| id == order_id) {
+            q.push_back((ts, order_id.to_string()));
+        }
+        q.iter()
+            .filter(|(t, id)| id != order_id && *t <= ts)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
+/// The risk service's state.
+pub struct App {
+    data_dir: PathBuf,
+    fs: FeatureStore,
+    pub orders: ModelSlot<Served<OrderModel>>,
+    pub reviews: ModelSlot<Served<ReviewModel>>,
+    embedder: Option<Arc<Embedder>>,
+    embed_error: String,
+    pub gate: TrainGate,
+    velocity: Mutex<Velocity>,
+    /// Embeddings of recently seen reviews that are not in the model's corpus.
+    recent_reviews: Mutex<VecDeque<(ReviewDoc, Vec<f32>)>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn micros(t: &Option<prost_types::Timestamp>) -> Option<i64> {
+    t.as_ref()
+        .map(|t| t.seconds * 1_000_000 + (t.nanos as i64) / 1000)
+}
+
+/// Where the MiniLM files are looked for: `AUGUR_MINILM_DIR`, `<data_dir>/models/minilm`,
+/// `./models/minilm`, then the workspace's `models/minilm`.
+pub fn minilm_dirs(data_dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(d) = std::env::var("AUGUR_MINILM_DIR")
+        && !d.is_empty()
+    {
+        v.push(PathBuf::from(d));
+    }
+    v.push(data_dir.join("models").join("minilm"));
+    v.push(PathBuf::from("models/minilm"));
+    v.push(embed::default_dir());
+    v
+}
+
+impl App {
+    /// Loads the newest saved models and the embedding model (when present).
+    pub fn open(data_dir: &Path, fs: FeatureStore) -> Result<App, Error> {
+        let app = App::empty(data_dir, fs);
+        let orders = &app.orders;
+        let reviews = &app.reviews;
+        if let Some(a) = ArtifactStore::new(data_dir, ORDER_MODEL).latest()? {
+            let model = load_order(&a)?;
+            tracing::info!(version = %a.meta.version, "order model loaded");
+            orders.swap(Served {
+                meta: a.meta,
+                model,
+            });
+        }
+        if let Some(a) = ArtifactStore::new(data_dir, REVIEW_MODEL).latest()? {
+            let model = load_review(&a)?;
+            tracing::info!(version = %a.meta.version, "review model loaded");
+            reviews.swap(Served {
+                meta: a.meta,
+                model,
+            });
+        }
+        Ok(app)
+    }
+
+    /// No saved models loaded (MiniLM is, when present).
+    pub fn empty(data_dir: &Path, fs: FeatureStore) -> App {
+        let dirs = minilm_dirs(data_dir);
+        let (embedder, embed_error) = match dirs.iter().find(|d| embed::present(d)) {
+            Some(d) => match Embedder::load(d) {
+                Ok(e) => {
+                    tracing::info!(dir = %d.display(), "MiniLM loaded");
+                    (Some(Arc::new(e)), String::new())
+                }
+                Err(e) => (None, e.to_string()),
+            },
+            None => {
+                let msg = format!(
+                    "the text embedding model (all-MiniLM-L6-v2) is not installed: looked in {}; run `make minilm` or set AUGUR_MINILM_DIR",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                tracing::warn!("{msg}");
+                (None, msg)
+            }
+        };
+        App {
+            data_dir: data_dir.to_path_buf(),
+            fs,
+            orders: ModelSlot::default(),
+            reviews: ModelSlot::default(),
+            embedder,
+            embed_error,
+            gate: TrainGate::default(),
+            velocity: Mutex::default(),
+            recent_reviews: Mutex::default(),
+        }
+    }
+
+    pub fn embedder(&self) -> Result<Arc<Embedder>, Error> {
+        self.embedder
+            .clone()
+            .ok_or_else(|| Error::NoModel(self.embed_error.clone()))
+    }
+
+    fn order_model(&self) -> Result<Arc<Served<OrderModel>>, Error> {
+        self.orders
+            .get()
+            .ok_or_else(|| Error::NoModel("no order model trained yet: call Train".into()))
+    }
+
+    // ------------------------------------------------------------------ orders
+
+    /// Finds a stored order (its latest event) by id.
+    async fn find_order(&self, order_id: &str) -> Result<Order, Error> {
+        let events = self.fs.scan(&[fpb::EventKind::Order], None, None, "").await?;
+        let mut found: Option<Order> = None;
+        for e in events {
+            if let Some(Payload::Order(o)) = e.payload
+                && o.order_id == order_id
+            {
+                // Keep the placement's details (first event), any later status.
+                if found.is_none() {
+                    found = Some(o);
+                }
+            }
+        }
+        found.ok_or_else(|| Error::NotFound(format!("order {order_id} not found in the feature store")))
+    }
+
+    /// Validates an order passed for scoring.
+    pub fn validate_order(o: &Order, prefix: &str) -> Result<(), Error> {
+        if o.order_id.trim().is_empty() {
+            return Err(Error::invalid(format!("{prefix}.order_id"), "required"));
+        }
+        if o.customer_id.trim().is_empty() {
+            return Err(Error::invalid(format!("{prefix}.customer_id"), "required"));
+        }
+        for (i, l) in o.lines.iter().enumerate() {
+            if l.quantity < 0 {
+                return Err(Error::invalid(
+                    format!("{prefix}.lines[{i}].quantity"),
+                    "must not be negative",
+                ));
+            }
+            if !l.unit_price.is_finite() || l.unit_price < 0.0 {
+                return Err(Error::invalid(
+                    format!("{prefix}.lines[{i}].unit_price"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        if let Some(t) = o.total
+            && (!t.is_finite() || t < 0.0)
+        {
+            return Err(Error::invalid(format!("{prefix}.total"), "must be a finite number >= 0"));
+        }
+        Ok(())
+    }
+
+    /// Scores an order given in full (`stored = false`) or found by id.
+    pub async fn score_order(
+        &self,
+        order: Option<Order>,
+        order_id: Option<String>,
+    ) -> Result<(Order, OrderScore, String), Error> {
+        let served = self.order_model()?;
+        let (order, stored) = match (order, order_id) {
+            (Some(o), _) => {
+                Self::validate_order(&o, "order")?;
+                (o, false)
+            }
+            (None, Some(id)) => {
+                if id.trim().is_empty() {
+                    return Err(Error::invalid("order_id", "required"));
+                }
+                (self.find_order(&id).await?, true)
+            }
+            (None, None) => return Err(Error::invalid("target", "order or order_id is required")),
+        };
+        let now = Utc::now().timestamp_micros();
+        let ts_us = micros(&order.ts).unwrap_or(now);
+        let ts = ts_us.div_euclid(1_000_000);
+        // Customer history: point in time for a stored order, online otherwise.
+        let history_fut = async {
+            if stored {
+                Ok::<_, Error>(
+                    self.fs
+                        .customers_at(&[(order.customer_id.clone(), ts_us - 1)])
+                        .await?
+                        .pop()
+                        .unwrap_or_default(),
+                )
+            } else {
+                self.fs.customer_now(&order.customer_id).await
+            }
+        };
+        let velocity_fut = self.device_orders(&order, ts, stored);
+        let (history, velocity) = tokio::try_join!(history_fut, velocity_fut)?;
+        let facts = OrderFacts::new(&order, history, velocity);
+        let score = served.model.score(&facts);
+        Ok((order, score, served.meta.version.clone()))
+    }
+
+    /// Orders from the order's device in the velocity window, this one included: stored orders
+    /// from the feature store (fingerprints compared as stored) plus orders this process scored.
+    async fn device_orders(&self, o: &Order, ts: i64, stored: bool) -> Result<u32, Error> {
+        if o.device_fingerprint.is_empty() {
+            return Ok(1);
+        }
+        let events = self
+            .fs
+            .scan(
+                &[fpb::EventKind::Order],
+                Some(ts - VELOCITY_WINDOW_SECS + 1),
+                Some(ts + 1),
+                "",
+            )
+            .await?;
+        let mut ids: std::collections::HashSet<String> = events
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(Payload::Order(x))
+                    if x.device_fingerprint == o.device_fingerprint && x.order_id != o.order_id =>
+                {
+                    Some(x.order_id)
+                }
+                _ => None,
+            })
+            .collect();
+        if !stored && let Ok(mut v) = self.velocity.lock() {
+            ids.extend(v.record(&o.device_fingerprint, ts, &o.order_id));
+        }
+        Ok(1 + ids.len() as u32)
+    }
+
+    // ------------------------------------------------------------------ reviews
+
+    /// Scores one review.
+    pub async fn score_review(&self, r: &Review) -> Result<(ReviewScore, String), Error> {
+        if r.sku.trim().is_empty() {
+            return Err(Error::invalid("review.sku", "required"));
+        }
+        if !(1..=5).contains(&r.rating) {
+            return Err(Error::invalid("review.rating", "must be 1..5"));
+        }
+        if r.text.trim().is_empty() {
+            return Err(Error::invalid("review.text", "required"));
+        }
+        let served = self
+            .reviews
+            .get()
+            .ok_or_else(|| Error::NoModel("no review model trained yet: call Train with kind MODEL_KIND_REVIEW".into()))?;
+        let embedder = self.embedder()?;
+        let now = Utc::now().timestamp_micros();
+        let ts = micros(&r.ts).unwrap_or(now).div_euclid(1_000_000);
+        let doc = ReviewDoc {
+            review_id: r.review_id.clone(),
+            customer_id: r.customer_id.clone(),
+            sku: r.sku.clone(),
+            rating: r.rating,
+            ts,
+            text: review_text(&r.title, &r.text),
+        };
+        // Recent reviews in the feature store (bursts; duplicates not yet in the corpus).
+        let recent = self
+            .fs
+            .scan(&[fpb::EventKind::Review], Some(ts - reviews::BURST_SECS), Some(ts + 1), "")
+            .await?;
+        let history = if r.customer_id.is_empty() {
+            CustomerHistory::default()
+        } else {
+            self.fs.customer_now(&r.customer_id).await?
+        };
+        let known: std::collections::HashSet<&str> = served
+            .model
+            .corpus
+            .docs
+            .iter()
+            .map(|d| d.review_id.as_str())
+            .collect();
+        let mut new_docs: Vec<ReviewDoc> = Vec::new();
+        for e in recent {
+            if let Some(Payload::Review(x)) = e.payload
+                && !known.contains(x.review_id.as_str())
+                && !new_docs.iter().any(|d| d.review_id == x.review_id)
+            {
+                new_docs.push(ReviewDoc {
+                    review_id: x.review_id.clone(),
+                    customer_id: x.customer_id.clone(),
+                    sku: x.sku.clone(),
+                    rating: x.rating,
+                    ts: micros(&x.ts).unwrap_or(0).div_euclid(1_000_000),
+                    text: review_text(&x.title, &x.text),
+                });
+            }
+        }
+        let cached: Vec<(ReviewDoc, Vec<f32>)> = self
+            .recent_reviews
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default();
+        new_docs.retain(|d| !cached.iter().any(|(c, _)| c.review_id == d.review_id));
+        let mut texts: Vec<&str> = vec![doc.text.as_str()];
+        texts.extend(new_docs.iter().map(|d| d.text.as_str()));
+        let texts: Vec<String> = texts.into_iter().map(str::to_string).collect();
+        let emb = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let mut emb = emb.into_iter();
+        let e = emb.next().unwrap_or_default();
+        let mut extra = cached;
+        let fresh: Vec<(ReviewDoc, Vec<f32>)> = new_docs.into_iter().zip(emb).collect();
+        extra.extend(fresh.iter().cloned());
+        if let Ok(mut q) = self.recent_reviews.lock() {
+            for f in fresh {
+                q.push_back(f);
+            }
+            if !doc.review_id.is_empty() && !known.contains(doc.review_id.as_str()) {
+                q.push_back((doc.clone(), e.clone()));
+            }
+            while q.len() > 5000 {
+                q.pop_front();
+            }
+        }
+        let age = history.tenure_days.map(|d| d * 24.0);
+        let s = reviews::signals(&doc, &e, &served.model.corpus, &extra, &served.model.sentiment, age);
+        Ok((served.model.score(&s), served.meta.version.clone()))
+    }
+
+    // ------------------------------------------------------------------ training
+
+    /// Training data for the order model from the feature store.
+    pub async fn order_table(
+        &self,
+        range: (Option<i64>, Option<i64>),
+    ) -> Result<(Vec<Vec<Cell>>, Vec<Option<bool>>, Option<(i64, i64)>), Error> {
+        let events = self
+            .fs
+            .scan(&[fpb::EventKind::Order], range.0, range.1, "")
+            .await?;
+        let orders: Vec<Order> = events
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(Payload::Order(o)) => Some(o),
+                _ => None,
+            })
+            .collect();
+        let ex = orders::examples(orders);
+        if ex.is_empty() {
+            return Err(Error::NotEnoughData("no orders in the feature store".into()));
+        }
+        let velocity = orders::device_velocity(&ex);
+        let keys: Vec<(String, i64)> = ex
+            .iter()
+            .map(|e| {
+                let us = micros(&e.order.ts).unwrap_or(e.ts * 1_000_000);
+                (e.order.customer_id.clone(), us - 1)
+            })
+            .collect();
+        let hist = self.fs.customers_at(&keys).await?;
+        let rows: Vec<Vec<Cell>> = ex
+            .iter()
+            .zip(hist)
+            .zip(&velocity)
+            .map(|((e, h), v)| OrderFacts::new(&e.order, h, *v).cells())
+            .collect();
+        let labels = ex.iter().map(|e| Some(e.charged_back)).collect();
+        let span = ex.first().zip(ex.last()).map(|(a, b)| (a.ts, b.ts));
+        Ok((rows, labels, span))
+    }
+
+    /// Reviews (with labels and reviewer account age) from the feature store.
+    pub async fn review_docs(
+        &self,
+        range: (Option<i64>, Option<i64>),
+    ) -> Result<Vec<LabelledReview>, Error> {
+        let events = self
+            .fs
+            .scan(&[fpb::EventKind::Review], range.0, range.1, "")
+            .await?;
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        let mut docs: Vec<(Review, Option<bool>)> = Vec::new();
+        for e in events {
+            let Some(Payload::Review(r)) = e.payload else {
+                continue;
+            };
+            let label = match fpb::ReviewLabel::try_from(r.label) {
+                Ok(fpb::ReviewLabel::Spam) => Some(true),
+                Ok(fpb::ReviewLabel::Genuine) => Some(false),
+                _ => None,
+            };
+            match by_id.get(&r.review_id) {
+                Some(&i) => {
+                    if label.is_some() {
+                        docs[i].1 = label;
+                    }
+                }
+                None => {
+                    by_id.insert(r.review_id.clone(), docs.len());
+                    docs.push((r, label));
+                }
+            }
+        }
+        let keys: Vec<(String, i64)> = docs
+            .iter()
+            .map(|(r, _)| (r.customer_id.clone(), micros(&r.ts).unwrap_or(0) - 1))
+            .collect();
+        let hist = self.fs.customers_at(&keys).await?;
+        Ok(docs
+            .into_iter()
+            .zip(hist)
+            .map(|((r, label), h)| LabelledReview {
+                doc: ReviewDoc {
+                    review_id: r.review_id.clone(),
+                    customer_id: r.customer_id.clone(),
+                    sku: r.sku.clone(),
+                    rating: r.rating,
+                    ts: micros(&r.ts).unwrap_or(0).div_euclid(1_000_000),
+                    text: review_text(&r.title, &r.text),
+                },
+                label,
+                account_age_hours: h.tenure_days.map(|d| d * 24.0),
+            })
+            .collect())
+    }
+
+    /// Saves (unless `evaluate_only`) and serves a trained order model.
+    pub fn publish_order(
+        &self,
+        model: OrderModel,
+        mut meta: ModelMeta,
+        evaluate_only: bool,
+    ) -> Result<ModelMeta, Error> {
+        model.describe(&mut meta);
+        if !evaluate_only {
+            let store = ArtifactStore::new(&self.data_dir, ORDER_MODEL);
+            save_order(&store, &meta, &model)?;
+            store.prune(5)?;
+            self.orders.swap(Served {
+                meta: meta.clone(),
+                model,
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Saves (unless `evaluate_only`) and serves a trained review model.
+    pub fn publish_review(
+        &self,
+        model: ReviewModel,
+        mut meta: ModelMeta,
+        evaluate_only: bool,
+    ) -> Result<ModelMeta, Error> {
+        meta.parameters
+            .insert("decision.review".into(), model.thresholds.review.to_string());
+        meta.parameters
+            .insert("decision.reject".into(), model.thresholds.reject.to_string());
+        meta.parameters.insert("features".into(), model.columns.join(","));
+        meta.parameters.insert(
+            "embedding".into(),
+            "all-MiniLM-L6-v2 (candle BERT, mean pooling, L2 normalised)".into(),
+        );
+        meta.parameters.insert(
+            "scorer".into(),
+            model
+                .classifier
+                .as_ref()
+                .map_or("isolation_forest (unsupervised)".into(), |m| {
+                    format!("{} + platt", m.learner.name())
+                }),
+        );
+        meta.parameters
+            .insert("corpus_reviews".into(), model.corpus.docs.len().to_string());
+        if !evaluate_only {
+            let store = ArtifactStore::new(&self.data_dir, REVIEW_MODEL);
+            save_review(&store, &meta, &model)?;
+            store.prune(5)?;
+            self.reviews.swap(Served {
+                meta: meta.clone(),
+                model,
+            });
+        }
+        Ok(meta)
+    }
+}
+
+/// Seconds to a UTC time.
+pub fn utc(secs: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(secs, 0)
+}
+
+/// The order feature columns (for ModelInfo and labelled tables).
+pub fn default_order_columns() -> Vec<String> {
+    order_columns()
+}
+
+pub use reviews::review_text;

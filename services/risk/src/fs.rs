@@ -1,0 +1,163 @@
+//! Reads from the feature store: events (ScanEvents), the customer's online features and
+//! point-in-time historical features.
+
+use augur_proto::common::TimeRange;
+use augur_proto::featurestore as fpb;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use augur_proto::featurestore::feature_value::Value;
+use prost_types::Timestamp;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::error::Error;
+use crate::orders::CustomerHistory;
+
+/// Customer-view features the risk models read.
+pub const CUSTOMER_FEATURES: &[&str] = &[
+    "avg_order_value",
+    "frequency_lifetime",
+    "chargeback_count",
+    "tenure_days",
+    "country",
+];
+
+/// A feature-store client.
+#[derive(Debug, Clone)]
+pub struct FeatureStore {
+    client: FeatureStoreClient<Channel>,
+}
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+fn unavailable(e: tonic::Status) -> Error {
+    Error::FeatureStore(format!("{}: {}", e.code(), e.message()))
+}
+
+fn history(row: &fpb::FeatureRow, names: &[String]) -> CustomerHistory {
+    let mut h = CustomerHistory {
+        known: row.found,
+        ..Default::default()
+    };
+    for (name, v) in names.iter().zip(&row.values) {
+        let num = match &v.value {
+            Some(Value::DoubleValue(d)) => Some(*d),
+            Some(Value::Int64Value(i)) => Some(*i as f64),
+            _ => None,
+        };
+        match name.as_str() {
+            "avg_order_value" => h.avg_order_value = num,
+            "frequency_lifetime" => h.orders = num,
+            "chargeback_count" => h.chargebacks = num,
+            "tenure_days" => h.tenure_days = num,
+            "country" => {
+                if let Some(Value::StringValue(s)) = &v.value {
+                    h.country = Some(s.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    h
+}
+
+impl FeatureStore {
+    pub fn new(channel: Channel) -> Self {
+        FeatureStore {
+            client: FeatureStoreClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(64 << 20),
+        }
+    }
+
+    /// Every event of `kinds` in `[start, end)` (seconds; `None` = unbounded), optionally of one
+    /// customer.
+    pub async fn scan(
+        &self,
+        kinds: &[fpb::EventKind],
+        start: Option<i64>,
+        end: Option<i64>,
+        customer_id: &str,
+    ) -> Result<Vec<fpb::Event>, Error> {
+        let range = (start.is_some() || end.is_some()).then(|| TimeRange {
+            start: start.map(ts),
+            end: end.map(ts),
+        });
+        let req = fpb::ScanEventsRequest {
+            kinds: kinds.iter().map(|k| *k as i32).collect(),
+            range,
+            customer_id: customer_id.to_string(),
+            batch_size: 5000,
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .scan_events(req)
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(unavailable)?;
+            out.extend(batch.events.into_iter().filter_map(|e| e.event));
+        }
+        Ok(out)
+    }
+
+    /// The customer's online (current) features.
+    pub async fn customer_now(&self, customer_id: &str) -> Result<CustomerHistory, Error> {
+        let resp = self
+            .client
+            .clone()
+            .get_online_features(fpb::GetOnlineFeaturesRequest {
+                view: "customer".into(),
+                entity_ids: vec![customer_id.to_string()],
+                features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        Ok(resp
+            .rows
+            .first()
+            .map(|r| history(r, &resp.feature_names))
+            .unwrap_or_default())
+    }
+
+    /// Point-in-time customer features as of each `(customer, unix micros)`.
+    pub async fn customers_at(
+        &self,
+        rows: &[(String, i64)],
+    ) -> Result<Vec<CustomerHistory>, Error> {
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(2000) {
+            let req = fpb::GetHistoricalFeaturesRequest {
+                view: "customer".into(),
+                rows: chunk
+                    .iter()
+                    .map(|(id, micros)| fpb::EntityAt {
+                        entity_id: id.clone(),
+                        as_of: Some(Timestamp {
+                            seconds: micros.div_euclid(1_000_000),
+                            nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+                        }),
+                    })
+                    .collect(),
+                features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
+            };
+            let resp = self
+                .client
+                .clone()
+                .get_historical_features(req)
+                .await
+                .map_err(unavailable)?
+                .into_inner();
+            out.extend(resp.rows.iter().map(|r| history(r, &resp.feature_names)));
+        }
+        Ok(out)
+    }
+}

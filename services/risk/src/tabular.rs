@@ -1,0 +1,868 @@
+//! Tabular risk models: an encoding pipeline that handles missing values inside the model
+//! (median imputation + missing indicators for numbers, a "missing" level for categories), linear
+//! splines over numeric columns, one-hot categories; a logistic regression on top, with optional
+//! gradient-boosted trees blended in, Platt calibration on the validation split, and per-column
+//! contributions for explanations. Also an isolation forest for the unsupervised anomaly score.
+
+use augur_model::calibrate::Platt;
+use augur_model::metrics;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::linear::{Logistic, LogisticParams, sparse};
+
+/// One cell of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Cell {
+    Num(f64),
+    Cat(String),
+    Missing,
+}
+
+/// A table of examples with optional labels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    pub labels: Vec<Option<bool>>,
+}
+
+/// How one column is encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnEncoding {
+    Numeric {
+        median: f64,
+        mean: f64,
+        std: f64,
+        /// A 0/1 "was missing" feature is emitted when the column had missing values.
+        missing_indicator: bool,
+        /// Knots (standardised) of the linear-spline hinges `max(0, z - knot)`.
+        knots: Vec<f64>,
+    },
+    Categorical {
+        /// Levels with their own one-hot column; anything else is "other".
+        levels: Vec<String>,
+    },
+}
+
+/// The fitted encoder: cells to a dense vector, with the source column of every output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encoder {
+    pub columns: Vec<String>,
+    pub encodings: Vec<ColumnEncoding>,
+    /// Source column of each output dimension.
+    pub owner: Vec<usize>,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+impl Encoder {
+    /// Fits on the given rows. `knots` hinges per numeric column (0 = linear only);
+    /// categorical levels need at least `min_level` rows.
+    pub fn fit(columns: &[String], rows: &[&Vec<Cell>], knots: usize, min_level: usize) -> Self {
+        let mut encodings = Vec::new();
+        let mut owner = Vec::new();
+        for (c, _) in columns.iter().enumerate() {
+            let categorical = rows.iter().any(|r| matches!(r.get(c), Some(Cell::Cat(_))));
+            if categorical {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for r in rows {
+                    if let Some(Cell::Cat(s)) = r.get(c) {
+                        *counts.entry(s.clone()).or_default() += 1;
+                    }
+                }
+                let levels: Vec<String> = counts
+                    .into_iter()
+                    .filter(|(_, n)| *n >= min_level)
+                    .map(|(s, _)| s)
+                    .collect();
+                // levels + other + missing
+                owner.extend(std::iter::repeat_n(c, levels.len() + 2));
+                encodings.push(ColumnEncoding::Categorical { levels });
+            } else {
+                let mut vals: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|r| match r.get(c) {
+                        Some(Cell::Num(v)) if v.is_finite() => Some(*v),
+                        _ => None,
+                    })
+                    .collect();
+                vals.sort_by(f64::total_cmp);
+                let missing_indicator = vals.len() < rows.len();
+                let median = quantile(&vals, 0.5);
+                let n = vals.len().max(1) as f64;
+                let mean = vals.iter().sum::<f64>() / n;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+                let mut ks: Vec<f64> = (1..=knots)
+                    .map(|k| (quantile(&vals, k as f64 / (knots + 1) as f64) - mean) / std)
+                    .collect();
+                ks.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+                owner.extend(std::iter::repeat_n(
+                    c,
+                    1 + usize::from(missing_indicator) + ks.len(),
+                ));
+                encodings.push(ColumnEncoding::Numeric {
+                    median,
+                    mean,
+                    std,
+                    missing_indicator,
+                    knots: ks,
+                });
+            }
+        }
+        Encoder {
+            columns: columns.to_vec(),
+            encodings,
+            owner,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Encodes one row (cells in column order; absent cells are missing).
+    pub fn encode(&self, row: &[Cell]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.dim());
+        for (c, enc) in self.encodings.iter().enumerate() {
+            let cell = row.get(c).unwrap_or(&Cell::Missing);
+            match enc {
+                ColumnEncoding::Numeric {
+                    median,
+                    mean,
+                    std,
+                    missing_indicator,
+                    knots,
+                } => {
+                    let (v, missing) = match cell {
+                        Cell::Num(v) if v.is_finite() => (*v, false),
+                        _ => (*median, true),
+                    };
+                    let z = ((v - mean) / std).clamp(-8.0, 8.0);
+                    out.push(z as f32);
+                    if *missing_indicator {
+                        out.push(if missing { 1.0 } else { 0.0 });
+                    }
+                    for k in knots {
+                        out.push((z - k).max(0.0) as f32);
+                    }
+                }
+                ColumnEncoding::Categorical { levels } => {
+                    let start = out.len();
+                    out.extend(std::iter::repeat_n(0.0, levels.len() + 2));
+                    let slot = match cell {
+                        Cell::Cat(s) => levels
+                            .binary_search(s)
+                            .unwrap_or(levels.len()),
+                        Cell::Num(v) if v.is_finite() => {
+                            levels.binary_search(&v.to_string()).unwrap_or(levels.len())
+                        }
+                        _ => levels.len() + 1,
+                    };
+                    out[start + slot] = 1.0;
+                }
+            }
+        }
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Gradient-boosted trees (histogram, depth-limited, Newton leaves on log loss)
+
+/// A regression tree node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Node {
+    Split {
+        feature: usize,
+        threshold: f32,
+        left: usize,
+        right: usize,
+    },
+    Leaf(f32),
+}
+
+/// Hyper-parameters of [`Gbdt::fit`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GbdtParams {
+    pub trees: usize,
+    pub depth: usize,
+    pub learning_rate: f32,
+    pub min_leaf: usize,
+    pub l2: f32,
+    pub bins: usize,
+    pub subsample: f64,
+    pub seed: u64,
+}
+
+impl Default for GbdtParams {
+    fn default() -> Self {
+        GbdtParams {
+            trees: 200,
+            depth: 3,
+            learning_rate: 0.05,
+            min_leaf: 20,
+            l2: 1.0,
+            bins: 32,
+            subsample: 0.8,
+            seed: 42,
+        }
+    }
+}
+
+/// Boosted trees over dense encoded rows; `margin` is the log-odds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gbdt {
+    pub base: f32,
+    pub learning_rate: f32,
+    pub trees: Vec<Vec<Node>>,
+}
+
+impl Gbdt {
+    pub fn margin(&self, x: &[f32]) -> f32 {
+        let mut z = self.base;
+        for t in &self.trees {
+            let mut i = 0;
+            loop {
+                match &t[i] {
+                    Node::Leaf(v) => {
+                        z += self.learning_rate * v;
+                        break;
+                    }
+                    Node::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    } => {
+                        i = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+                            *left
+                        } else {
+                            *right
+                        };
+                    }
+                }
+            }
+        }
+        z
+    }
+
+    pub fn fit(x: &[Vec<f32>], y: &[bool], p: &GbdtParams) -> Gbdt {
+        let n = x.len();
+        let d = x.first().map_or(0, Vec::len);
+        // Candidate thresholds per feature: quantiles of the training values.
+        let mut cuts: Vec<Vec<f32>> = Vec::with_capacity(d);
+        for j in 0..d {
+            let mut v: Vec<f32> = x.iter().map(|r| r[j]).collect();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            let c: Vec<f32> = if v.len() <= p.bins {
+                v.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect()
+            } else {
+                let mut c: Vec<f32> = (1..p.bins)
+                    .map(|k| v[k * v.len() / p.bins])
+                    .collect();
+                c.dedup();
+                c
+            };
+            cuts.push(c);
+        }
+        // Binned data: bin index = number of cuts below the value.
+        let binned: Vec<Vec<u8>> = x
+            .iter()
+            .map(|r| {
+                (0..d)
+                    .map(|j| cuts[j].partition_point(|&c| c < r[j]) as u8)
+                    .collect()
+            })
+            .collect();
+        let pos = y.iter().filter(|&&b| b).count() as f32;
+        let prior = ((pos + 0.5) / (n as f32 + 1.0)).clamp(1e-4, 1.0 - 1e-4);
+        let mut model = Gbdt {
+            base: (prior / (1.0 - prior)).ln(),
+            learning_rate: p.learning_rate,
+            trees: Vec::new(),
+        };
+        let mut f = vec![model.base; n];
+        let mut rng = StdRng::seed_from_u64(p.seed);
+        let mut idx: Vec<usize> = (0..n).collect();
+        for _ in 0..p.trees {
+            let g: Vec<f32> = (0..n)
+                .map(|i| 1.0 / (1.0 + (-f[i]).exp()) - if y[i] { 1.0 } else { 0.0 })
+                .collect();
+            let h: Vec<f32> = (0..n)
+                .map(|i| {
+                    let q = 1.0 / (1.0 + (-f[i]).exp());
+                    (q * (1.0 - q)).max(1e-6)
+                })
+                .collect();
+            idx.shuffle(&mut rng);
+            let take = ((n as f64) * p.subsample).ceil() as usize;
+            let sample: Vec<usize> = idx[..take.min(n)].to_vec();
+            let mut nodes = Vec::new();
+            build(&mut nodes, &sample, &binned, &cuts, &g, &h, p, 0);
+            let tree = nodes;
+            for i in 0..n {
+                let mut k = 0;
+                loop {
+                    match &tree[k] {
+                        Node::Leaf(v) => {
+                            f[i] += p.learning_rate * v;
+                            break;
+                        }
+                        Node::Split {
+                            feature,
+                            threshold,
+                            left,
+                            right,
+                        } => {
+                            k = if x[i][*feature] <= *threshold {
+                                *left
+                            } else {
+                                *right
+                            };
+                        }
+                    }
+                }
+            }
+            model.trees.push(tree);
+        }
+        model
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    nodes: &mut Vec<Node>,
+    rows: &[usize],
+    binned: &[Vec<u8>],
+    cuts: &[Vec<f32>],
+    g: &[f32],
+    h: &[f32],
+    p: &GbdtParams,
+    depth: usize,
+) -> usize {
+    let gs: f32 = rows.iter().map(|&i| g[i]).sum();
+    let hs: f32 = rows.iter().map(|&i| h[i]).sum();
+    let me = nodes.len();
+    nodes.push(Node::Leaf(-gs / (hs + p.l2)));
+    if depth >= p.depth || rows.len() < 2 * p.min_leaf {
+        return me;
+    }
+    let parent = gs * gs / (hs + p.l2);
+    let mut best: Option<(f32, usize, usize)> = None;
+    let d = cuts.len();
+    let mut hg = vec![0.0f32; p.bins + 1];
+    let mut hh = vec![0.0f32; p.bins + 1];
+    let mut hc = vec![0usize; p.bins + 1];
+    for j in 0..d {
+        let nb = cuts[j].len() + 1;
+        if nb < 2 {
+            continue;
+        }
+        hg[..nb].iter_mut().for_each(|v| *v = 0.0);
+        hh[..nb].iter_mut().for_each(|v| *v = 0.0);
+        hc[..nb].iter_mut().for_each(|v| *v = 0);
+        for &i in rows {
+            let b = binned[i][j] as usize;
+            hg[b] += g[i];
+            hh[b] += h[i];
+            hc[b] += 1;
+        }
+        let (mut gl, mut hl, mut cl) = (0.0f32, 0.0f32, 0usize);
+        for b in 0..nb - 1 {
+            gl += hg[b];
+            hl += hh[b];
+            cl += hc[b];
+            let cr = rows.len() - cl;
+            if cl < p.min_leaf || cr < p.min_leaf {
+                continue;
+            }
+            let (gr, hr) = (gs - gl, hs - hl);
+            let gain = gl * gl / (hl + p.l2) + gr * gr / (hr + p.l2) - parent;
+            if gain > 1e-6 && best.is_none_or(|(bg, _, _)| gain > bg) {
+                best = Some((gain, j, b));
+            }
+        }
+    }
+    let Some((_, j, b)) = best else {
+        return me;
+    };
+    let threshold = cuts[j][b];
+    let (l, r): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| binned[i][j] as usize <= b);
+    let left = build(nodes, &l, binned, cuts, g, h, p, depth + 1);
+    let right = build(nodes, &r, binned, cuts, g, h, p, depth + 1);
+    nodes[me] = Node::Split {
+        feature: j,
+        threshold,
+        left,
+        right,
+    };
+    me
+}
+
+// ------------------------------------------------------------------------------------------
+// Isolation forest
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum INode {
+    Split {
+        feature: usize,
+        threshold: f32,
+        left: usize,
+        right: usize,
+    },
+    Leaf(usize),
+}
+
+/// Isolation forest (Liu et al. 2008) over dense rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationForest {
+    pub trees: Vec<Vec<INode>>,
+    pub sample: usize,
+    /// Sorted raw scores of the training rows (a subsample), for the percentile score.
+    pub reference: Vec<f32>,
+}
+
+fn c_factor(n: usize) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let n = n as f64;
+    2.0 * ((n - 1.0).ln() + 0.577_215_664_9) - 2.0 * (n - 1.0) / n
+}
+
+impl IsolationForest {
+    pub fn fit(x: &[Vec<f32>], trees: usize, sample: usize, seed: u64) -> IsolationForest {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let sample = sample.min(x.len()).max(2);
+        let limit = (sample as f64).log2().ceil() as usize;
+        let mut forest = IsolationForest {
+            trees: Vec::with_capacity(trees),
+            sample,
+            reference: Vec::new(),
+        };
+        let all: Vec<usize> = (0..x.len()).collect();
+        for _ in 0..trees {
+            let rows: Vec<usize> = all.choose_multiple(&mut rng, sample).copied().collect();
+            let mut nodes = Vec::new();
+            grow(&mut nodes, x, rows, 0, limit, &mut rng);
+            forest.trees.push(nodes);
+        }
+        let step = (x.len() / 2000).max(1);
+        let mut reference: Vec<f32> = x.iter().step_by(step).map(|r| forest.raw(r)).collect();
+        reference.sort_by(f32::total_cmp);
+        forest.reference = reference;
+        forest
+    }
+
+    /// The classic score `2^(-E[h(x)] / c(sample))` in (0, 1]; higher is more anomalous.
+    pub fn raw(&self, x: &[f32]) -> f32 {
+        if self.trees.is_empty() {
+            return 0.5;
+        }
+        let mut total = 0.0f64;
+        for t in &self.trees {
+            let mut i = 0;
+            let mut depth = 0.0;
+            loop {
+                match &t[i] {
+                    INode::Leaf(n) => {
+                        total += depth + c_factor(*n);
+                        break;
+                    }
+                    INode::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    } => {
+                        depth += 1.0;
+                        i = if x.get(*feature).copied().unwrap_or(0.0) < *threshold {
+                            *left
+                        } else {
+                            *right
+                        };
+                    }
+                }
+            }
+        }
+        let mean = total / self.trees.len() as f64;
+        2f64.powf(-mean / c_factor(self.sample).max(1e-9)) as f32
+    }
+
+    /// Share of training rows less anomalous than `x`, in [0, 1].
+    pub fn percentile(&self, x: &[f32]) -> f64 {
+        let s = self.raw(x);
+        if self.reference.is_empty() {
+            return s as f64;
+        }
+        self.reference.partition_point(|&r| r < s) as f64 / self.reference.len() as f64
+    }
+}
+
+fn grow(
+    nodes: &mut Vec<INode>,
+    x: &[Vec<f32>],
+    rows: Vec<usize>,
+    depth: usize,
+    limit: usize,
+    rng: &mut StdRng,
+) -> usize {
+    let me = nodes.len();
+    nodes.push(INode::Leaf(rows.len()));
+    if depth >= limit || rows.len() <= 1 {
+        return me;
+    }
+    let d = x[rows[0]].len();
+    // Try a few features until one varies.
+    for _ in 0..8 {
+        let j = rng.random_range(0..d.max(1));
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &i in &rows {
+            lo = lo.min(x[i][j]);
+            hi = hi.max(x[i][j]);
+        }
+        if hi > lo {
+            let t = rng.random_range(lo..hi);
+            let (l, r): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| x[i][j] < t);
+            let left = grow(nodes, x, l, depth + 1, limit, rng);
+            let right = grow(nodes, x, r, depth + 1, limit, rng);
+            nodes[me] = INode::Split {
+                feature: j,
+                threshold: t,
+                left,
+                right,
+            };
+            return me;
+        }
+    }
+    me
+}
+
+// ------------------------------------------------------------------------------------------
+// The supervised tabular model with model selection on a validation split
+
+/// Which learner a [`TabularModel`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Learner {
+    /// Logistic regression on the plain encoding (no splines).
+    Linear,
+    /// Logistic regression with linear-spline hinges on numeric columns.
+    Spline,
+    /// Gradient-boosted trees.
+    Gbdt,
+    /// Mean of the spline logistic regression's and the trees' log-odds.
+    Blend,
+}
+
+impl Learner {
+    pub fn name(self) -> &'static str {
+        match self {
+            Learner::Linear => "logistic",
+            Learner::Spline => "spline_logistic",
+            Learner::Gbdt => "gbdt",
+            Learner::Blend => "blend",
+        }
+    }
+}
+
+/// Options of [`TabularModel::fit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOptions {
+    /// Candidate learners; the best on the validation split (log loss) wins.
+    pub learners: Vec<Learner>,
+    /// Candidate L2 penalties of the logistic regressions.
+    pub l2: Vec<f32>,
+    pub knots: usize,
+    pub gbdt: GbdtParams,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            learners: vec![Learner::Linear, Learner::Spline, Learner::Gbdt, Learner::Blend],
+            l2: vec![1e-4, 1e-3, 1e-2, 3e-2],
+            knots: 4,
+            gbdt: GbdtParams::default(),
+            epochs: 60,
+            seed: 42,
+        }
+    }
+}
+
+/// A fitted, calibrated tabular classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TabularModel {
+    pub learner: Learner,
+    pub encoder: Encoder,
+    pub linear: Option<Logistic>,
+    pub gbdt: Option<Gbdt>,
+    pub platt: Platt,
+    /// Mean of each encoded dimension on the training rows (the contribution baseline).
+    pub means: Vec<f32>,
+    pub l2: f32,
+}
+
+/// One column's share of a prediction, in log-odds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    pub column: usize,
+    pub value: f64,
+}
+
+/// Stratified split of `0..labels.len()` into (first, second) with `fraction` in the second.
+pub fn stratified_split(labels: &[bool], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for class in [false, true] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        let k = (idx.len() as f64 * fraction).round() as usize;
+        b.extend_from_slice(&idx[..k]);
+        a.extend_from_slice(&idx[k..]);
+    }
+    a.sort_unstable();
+    b.sort_unstable();
+    (a, b)
+}
+
+impl TabularModel {
+    fn raw_margin(&self, x: &[f32]) -> f64 {
+        let lin = self.linear.as_ref().map(|m| m.margin(&sparse(x)) as f64);
+        let tree = self.gbdt.as_ref().map(|m| m.margin(x) as f64);
+        match (lin, tree) {
+            (Some(a), Some(b)) => (a + b) / 2.0,
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => 0.0,
+        }
+    }
+
+    /// Calibrated probability of the positive class.
+    pub fn predict(&self, row: &[Cell]) -> f64 {
+        self.platt.apply(self.raw_margin(&self.encoder.encode(row)))
+    }
+
+    /// Per-column contributions to the (uncalibrated) log-odds relative to the training mean:
+    /// exact for the linear part; for trees, the change when the column is set to its
+    /// training baseline (imputed median / most frequent level).
+    pub fn contributions(&self, row: &[Cell]) -> Vec<Contribution> {
+        let x = self.encoder.encode(row);
+        let ncol = self.encoder.columns.len();
+        let mut out = vec![0.0f64; ncol];
+        if let Some(m) = &self.linear {
+            let share = if self.gbdt.is_some() { 0.5 } else { 1.0 };
+            for (j, (&v, &mu)) in x.iter().zip(&self.means).enumerate() {
+                let w = m.weights.get(j).copied().unwrap_or(0.0);
+                out[self.encoder.owner[j]] += share * (w * (v - mu)) as f64;
+            }
+        }
+        if let Some(g) = &self.gbdt {
+            let share = if self.linear.is_some() { 0.5 } else { 1.0 };
+            let full = g.margin(&x) as f64;
+            for (c, o) in out.iter_mut().enumerate() {
+                let mut y = x.clone();
+                for (j, v) in y.iter_mut().enumerate() {
+                    if self.encoder.owner[j] == c {
+                        *v = self.means[j];
+                    }
+                }
+                *o += share * (full - g.margin(&y) as f64);
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(column, value)| Contribution { column, value })
+            .collect()
+    }
+
+    fn fit_one(
+        table_cols: &[String],
+        rows: &[&Vec<Cell>],
+        y: &[bool],
+        learner: Learner,
+        l2: f32,
+        o: &FitOptions,
+    ) -> TabularModel {
+        let knots = if learner == Learner::Linear || learner == Learner::Gbdt {
+            0
+        } else {
+            o.knots
+        };
+        let encoder = Encoder::fit(table_cols, rows, knots, 5);
+        let x: Vec<Vec<f32>> = rows.iter().map(|r| encoder.encode(r)).collect();
+        let dim = encoder.dim();
+        let mut means = vec![0.0f32; dim];
+        for r in &x {
+            for (m, v) in means.iter_mut().zip(r) {
+                *m += v / x.len().max(1) as f32;
+            }
+        }
+        let linear = matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend).then(|| {
+            let sx: Vec<_> = x.iter().map(|r| sparse(r)).collect();
+            Logistic::fit(
+                &sx,
+                y,
+                dim,
+                &LogisticParams {
+                    l2,
+                    epochs: o.epochs,
+                    batch: 64,
+                    learning_rate: 0.02,
+                    positive_weight: 1.0,
+                    seed: o.seed,
+                },
+            )
+        });
+        let gbdt = matches!(learner, Learner::Gbdt | Learner::Blend)
+            .then(|| Gbdt::fit(&x, y, &o.gbdt));
+        TabularModel {
+            learner,
+            encoder,
+            linear,
+            gbdt,
+            platt: Platt { a: 1.0, b: 0.0 },
+            means,
+            l2,
+        }
+    }
+
+    /// Fits every candidate (learner x L2) on `train`, picks the one with the lowest validation
+    /// log loss, calibrates it (Platt) on `valid`. Returns the model and its validation metrics.
+    pub fn fit(
+        columns: &[String],
+        train: (&[&Vec<Cell>], &[bool]),
+        valid: (&[&Vec<Cell>], &[bool]),
+        o: &FitOptions,
+    ) -> (TabularModel, std::collections::BTreeMap<String, f64>) {
+        let mut best: Option<(f64, TabularModel)> = None;
+        for &learner in &o.learners {
+            let l2s: &[f32] = if learner == Learner::Gbdt { &[0.0] } else { &o.l2 };
+            for &l2 in l2s {
+                let m = Self::fit_one(columns, train.0, train.1, learner, l2, o);
+                let p: Vec<f64> = valid
+                    .0
+                    .iter()
+                    .map(|r| augur_model::calibrate::sigmoid(m.raw_margin(&m.encoder.encode(r))))
+                    .collect();
+                let ll = metrics::log_loss(&p, valid.1);
+                tracing::debug!(learner = learner.name(), l2, log_loss = ll, "candidate");
+                if best.as_ref().is_none_or(|(b, _)| ll < *b) {
+                    best = Some((ll, m));
+                }
+            }
+        }
+        let Some((_, mut model)) = best else {
+            return (
+                Self::fit_one(columns, train.0, train.1, Learner::Linear, 1e-3, o),
+                Default::default(),
+            );
+        };
+        let margins: Vec<f64> = valid
+            .0
+            .iter()
+            .map(|r| model.raw_margin(&model.encoder.encode(r)))
+            .collect();
+        if valid.1.iter().any(|&b| b) && valid.1.iter().any(|&b| !b) {
+            model.platt = Platt::fit(&margins, valid.1);
+        }
+        let p: Vec<f64> = margins.iter().map(|&m| model.platt.apply(m)).collect();
+        let mut vm = std::collections::BTreeMap::new();
+        if let Some(a) = metrics::roc_auc(&p, valid.1) {
+            vm.insert("roc_auc".into(), a);
+        }
+        if let Some(a) = metrics::pr_auc(&p, valid.1) {
+            vm.insert("pr_auc".into(), a);
+        }
+        vm.insert("brier".into(), metrics::brier(&p, valid.1));
+        vm.insert("log_loss".into(), metrics::log_loss(&p, valid.1));
+        (model, vm)
+    }
+}
+
+/// Seeded random number generator helper for callers.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy(n: usize, seed: u64) -> (Vec<Vec<Cell>>, Vec<bool>) {
+        let mut r = rng(seed);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..n {
+            let a: f64 = r.random_range(-2.0..2.0);
+            let cat = if r.random_bool(0.5) { "x" } else { "y" };
+            let z = 1.5 * a * a - 2.0 + if cat == "x" { 1.0 } else { -1.0 };
+            let p = 1.0 / (1.0 + (-z).exp());
+            let a_cell = if r.random_bool(0.1) {
+                Cell::Missing
+            } else {
+                Cell::Num(a)
+            };
+            rows.push(vec![a_cell, Cell::Cat(cat.into())]);
+            y.push(r.random_bool(p));
+        }
+        (rows, y)
+    }
+
+    #[test]
+    fn selects_a_nonlinear_learner_and_calibrates() {
+        let cols = vec!["a".to_string(), "c".to_string()];
+        let (rows, y) = toy(1500, 1);
+        let refs: Vec<&Vec<Cell>> = rows.iter().collect();
+        let (tr, va) = stratified_split(&y, 0.3, 7);
+        let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
+            (ix.iter().map(|&i| refs[i]).collect(), ix.iter().map(|&i| y[i]).collect())
+        };
+        let (trx, try_) = pick(&tr);
+        let (vax, vay) = pick(&va);
+        let o = FitOptions {
+            gbdt: GbdtParams {
+                trees: 40,
+                ..Default::default()
+            },
+            epochs: 30,
+            l2: vec![1e-3],
+            ..Default::default()
+        };
+        let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
+        assert_ne!(m.learner, Learner::Linear, "a quadratic effect needs splines or trees");
+        assert!(vm["roc_auc"] > 0.75, "{vm:?}");
+        let p = m.predict(&[Cell::Num(1.9), Cell::Cat("x".into())]);
+        let q = m.predict(&[Cell::Num(0.0), Cell::Cat("y".into())]);
+        assert!(p > q, "{p} {q}");
+        let c = m.contributions(&[Cell::Num(1.9), Cell::Cat("x".into())]);
+        assert!(c[0].value > 0.0, "{c:?}");
+        // missing values and unknown levels are handled
+        let _ = m.predict(&[Cell::Missing, Cell::Cat("zzz".into())]);
+    }
+
+    #[test]
+    fn isolation_forest_flags_outliers() {
+        let mut r = rng(3);
+        let x: Vec<Vec<f32>> = (0..500)
+            .map(|_| vec![r.random_range(-1.0..1.0), r.random_range(-1.0..1.0)])
+            .collect();
+        let f = IsolationForest::fit(&x, 50, 128, 5);
+        assert!(f.percentile(&[6.0, 6.0]) > 0.95);
+        assert!(f.percentile(&[0.0, 0.0]) < 0.6);
+    }
+}
