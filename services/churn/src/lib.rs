@@ -1,69 +1,105 @@
-//! The Augur Churn service (`augur.churn.v1.Churn`).
+//! The Augur Churn service (`augur.churn.v1.Churn`): who is about to stop buying, how sure the
+//! model is, and why.
 //!
-//! The server starts, reports health and serves reflection; its prediction RPCs answer
-//! UNIMPLEMENTED until the model lands (issue #4).
+//! - [`btyd`]: BG/NBD and Pareto/NBD fitted by maximum likelihood (P(alive), expected purchases and
+//!   P(no purchase) for any horizon).
+//! - [`features`]: feature-store rows to standardised input columns (plus the BTYD outputs).
+//! - [`nam`]: the candle neural additive model whose per-feature contributions are exact.
+//! - [`train`]: past-only training examples from point-in-time features, model selection and
+//!   calibration on held-out customers.
+//! - [`model`]: the served model and one prediction; [`service`]: the thin tonic layer.
+
+pub mod btyd;
+pub mod error;
+pub mod features;
+pub mod fs;
+pub mod model;
+pub mod nam;
+pub mod service;
+pub mod train;
 
 use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use augur_proto::churn as pb;
-use augur_proto::churn::churn_server::{Churn, ChurnServer};
+use augur_model::{ArtifactStore, ModelSlot, TrainGate};
+use augur_proto::churn::churn_server::ChurnServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
-use tonic::{Request, Response, Status};
+
+pub use error::Error;
+pub use model::ChurnModel;
+pub use service::{Service, State};
 
 pub const DEFAULT_PORT: u16 = 50054;
-
-type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "Churn.{rpc} is not implemented yet: the model lands with issue #4"
-    ))
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Service;
-
-#[tonic::async_trait]
-impl Churn for Service {
-    type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
-
-    async fn predict_churn(
-        &self,
-        _req: Request<pb::PredictChurnRequest>,
-    ) -> Result<Response<pb::PredictChurnResponse>, Status> {
-        Err(not_yet("predict_churn"))
-    }
-    async fn list_at_risk(
-        &self,
-        _req: Request<pb::ListAtRiskRequest>,
-    ) -> Result<Response<pb::ListAtRiskResponse>, Status> {
-        Err(not_yet("list_at_risk"))
-    }
-    async fn train(
-        &self,
-        _req: Request<pb::TrainRequest>,
-    ) -> Result<Response<Self::TrainStream>, Status> {
-        Err(not_yet("train"))
-    }
-    async fn get_model_info(
-        &self,
-        _req: Request<pb::GetModelInfoRequest>,
-    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
-        Err(not_yet("get_model_info"))
-    }
-}
 
 /// Default configuration (port 50054).
 pub fn default_config() -> Config {
     Config::with_port(DEFAULT_PORT)
 }
 
-/// The server, ready to be served.
+/// The newest saved model, if any (an unreadable one is logged and skipped).
+pub fn load_latest(store: &ArtifactStore) -> Option<ChurnModel> {
+    let loaded = store
+        .latest()
+        .map_err(Error::from)
+        .and_then(|a| a.map(|a| ChurnModel::from_artifact(&a)).transpose());
+    match loaded {
+        Ok(Some(m)) => {
+            tracing::info!(version = %m.meta.version, "churn model loaded");
+            Some(m)
+        }
+        Ok(None) => {
+            tracing::info!("no churn model yet: call Train");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "saved churn model unreadable; serving none until Train");
+            None
+        }
+    }
+}
+
+/// The service state: the newest saved model loaded (if any) and a lazy feature-store channel.
+pub fn state(config: &Config) -> anyhow::Result<Arc<State>> {
+    let channel = augur_runtime::client::service_channel(
+        &config.feature_store_url,
+        Duration::from_secs(120).max(config.server.request_timeout()),
+        &config.server.consul,
+        &config.client,
+    )?;
+    let store = ArtifactStore::new(&config.data_dir, model::MODEL_NAME);
+    let loaded = load_latest(&store);
+    Ok(Arc::new(State {
+        slot: ModelSlot::new(loaded),
+        gate: TrainGate::default(),
+        fs: fs::FeatureStore::new(channel),
+        store,
+    }))
+}
+
+/// The server, ready to be served. A feature-store target that cannot be turned into a channel
+/// (validated configs never have one) is logged, and calls then answer UNAVAILABLE.
 pub fn build(config: &Config) -> GrpcServer {
+    let state = state(config).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "feature store channel");
+        let channel =
+            tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+        let store = ArtifactStore::new(&config.data_dir, model::MODEL_NAME);
+        Arc::new(State {
+            slot: ModelSlot::new(load_latest(&store)),
+            gate: TrainGate::default(),
+            fs: fs::FeatureStore::new(channel),
+            store,
+        })
+    });
+    build_with(config, state)
+}
+
+/// The server over an existing state.
+pub fn build_with(config: &Config, state: Arc<State>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = ChurnServer::new(Service)
+    let svc = ChurnServer::new(Service { state })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     GrpcServer::new("churn", config.server.clone()).add_service(svc)

@@ -1,0 +1,55 @@
+//! The churn service's errors and their gRPC codes.
+
+use augur_runtime::ApiError;
+use augur_runtime::error::FieldViolation;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is wrong; each violation names its field.
+    #[error("invalid argument: {0:?}")]
+    Invalid(Vec<FieldViolation>),
+    #[error("no model trained yet: call Train")]
+    NoModel,
+    #[error("feature store unavailable: {0}")]
+    FeatureStore(String),
+    #[error("another Train is running")]
+    Busy,
+    #[error("model artefact: {0}")]
+    Model(#[from] augur_model::ModelError),
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::Invalid(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(v) => ApiError::InvalidArgument(v),
+            Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
+            Error::FeatureStore(_) => ApiError::Unavailable(e.to_string()),
+            Error::Busy => ApiError::Unavailable(e.to_string()),
+            Error::Model(_) | Error::Tensor(_) | Error::Internal(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        if let Error::Busy = e {
+            return Status::aborted(e.to_string());
+        }
+        ApiError::from(e).into()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

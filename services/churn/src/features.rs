@@ -1,0 +1,363 @@
+//! From feature-store rows to the model's input columns.
+//!
+//! Every column belongs to a `group` (the feature-store feature it comes from, or
+//! `buy_till_you_die`); explanations sum the contributions of a group's columns, so a feature
+//! with a missing-value indicator or a categorical one-hot encoding is one factor.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::btyd::{BgNbd, ParetoNbd, Rfm};
+use crate::fs::{Cell, Rows};
+
+/// Numeric customer features read from the feature store, and whether they are log1p-scaled.
+pub const NUMERIC: &[(&str, bool)] = &[
+    ("recency_days", true),
+    ("frequency_30d", true),
+    ("frequency_90d", true),
+    ("frequency_365d", true),
+    ("frequency_lifetime", true),
+    ("monetary_30d", true),
+    ("monetary_90d", true),
+    ("monetary_lifetime", true),
+    ("avg_order_value", true),
+    ("interpurchase_mean_days", true),
+    ("interpurchase_std_days", true),
+    ("days_since_first_order", true),
+    ("units_lifetime", true),
+    ("distinct_categories", true),
+    ("views_30d", true),
+    ("clicks_30d", true),
+    ("add_to_cart_30d", true),
+    ("searches_30d", true),
+    ("wishlists_30d", true),
+    ("interactions_lifetime", true),
+    ("days_since_last_interaction", true),
+    ("cart_abandon_rate_30d", false),
+    ("review_count", true),
+    ("reviews_30d", true),
+    ("review_mean_rating", false),
+    ("negative_review_share", false),
+    ("refund_count", true),
+    ("chargeback_count", true),
+    ("tenure_days", true),
+];
+
+/// String features one-hot encoded (plus any `attr_<key>`).
+pub const CATEGORICAL: &[&str] = &["country"];
+
+/// Group name of the buy-till-you-die columns.
+pub const BTYD_GROUP: &str = "buy_till_you_die";
+/// Derived: days since the last order divided by the mean gap between orders.
+pub const OVERDUE: &str = "overdue_ratio";
+
+/// How one input column is computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Source {
+    /// A numeric feature, optionally log1p of max(0, v); missing values are imputed with the
+    /// training mean.
+    Numeric { feature: String, log: bool },
+    /// 1 when the feature is missing.
+    IsMissing { feature: String },
+    /// 1 when the string feature equals `value`.
+    OneHot { feature: String, value: String },
+    /// log1p(recency / mean gap).
+    Overdue,
+    /// logit of the BG/NBD probability of no purchase within the horizon.
+    BgNbdChurnLogit,
+    /// logit of the Pareto/NBD probability of no purchase within the horizon.
+    ParetoChurnLogit,
+    /// ln(0.01 + BG/NBD expected purchases within the horizon).
+    BgNbdLogExpected,
+}
+
+/// One input column with its standardisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub group: String,
+    pub source: Source,
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// The fitted buy-till-you-die models the BTYD columns use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Btyd {
+    pub bgnbd: BgNbd,
+    pub pareto: ParetoNbd,
+}
+
+/// Raw values of one customer at one moment, by feature name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub num: HashMap<String, f64>,
+    pub text: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.num.get(name).copied()
+    }
+
+    /// The BTYD summary, when the customer has orders.
+    pub fn rfm(&self) -> Option<Rfm> {
+        let orders = self.get("frequency_lifetime").filter(|&o| o >= 1.0)?;
+        Some(Rfm::from_features(
+            orders,
+            self.get("recency_days")?,
+            self.get("days_since_first_order")?,
+        ))
+    }
+}
+
+/// Splits a feature-store response into records (`None`: unknown customer).
+pub fn records(rows: &Rows) -> Vec<Option<Record>> {
+    rows.rows
+        .iter()
+        .map(|r| {
+            r.as_ref().map(|vals| {
+                let mut rec = Record::default();
+                for (name, v) in rows.names.iter().zip(vals) {
+                    match v {
+                        Cell::Num(x) => {
+                            rec.num.insert(name.clone(), *x);
+                        }
+                        Cell::Str(s) => {
+                            rec.text.insert(name.clone(), s.clone());
+                        }
+                        Cell::Missing => {}
+                    }
+                }
+                rec
+            })
+        })
+        .collect()
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+/// The value of a column before standardisation; `None` = missing (imputed with the mean).
+pub fn raw(source: &Source, rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Option<f64> {
+    match source {
+        Source::Numeric { feature, log } => rec
+            .get(feature)
+            .map(|v| if *log { v.max(0.0).ln_1p() } else { v }),
+        Source::IsMissing { feature } => Some(f64::from(u8::from(rec.get(feature).is_none()))),
+        Source::OneHot { feature, value } => Some(f64::from(u8::from(
+            rec.text.get(feature).is_some_and(|v| v == value),
+        ))),
+        Source::Overdue => {
+            let gap = rec.get("interpurchase_mean_days")?;
+            let r = rec.get("recency_days")?;
+            Some((r.max(0.0) / gap.max(1.0)).ln_1p())
+        }
+        Source::BgNbdChurnLogit => rec
+            .rfm()
+            .map(|c| logit(btyd.bgnbd.p_no_purchase(&c, horizon_weeks))),
+        Source::ParetoChurnLogit => rec
+            .rfm()
+            .map(|c| logit(btyd.pareto.p_no_purchase(&c, horizon_weeks))),
+        Source::BgNbdLogExpected => rec
+            .rfm()
+            .map(|c| (0.01 + btyd.bgnbd.expected(&c, horizon_weeks)).ln()),
+    }
+}
+
+/// Every candidate column for the features present in `names`, before fitting.
+pub fn candidates(names: &[String], recs: &[&Record]) -> Vec<Column> {
+    let has = |n: &str| names.iter().any(|x| x == n);
+    let col = |group: &str, source: Source| Column {
+        group: group.to_string(),
+        source,
+        mean: 0.0,
+        std: 1.0,
+    };
+    let mut out = vec![
+        col(BTYD_GROUP, Source::BgNbdChurnLogit),
+        col(BTYD_GROUP, Source::ParetoChurnLogit),
+        col(BTYD_GROUP, Source::BgNbdLogExpected),
+        col(OVERDUE, Source::Overdue),
+        col(
+            OVERDUE,
+            Source::IsMissing {
+                feature: "interpurchase_mean_days".into(),
+            },
+        ),
+    ];
+    for &(name, log) in NUMERIC {
+        if !has(name) {
+            continue;
+        }
+        out.push(col(
+            name,
+            Source::Numeric {
+                feature: name.into(),
+                log,
+            },
+        ));
+        out.push(col(
+            name,
+            Source::IsMissing {
+                feature: name.into(),
+            },
+        ));
+    }
+    // Categorical: values seen in at least 1% of the training records, at most 10 per feature.
+    for name in names
+        .iter()
+        .filter(|n| CATEGORICAL.contains(&n.as_str()) || n.starts_with("attr_"))
+    {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in recs {
+            if let Some(v) = r.text.get(name) {
+                *counts.entry(v.as_str()).or_default() += 1;
+            }
+        }
+        let mut vals: Vec<(&str, usize)> = counts.into_iter().collect();
+        vals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let min = (recs.len() / 100).max(1);
+        for (v, _) in vals.into_iter().filter(|(_, c)| *c >= min).take(10) {
+            out.push(col(
+                name,
+                Source::OneHot {
+                    feature: name.clone(),
+                    value: v.to_string(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Fits the standardisation of each column on the training examples and drops the constant ones.
+pub fn fit_columns(cands: Vec<Column>, raws: impl Fn(&Source) -> Vec<Option<f64>>) -> Vec<Column> {
+    let mut out = Vec::new();
+    for mut c in cands {
+        let vals: Vec<f64> = raws(&c.source).into_iter().flatten().collect();
+        if vals.len() < 2 {
+            continue;
+        }
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+        if var.sqrt() < 1e-9 {
+            continue;
+        }
+        c.mean = mean;
+        c.std = var.sqrt();
+        out.push(c);
+    }
+    out
+}
+
+/// Standardised input row (missing -> 0, the training mean).
+pub fn encode(cols: &[Column], rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Vec<f32> {
+    cols.iter()
+        .map(|c| {
+            raw(&c.source, rec, btyd, horizon_weeks).map_or(0.0, |v| ((v - c.mean) / c.std) as f32)
+        })
+        .collect()
+}
+
+/// Feature-store features the columns need.
+pub fn needed_features(cols: &[Column]) -> Vec<String> {
+    let mut out: Vec<String> = [
+        "frequency_lifetime",
+        "recency_days",
+        "days_since_first_order",
+        "interpurchase_mean_days",
+        "interpurchase_std_days",
+        "avg_order_value",
+        "monetary_lifetime",
+        "tenure_days",
+        "reviews_30d",
+        "review_mean_rating",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for c in cols {
+        let f = match &c.source {
+            Source::Numeric { feature, .. }
+            | Source::IsMissing { feature }
+            | Source::OneHot { feature, .. } => feature.clone(),
+            _ => continue,
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// A sentence for people about a factor group.
+pub fn describe(group: &str, rec: &Record, btyd: &Btyd, horizon_days: u32) -> (String, String) {
+    let g = |n: &str| rec.get(n);
+    let d = |v: f64| format!("{v:.0}");
+    match group {
+        "recency_days" | OVERDUE => match (g("recency_days"), g("interpurchase_mean_days")) {
+            (Some(r), Some(gap)) => (
+                d(r),
+                format!("no order for {} days, usual gap {} days", d(r), d(gap)),
+            ),
+            (Some(r), None) => (
+                d(r),
+                format!("no order for {} days, only one order so far", d(r)),
+            ),
+            _ => ("".into(), "no order yet".into()),
+        },
+        BTYD_GROUP => match rec.rfm() {
+            Some(c) => {
+                let pa = btyd.bgnbd.p_alive(&c);
+                let e = btyd.bgnbd.expected(&c, f64::from(horizon_days) / 7.0);
+                (
+                    format!("{:.2}", pa),
+                    format!(
+                        "purchase pattern says {:.0}% likely still active, {:.1} orders expected in {} days",
+                        pa * 100.0,
+                        e,
+                        horizon_days
+                    ),
+                )
+            }
+            None => ("".into(), "no purchase history".into()),
+        },
+        "reviews_30d" | "review_count" | "review_mean_rating" | "negative_review_share" => {
+            let n = g("review_count").unwrap_or(0.0);
+            let m = g("review_mean_rating");
+            let v = g(group).map(|v| format!("{v:.2}")).unwrap_or_default();
+            let text = match m {
+                Some(m) => format!(
+                    "{} reviews ({} in the last 30 days), mean rating {:.1}",
+                    d(n),
+                    d(g("reviews_30d").unwrap_or(0.0)),
+                    m
+                ),
+                None => "no reviews".into(),
+            };
+            (v, text)
+        }
+        _ => {
+            if let Some(t) = rec.text.get(group) {
+                return (t.clone(), format!("{group} is {t}"));
+            }
+            match g(group) {
+                Some(v) => {
+                    let shown = if v.fract() == 0.0 {
+                        d(v)
+                    } else {
+                        format!("{v:.2}")
+                    };
+                    (
+                        shown.clone(),
+                        format!("{} = {}", group.replace('_', " "), shown),
+                    )
+                }
+                None => ("".into(), format!("{} unknown", group.replace('_', " "))),
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Reads from the feature store: customer ids, online and point-in-time historical customer
+//! features, customer attribute keys and RFM segments.
+
+use std::collections::BTreeSet;
+
+use augur_proto::common::{PageRequest, TimeRange};
+use augur_proto::featurestore as fpb;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use augur_proto::featurestore::feature_value::Value;
+use prost_types::Timestamp;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+
+/// One feature value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Num(f64),
+    Str(String),
+    Missing,
+}
+
+/// Feature rows of one response, values in the order of `names`.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub names: Vec<String>,
+    /// `None` for an entity unknown (at that time).
+    pub rows: Vec<Option<Vec<Cell>>>,
+}
+
+impl Rows {
+    /// Position of a feature in `names`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
+pub fn ts(secs: i64) -> Timestamp {
+    Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+fn unavailable(e: tonic::Status) -> Error {
+    Error::FeatureStore(format!("{}: {}", e.code(), e.message()))
+}
+
+fn cell(v: &fpb::FeatureValue) -> Cell {
+    match &v.value {
+        Some(Value::DoubleValue(d)) if d.is_finite() => Cell::Num(*d),
+        Some(Value::Int64Value(i)) => Cell::Num(*i as f64),
+        Some(Value::BoolValue(b)) => Cell::Num(f64::from(u8::from(*b))),
+        Some(Value::StringValue(s)) => Cell::Str(s.clone()),
+        _ => Cell::Missing,
+    }
+}
+
+fn convert(resp: fpb::GetHistoricalFeaturesResponse, out: &mut Rows) {
+    if out.names.is_empty() {
+        out.names = resp.feature_names;
+    }
+    out.rows.extend(resp.rows.into_iter().map(|r| {
+        r.found
+            .then(|| r.values.iter().map(cell).collect::<Vec<_>>())
+    }));
+}
+
+/// A feature-store client.
+#[derive(Debug, Clone)]
+pub struct FeatureStore {
+    client: FeatureStoreClient<Channel>,
+}
+
+const HISTORICAL_BATCH: usize = 4_000;
+
+impl FeatureStore {
+    pub fn new(channel: Channel) -> Self {
+        FeatureStore {
+            client: FeatureStoreClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(64 << 20),
+        }
+    }
+
+    /// Every known customer id.
+    pub async fn customers(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self
+                .client
+                .clone()
+                .list_entities(fpb::ListEntitiesRequest {
+                    entity: "customer".into(),
+                    page: Some(PageRequest {
+                        page_size: 10_000,
+                        page_token: token,
+                    }),
+                })
+                .await
+                .map_err(unavailable)?
+                .into_inner();
+            out.extend(r.entity_ids);
+            if r.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = r.next_page_token;
+        }
+    }
+
+    /// Customer features: current (`as_of = None`) or as of a moment (seconds), only events at
+    /// or before it counting.
+    pub async fn features(
+        &self,
+        ids: &[String],
+        as_of: Option<i64>,
+        names: &[String],
+    ) -> Result<Rows> {
+        let mut out = Rows::default();
+        match as_of {
+            None => {
+                for chunk in ids.chunks(HISTORICAL_BATCH) {
+                    let r = self
+                        .client
+                        .clone()
+                        .get_online_features(fpb::GetOnlineFeaturesRequest {
+                            view: "customer".into(),
+                            entity_ids: chunk.to_vec(),
+                            features: names.to_vec(),
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .into_inner();
+                    convert(
+                        fpb::GetHistoricalFeaturesResponse {
+                            feature_names: r.feature_names,
+                            rows: r.rows,
+                        },
+                        &mut out,
+                    );
+                }
+            }
+            Some(t) => {
+                for chunk in ids.chunks(HISTORICAL_BATCH) {
+                    let r = self
+                        .client
+                        .clone()
+                        .get_historical_features(fpb::GetHistoricalFeaturesRequest {
+                            view: "customer".into(),
+                            rows: chunk
+                                .iter()
+                                .map(|id| fpb::EntityAt {
+                                    entity_id: id.clone(),
+                                    as_of: Some(ts(t)),
+                                })
+                                .collect(),
+                            features: names.to_vec(),
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .into_inner();
+                    convert(r, &mut out);
+                }
+            }
+        }
+        if out.names.is_empty() {
+            out.names = names.to_vec();
+        }
+        Ok(out)
+    }
+
+    /// Keys of the customer attributes recorded at or before `until` (seconds).
+    pub async fn attribute_keys(&self, until: i64) -> Result<BTreeSet<String>> {
+        let mut stream = self
+            .client
+            .clone()
+            .scan_events(fpb::ScanEventsRequest {
+                kinds: vec![fpb::EventKind::Customer as i32],
+                range: Some(TimeRange {
+                    start: None,
+                    // Half-open range: everything at or before `until`.
+                    end: Some(ts(until + 1)),
+                }),
+                customer_id: String::new(),
+                batch_size: 5_000,
+            })
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        let mut keys = BTreeSet::new();
+        while let Some(batch) = stream.next().await {
+            for e in batch.map_err(unavailable)?.events {
+                if let Some(fpb::event::Payload::Customer(c)) = e.event.and_then(|e| e.payload) {
+                    keys.extend(c.attributes.into_keys());
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The RFM segment the feature store assigns to a customer now.
+    pub async fn segment(&self, id: &str) -> Result<fpb::Segment> {
+        let r = self
+            .client
+            .clone()
+            .get_customer_profile(fpb::GetCustomerProfileRequest {
+                customer_id: id.to_string(),
+            })
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        Ok(r.profile
+            .map(|p| p.segment())
+            .unwrap_or(fpb::Segment::Unspecified))
+    }
+}

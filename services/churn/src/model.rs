@@ -1,0 +1,171 @@
+//! The served churn model: input columns, fitted BTYD models, the neural additive model, the
+//! calibration, and what a prediction for one customer is.
+
+use std::collections::{BTreeMap, HashMap};
+
+use augur_model::calibrate::Platt;
+use augur_model::{Artifact, ModelMeta};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::features::{self, Btyd, Column, Record};
+use crate::nam::Nam;
+
+pub const MODEL_NAME: &str = "churn";
+const SPEC_FILE: &str = "spec.json";
+
+/// Everything but the network weights, saved as `spec.json` beside the safetensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub columns: Vec<Column>,
+    pub btyd: Btyd,
+    pub platt: Platt,
+    pub horizon_days: u32,
+    /// Probability thresholds of the medium, high and critical tiers.
+    pub tiers: [f64; 3],
+    /// Actual / BG/NBD-predicted purchases over the past-only label windows: the correction
+    /// applied to expected purchases.
+    pub purchase_scale: f64,
+    /// Mean order value over the training customers (for customers without one).
+    pub default_order_value: f64,
+    pub currency: String,
+    /// Which combination won on validation ("nam", "nam_no_btyd", "btyd").
+    pub variant: String,
+}
+
+/// One factor of an explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    pub name: String,
+    pub contribution: f64,
+    pub value: String,
+    pub description: String,
+}
+
+/// A churn prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub probability: f64,
+    /// The network's log-odds before calibration (= base + sum of every factor).
+    pub logit: f64,
+    pub base: f64,
+    /// Every factor group, largest |contribution| first.
+    pub factors: Vec<Factor>,
+    pub expected_purchases: f64,
+    pub expected_value: f64,
+    /// Revenue in the horizon if retained (used for value at risk).
+    pub value_if_retained: f64,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// The model being served.
+#[derive(Debug, Clone)]
+pub struct ChurnModel {
+    pub meta: ModelMeta,
+    pub spec: Spec,
+    pub nam: Nam,
+}
+
+impl ChurnModel {
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.nam.tensors("nam")
+    }
+
+    pub fn spec_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(&self.spec).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    pub fn from_artifact(a: &Artifact) -> Result<ChurnModel> {
+        let spec: Spec = serde_json::from_slice(&a.extra(SPEC_FILE)?)
+            .map_err(|e| Error::Internal(format!("{SPEC_FILE}: {e}")))?;
+        let nam = Nam::from_tensors(&a.tensors, "nam")?;
+        Ok(ChurnModel {
+            meta: a.meta.clone(),
+            spec,
+            nam,
+        })
+    }
+
+    pub fn save(&self, store: &augur_model::ArtifactStore) -> Result<()> {
+        let spec = self.spec_json()?;
+        store.save(&self.meta, &self.tensors()?, &[(SPEC_FILE, &spec)])?;
+        store.prune(5)?;
+        Ok(())
+    }
+
+    /// Feature-store features a prediction needs.
+    pub fn needed_features(&self) -> Vec<String> {
+        features::needed_features(&self.spec.columns)
+    }
+
+    pub fn tier(&self, p: f64) -> Tier {
+        let [m, h, c] = self.spec.tiers;
+        if p >= c {
+            Tier::Critical
+        } else if p >= h {
+            Tier::High
+        } else if p >= m {
+            Tier::Medium
+        } else {
+            Tier::Low
+        }
+    }
+
+    /// The prediction for one customer from their features (over the model's horizon).
+    pub fn predict(&self, rec: &Record) -> Prediction {
+        let hd = self.spec.horizon_days;
+        let hw = f64::from(hd) / 7.0;
+        let x = features::encode(&self.spec.columns, rec, &self.spec.btyd, hw);
+        let (base, contrib) = self.nam.explain(&x);
+        let logit = base + contrib.iter().sum::<f64>();
+        let probability = self.spec.platt.apply(logit);
+        let mut groups: BTreeMap<&str, f64> = BTreeMap::new();
+        for (c, v) in self.spec.columns.iter().zip(&contrib) {
+            *groups.entry(c.group.as_str()).or_default() += v;
+        }
+        let mut factors: Vec<Factor> = groups
+            .into_iter()
+            .map(|(g, v)| {
+                let (value, description) = features::describe(g, rec, &self.spec.btyd, hd);
+                Factor {
+                    name: g.to_string(),
+                    contribution: v,
+                    value,
+                    description,
+                }
+            })
+            .collect();
+        factors.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        let aov = rec
+            .get("avg_order_value")
+            .filter(|v| *v > 0.0)
+            .unwrap_or(self.spec.default_order_value);
+        let (expected_purchases, if_alive) = match rec.rfm() {
+            Some(c) => {
+                let e = self.spec.btyd.bgnbd.expected(&c, hw) * self.spec.purchase_scale;
+                let pa = self.spec.btyd.bgnbd.p_alive(&c).max(1e-3);
+                (e, e / pa)
+            }
+            None => (0.0, 0.0),
+        };
+        Prediction {
+            probability,
+            logit,
+            base,
+            factors,
+            expected_purchases,
+            expected_value: expected_purchases * aov,
+            value_if_retained: if_alive * aov,
+            tier: self.tier(probability),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The thin tonic layer: validate, call the domain, map errors.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use augur_model::{ArtifactStore, ModelSlot, TrainGate};
+use augur_proto::churn as pb;
+use augur_proto::churn::churn_server::Churn;
+use augur_proto::common::{Factor, Money, TrainProgress};
+use augur_proto::featurestore::Segment;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::features;
+use crate::fs::{FeatureStore, ts};
+use crate::model::{ChurnModel, Prediction, Tier};
+use crate::train::{self, TrainParams};
+
+/// Most customers per PredictChurn call.
+pub const MAX_BATCH: usize = 10_000;
+/// Most customers per ListAtRisk answer.
+pub const MAX_LIST: u32 = 10_000;
+
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Shared state of the service.
+#[derive(Debug)]
+pub struct State {
+    pub slot: ModelSlot<ChurnModel>,
+    pub gate: TrainGate,
+    pub fs: FeatureStore,
+    pub store: ArtifactStore,
+}
+
+impl State {
+    pub fn model(&self) -> Result<Arc<ChurnModel>> {
+        self.slot.get().ok_or(Error::NoModel)
+    }
+
+    /// Trains, saves and swaps in a model; reports progress through `report`.
+    pub async fn train<R>(&self, p: &TrainParams, mut report: R) -> Result<Arc<ChurnModel>>
+    where
+        R: FnMut(&str, f64, String) + Send + Clone + 'static,
+    {
+        let ds = train::load(&self.fs, p, &mut report).await?;
+        report(
+            "training",
+            0.45,
+            format!(
+                "{} examples at {} cutoffs",
+                ds.examples.len(),
+                ds.cutoffs.len()
+            ),
+        );
+        let p2 = p.clone();
+        let mut r2 = report.clone();
+        let model = tokio::task::spawn_blocking(move || train::fit(&ds, &p2, &mut r2))
+            .await
+            .map_err(|e| Error::Internal(format!("training task: {e}")))??;
+        report("saving", 0.95, format!("saving {}", model.meta.version));
+        let store = self.store.clone();
+        let m2 = model.clone();
+        tokio::task::spawn_blocking(move || m2.save(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("save task: {e}")))??;
+        self.slot.swap(model);
+        self.model()
+    }
+
+    /// Predictions (or NOT_FOUND) for `ids`, as of `as_of` (seconds) or now.
+    pub async fn predict(
+        &self,
+        model: &ChurnModel,
+        ids: &[String],
+        as_of: Option<i64>,
+    ) -> Result<Vec<(String, Option<(features::Record, Prediction)>)>> {
+        let rows = self
+            .fs
+            .features(ids, as_of, &model.needed_features())
+            .await?;
+        let recs = features::records(&rows);
+        Ok(ids
+            .iter()
+            .cloned()
+            .zip(recs)
+            .map(|(id, r)| {
+                let p = r.map(|r| {
+                    let p = model.predict(&r);
+                    (r, p)
+                });
+                (id, p)
+            })
+            .collect())
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub state: Arc<State>,
+}
+
+fn tier(t: Tier) -> pb::RiskTier {
+    match t {
+        Tier::Low => pb::RiskTier::Low,
+        Tier::Medium => pb::RiskTier::Medium,
+        Tier::High => pb::RiskTier::High,
+        Tier::Critical => pb::RiskTier::Critical,
+    }
+}
+
+fn money(amount: f64, currency: &str) -> Option<Money> {
+    Some(Money {
+        amount: if amount.is_finite() { amount } else { 0.0 },
+        currency: currency.to_string(),
+    })
+}
+
+pub fn to_proto(
+    id: &str,
+    p: &Prediction,
+    max_factors: usize,
+    currency: &str,
+) -> pb::ChurnPrediction {
+    pb::ChurnPrediction {
+        customer_id: id.to_string(),
+        churn_probability: p.probability,
+        tier: tier(p.tier) as i32,
+        factors: p
+            .factors
+            .iter()
+            .take(max_factors)
+            .map(|f| Factor {
+                name: f.name.clone(),
+                contribution: f.contribution,
+                value: f.value.clone(),
+                description: f.description.clone(),
+                unit: "log_odds".into(),
+            })
+            .collect(),
+        base_value: p.base,
+        expected_purchases: p.expected_purchases,
+        expected_value: money(p.expected_value, currency),
+    }
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn secs(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+}
+
+#[tonic::async_trait]
+impl Churn for Service {
+    type TrainStream = BoxStream<TrainProgress>;
+
+    async fn predict_churn(
+        &self,
+        req: Request<pb::PredictChurnRequest>,
+    ) -> Result<Response<pb::PredictChurnResponse>, Status> {
+        let pb::PredictChurnRequest {
+            customer_ids,
+            as_of,
+            max_factors,
+        } = req.into_inner();
+        let mut v = augur_runtime::error::Violations::new();
+        if customer_ids.is_empty() {
+            v.add("customer_ids", "at least one customer id is required");
+        }
+        if customer_ids.len() > MAX_BATCH {
+            v.add(
+                "customer_ids",
+                format!("at most {MAX_BATCH} customers per call"),
+            );
+        }
+        if let Some(i) = customer_ids.iter().position(|c| c.trim().is_empty()) {
+            v.add(format!("customer_ids[{i}]"), "must not be empty");
+        }
+        let now = now_secs();
+        if let Some(t) = &as_of
+            && secs(t) > now + 60
+        {
+            v.add("as_of", "must not be in the future");
+        }
+        v.into_result().map_err(Status::from)?;
+        let model = self.state.model()?;
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = customer_ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        let at = as_of.as_ref().map(secs);
+        let out = self.state.predict(&model, &ids, at).await?;
+        let max_factors = if max_factors == 0 {
+            5
+        } else {
+            max_factors as usize
+        };
+        let currency = model.spec.currency.clone();
+        let mut resp = pb::PredictChurnResponse {
+            as_of: Some(as_of.unwrap_or(ts(now))),
+            horizon_days: model.spec.horizon_days,
+            model_version: model.meta.version.clone(),
+            ..Default::default()
+        };
+        for (id, p) in out {
+            match p {
+                Some((_, p)) => resp
+                    .predictions
+                    .push(to_proto(&id, &p, max_factors, &currency)),
+                None => resp.errors.push(pb::CustomerError {
+                    message: format!("customer {id} is unknown to the feature store (at as_of)"),
+                    customer_id: id,
+                    code: tonic::Code::NotFound as i32,
+                }),
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn list_at_risk(
+        &self,
+        req: Request<pb::ListAtRiskRequest>,
+    ) -> Result<Response<pb::ListAtRiskResponse>, Status> {
+        let r = req.into_inner();
+        let segment = r.segment();
+        let pb::ListAtRiskRequest {
+            min_probability,
+            limit,
+            ..
+        } = r;
+        let mut v = augur_runtime::error::Violations::new();
+        if !(0.0..=1.0).contains(&min_probability) {
+            v.add("min_probability", "must be in [0, 1]");
+        }
+        if limit > MAX_LIST {
+            v.add("limit", format!("at most {MAX_LIST}"));
+        }
+        v.into_result().map_err(Status::from)?;
+        let limit = if limit == 0 { 100 } else { limit as usize };
+        let model = self.state.model()?;
+        let ids = self.state.fs.customers().await?;
+        let now = now_secs();
+        let mut scored: Vec<(String, Prediction)> = Vec::new();
+        for chunk in ids.chunks(2_000) {
+            for (id, p) in self.state.predict(&model, chunk, None).await? {
+                if let Some((_, p)) = p
+                    && p.probability >= min_probability
+                {
+                    scored.push((id, p));
+                }
+            }
+        }
+        let var = |p: &Prediction| p.probability * p.value_if_retained;
+        scored.sort_by(|a, b| {
+            var(&b.1)
+                .total_cmp(&var(&a.1))
+                .then(b.1.probability.total_cmp(&a.1.probability))
+                .then(a.0.cmp(&b.0))
+        });
+        // Segment of each candidate (only fetched when filtering, else for the returned ones).
+        let mut out = Vec::new();
+        let mut total_matching = 0u64;
+        let mut total_var = 0.0;
+        let currency = model.spec.currency.clone();
+        if segment == Segment::Unspecified {
+            total_matching = scored.len() as u64;
+            total_var = scored.iter().map(|(_, p)| var(p)).sum();
+            for (id, p) in scored.iter().take(limit) {
+                let seg = self.state.fs.segment(id).await?;
+                out.push((id.clone(), p.clone(), seg));
+            }
+        } else {
+            for (id, p) in scored {
+                if self.state.fs.segment(&id).await? == segment {
+                    total_matching += 1;
+                    total_var += var(&p);
+                    if out.len() < limit {
+                        out.push((id, p, segment));
+                    }
+                }
+            }
+        }
+        let customers = out
+            .into_iter()
+            .map(|(id, p, seg)| pb::AtRiskCustomer {
+                value_at_risk: money(var(&p), &currency),
+                prediction: Some(to_proto(&id, &p, 5, &currency)),
+                segment: seg as i32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAtRiskResponse {
+            customers,
+            total_matching,
+            total_value_at_risk: money(total_var, &currency),
+            as_of: Some(ts(now)),
+            horizon_days: model.spec.horizon_days,
+            model_version: model.meta.version.clone(),
+        }))
+    }
+
+    async fn train(
+        &self,
+        req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
+        let pb::TrainRequest {
+            cutoff,
+            horizon_days,
+            example_cutoffs,
+            validation_fraction,
+            hyperparameters,
+        } = req.into_inner();
+        let now = now_secs();
+        let mut v = augur_runtime::error::Violations::new();
+        let cutoff = cutoff.as_ref().map_or(now, secs);
+        if cutoff > now + 60 {
+            v.add("cutoff", "must not be in the future");
+        }
+        if horizon_days > 3_650 {
+            v.add("horizon_days", "at most 3650");
+        }
+        if validation_fraction != 0.0 && !(validation_fraction > 0.0 && validation_fraction <= 0.5)
+        {
+            v.add("validation_fraction", "must be in (0, 0.5]");
+        }
+        for (i, c) in example_cutoffs.iter().enumerate() {
+            if secs(c) >= cutoff {
+                v.add(format!("example_cutoffs[{i}]"), "must be before the cutoff");
+            }
+        }
+        v.into_result().map_err(Status::from)?;
+        let mut p = TrainParams::new(cutoff);
+        if horizon_days > 0 {
+            p.horizon_days = horizon_days;
+        }
+        p.example_cutoffs = example_cutoffs.iter().map(secs).collect();
+        if validation_fraction > 0.0 {
+            p.validation_fraction = validation_fraction;
+        }
+        let hp: BTreeMap<String, String> = hyperparameters.into_iter().collect();
+        p.apply_hyperparameters(&hp)?;
+        let permit = self.state.gate.try_start().ok_or(Error::Busy)?;
+        let (progress, stream) = augur_model::progress::channel();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, f64, String)>();
+            let fwd = {
+                let progress = progress.clone();
+                tokio::spawn(async move {
+                    while let Some((s, f, m)) = rx.recv().await {
+                        progress.stage(&s, f, m).await;
+                    }
+                })
+            };
+            let report = move |s: &str, f: f64, m: String| {
+                let _ = tx.send((s.to_string(), f, m));
+            };
+            let res = state.train(&p, report).await;
+            let _ = fwd.await;
+            match res {
+                Ok(m) => progress.done(m.meta.to_proto()).await,
+                Err(e) => progress.fail(e.into()).await,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+        let model = self.state.model()?;
+        Ok(Response::new(pb::GetModelInfoResponse {
+            model: Some(model.meta.to_proto()),
+        }))
+    }
+}
