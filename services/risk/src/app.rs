@@ -22,8 +22,7 @@ use crate::reviews::{
     self, Corpus, ReviewDoc, ReviewModel, ReviewScore, ReviewSignals, Sentiment, review_columns,
 };
 use crate::tabular::{
-    Cell, Encoder, FitOptions, GbdtParams, IsolationForest, Learner, TabularModel,
-    stratified_split,
+    Cell, Encoder, FitOptions, GbdtParams, IsolationForest, Learner, TabularModel, stratified_split,
 };
 
 pub const ORDER_MODEL: &str = "risk-order";
@@ -124,20 +123,51 @@ impl TrainOptions {
                     o.fit.learners = ls;
                 }
                 "lr.l2" => {
-                    o.fit.l2 = vec![num().filter(|x| *x >= 0.0).ok_or_else(|| bad("expected a number >= 0"))? as f32]
+                    o.fit.l2 = vec![
+                        num()
+                            .filter(|x| *x >= 0.0)
+                            .ok_or_else(|| bad("expected a number >= 0"))?
+                            as f32,
+                    ]
                 }
-                "lr.epochs" => o.fit.epochs = int().filter(|x| (1..=10_000).contains(x)).ok_or_else(|| bad("expected 1..10000"))?,
-                "spline.knots" => o.fit.knots = int().filter(|x| *x <= 32).ok_or_else(|| bad("expected 0..32"))?,
-                "gbdt.trees" => o.fit.gbdt.trees = int().filter(|x| (1..=5000).contains(x)).ok_or_else(|| bad("expected 1..5000"))?,
-                "gbdt.depth" => o.fit.gbdt.depth = int().filter(|x| (1..=10).contains(x)).ok_or_else(|| bad("expected 1..10"))?,
+                "lr.epochs" => {
+                    o.fit.epochs = int()
+                        .filter(|x| (1..=10_000).contains(x))
+                        .ok_or_else(|| bad("expected 1..10000"))?
+                }
+                "spline.knots" => {
+                    o.fit.knots = int()
+                        .filter(|x| *x <= 32)
+                        .ok_or_else(|| bad("expected 0..32"))?
+                }
+                "gbdt.trees" => {
+                    o.fit.gbdt.trees = int()
+                        .filter(|x| (1..=5000).contains(x))
+                        .ok_or_else(|| bad("expected 1..5000"))?
+                }
+                "gbdt.depth" => {
+                    o.fit.gbdt.depth = int()
+                        .filter(|x| (1..=10).contains(x))
+                        .ok_or_else(|| bad("expected 1..10"))?
+                }
                 "gbdt.learning_rate" => {
-                    o.fit.gbdt.learning_rate = num().filter(|x| *x > 0.0 && *x <= 1.0).ok_or_else(|| bad("expected (0, 1]"))? as f32
+                    o.fit.gbdt.learning_rate = num()
+                        .filter(|x| *x > 0.0 && *x <= 1.0)
+                        .ok_or_else(|| bad("expected (0, 1]"))?
+                        as f32
                 }
-                "forest.trees" => o.forest_trees = int().filter(|x| (1..=2000).contains(x)).ok_or_else(|| bad("expected 1..2000"))?,
+                "forest.trees" => {
+                    o.forest_trees = int()
+                        .filter(|x| (1..=2000).contains(x))
+                        .ok_or_else(|| bad("expected 1..2000"))?
+                }
                 _ => {
                     return Err(Error::invalid(
                         field,
-                        format!("unknown hyper-parameter; known: {}", HYPERPARAMETERS.join(", ")),
+                        format!(
+                            "unknown hyper-parameter; known: {}",
+                            HYPERPARAMETERS.join(", ")
+                        ),
                     ));
                 }
             }
@@ -203,7 +233,10 @@ pub fn fit_table(
             metrics.insert("anomaly_roc_auc".into(), a);
         }
         metrics.insert("validation_examples".into(), vy.len() as f64);
-        metrics.insert("validation_positives".into(), vy.iter().filter(|&&b| b).count() as f64);
+        metrics.insert(
+            "validation_positives".into(),
+            vy.iter().filter(|&&b| b).count() as f64,
+        );
         Some(m)
     } else {
         None
@@ -324,11 +357,16 @@ pub fn fit_reviews(
         )));
     }
     // Sentiment: ridge regression from the embedding to the stars of reviews not labelled spam.
-    let genuine: Vec<usize> = (0..docs.len()).filter(|&i| docs[i].label != Some(true)).collect();
+    let genuine: Vec<usize> = (0..docs.len())
+        .filter(|&i| docs[i].label != Some(true))
+        .collect();
     let gx: Vec<Vec<f32>> = genuine.iter().map(|&i| emb[i].clone()).collect();
     let gy: Vec<f32> = genuine.iter().map(|&i| docs[i].doc.rating as f32).collect();
     let (w, b) = ridge(&gx, &gy, 1e-2);
-    let sentiment = Sentiment { weights: w, bias: b };
+    let sentiment = Sentiment {
+        weights: w,
+        bias: b,
+    };
     let signals = batch_signals(docs, &emb, &sentiment)?;
     let columns = review_columns();
     let rows: Vec<Vec<Cell>> = signals.iter().map(ReviewSignals::cells).collect();
@@ -409,7 +447,11 @@ fn save_review(store: &ArtifactStore, meta: &ModelMeta, m: &ReviewModel) -> Resu
     );
     tensors.insert(
         "sentiment.weight".to_string(),
-        Tensor::from_vec(m.sentiment.weights.clone(), m.sentiment.weights.len(), &Device::Cpu)?,
+        Tensor::from_vec(
+            m.sentiment.weights.clone(),
+            m.sentiment.weights.len(),
+            &Device::Cpu,
+        )?,
     );
     let mut json_model = m.clone();
     json_model.sentiment.weights.clear();
@@ -444,7 +486,10 @@ impl Velocity {
                 .retain(|_, q| q.back().is_some_and(|(t, _)| *t > cutoff));
         }
         let q = self.by_device.entry(device.to_string()).or_default();
-        while q.front().is_some_and(|(t, _)| *t <= ts - VELOCITY_WINDOW_SECS) {
+        while q
+            .front()
+            .is_some_and(|(t, _)| *t <= ts - VELOCITY_WINDOW_SECS)
+        {
             q.pop_front();
         }
         if !q.iter().any(|(_, id)| id == order_id) {
@@ -576,7 +621,10 @@ impl App {
 
     /// Finds a stored order (its latest event) by id.
     async fn find_order(&self, order_id: &str) -> Result<Order, Error> {
-        let events = self.fs.scan(&[fpb::EventKind::Order], None, None, "").await?;
+        let events = self
+            .fs
+            .scan(&[fpb::EventKind::Order], None, None, "")
+            .await?;
         let mut found: Option<Order> = None;
         for e in events {
             if let Some(Payload::Order(o)) = e.payload
@@ -588,7 +636,9 @@ impl App {
                 }
             }
         }
-        found.ok_or_else(|| Error::NotFound(format!("order {order_id} not found in the feature store")))
+        found.ok_or_else(|| {
+            Error::NotFound(format!("order {order_id} not found in the feature store"))
+        })
     }
 
     /// Validates an order passed for scoring.
@@ -616,7 +666,10 @@ impl App {
         if let Some(t) = o.total
             && (!t.is_finite() || t < 0.0)
         {
-            return Err(Error::invalid(format!("{prefix}.total"), "must be a finite number >= 0"));
+            return Err(Error::invalid(
+                format!("{prefix}.total"),
+                "must be a finite number >= 0",
+            ));
         }
         Ok(())
     }
@@ -710,10 +763,11 @@ impl App {
         if r.text.trim().is_empty() {
             return Err(Error::invalid("review.text", "required"));
         }
-        let served = self
-            .reviews
-            .get()
-            .ok_or_else(|| Error::NoModel("no review model trained yet: call Train with kind MODEL_KIND_REVIEW".into()))?;
+        let served = self.reviews.get().ok_or_else(|| {
+            Error::NoModel(
+                "no review model trained yet: call Train with kind MODEL_KIND_REVIEW".into(),
+            )
+        })?;
         let embedder = self.embedder()?;
         let now = Utc::now().timestamp_micros();
         let ts = micros(&r.ts).unwrap_or(now).div_euclid(1_000_000);
@@ -728,7 +782,12 @@ impl App {
         // Recent reviews in the feature store (bursts; duplicates not yet in the corpus).
         let recent = self
             .fs
-            .scan(&[fpb::EventKind::Review], Some(ts - reviews::BURST_SECS), Some(ts + 1), "")
+            .scan(
+                &[fpb::EventKind::Review],
+                Some(ts - reviews::BURST_SECS),
+                Some(ts + 1),
+                "",
+            )
             .await?;
         let history = if r.customer_id.is_empty() {
             CustomerHistory::default()
@@ -790,7 +849,14 @@ impl App {
             }
         }
         let age = history.tenure_days.map(|d| d * 24.0);
-        let s = reviews::signals(&doc, &e, &served.model.corpus, &extra, &served.model.sentiment, age);
+        let s = reviews::signals(
+            &doc,
+            &e,
+            &served.model.corpus,
+            &extra,
+            &served.model.sentiment,
+            age,
+        );
         Ok((served.model.score(&s), served.meta.version.clone()))
     }
 
@@ -814,7 +880,9 @@ impl App {
             .collect();
         let ex = orders::examples(orders);
         if ex.is_empty() {
-            return Err(Error::NotEnoughData("no orders in the feature store".into()));
+            return Err(Error::NotEnoughData(
+                "no orders in the feature store".into(),
+            ));
         }
         let velocity = orders::device_velocity(&ex);
         let keys: Vec<(String, i64)> = ex
@@ -918,11 +986,16 @@ impl App {
         mut meta: ModelMeta,
         evaluate_only: bool,
     ) -> Result<ModelMeta, Error> {
+        meta.parameters.insert(
+            "decision.review".into(),
+            model.thresholds.review.to_string(),
+        );
+        meta.parameters.insert(
+            "decision.reject".into(),
+            model.thresholds.reject.to_string(),
+        );
         meta.parameters
-            .insert("decision.review".into(), model.thresholds.review.to_string());
-        meta.parameters
-            .insert("decision.reject".into(), model.thresholds.reject.to_string());
-        meta.parameters.insert("features".into(), model.columns.join(","));
+            .insert("features".into(), model.columns.join(","));
         meta.parameters.insert(
             "embedding".into(),
             "all-MiniLM-L6-v2 (candle BERT, mean pooling, L2 normalised)".into(),

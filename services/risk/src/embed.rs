@@ -122,7 +122,12 @@ impl Embedder {
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
         for chunk in order.chunks(self.batch.max(1)) {
-            let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1).max(1);
+            let len = chunk
+                .iter()
+                .map(|&i| ids[i].len())
+                .max()
+                .unwrap_or(1)
+                .max(1);
             let mut flat = Vec::with_capacity(chunk.len() * len);
             let mut mask = Vec::with_capacity(chunk.len() * len);
             for &i in chunk {

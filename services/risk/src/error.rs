@@ -53,11 +53,15 @@ impl Error {
             Error::NoModel(m) => ApiError::FailedPrecondition(m.clone()),
             Error::FeatureStore(m) => ApiError::Unavailable(format!("feature store: {m}")),
             Error::Busy => ApiError::FailedPrecondition(self.to_string()),
-            Error::NotEnoughData(m) => ApiError::FailedPrecondition(format!("not enough data to train: {m}")),
-            Error::Embed(EmbedError::Missing(_)) => ApiError::FailedPrecondition(self.to_string()),
-            Error::Embed(_) | Error::Model(_) | Error::Tensor(_) | Error::Json(_) | Error::Internal(_) => {
-                ApiError::Internal(self.to_string())
+            Error::NotEnoughData(m) => {
+                ApiError::FailedPrecondition(format!("not enough data to train: {m}"))
             }
+            Error::Embed(EmbedError::Missing(_)) => ApiError::FailedPrecondition(self.to_string()),
+            Error::Embed(_)
+            | Error::Model(_)
+            | Error::Tensor(_)
+            | Error::Json(_)
+            | Error::Internal(_) => ApiError::Internal(self.to_string()),
         }
     }
 }

@@ -58,8 +58,8 @@ pub fn build(config: &Config) -> GrpcServer {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "risk service starts without its saved models");
-            let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
-                .connect_lazy();
+            let channel =
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
             let channel = augur_runtime::client::lazy_channel(
                 &config.feature_store_url,
                 config.server.request_timeout(),

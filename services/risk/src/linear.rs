@@ -194,7 +194,13 @@ pub fn ridge(rows: &[Vec<f32>], y: &[f32], l2: f64) -> (Vec<f32>, f32) {
         }
     }
     let w: Vec<f64> = (0..d)
-        .map(|i| if a[i][i].abs() < 1e-12 { 0.0 } else { a[i][d] / a[i][i] })
+        .map(|i| {
+            if a[i][i].abs() < 1e-12 {
+                0.0
+            } else {
+                a[i][d] / a[i][i]
+            }
+        })
         .collect();
     let b = ym - w.iter().zip(&xm).map(|(w, m)| w * m).sum::<f64>();
     (w.into_iter().map(|v| v as f32).collect(), b as f32)
@@ -231,7 +237,10 @@ mod tests {
             .collect();
         let y: Vec<f32> = rows.iter().map(|r| 2.0 * r[0] - r[1] + 3.0).collect();
         let (w, b) = ridge(&rows, &y, 0.0);
-        assert!((w[0] - 2.0).abs() < 1e-3 && (w[1] + 1.0).abs() < 1e-3, "{w:?}");
+        assert!(
+            (w[0] - 2.0).abs() < 1e-3 && (w[1] + 1.0).abs() < 1e-3,
+            "{w:?}"
+        );
         assert!((b - 3.0).abs() < 1e-2, "{b}");
     }
 }

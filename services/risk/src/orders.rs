@@ -14,13 +14,41 @@ use crate::tabular::{Cell, Encoder, IsolationForest, TabularModel};
 /// The order features the service computes, in column order.
 pub const ORDER_FEATURES: &[(&str, &str, &str)] = &[
     ("log_total", "log(1 + order total)", "log EUR"),
-    ("value_vs_usual", "order total / the customer's average order value", "x"),
-    ("country_mismatch", "billing and shipping country differ", "bool"),
-    ("billing_abroad", "billing country differs from the customer's country", "bool"),
-    ("account_age_hours", "hours since the customer signed up", "h"),
-    ("prior_orders", "orders the customer placed before", "orders"),
-    ("prior_chargebacks", "charge-backs on the customer's earlier orders", "orders"),
-    ("device_orders_10m", "orders from the same device fingerprint in the last 10 minutes, this one included", "orders"),
+    (
+        "value_vs_usual",
+        "order total / the customer's average order value",
+        "x",
+    ),
+    (
+        "country_mismatch",
+        "billing and shipping country differ",
+        "bool",
+    ),
+    (
+        "billing_abroad",
+        "billing country differs from the customer's country",
+        "bool",
+    ),
+    (
+        "account_age_hours",
+        "hours since the customer signed up",
+        "h",
+    ),
+    (
+        "prior_orders",
+        "orders the customer placed before",
+        "orders",
+    ),
+    (
+        "prior_chargebacks",
+        "charge-backs on the customer's earlier orders",
+        "orders",
+    ),
+    (
+        "device_orders_10m",
+        "orders from the same device fingerprint in the last 10 minutes, this one included",
+        "orders",
+    ),
     ("lines", "order lines", "lines"),
     ("units", "units in the basket", "units"),
     ("payment_method", "payment method", ""),
@@ -295,7 +323,11 @@ impl OrderModel {
                         name: name.clone(),
                         contribution: c.value,
                         value: cell_text(&cells[c.column]),
-                        description: if d.is_empty() { name.clone() } else { d.to_string() },
+                        description: if d.is_empty() {
+                            name.clone()
+                        } else {
+                            d.to_string()
+                        },
                         unit: u.to_string(),
                     });
                 }
@@ -409,7 +441,10 @@ pub fn examples(events: Vec<Order>) -> Vec<OrderExample> {
             }
         }
     }
-    let mut v: Vec<OrderExample> = order.into_iter().filter_map(|id| by_id.remove(&id)).collect();
+    let mut v: Vec<OrderExample> = order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect();
     v.sort_by_key(|e| e.ts);
     v
 }
@@ -435,7 +470,10 @@ pub fn device_velocity(ex: &[OrderExample]) -> Vec<u32> {
 
 /// Column names of the order features.
 pub fn order_columns() -> Vec<String> {
-    ORDER_FEATURES.iter().map(|(n, _, _)| n.to_string()).collect()
+    ORDER_FEATURES
+        .iter()
+        .map(|(n, _, _)| n.to_string())
+        .collect()
 }
 
 /// Metrics map helper.

@@ -13,14 +13,38 @@ use crate::text::{link_count, promo_terms};
 
 /// The review features, in column order: (name, description, unit).
 pub const REVIEW_FEATURES: &[(&str, &str, &str)] = &[
-    ("max_similarity_to_other_reviews", "cosine similarity to the most similar other review", "cosine"),
-    ("near_duplicates", "other reviews with cosine similarity >= 0.9", "reviews"),
-    ("reviews_on_product_last_hour", "other reviews of the same product within an hour", "reviews"),
-    ("rating_sentiment_gap", "stars minus the rating the text's sentiment suggests", "stars"),
+    (
+        "max_similarity_to_other_reviews",
+        "cosine similarity to the most similar other review",
+        "cosine",
+    ),
+    (
+        "near_duplicates",
+        "other reviews with cosine similarity >= 0.9",
+        "reviews",
+    ),
+    (
+        "reviews_on_product_last_hour",
+        "other reviews of the same product within an hour",
+        "reviews",
+    ),
+    (
+        "rating_sentiment_gap",
+        "stars minus the rating the text's sentiment suggests",
+        "stars",
+    ),
     ("link_count", "links in the text", "links"),
     ("promo_terms", "promotional terms in the text", "terms"),
-    ("reviewer_reviews", "other reviews by the same reviewer", "reviews"),
-    ("reviewer_account_age_hours", "hours since the reviewer signed up", "h"),
+    (
+        "reviewer_reviews",
+        "other reviews by the same reviewer",
+        "reviews",
+    ),
+    (
+        "reviewer_account_age_hours",
+        "hours since the reviewer signed up",
+        "h",
+    ),
     ("rating", "star rating", "stars"),
 ];
 
@@ -266,7 +290,9 @@ impl ReviewModel {
                 }
                 m.predict(&cells)
             }
-            None => self.anomaly.percentile(&self.anomaly_encoder.encode(&cells)),
+            None => self
+                .anomaly
+                .percentile(&self.anomaly_encoder.encode(&cells)),
         };
         factors.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
         factors.truncate(5);
@@ -282,5 +308,8 @@ impl ReviewModel {
 
 /// Column names of the review features.
 pub fn review_columns() -> Vec<String> {
-    REVIEW_FEATURES.iter().map(|(n, _, _)| n.to_string()).collect()
+    REVIEW_FEATURES
+        .iter()
+        .map(|(n, _, _)| n.to_string())
+        .collect()
 }

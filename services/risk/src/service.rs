@@ -56,15 +56,24 @@ pub type TableParts = (Vec<String>, Vec<Vec<Cell>>, Vec<Option<bool>>);
 pub fn table_from_proto(t: pb::LabelledTable) -> Result<TableParts, Error> {
     let pb::LabelledTable { columns, rows } = t;
     if columns.is_empty() {
-        return Err(Error::invalid("table.columns", "at least one column is required"));
+        return Err(Error::invalid(
+            "table.columns",
+            "at least one column is required",
+        ));
     }
     let mut seen = HashSet::new();
     for (i, c) in columns.iter().enumerate() {
         if c.trim().is_empty() {
-            return Err(Error::invalid(format!("table.columns[{i}]"), "empty column name"));
+            return Err(Error::invalid(
+                format!("table.columns[{i}]"),
+                "empty column name",
+            ));
         }
         if !seen.insert(c.as_str()) {
-            return Err(Error::invalid(format!("table.columns[{i}]"), format!("duplicate column {c:?}")));
+            return Err(Error::invalid(
+                format!("table.columns[{i}]"),
+                format!("duplicate column {c:?}"),
+            ));
         }
     }
     if rows.is_empty() {
@@ -86,7 +95,10 @@ pub fn table_from_proto(t: pb::LabelledTable) -> Result<TableParts, Error> {
             let (cell, kind) = match v.value {
                 Some(Value::DoubleValue(d)) if d.is_finite() => (Cell::Num(d), 1),
                 Some(Value::DoubleValue(_)) => {
-                    return Err(Error::invalid(format!("table.rows[{r}].values[{c}]"), "not a finite number"));
+                    return Err(Error::invalid(
+                        format!("table.rows[{r}].values[{c}]"),
+                        "not a finite number",
+                    ));
                 }
                 Some(Value::Int64Value(i)) => (Cell::Num(i as f64), 1),
                 Some(Value::BoolValue(b)) => (Cell::Num(if b { 1.0 } else { 0.0 }), 1),
@@ -114,10 +126,16 @@ fn reviews_from_proto(r: pb::LabelledReviews) -> Result<Vec<LabelledReview>, Err
     let mut out = Vec::with_capacity(r.reviews.len());
     for (i, x) in r.reviews.into_iter().enumerate() {
         if x.text.trim().is_empty() && x.title.trim().is_empty() {
-            return Err(Error::invalid(format!("reviews.reviews[{i}].text"), "required"));
+            return Err(Error::invalid(
+                format!("reviews.reviews[{i}].text"),
+                "required",
+            ));
         }
         if !(1..=5).contains(&x.rating) {
-            return Err(Error::invalid(format!("reviews.reviews[{i}].rating"), "must be 1..5"));
+            return Err(Error::invalid(
+                format!("reviews.reviews[{i}].rating"),
+                "must be 1..5",
+            ));
         }
         let label = match augur_proto::featurestore::ReviewLabel::try_from(x.label) {
             Ok(augur_proto::featurestore::ReviewLabel::Spam) => Some(true),
@@ -126,7 +144,11 @@ fn reviews_from_proto(r: pb::LabelledReviews) -> Result<Vec<LabelledReview>, Err
         };
         out.push(LabelledReview {
             doc: ReviewDoc {
-                review_id: if x.review_id.is_empty() { format!("req-{i}") } else { x.review_id.clone() },
+                review_id: if x.review_id.is_empty() {
+                    format!("req-{i}")
+                } else {
+                    x.review_id.clone()
+                },
                 customer_id: x.customer_id.clone(),
                 sku: x.sku.clone(),
                 rating: x.rating,
@@ -156,20 +178,29 @@ async fn run_job(
 ) -> Result<ModelMeta, Error> {
     match job {
         Job::OrdersFromStore(range) => {
-            progress.stage("fetch", 0.05, "reading orders and point-in-time customer features").await;
+            progress
+                .stage(
+                    "fetch",
+                    0.05,
+                    "reading orders and point-in-time customer features",
+                )
+                .await;
             let (rows, labels, span) = app.order_table(range).await?;
             progress
                 .stage("fit", 0.3, format!("fitting on {} orders", rows.len()))
                 .await;
             let columns = crate::app::default_order_columns();
             let o2 = o.clone();
-            let fit = tokio::task::spawn_blocking(move || crate::app::fit_table(&columns, &rows, &labels, &o2))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+            let fit = tokio::task::spawn_blocking(move || {
+                crate::app::fit_table(&columns, &rows, &labels, &o2)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
             let mut meta = ModelMeta::new(crate::app::ORDER_MODEL);
             meta.training_examples = fit.examples as i64;
             meta.validation_metrics = fit.metrics;
-            meta.validation_metrics.insert("positives".into(), fit.positives as f64);
+            meta.validation_metrics
+                .insert("positives".into(), fit.positives as f64);
             if let Some((a, b)) = span {
                 meta.data_start = utc(a);
                 meta.data_end = utc(b);
@@ -180,17 +211,25 @@ async fn run_job(
         }
         Job::Table(columns, rows, labels) => {
             progress
-                .stage("fit", 0.1, format!("fitting on {} rows x {} columns", rows.len(), columns.len()))
+                .stage(
+                    "fit",
+                    0.1,
+                    format!("fitting on {} rows x {} columns", rows.len(), columns.len()),
+                )
                 .await;
             let o2 = o.clone();
-            let fit = tokio::task::spawn_blocking(move || crate::app::fit_table(&columns, &rows, &labels, &o2))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+            let fit = tokio::task::spawn_blocking(move || {
+                crate::app::fit_table(&columns, &rows, &labels, &o2)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
             let mut meta = ModelMeta::new(crate::app::ORDER_MODEL);
             meta.training_examples = fit.examples as i64;
             meta.validation_metrics = fit.metrics;
-            meta.validation_metrics.insert("positives".into(), fit.positives as f64);
-            meta.description = "tabular risk model trained on a labelled table from the request".into();
+            meta.validation_metrics
+                .insert("positives".into(), fit.positives as f64);
+            meta.description =
+                "tabular risk model trained on a labelled table from the request".into();
             app.publish_order(fit.model, meta, evaluate_only)
         }
         Job::ReviewsFromStore(_) | Job::Reviews(_) => {
@@ -198,18 +237,29 @@ async fn run_job(
                 Job::ReviewsFromStore(range) => {
                     progress.stage("fetch", 0.05, "reading reviews").await;
                     let d = app.review_docs(range).await?;
-                    let span = d.iter().map(|r| r.doc.ts).min().zip(d.iter().map(|r| r.doc.ts).max());
+                    let span = d
+                        .iter()
+                        .map(|r| r.doc.ts)
+                        .min()
+                        .zip(d.iter().map(|r| r.doc.ts).max());
                     (d, span)
                 }
                 Job::Reviews(d) => (d, None),
                 _ => (Vec::new(), None),
             };
             if docs.len() < 10 {
-                return Err(Error::NotEnoughData(format!("{} reviews (at least 10 are needed)", docs.len())));
+                return Err(Error::NotEnoughData(format!(
+                    "{} reviews (at least 10 are needed)",
+                    docs.len()
+                )));
             }
             let embedder = app.embedder()?;
             progress
-                .stage("embed", 0.2, format!("embedding {} reviews with all-MiniLM-L6-v2", docs.len()))
+                .stage(
+                    "embed",
+                    0.2,
+                    format!("embedding {} reviews with all-MiniLM-L6-v2", docs.len()),
+                )
                 .await;
             let o2 = o.clone();
             let n = docs.len();
@@ -223,7 +273,8 @@ async fn run_job(
             let mut meta = ModelMeta::new(crate::app::REVIEW_MODEL);
             meta.training_examples = n as i64;
             meta.validation_metrics = metrics;
-            meta.validation_metrics.insert("positives".into(), positives as f64);
+            meta.validation_metrics
+                .insert("positives".into(), positives as f64);
             if let Some((a, b)) = span {
                 meta.data_start = utc(a);
                 meta.data_end = utc(b);
@@ -236,7 +287,9 @@ async fn run_job(
 }
 
 fn range_secs(r: Option<augur_proto::common::TimeRange>) -> (Option<i64>, Option<i64>) {
-    r.map_or((None, None), |r| (r.start.map(|t| t.seconds), r.end.map(|t| t.seconds)))
+    r.map_or((None, None), |r| {
+        (r.start.map(|t| t.seconds), r.end.map(|t| t.seconds))
+    })
 }
 
 #[tonic::async_trait]
@@ -288,11 +341,13 @@ impl Risk for Service {
                         Ok(pb::ScoreOrderStreamResponse {
                             index,
                             order_id,
-                            outcome: Some(pb::score_order_stream_response::Outcome::Error(pb::ScoreError {
-                                code: e.code() as i32,
-                                field,
-                                message: e.to_string(),
-                            })),
+                            outcome: Some(pb::score_order_stream_response::Outcome::Error(
+                                pb::ScoreError {
+                                    code: e.code() as i32,
+                                    field,
+                                    message: e.to_string(),
+                                },
+                            )),
                         })
                     }
                 };
@@ -303,7 +358,9 @@ impl Risk for Service {
                 index += 1;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn score_review(
@@ -347,7 +404,11 @@ impl Risk for Service {
                 Job::Table(c, r, l)
             }
             (false, Some(Source::Reviews(_))) => {
-                return Err(Error::invalid("reviews", "reviews train the REVIEW model (kind = MODEL_KIND_REVIEW)").into());
+                return Err(Error::invalid(
+                    "reviews",
+                    "reviews train the REVIEW model (kind = MODEL_KIND_REVIEW)",
+                )
+                .into());
             }
             (true, None) => Job::ReviewsFromStore((None, None)),
             (true, Some(Source::FeatureStore(f))) => Job::ReviewsFromStore(range_secs(f.range)),
@@ -384,9 +445,10 @@ impl Risk for Service {
         } else {
             self.app.orders.get().map(|s| s.meta.to_proto())
         };
-        let model = meta.ok_or_else(|| {
-            Error::NoModel("no model trained yet: call Train".into())
-        })?;
-        Ok(Response::new(pb::GetModelInfoResponse { model: Some(model) }))
+        let model =
+            meta.ok_or_else(|| Error::NoModel("no model trained yet: call Train".into()))?;
+        Ok(Response::new(pb::GetModelInfoResponse {
+            model: Some(model),
+        }))
     }
 }

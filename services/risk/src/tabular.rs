@@ -162,9 +162,7 @@ impl Encoder {
                     let start = out.len();
                     out.extend(std::iter::repeat_n(0.0, levels.len() + 2));
                     let slot = match cell {
-                        Cell::Cat(s) => levels
-                            .binary_search(s)
-                            .unwrap_or(levels.len()),
+                        Cell::Cat(s) => levels.binary_search(s).unwrap_or(levels.len()),
                         Cell::Num(v) if v.is_finite() => {
                             levels.binary_search(&v.to_string()).unwrap_or(levels.len())
                         }
@@ -270,9 +268,7 @@ impl Gbdt {
             let c: Vec<f32> = if v.len() <= p.bins {
                 v.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect()
             } else {
-                let mut c: Vec<f32> = (1..p.bins)
-                    .map(|k| v[k * v.len() / p.bins])
-                    .collect();
+                let mut c: Vec<f32> = (1..p.bins).map(|k| v[k * v.len() / p.bins]).collect();
                 c.dedup();
                 c
             };
@@ -594,7 +590,12 @@ pub struct FitOptions {
 impl Default for FitOptions {
     fn default() -> Self {
         FitOptions {
-            learners: vec![Learner::Linear, Learner::Spline, Learner::Gbdt, Learner::Blend],
+            learners: vec![
+                Learner::Linear,
+                Learner::Spline,
+                Learner::Gbdt,
+                Learner::Blend,
+            ],
             l2: vec![1e-4, 1e-3, 1e-2, 3e-2],
             knots: 4,
             gbdt: GbdtParams::default(),
@@ -712,24 +713,25 @@ impl TabularModel {
                 *m += v / x.len().max(1) as f32;
             }
         }
-        let linear = matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend).then(|| {
-            let sx: Vec<_> = x.iter().map(|r| sparse(r)).collect();
-            Logistic::fit(
-                &sx,
-                y,
-                dim,
-                &LogisticParams {
-                    l2,
-                    epochs: o.epochs,
-                    batch: 64,
-                    learning_rate: 0.02,
-                    positive_weight: 1.0,
-                    seed: o.seed,
-                },
-            )
-        });
-        let gbdt = matches!(learner, Learner::Gbdt | Learner::Blend)
-            .then(|| Gbdt::fit(&x, y, &o.gbdt));
+        let linear =
+            matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend).then(|| {
+                let sx: Vec<_> = x.iter().map(|r| sparse(r)).collect();
+                Logistic::fit(
+                    &sx,
+                    y,
+                    dim,
+                    &LogisticParams {
+                        l2,
+                        epochs: o.epochs,
+                        batch: 64,
+                        learning_rate: 0.02,
+                        positive_weight: 1.0,
+                        seed: o.seed,
+                    },
+                )
+            });
+        let gbdt =
+            matches!(learner, Learner::Gbdt | Learner::Blend).then(|| Gbdt::fit(&x, y, &o.gbdt));
         TabularModel {
             learner,
             encoder,
@@ -751,7 +753,11 @@ impl TabularModel {
     ) -> (TabularModel, std::collections::BTreeMap<String, f64>) {
         let mut best: Option<(f64, TabularModel)> = None;
         for &learner in &o.learners {
-            let l2s: &[f32] = if learner == Learner::Gbdt { &[0.0] } else { &o.l2 };
+            let l2s: &[f32] = if learner == Learner::Gbdt {
+                &[0.0]
+            } else {
+                &o.l2
+            };
             for &l2 in l2s {
                 let m = Self::fit_one(columns, train.0, train.1, learner, l2, o);
                 let p: Vec<f64> = valid
@@ -830,7 +836,10 @@ mod tests {
         let refs: Vec<&Vec<Cell>> = rows.iter().collect();
         let (tr, va) = stratified_split(&y, 0.3, 7);
         let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
-            (ix.iter().map(|&i| refs[i]).collect(), ix.iter().map(|&i| y[i]).collect())
+            (
+                ix.iter().map(|&i| refs[i]).collect(),
+                ix.iter().map(|&i| y[i]).collect(),
+            )
         };
         let (trx, try_) = pick(&tr);
         let (vax, vay) = pick(&va);
@@ -844,7 +853,11 @@ mod tests {
             ..Default::default()
         };
         let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
-        assert_ne!(m.learner, Learner::Linear, "a quadratic effect needs splines or trees");
+        assert_ne!(
+            m.learner,
+            Learner::Linear,
+            "a quadratic effect needs splines or trees"
+        );
         assert!(vm["roc_auc"] > 0.75, "{vm:?}");
         let p = m.predict(&[Cell::Num(1.9), Cell::Cat("x".into())]);
         let q = m.predict(&[Cell::Num(0.0), Cell::Cat("y".into())]);

@@ -53,7 +53,8 @@ impl TfIdf {
             for w in chars.windows(n) {
                 buf.clear();
                 buf.extend(w.iter());
-                *c.entry((fnv(buf.as_bytes(), 3 + n as u64) & mask) as u32).or_default() += 1.0;
+                *c.entry((fnv(buf.as_bytes(), 3 + n as u64) & mask) as u32)
+                    .or_default() += 1.0;
             }
         }
         c
@@ -89,7 +90,12 @@ impl TfIdf {
             .into_iter()
             .map(|(k, c)| (k, (1.0 + c.ln()) * self.idf[k as usize]))
             .collect();
-        let norm = row.iter().map(|(_, v)| v * v).sum::<f32>().sqrt().max(1e-12);
+        let norm = row
+            .iter()
+            .map(|(_, v)| v * v)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
         for (_, v) in &mut row {
             *v /= norm;
         }
@@ -105,8 +111,24 @@ pub fn link_count(text: &str) -> usize {
 }
 
 const PROMO: &[&str] = &[
-    "discount", "cheap", "deal", "deals", "coupon", "promo", "code", "free", "click", "visit",
-    "offer", "buy now", "order now", "sale", "best price", "limited time", "subscribe", "earn",
+    "discount",
+    "cheap",
+    "deal",
+    "deals",
+    "coupon",
+    "promo",
+    "code",
+    "free",
+    "click",
+    "visit",
+    "offer",
+    "buy now",
+    "order now",
+    "sale",
+    "best price",
+    "limited time",
+    "subscribe",
+    "earn",
 ];
 
 /// Promotional terms in a text.
@@ -121,21 +143,30 @@ mod tests {
 
     #[test]
     fn tfidf_rows_are_unit_and_similar_texts_overlap() {
-        let docs = ["cheap pills buy now", "meeting at noon tomorrow", "buy cheap pills now"];
+        let docs = [
+            "cheap pills buy now",
+            "meeting at noon tomorrow",
+            "buy cheap pills now",
+        ];
         let t = TfIdf::fit(&docs, 16, 1000);
         let a = t.transform(docs[0]);
         let n: f32 = a.iter().map(|(_, v)| v * v).sum();
         assert!((n - 1.0).abs() < 1e-4);
         let dot = |x: &SparseRow, y: &SparseRow| -> f32 {
             let m: HashMap<u32, f32> = y.iter().copied().collect();
-            x.iter().map(|(k, v)| v * m.get(k).copied().unwrap_or(0.0)).sum()
+            x.iter()
+                .map(|(k, v)| v * m.get(k).copied().unwrap_or(0.0))
+                .sum()
         };
         assert!(dot(&a, &t.transform(docs[2])) > dot(&a, &t.transform(docs[1])));
     }
 
     #[test]
     fn promotional_signals() {
-        assert_eq!(link_count("see http://cheap-deals.example and www.x.com"), 2);
+        assert_eq!(
+            link_count("see http://cheap-deals.example and www.x.com"),
+            2
+        );
         assert!(promo_terms("Best price! Click for a discount code") >= 3);
         assert_eq!(promo_terms("Lovely kettle, boils fast."), 0);
     }
