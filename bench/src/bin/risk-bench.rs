@@ -1,0 +1,605 @@
+//! Risk benchmark (`make bench-risk`): model quality on public data and serving speed.
+//!
+//! 1. Credit (`credit/credit_data.csv`, target `Status == bad`): stratified 70/30 split (seed
+//!    42); every model is fitted on the 70% only, with model selection (learner, L2) and Platt
+//!    calibration on a stratified 20% validation split carved from that 70%; missing values are
+//!    handled inside the pipeline (median imputation + missing indicators, a "missing" level).
+//!    ROC-AUC, PR-AUC and Brier on the 30% test split.
+//! 2. Spam (`spam/spamassassin_dev.jsonl`, subject + body): stratified 80/20 split (seed 42);
+//!    L2 chosen on a 20% validation split of the 80%; F1 at the decision threshold 0.5. TF-IDF
+//!    (hashed word 1-2 grams + char 3-5 grams) + logistic regression, and MiniLM (candle, 256
+//!    tokens, mean pooled, normalised) + logistic regression; documents/s of the MiniLM encoder.
+//! 3. Speed over loopback gRPC, feature store in process with the demo data: ScoreOrder open loop
+//!    at 1,000 requests/s (features from the feature store); ScoreReview single 100-word review
+//!    latency and concurrent throughput.
+//!
+//! Env: `RISK_BENCH` = comma list of `credit,spam,speed` (default all); `SPAM_LIMIT` (docs, for a
+//! quick run); `ORDER_RPS` (default 1000), `ORDER_SECS` (default 10).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use augur_model::metrics;
+use augur_proto::featurestore as fpb;
+use augur_proto::risk as pb;
+use augur_proto::risk::risk_client::RiskClient;
+use augur_risk::app::{TrainOptions, fit_table};
+use augur_risk::embed::{self, Embedder};
+use augur_risk::linear::{Logistic, LogisticParams, SparseRow, sparse};
+use augur_risk::tabular::{Cell, FitOptions, Learner, TabularModel, stratified_split};
+use augur_risk::text::TfIdf;
+use augur_testkit::datasets;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+struct Row {
+    name: String,
+    roc: f64,
+    pr: f64,
+    brier: f64,
+    extra: String,
+}
+
+fn report(rows: &[Row]) {
+    println!("| model | ROC-AUC | PR-AUC | Brier | notes |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {} |",
+            r.name, r.roc, r.pr, r.brier, r.extra
+        );
+    }
+}
+
+fn eval(name: &str, p: &[f64], y: &[bool], extra: String) -> Row {
+    Row {
+        name: name.into(),
+        roc: metrics::roc_auc(p, y).unwrap_or(f64::NAN),
+        pr: metrics::pr_auc(p, y).unwrap_or(f64::NAN),
+        brier: metrics::brier(p, y),
+        extra,
+    }
+}
+
+// ---------------------------------------------------------------------------------- credit
+
+fn credit() -> anyhow::Result<()> {
+    let Some(path) = datasets::require("credit/credit_data.csv") else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let categorical = ["Home", "Marital", "Records", "Job"];
+    let columns: Vec<String> = header[1..].to_vec();
+    let mut rows = Vec::new();
+    let mut y = Vec::new();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() != header.len() {
+            continue;
+        }
+        y.push(f[0].trim() == "bad");
+        rows.push(
+            f[1..]
+                .iter()
+                .zip(&columns)
+                .map(|(v, c)| {
+                    let v = v.trim();
+                    if v.is_empty() || v == "NA" {
+                        Cell::Missing
+                    } else if categorical.contains(&c.as_str()) {
+                        Cell::Cat(v.to_string())
+                    } else {
+                        v.parse().map_or(Cell::Missing, Cell::Num)
+                    }
+                })
+                .collect::<Vec<Cell>>(),
+        );
+    }
+    let missing = rows
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c, Cell::Missing))
+        .count();
+    println!(
+        "\n## Credit: {} applications, {} bad, {} missing cells",
+        rows.len(),
+        y.iter().filter(|&&b| b).count(),
+        missing
+    );
+    let (train, test) = stratified_split(&y, 0.3, 42);
+    let (tr, va) = stratified_split(&train.iter().map(|&i| y[i]).collect::<Vec<_>>(), 0.2, 42);
+    let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
+        (
+            ix.iter().map(|&i| &rows[i]).collect(),
+            ix.iter().map(|&i| y[i]).collect(),
+        )
+    };
+    let (trx, try_) = pick(&tr.iter().map(|&k| train[k]).collect::<Vec<_>>());
+    let (vax, vay) = pick(&va.iter().map(|&k| train[k]).collect::<Vec<_>>());
+    let (tex, tey) = pick(&test);
+    println!(
+        "split: train {} (fit {} + validation {}), test {}",
+        train.len(),
+        trx.len(),
+        vax.len(),
+        tex.len()
+    );
+    let mut out = Vec::new();
+    let base = FitOptions {
+        epochs: 150,
+        l2: vec![1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        ..FitOptions::default()
+    };
+    let candidates: Vec<(&str, Vec<Learner>)> = vec![
+        (
+            "logistic regression (one-hot, scaling, imputation) [anchor]",
+            vec![Learner::Linear],
+        ),
+        (
+            "gradient-boosted trees [anchor: HistGB / LightGBM]",
+            vec![Learner::Gbdt],
+        ),
+        (
+            "logistic regression + linear splines",
+            vec![Learner::Spline],
+        ),
+        ("blend: spline logistic + trees", vec![Learner::Blend]),
+        (
+            "SELECTED on validation log loss among the four",
+            vec![
+                Learner::Linear,
+                Learner::Spline,
+                Learner::Gbdt,
+                Learner::Blend,
+            ],
+        ),
+    ];
+    for (name, learners) in candidates {
+        let t = Instant::now();
+        let o = FitOptions {
+            learners,
+            ..base.clone()
+        };
+        let (m, vm) = TabularModel::fit(&columns, (&trx, &try_), (&vax, &vay), &o);
+        let p: Vec<f64> = tex.iter().map(|r| m.predict(r)).collect();
+        out.push(eval(
+            name,
+            &p,
+            &tey,
+            format!(
+                "picked {} l2={} (validation ROC-AUC {:.3}); fit {:.1}s",
+                m.learner.name(),
+                m.l2,
+                vm.get("roc_auc").copied().unwrap_or(f64::NAN),
+                t.elapsed().as_secs_f64()
+            ),
+        ));
+    }
+    // Unsupervised: the isolation forest of the same pipeline, fitted on the 70% without labels.
+    let train_rows: Vec<Vec<Cell>> = train.iter().map(|&i| rows[i].clone()).collect();
+    let unl: Vec<Option<bool>> = vec![None; train_rows.len()];
+    let fit = fit_table(&columns, &train_rows, &unl, &TrainOptions::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p: Vec<f64> = tex
+        .iter()
+        .map(|r| fit.model.score_cells(r, None).anomaly_score)
+        .collect();
+    out.push(eval(
+        "isolation forest, unsupervised [anchor]",
+        &p,
+        &tey,
+        "score = share of training rows less anomalous (not a probability: Brier not meaningful)"
+            .into(),
+    ));
+    report(&out);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- spam
+
+/// Subject + body of a raw e-mail (headers other than Subject dropped).
+fn subject_body(raw: &str) -> String {
+    let (head, body) = match raw.find("\n\n") {
+        Some(i) => (&raw[..i], &raw[i + 2..]),
+        None => (raw, ""),
+    };
+    let subject = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject:"))
+        .unwrap_or("")
+        .trim();
+    format!("{subject}\n{body}")
+}
+
+fn fit_lr_select(
+    x: &[SparseRow],
+    y: &[bool],
+    dim: usize,
+    l2s: &[f32],
+    epochs: usize,
+) -> (Logistic, f32) {
+    let (tr, va) = stratified_split(y, 0.2, 42);
+    let sub = |ix: &[usize]| -> (Vec<SparseRow>, Vec<bool>) {
+        (
+            ix.iter().map(|&i| x[i].clone()).collect(),
+            ix.iter().map(|&i| y[i]).collect(),
+        )
+    };
+    let (tx, ty) = sub(&tr);
+    let (vx, vy) = sub(&va);
+    let mut best = (f64::INFINITY, l2s[0]);
+    for &l2 in l2s {
+        let p = LogisticParams {
+            l2,
+            epochs,
+            batch: 32,
+            learning_rate: 0.05,
+            ..Default::default()
+        };
+        let m = Logistic::fit(&tx, &ty, dim, &p);
+        let pv: Vec<f64> = vx.iter().map(|r| m.predict(r) as f64).collect();
+        let ll = metrics::log_loss(&pv, &vy);
+        if ll < best.0 {
+            best = (ll, l2);
+        }
+    }
+    let p = LogisticParams {
+        l2: best.1,
+        epochs,
+        batch: 32,
+        learning_rate: 0.05,
+        ..Default::default()
+    };
+    (Logistic::fit(x, y, dim, &p), best.1)
+}
+
+fn spam() -> anyhow::Result<()> {
+    let Some(path) = datasets::require("spam/spamassassin_dev.jsonl") else {
+        return Ok(());
+    };
+    let limit: usize = std::env::var("SPAM_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut docs = Vec::new();
+    let mut y = Vec::new();
+    for l in std::fs::read_to_string(path)?.lines().take(limit) {
+        let v: serde_json::Value = serde_json::from_str(l)?;
+        docs.push(subject_body(v["text"].as_str().unwrap_or("")));
+        y.push(v["label"].as_str() == Some("spam"));
+    }
+    println!(
+        "\n## Spam: {} e-mails, {} spam",
+        docs.len(),
+        y.iter().filter(|&&b| b).count()
+    );
+    let (train, test) = stratified_split(&y, 0.2, 42);
+    let ytr: Vec<bool> = train.iter().map(|&i| y[i]).collect();
+    let yte: Vec<bool> = test.iter().map(|&i| y[i]).collect();
+    println!("split: train {} test {}", train.len(), test.len());
+    let mut out = Vec::new();
+
+    // TF-IDF + logistic regression
+    let t = Instant::now();
+    let trd: Vec<&str> = train.iter().map(|&i| docs[i].as_str()).collect();
+    let tfidf = TfIdf::fit(&trd, 18, 5000);
+    let xtr: Vec<SparseRow> = trd.iter().map(|d| tfidf.transform(d)).collect();
+    let (m, l2) = fit_lr_select(&xtr, &ytr, tfidf.dim(), &[1e-6, 1e-5, 1e-4], 8);
+    let fit_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let p: Vec<f64> = test
+        .iter()
+        .map(|&i| m.predict(&tfidf.transform(&docs[i])) as f64)
+        .collect();
+    let dps = test.len() as f64 / t.elapsed().as_secs_f64();
+    let f1 = metrics::f1_at(&p, &yte, 0.5);
+    out.push(eval(
+        "TF-IDF (word 1-2 + char 3-5 grams, hashed 2^18) + logistic regression",
+        &p,
+        &yte,
+        format!("F1@0.5 {f1:.3}; l2={l2}; fit {fit_s:.1}s; scoring {dps:.0} docs/s"),
+    ));
+
+    // MiniLM + logistic regression
+    let dir = embed::default_dir();
+    if !embed::present(&dir) {
+        println!(
+            "*** MiniLM not found in {} (make minilm): MiniLM row skipped ***",
+            dir.display()
+        );
+    } else {
+        let mut e = Embedder::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        e.batch = 16;
+        let all: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let tokens = e.token_counts(&all).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mean_tokens = tokens.iter().sum::<usize>() as f64 / tokens.len() as f64;
+        let at_max = tokens.iter().filter(|&&t| t == embed::MAX_TOKENS).count();
+        // Throughput on the test split's documents.
+        let ted: Vec<&str> = test.iter().map(|&i| docs[i].as_str()).collect();
+        let t = Instant::now();
+        let ete = e.embed(&ted).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let enc_dps = ted.len() as f64 / t.elapsed().as_secs_f64();
+        // Throughput at exactly 256 tokens (PyTorch's anchor condition).
+        let long: Vec<&str> = (0..docs.len())
+            .filter(|&i| tokens[i] == embed::MAX_TOKENS)
+            .take(200)
+            .map(|i| docs[i].as_str())
+            .collect();
+        let t = Instant::now();
+        let _ = e.embed(&long).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let dps256 = long.len() as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "MiniLM encoder: {enc_dps:.1} docs/s on the test split (mean {mean_tokens:.0} tokens, {at_max} of {} docs truncated at 256); {dps256:.1} docs/s on {} docs of exactly 256 tokens (PyTorch anchor: 31 docs/s at 256 tokens)",
+            docs.len(),
+            long.len()
+        );
+        let etr = e.embed(&trd).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let xtr: Vec<SparseRow> = etr.iter().map(|v| sparse(v)).collect();
+        let (m, l2) = fit_lr_select(&xtr, &ytr, embed::DIM, &[1e-5, 1e-4, 1e-3, 1e-2], 60);
+        let p: Vec<f64> = ete.iter().map(|v| m.predict(&sparse(v)) as f64).collect();
+        let f1 = metrics::f1_at(&p, &yte, 0.5);
+        out.push(eval(
+            "MiniLM (candle) mean-pooled embeddings + logistic regression",
+            &p,
+            &yte,
+            format!(
+                "F1@0.5 {f1:.3}; l2={l2}; encoder {enc_dps:.1} docs/s (test split), {dps256:.1} docs/s at 256 tokens = {:.1}x PyTorch's 31",
+                dps256 / 31.0
+            ),
+        ));
+    }
+    report(&out);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- speed
+
+async fn speed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fs_cfg = augur_feature_store::Config {
+        server: augur_runtime::config::ServerConfig::with_port(0),
+        data_dir: dir.path().join("fs"),
+        sqlite_synchronous: "off".into(),
+        ..Default::default()
+    };
+    let (fs_server, _app) = augur_feature_store::build(&fs_cfg).await?;
+    let fs = fs_server.spawn().await?;
+    let data = augur_demo::generate(&augur_demo::DemoConfig::default());
+    let mut fsc = fpb::feature_store_client::FeatureStoreClient::connect(fs.url())
+        .await?
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let t = Instant::now();
+    for chunk in data.events.chunks(5000) {
+        fsc.ingest(fpb::IngestRequest {
+            events: chunk.to_vec(),
+        })
+        .await?;
+    }
+    println!(
+        "\n## Speed: demo data {} events loaded in {:.1}s",
+        data.events.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let mut cfg = augur_risk::default_config();
+    cfg.server = augur_runtime::config::ServerConfig::with_port(0);
+    cfg.data_dir = dir.path().join("risk");
+    cfg.feature_store_url = fs.url();
+    let risk = augur_risk::try_build(&cfg)?.spawn().await?;
+    let mut c = RiskClient::connect(risk.url()).await?;
+    for kind in [pb::ModelKind::Order, pb::ModelKind::Review] {
+        let t = Instant::now();
+        let mut s = c
+            .train(pb::TrainRequest {
+                kind: kind as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut info = None;
+        while let Some(m) = s.message().await? {
+            if m.done {
+                info = m.model;
+            }
+        }
+        let info = info.ok_or_else(|| anyhow::anyhow!("no model"))?;
+        let vm: BTreeMap<_, _> = info.validation_metrics.iter().collect();
+        println!(
+            "default Train {kind:?}: {:.1}s, {} examples, validation {vm:?}",
+            t.elapsed().as_secs_f64(),
+            info.training_examples
+        );
+    }
+    // Orders to score: a customer of the demo data, fresh order ids.
+    let customers: Vec<String> = data
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(fpb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
+            _ => None,
+        })
+        .take(500)
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    let make = move |k: usize| pb::ScoreOrderRequest {
+        target: Some(pb::score_order_request::Target::Order(fpb::Order {
+            order_id: format!("bench-{k}"),
+            customer_id: customers[k % customers.len()].clone(),
+            ts: Some(prost_types::Timestamp {
+                seconds: now,
+                nanos: 0,
+            }),
+            lines: vec![fpb::OrderLine {
+                sku: "sku-00001".into(),
+                quantity: 1 + (k % 3) as i64,
+                unit_price: 20.0 + (k % 50) as f64,
+                promotion: false,
+            }],
+            total: None,
+            currency: "EUR".into(),
+            payment_method: "card".into(),
+            shipping_country: "DE".into(),
+            billing_country: if k.is_multiple_of(10) {
+                "FR".into()
+            } else {
+                "DE".into()
+            },
+            payment_fingerprint: String::new(),
+            device_fingerprint: format!("bench-dev-{}", k % 300),
+            ip_address: String::new(),
+            status: 0,
+            store_id: String::new(),
+            channel: "web".into(),
+        })),
+    };
+    let make = Arc::new(make);
+    // warm-up + sequential latency
+    let mut seq = Vec::new();
+    for k in 0..300 {
+        let t = Instant::now();
+        c.score_order(make(k)).await?;
+        seq.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "ScoreOrder sequential: p50 {:.2} ms, p99 {:.2} ms",
+        pct(&mut seq.clone(), 0.5),
+        pct(&mut seq, 0.99)
+    );
+    let rps: f64 = std::env::var("ORDER_RPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000.0);
+    let secs: f64 = std::env::var("ORDER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let n = (rps * secs) as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    let mut lag_max = 0.0f64;
+    for k in 0..n {
+        let due = start + Duration::from_secs_f64(k as f64 / rps);
+        let nowi = Instant::now();
+        if due > nowi {
+            tokio::time::sleep(due - nowi).await;
+        } else {
+            lag_max = lag_max.max((nowi - due).as_secs_f64() * 1e3);
+        }
+        let mut c = c.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.score_order(make(1000 + k)).await;
+            (r.is_ok(), due.elapsed().as_secs_f64() * 1e3)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        let (ok, ms) = t.await?;
+        if ok {
+            lat.push(ms);
+        } else {
+            errors += 1;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    println!(
+        "ScoreOrder open loop {rps:.0}/s for {secs:.0}s: {} ok, {errors} errors, achieved {:.0}/s; latency from scheduled start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (generator lag max {lag_max:.2} ms)",
+        lat.len(),
+        n as f64 / wall,
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat.clone(), 0.99),
+        pct(&mut lat, 1.0)
+    );
+
+    // ScoreReview: a 100-word review.
+    let words = "The blender arrived quickly and the packaging was fine. It crushes ice without trouble and the jug is easy to clean, although the motor is louder than I expected and the lid sometimes leaks when the jug is full. After three weeks of daily smoothies it still works well, the buttons feel solid and the price was fair compared with similar models. I would buy it again, but I hope the next version is quieter and comes with a better lid seal and a longer cable for our kitchen.";
+    println!("review text: {} words", words.split_whitespace().count());
+    let review = move |k: usize| pb::ScoreReviewRequest {
+        review: Some(fpb::Review {
+            review_id: format!("bench-rev-{k}"),
+            customer_id: "cust-00001".into(),
+            sku: "sku-00002".into(),
+            rating: 4,
+            title: String::new(),
+            text: words.to_string(),
+            ts: Some(prost_types::Timestamp {
+                seconds: now,
+                nanos: 0,
+            }),
+            label: 0,
+        }),
+    };
+    let mut lat = Vec::new();
+    for k in 0..200 {
+        let t = Instant::now();
+        c.score_review(review(k)).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "ScoreReview single (sequential, 200): p50 {:.1} ms, p99 {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 0.99)
+    );
+    let n = 400;
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let conc = 8;
+    for w in 0..conc {
+        let mut c = c.clone();
+        set.spawn(async move {
+            let mut ok = 0;
+            for k in (w..n).step_by(conc) {
+                if c.score_review(review(10_000 + k)).await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = set.join_next().await {
+        ok += r?;
+    }
+    println!(
+        "ScoreReview throughput, {conc} concurrent clients: {ok}/{n} ok, {:.0} reviews/s",
+        ok as f64 / t.elapsed().as_secs_f64()
+    );
+    risk.shutdown().await?;
+    fs.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let which = std::env::var("RISK_BENCH").unwrap_or_else(|_| "credit,spam,speed".into());
+    println!(
+        "risk-bench on {} CPU(s); sections: {which}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if which.contains("credit") {
+        credit()?;
+    }
+    if which.contains("spam") {
+        spam()?;
+    }
+    if which.contains("speed") {
+        speed().await?;
+    }
+    Ok(())
+}
