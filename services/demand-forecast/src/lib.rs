@@ -3,6 +3,11 @@
 //! The server starts, reports health and serves reflection; its prediction RPCs answer
 //! UNIMPLEMENTED until the model lands (issue #5).
 
+pub mod datasets;
+pub mod metrics;
+pub mod model;
+pub mod stats;
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -1,0 +1,350 @@
+//! Demand-forecast benchmark: quality on M3 monthly and Dominick's orange juice (our anchors and
+//! the trained model, test parts never seen in training or model selection), speed of fitting and
+//! forecasting all M3 series, and Forecast latency over loopback gRPC. Prints a Markdown report
+//! (see BENCHMARKS.md for the protocol).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use augur_demand_forecast::datasets;
+use augur_demand_forecast::metrics::{Pooled, mase, naive_scale, smape};
+use augur_demand_forecast::model::{self, SeriesIn, TrainOptions};
+use augur_demand_forecast::stats::{self, Method};
+use augur_proto::forecast as pb;
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+struct Args {
+    /// Skip the gRPC latency measurement.
+    #[arg(long)]
+    no_latency: bool,
+    /// Forecast calls in the latency measurement.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Only these parts (m3, dominicks, latency); empty means all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Training hyper-parameter overrides as key=value (ridge, window, max_members).
+    #[arg(long, value_delimiter = ',')]
+    hp: Vec<String>,
+}
+
+fn options(args: &Args, horizon: usize) -> TrainOptions {
+    let mut o = TrainOptions {
+        horizon,
+        ..Default::default()
+    };
+    for kv in &args.hp {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "ridge" => o.ridge = v.parse().unwrap_or(o.ridge),
+            "window" => o.window = v.parse().unwrap_or(o.window),
+            "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
+            _ => eprintln!("unknown hyper-parameter {k}"),
+        }
+    }
+    o
+}
+
+/// Accumulates per-series sMAPE / MASE and pooled WAPE / coverage.
+#[derive(Default)]
+struct Score {
+    smape: f64,
+    mase: f64,
+    n: usize,
+    pooled: Pooled,
+    has_interval: bool,
+}
+
+impl Score {
+    fn add(&mut self, y: &[f64], f: &[f64], scale: f64, interval: Option<(&[f64], &[f64])>) {
+        self.smape += smape(y, f);
+        self.mase += mase(y, f, scale);
+        self.n += 1;
+        match interval {
+            Some((lo, hi)) => {
+                self.has_interval = true;
+                self.pooled.add(y, f, lo, hi);
+            }
+            None => self.pooled.add(y, f, f, f),
+        }
+    }
+    fn row(&self, name: &str, secs: Option<f64>) -> String {
+        let n = self.n.max(1) as f64;
+        format!(
+            "| {name} | {:.2} | {:.3} | {:.3} | {} | {} |",
+            self.smape / n,
+            self.mase / n,
+            self.pooled.wape(),
+            if self.has_interval {
+                format!("{:.1}%", 100.0 * self.pooled.coverage())
+            } else {
+                "-".into()
+            },
+            secs.map_or("-".into(), |s| format!("{s:.1}")),
+        )
+    }
+}
+
+fn header() {
+    println!("| method | sMAPE % | MASE | WAPE | 80% coverage | seconds |");
+    println!("|---|---|---|---|---|---|");
+}
+
+fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let data = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
+    let h = 18;
+    println!("\n## M3 monthly: {} series, horizon {h}\n", data.len());
+    header();
+    // Anchors: the members, each fitted and forecast from `x` alone.
+    let t0 = Instant::now();
+    let all: Vec<Vec<Vec<f64>>> = data
+        .iter()
+        .map(|s| stats::all_forecasts(&s.x, 12, h))
+        .collect();
+    let members_secs = t0.elapsed().as_secs_f64();
+    for m in [
+        Method::Naive,
+        Method::SeasonalNaive,
+        Method::Naive2,
+        Method::Ses,
+        Method::Damped,
+        Method::Ets,
+        Method::Theta,
+    ] {
+        let mut sc = Score::default();
+        for (s, f) in data.iter().zip(&all) {
+            sc.add(&s.xx, &f[m as usize], naive_scale(&s.x, 12), None);
+        }
+        println!("{}", sc.row(m.name(), None));
+    }
+    // The trained model: validation = the last 18 points of `x`; test = `xx`.
+    let inputs: Vec<SeriesIn> = data
+        .iter()
+        .map(|s| SeriesIn {
+            values: s.x.clone(),
+            season: 12,
+            ..Default::default()
+        })
+        .collect();
+    let t0 = Instant::now();
+    let trained = model::train(&inputs, &options(args, h));
+    let train_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let none = BTreeMap::new();
+    let outs: Vec<model::Output> = inputs
+        .iter()
+        .map(|s| trained.model.forecast(s, &none, h, &[0.1, 0.9]))
+        .collect();
+    let fc_secs = t0.elapsed().as_secs_f64();
+    let mut sc = Score::default();
+    for (s, o) in data.iter().zip(&outs) {
+        sc.add(
+            &s.xx,
+            &o.point,
+            naive_scale(&s.x, 12),
+            Some((&o.quantiles[0], &o.quantiles[1])),
+        );
+    }
+    let name = format!(
+        "**trained: {}**",
+        augur_demand_forecast::stats::combo_name(trained.model.combo)
+    );
+    println!("{}", sc.row(&name, Some(fc_secs)));
+    println!(
+        "\nFit + forecast of all {} series: every member model {members_secs:.1} s; trained model: training (combination choice on validation windows, interval calibration) {train_secs:.1} s, then fit + forecast {fc_secs:.1} s. Validation (last 18 points of x): {:?}",
+        data.len(),
+        trained.validation
+    );
+    Ok(())
+}
+
+/// Per-series OLS of log units on log price, deal and feat (with intercept).
+fn regression_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Vec<f64> {
+    let row = |t: usize| [1.0, s.price[t].max(1e-9).ln(), s.deal[t], s.feat[t]];
+    let p = 4;
+    let mut xtx = vec![0.0; p * p];
+    let mut xty = vec![0.0; p];
+    for t in 0..n {
+        let x = row(t);
+        let y = s.units[t].ln();
+        for i in 0..p {
+            xty[i] += x[i] * y;
+            for j in 0..p {
+                xtx[i * p + j] += x[i] * x[j];
+            }
+        }
+    }
+    for i in 1..p {
+        xtx[i * p + i] += 1e-3;
+    }
+    let beta = model::solve(xtx, xty, p).unwrap_or(vec![0.0; p]);
+    (n..n + h)
+        .map(|t| {
+            let x = row(t);
+            (0..p).map(|i| beta[i] * x[i]).sum::<f64>().exp()
+        })
+        .collect()
+}
+
+fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let data = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?;
+    let h = 12;
+    let data: Vec<_> = data.into_iter().filter(|s| s.units.len() > h + 8).collect();
+    println!(
+        "\n## Dominick's orange juice: {} store x brand series, last {h} weeks held out\n",
+        data.len()
+    );
+    header();
+    let mut naive = Score::default();
+    let mut ets_log = Score::default();
+    let mut reg = Score::default();
+    for s in &data {
+        let n = s.units.len() - h;
+        let y = &s.units[n..];
+        let scale = naive_scale(&s.units[..n], 1);
+        naive.add(y, &vec![s.units[n - 1]; h], scale, None);
+        let logs: Vec<f64> = s.units[..n].iter().map(|v| v.ln()).collect();
+        let f: Vec<f64> = stats::all_forecasts(&logs, 1, h)[Method::Ets as usize]
+            .iter()
+            .map(|v| v.exp())
+            .collect();
+        ets_log.add(y, &f, scale, None);
+        reg.add(y, &regression_anchor(s, n, h), scale, None);
+    }
+    println!("{}", naive.row("naive", None));
+    println!("{}", ets_log.row("ETS on log units", None));
+    println!(
+        "{}",
+        reg.row(
+            "regression per series: log units ~ log price + deal + feat",
+            None
+        )
+    );
+    let inputs: Vec<SeriesIn> = data.iter().map(|s| s.input(s.units.len() - h)).collect();
+    let t0 = Instant::now();
+    let trained = model::train(&inputs, &options(args, h));
+    let train_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let mut sc = Score::default();
+    for (s, inp) in data.iter().zip(&inputs) {
+        let n = s.units.len() - h;
+        let o = trained
+            .model
+            .forecast(inp, &s.future(n, n + h), h, &[0.1, 0.9]);
+        sc.add(
+            &s.units[n..],
+            &o.point,
+            naive_scale(&s.units[..n], 1),
+            Some((&o.quantiles[0], &o.quantiles[1])),
+        );
+    }
+    let fc_secs = t0.elapsed().as_secs_f64();
+    let name = format!(
+        "**trained: covariates + {}**",
+        augur_demand_forecast::stats::combo_name(trained.model.combo)
+    );
+    println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
+    println!(
+        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Validation (last {h} weeks of the training part): {:?}",
+        trained.validation
+    );
+    Ok(())
+}
+
+async fn latency(calls: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = augur_demand_forecast::default_config();
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.data_dir = dir.path().to_path_buf();
+    let server = augur_demand_forecast::build(&config).spawn().await?;
+    let channel = augur_runtime::client::lazy_channel(&server.url(), Duration::from_secs(10))?;
+    let mut client = pb::demand_forecast_client::DemandForecastClient::new(channel);
+    let series: Vec<f64> = (0..120)
+        .map(|t| 100.0 + t as f64 + 15.0 * ((t % 12) as f64 * 0.5236).sin() + (t * 7 % 5) as f64)
+        .collect();
+    let inline = |values: Vec<f64>| pb::SeriesInput {
+        id: "s".into(),
+        source: Some(pb::series_input::Source::Inline(pb::InlineSeries {
+            values,
+            frequency: pb::Frequency::Month as i32,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    // Train on a few inline series so that a model serves.
+    let mut stream = client
+        .train(pb::TrainRequest {
+            source: Some(pb::train_request::Source::Inline(pb::InlineSeriesSet {
+                series: (0..20)
+                    .map(|k| pb::InlineSeries {
+                        values: series.iter().map(|v| v * (1.0 + k as f64 / 10.0)).collect(),
+                        frequency: pb::Frequency::Month as i32,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            horizon: 18,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    while stream.message().await?.is_some() {}
+    let req = pb::ForecastRequest {
+        series: vec![inline(series.clone())],
+        horizon: 18,
+        ..Default::default()
+    };
+    for _ in 0..100 {
+        client.forecast(req.clone()).await?;
+    }
+    let mut lat = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t0 = Instant::now();
+        client.forecast(req.clone()).await?;
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    println!(
+        "\n## Forecast latency over loopback gRPC (one inline series, 120 points, horizon 18)\n"
+    );
+    println!("| calls | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {calls} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    server.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = augur_testkit::datasets::dir();
+    println!("# Demand-forecast benchmark (datasets: {})", dir.display());
+    let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
+    if !want("m3") {
+    } else if dir.join("m3/m3_monthly.json").is_file() {
+        m3(&args, &dir)?;
+    } else {
+        println!("\nM3 dataset not found: skipped");
+    }
+    if !want("dominicks") {
+    } else if dir.join("dominicks/oj_yx.csv").is_file() {
+        dominicks(&args, &dir)?;
+    } else {
+        println!("\nDominick's dataset not found: skipped");
+    }
+    if !args.no_latency && want("latency") {
+        latency(args.calls).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Readers of the public benchmark datasets (M3 monthly, Dominick's orange juice), used by the
+//! benchmark binary and the dataset tests.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::model::SeriesIn;
+
+/// One M3 series: training part and the held-out test part.
+#[derive(Debug, Clone)]
+pub struct M3Series {
+    pub id: String,
+    pub x: Vec<f64>,
+    pub xx: Vec<f64>,
+}
+
+/// Reads `m3_monthly.json` (a map of id -> {x, xx, ...}), sorted by id.
+pub fn m3_monthly(path: &Path) -> anyhow::Result<Vec<M3Series>> {
+    let bytes = std::fs::read(path)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a JSON object", path.display()))?;
+    let nums = |v: Option<&serde_json::Value>| -> anyhow::Result<Vec<f64>> {
+        v.and_then(|a| a.as_array())
+            .ok_or_else(|| anyhow::anyhow!("missing array"))?
+            .iter()
+            .map(|x| x.as_f64().ok_or_else(|| anyhow::anyhow!("not a number")))
+            .collect()
+    };
+    let mut out = Vec::with_capacity(obj.len());
+    for (id, s) in obj {
+        out.push(M3Series {
+            id: id.clone(),
+            x: nums(s.get("x"))?,
+            xx: nums(s.get("xx"))?,
+        });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// One Dominick's store x brand series: weekly units with own price, deal and feat.
+#[derive(Debug, Clone)]
+pub struct OjSeries {
+    pub store: String,
+    pub brand: String,
+    pub weeks: Vec<u32>,
+    pub units: Vec<f64>,
+    pub price: Vec<f64>,
+    pub deal: Vec<f64>,
+    pub feat: Vec<f64>,
+}
+
+impl OjSeries {
+    /// The first `n` weeks as model input (covariates "price", "deal", "feat"; attributes store
+    /// and brand).
+    pub fn input(&self, n: usize) -> SeriesIn {
+        SeriesIn {
+            values: self.units[..n].to_vec(),
+            season: 1,
+            covariates: BTreeMap::from([
+                ("price".to_string(), self.price[..n].to_vec()),
+                ("deal".to_string(), self.deal[..n].to_vec()),
+                ("feat".to_string(), self.feat[..n].to_vec()),
+            ]),
+            attributes: BTreeMap::from([
+                ("store".to_string(), self.store.clone()),
+                ("brand".to_string(), self.brand.clone()),
+            ]),
+        }
+    }
+
+    /// Known covariates of weeks `from..to`.
+    pub fn future(&self, from: usize, to: usize) -> BTreeMap<String, Vec<f64>> {
+        BTreeMap::from([
+            ("price".to_string(), self.price[from..to].to_vec()),
+            ("deal".to_string(), self.deal[from..to].to_vec()),
+            ("feat".to_string(), self.feat[from..to].to_vec()),
+        ])
+    }
+}
+
+/// week, units, price, deal, feat
+type OjRow = (u32, f64, f64, f64, f64);
+
+/// Reads `oj_yx.csv`: one series per store x brand over the weeks present, units =
+/// exp(logmove), price = the brand's own price column.
+pub fn dominicks(path: &Path) -> anyhow::Result<Vec<OjSeries>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty file"))?
+        .split(',')
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim_matches('"') == name)
+            .ok_or_else(|| anyhow::anyhow!("no column {name}"))
+    };
+    let (c_store, c_brand, c_week, c_log, c_deal, c_feat) = (
+        col("store")?,
+        col("brand")?,
+        col("week")?,
+        col("logmove")?,
+        col("deal")?,
+        col("feat")?,
+    );
+    let mut rows: BTreeMap<(u32, u32), Vec<OjRow>> = BTreeMap::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| -> anyhow::Result<f64> {
+            Ok(f.get(i)
+                .ok_or_else(|| anyhow::anyhow!("short line"))?
+                .trim_matches('"')
+                .parse::<f64>()?)
+        };
+        let brand = num(c_brand)? as u32;
+        let price = num(col(&format!("price{brand}"))?)?;
+        rows.entry((num(c_store)? as u32, brand))
+            .or_default()
+            .push((
+                num(c_week)? as u32,
+                num(c_log)?.exp(),
+                price,
+                num(c_deal)?,
+                num(c_feat)?,
+            ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|((store, brand), mut r)| {
+            r.sort_by_key(|x| x.0);
+            OjSeries {
+                store: store.to_string(),
+                brand: brand.to_string(),
+                weeks: r.iter().map(|x| x.0).collect(),
+                units: r.iter().map(|x| x.1).collect(),
+                price: r.iter().map(|x| x.2).collect(),
+                deal: r.iter().map(|x| x.3).collect(),
+                feat: r.iter().map(|x| x.4).collect(),
+            }
+        })
+        .collect())
+}

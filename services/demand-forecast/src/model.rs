@@ -1,0 +1,705 @@
+//! The trained forecaster: a combination of statistical models chosen on validation windows, a
+//! global covariate model (price, promotion and other known-in-advance covariates, with
+//! per-attribute effects) that removes covariate effects from the history and puts the known
+//! future ones back, and empirical interval quantiles per horizon step calibrated on the
+//! validation windows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{Pooled, mase, naive_scale, smape};
+use crate::stats::{self, METHODS, Method};
+
+/// Number of quantile levels kept per horizon step: 0.01, 0.02, ..., 0.99.
+pub const GRID: usize = 99;
+
+/// One series as the models see it.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesIn {
+    /// Oldest first; NaN = missing (at least one finite value).
+    pub values: Vec<f64>,
+    /// Season length (1 = none).
+    pub season: usize,
+    /// Covariates of the history, each as long as `values`.
+    pub covariates: BTreeMap<String, Vec<f64>>,
+    /// Static descriptors (e.g. store, brand).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A forecast: the point and one row of values per requested quantile level.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub point: Vec<f64>,
+    /// `quantiles[k][step]` for the k-th requested level.
+    pub quantiles: Vec<Vec<f64>>,
+    pub method: String,
+}
+
+/// Training settings.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub horizon: usize,
+    pub windows: usize,
+    /// Ridge penalty of the covariate model.
+    pub ridge: f64,
+    /// Half-width of the local window the covariate model is fitted within.
+    pub window: usize,
+    /// Largest number of members in a combination.
+    pub max_members: u32,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            horizon: 18,
+            windows: 1,
+            ridge: 10.0,
+            window: 4,
+            max_members: 4,
+        }
+    }
+}
+
+/// Global linear model of log1p(units) on centred covariates, with one extra effect per
+/// attribute value (e.g. a brand's own price elasticity).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CovModel {
+    pub names: Vec<String>,
+    /// Attribute (key, value) pairs with their own effects.
+    pub attrs: Vec<(String, String)>,
+    /// `coef[c * (1 + attrs.len()) + 0]` is the base effect of covariate c, `+ 1 + a` its extra
+    /// effect for attribute pair a.
+    pub coef: Vec<f64>,
+}
+
+/// The served model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Model {
+    pub horizon: usize,
+    /// Bit set over [`METHODS`].
+    pub combo: u32,
+    /// `err_q[step][g]`: quantile (g + 1) / 100 of the scaled validation errors at that step.
+    pub err_q: Vec<Vec<f64>>,
+    pub cov: Option<CovModel>,
+    /// Models fitted on log1p(units) of non-negative series (chosen on validation).
+    #[serde(default)]
+    pub log: bool,
+}
+
+fn transform(name: &str, v: f64) -> f64 {
+    if name.contains("price") {
+        v.max(1e-9).ln()
+    } else {
+        v
+    }
+}
+
+/// Missing values filled: linearly between finite values, flat at the ends; 0 when none.
+pub fn fill(values: &[f64]) -> Vec<f64> {
+    let known: Vec<usize> = (0..values.len())
+        .filter(|i| values[*i].is_finite())
+        .collect();
+    let Some(&first) = known.first() else {
+        return vec![0.0; values.len()];
+    };
+    let mut out = values.to_vec();
+    let mut prev = first;
+    for v in out.iter_mut().take(first) {
+        *v = values[first];
+    }
+    for &k in &known[1..] {
+        for (t, slot) in out.iter_mut().enumerate().take(k).skip(prev + 1) {
+            let w = (t - prev) as f64 / (k - prev) as f64;
+            *slot = values[prev] * (1.0 - w) + values[k] * w;
+        }
+        prev = k;
+    }
+    let last = values[prev];
+    for v in out.iter_mut().skip(prev + 1) {
+        *v = last;
+    }
+    out
+}
+
+/// Transformed covariate of the history (filled) and its mean.
+fn cov_history(name: &str, values: &[f64]) -> (Vec<f64>, f64) {
+    let t: Vec<f64> = values.iter().map(|v| transform(name, *v)).collect();
+    let t = fill(&t);
+    let mean = if t.is_empty() {
+        0.0
+    } else {
+        t.iter().sum::<f64>() / t.len() as f64
+    };
+    (t, mean)
+}
+
+impl CovModel {
+    fn width(&self) -> usize {
+        1 + self.attrs.len()
+    }
+
+    fn attr_hits(&self, s: &SeriesIn) -> Vec<usize> {
+        self.attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, v))| s.attributes.get(k) == Some(v))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Log effects of the covariates on the history and on `h` future periods. A covariate
+    /// missing from `future` keeps its last value (prices) or is 0 (flags).
+    pub fn effects(
+        &self,
+        s: &SeriesIn,
+        future: &BTreeMap<String, Vec<f64>>,
+        h: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let n = s.values.len();
+        let mut hist = vec![0.0; n];
+        let mut fut = vec![0.0; h];
+        let hits = self.attr_hits(s);
+        let w = self.width();
+        for (c, name) in self.names.iter().enumerate() {
+            let Some(values) = s.covariates.get(name) else {
+                continue;
+            };
+            let (x, mean) = cov_history(name, values);
+            let mut beta = self.coef[c * w];
+            for a in &hits {
+                beta += self.coef[c * w + 1 + a];
+            }
+            if !beta.is_finite() {
+                continue;
+            }
+            for t in 0..n.min(x.len()) {
+                hist[t] += beta * (x[t] - mean);
+            }
+            let last = x.last().copied().unwrap_or(mean);
+            let given = future.get(name);
+            for (i, slot) in fut.iter_mut().enumerate() {
+                let v = given
+                    .and_then(|g| g.get(i))
+                    .copied()
+                    .filter(|v| v.is_finite());
+                let xv = match v {
+                    Some(v) => transform(name, v),
+                    None if name.contains("price") => last,
+                    None => transform(name, 0.0),
+                };
+                *slot += beta * (xv - mean);
+            }
+        }
+        for v in hist.iter_mut().chain(fut.iter_mut()) {
+            if !v.is_finite() {
+                *v = 0.0;
+            }
+            *v = v.clamp(-5.0, 5.0);
+        }
+        (hist, fut)
+    }
+
+    /// Fits the global model on the first `cut(s)` periods of every series.
+    fn fit(
+        series: &[SeriesIn],
+        cut: impl Fn(&SeriesIn) -> usize,
+        names: &[String],
+        opts: &TrainOptions,
+    ) -> Option<CovModel> {
+        if names.is_empty() {
+            return None;
+        }
+        // Attribute values seen in at least 2 series get their own effects.
+        let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for s in series {
+            for (k, v) in &s.attributes {
+                *counts.entry((k.clone(), v.clone())).or_default() += 1;
+            }
+        }
+        let attrs: Vec<(String, String)> = counts
+            .into_iter()
+            .filter(|(_, c)| *c >= 2)
+            .map(|(k, _)| k)
+            .collect();
+        let mut model = CovModel {
+            names: names.to_vec(),
+            attrs,
+            coef: Vec::new(),
+        };
+        let w = model.width();
+        let p = names.len() * w;
+        let mut xtx = vec![0.0; p * p];
+        let mut xty = vec![0.0; p];
+        let k = opts.window.max(1);
+        let mut rows = 0usize;
+        for s in series {
+            let n = cut(s).min(s.values.len());
+            if n < 2 * k + 2 || s.values.iter().any(|v| *v < 0.0) {
+                continue;
+            }
+            let y: Vec<f64> = fill(&s.values[..n]).iter().map(|v| v.ln_1p()).collect();
+            let xs: Vec<Option<Vec<f64>>> = names
+                .iter()
+                .map(|nm| s.covariates.get(nm).map(|v| cov_history(nm, &v[..n]).0))
+                .collect();
+            let hits = model.attr_hits(s);
+            let local = |v: &[f64], t: usize| -> f64 {
+                let lo = t.saturating_sub(k);
+                let hi = (t + k + 1).min(n);
+                v[t] - v[lo..hi].iter().sum::<f64>() / (hi - lo) as f64
+            };
+            for t in 0..n {
+                let target = local(&y, t);
+                let mut feats: Vec<(usize, f64)> = Vec::new();
+                for (c, x) in xs.iter().enumerate() {
+                    let Some(x) = x else { continue };
+                    let d = local(x, t);
+                    if d == 0.0 {
+                        continue;
+                    }
+                    feats.push((c * w, d));
+                    for a in &hits {
+                        feats.push((c * w + 1 + a, d));
+                    }
+                }
+                for (i, vi) in &feats {
+                    xty[*i] += vi * target;
+                    for (j, vj) in &feats {
+                        xtx[i * p + j] += vi * vj;
+                    }
+                }
+                rows += 1;
+            }
+        }
+        if rows == 0 {
+            return None;
+        }
+        for i in 0..p {
+            let base = i % w == 0;
+            xtx[i * p + i] += if base { 1e-6 } else { opts.ridge };
+        }
+        model.coef = solve(xtx, xty, p)?;
+        Some(model)
+    }
+}
+
+/// Solves the symmetric positive definite system `a x = b` (Gaussian elimination with partial
+/// pivoting).
+pub fn solve(mut a: Vec<f64>, mut b: Vec<f64>, p: usize) -> Option<Vec<f64>> {
+    for col in 0..p {
+        let piv = (col..p).max_by(|x, y| a[x * p + col].abs().total_cmp(&a[y * p + col].abs()))?;
+        if a[piv * p + col].abs() < 1e-12 {
+            return None;
+        }
+        if piv != col {
+            for j in 0..p {
+                a.swap(col * p + j, piv * p + j);
+            }
+            b.swap(col, piv);
+        }
+        for r in col + 1..p {
+            let f = a[r * p + col] / a[col * p + col];
+            if f == 0.0 {
+                continue;
+            }
+            for j in col..p {
+                a[r * p + j] -= f * a[col * p + j];
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; p];
+    for i in (0..p).rev() {
+        let s: f64 = (i + 1..p).map(|j| a[i * p + j] * x[j]).sum();
+        x[i] = (b[i] - s) / a[i * p + i];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
+/// The member forecasts of one series (covariate effects removed, then put back).
+struct Prepared {
+    members: Vec<Vec<f64>>,
+    croston: Option<Vec<f64>>,
+    /// Multiplier of the interval scale per step (the future covariate lift).
+    lift: Vec<f64>,
+    scale: f64,
+    nonneg: bool,
+}
+
+fn prepare(
+    cov: Option<&CovModel>,
+    log: bool,
+    s: &SeriesIn,
+    future: &BTreeMap<String, Vec<f64>>,
+    h: usize,
+) -> Prepared {
+    let y = fill(&s.values);
+    let nonneg = y.iter().all(|v| *v >= 0.0);
+    let (hist, fut) = match cov {
+        Some(c) if nonneg => c.effects(s, future, h),
+        _ => (vec![0.0; y.len()], vec![0.0; h]),
+    };
+    let log = log && nonneg;
+    let adj: Vec<f64> = y
+        .iter()
+        .zip(&hist)
+        .map(|(v, e)| {
+            if log {
+                v.ln_1p() - e
+            } else if *e == 0.0 {
+                *v
+            } else {
+                ((1.0 + v) * (-e).exp() - 1.0).max(0.0)
+            }
+        })
+        .collect();
+    let back = |f: Vec<f64>| -> Vec<f64> {
+        f.iter()
+            .zip(&fut)
+            .map(|(v, e)| {
+                let r = if log {
+                    (v + e).min(700.0).exp_m1()
+                } else if *e == 0.0 {
+                    *v
+                } else {
+                    (1.0 + v) * e.exp() - 1.0
+                };
+                let r = if r.is_finite() { r } else { 0.0 };
+                if nonneg { r.max(0.0) } else { r }
+            })
+            .collect()
+    };
+    let m = s.season.max(1);
+    let intermittent = stats::is_intermittent(&y);
+    let members: Vec<Vec<f64>> = stats::all_forecasts(&adj, m, h)
+        .into_iter()
+        .map(&back)
+        .collect();
+    let croston = intermittent.then(|| {
+        let lvl: Vec<f64> = y
+            .iter()
+            .zip(&hist)
+            .map(|(v, e)| ((1.0 + v) * (-e).exp() - 1.0).max(0.0))
+            .collect();
+        stats::croston_sba(&lvl, h)
+            .iter()
+            .zip(&fut)
+            .map(|(v, e)| ((1.0 + v) * e.exp() - 1.0).max(0.0))
+            .collect()
+    });
+    Prepared {
+        members,
+        croston,
+        lift: fut.iter().map(|e| e.exp()).collect(),
+        scale: naive_scale(&y, m),
+        nonneg,
+    }
+}
+
+/// Linear interpolation in a grid of levels 0.01..0.99.
+fn grid_value(row: &[f64], level: f64) -> f64 {
+    let pos = (level * 100.0 - 1.0).clamp(0.0, (GRID - 1) as f64);
+    let i = pos.floor() as usize;
+    let j = (i + 1).min(GRID - 1);
+    let w = pos - i as f64;
+    row[i] * (1.0 - w) + row[j] * w
+}
+
+impl Model {
+    fn point_of(&self, p: &Prepared) -> (Vec<f64>, String) {
+        match &p.croston {
+            Some(c) => (c.clone(), "croston".to_string()),
+            None => (
+                stats::combine(&p.members, self.combo, p.nonneg),
+                if self.combo.count_ones() > 1 {
+                    "ensemble".to_string()
+                } else {
+                    stats::combo_name(self.combo)
+                },
+            ),
+        }
+    }
+
+    fn quantiles_of(&self, p: &Prepared, point: &[f64], levels: &[f64]) -> Vec<Vec<f64>> {
+        let mut out: Vec<Vec<f64>> = levels
+            .iter()
+            .map(|l| {
+                point
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let row = &self.err_q[i.min(self.err_q.len().saturating_sub(1))];
+                        let v = f + grid_value(row, *l) * p.scale * p.lift[i];
+                        let v = if v.is_finite() { v } else { *f };
+                        if p.nonneg { v.max(0.0) } else { v }
+                    })
+                    .collect()
+            })
+            .collect();
+        // Non-decreasing across levels.
+        for k in 1..out.len() {
+            let (done, rest) = out.split_at_mut(k);
+            for (v, prev) in rest[0].iter_mut().zip(&done[k - 1]) {
+                *v = v.max(*prev);
+            }
+        }
+        out
+    }
+
+    /// Forecast of `h` steps with the quantile `levels` (sorted, in (0, 1)).
+    pub fn forecast(
+        &self,
+        s: &SeriesIn,
+        future: &BTreeMap<String, Vec<f64>>,
+        h: usize,
+        levels: &[f64],
+    ) -> Output {
+        let p = prepare(self.cov.as_ref(), self.log, s, future, h);
+        let (point, method) = self.point_of(&p);
+        let quantiles = self.quantiles_of(&p, &point, levels);
+        Output {
+            point,
+            quantiles,
+            method,
+        }
+    }
+}
+
+/// Result of training: the model and its validation metrics.
+pub struct Trained {
+    pub model: Model,
+    pub validation: BTreeMap<String, f64>,
+    pub examples: usize,
+}
+
+/// One validation window of one series.
+struct ValWindow {
+    prep: Prepared,
+    actual: Vec<f64>,
+}
+
+fn slice_series(s: &SeriesIn, n: usize) -> SeriesIn {
+    SeriesIn {
+        values: s.values[..n].to_vec(),
+        season: s.season,
+        covariates: s
+            .covariates
+            .iter()
+            .map(|(k, v)| (k.clone(), v[..n.min(v.len())].to_vec()))
+            .collect(),
+        attributes: s.attributes.clone(),
+    }
+}
+
+/// Trains on `series`: fits the covariate model on the part before the validation windows,
+/// chooses the combination and calibrates the intervals on the windows, then refits the
+/// covariate model on everything.
+pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
+    let h = opts.horizon.max(1);
+    let windows = opts.windows.max(1);
+    // Covariates every series carries.
+    let mut names: Option<BTreeSet<String>> = None;
+    for s in series {
+        let here: BTreeSet<String> = s.covariates.keys().cloned().collect();
+        names = Some(match names {
+            None => here,
+            Some(n) => n.intersection(&here).cloned().collect(),
+        });
+    }
+    let names: Vec<String> = names.unwrap_or_default().into_iter().collect();
+    let held = h * windows;
+    let cov_val = CovModel::fit(
+        series,
+        |s| s.values.len().saturating_sub(held),
+        &names,
+        opts,
+    );
+    let windows_for = |log: bool| -> Vec<ValWindow> {
+        let mut vals: Vec<ValWindow> = Vec::new();
+        for s in series {
+            let n = s.values.len();
+            for w in 0..windows {
+                let origin = n as isize - (h * (windows - w)) as isize;
+                if origin < 3 {
+                    continue;
+                }
+                let origin = origin as usize;
+                let prefix = slice_series(s, origin);
+                let future: BTreeMap<String, Vec<f64>> = s
+                    .covariates
+                    .iter()
+                    .map(|(k, v)| {
+                        let a = origin.min(v.len());
+                        let b = (origin + h).min(v.len());
+                        (k.clone(), v[a..b].to_vec())
+                    })
+                    .collect();
+                let actual = fill(&s.values)[origin..origin + h].to_vec();
+                vals.push(ValWindow {
+                    prep: prepare(cov_val.as_ref(), log, &prefix, &future, h),
+                    actual,
+                });
+            }
+        }
+        vals
+    };
+    // Choose the combination: relative sMAPE + relative MASE against Naive2 (the M4 OWA).
+    let score_of = |vals: &[ValWindow], mask: u32| -> (f64, f64) {
+        let (mut s_sum, mut m_sum, mut c) = (0.0, 0.0, 0usize);
+        for v in vals.iter().filter(|v| v.prep.croston.is_none()) {
+            let f = stats::combine(&v.prep.members, mask, v.prep.nonneg);
+            s_sum += smape(&v.actual, &f);
+            m_sum += mase(&v.actual, &f, v.prep.scale);
+            c += 1;
+        }
+        let c = c.max(1) as f64;
+        (s_sum / c, m_sum / c)
+    };
+    let level_vals = windows_for(false);
+    let (ref_s, ref_m) = score_of(&level_vals, 1 << Method::Naive2 as u32);
+    let any_positive = series
+        .iter()
+        .any(|s| s.values.iter().all(|v| !v.is_finite() || *v >= 0.0));
+    let mut candidates = vec![(false, level_vals)];
+    if any_positive {
+        candidates.push((true, windows_for(true)));
+    }
+    let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
+    for (ci, (_, vals)) in candidates.iter().enumerate() {
+        for mask in 1u32..(1 << METHODS.len()) {
+            if mask.count_ones() > opts.max_members {
+                continue;
+            }
+            let (s, m) = score_of(vals, mask);
+            let owa = 0.5 * (s / ref_s.max(1e-9) + m / ref_m.max(1e-9));
+            if owa < best.0 {
+                best = (owa, mask, ci);
+            }
+        }
+    }
+    let (log, vals) = candidates.swap_remove(best.2);
+    let combo = best.1;
+    let mut model = Model {
+        horizon: h,
+        combo,
+        err_q: Vec::new(),
+        cov: cov_val,
+        log,
+    };
+    // Interval quantiles per step from the scaled validation errors.
+    let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
+    let points: Vec<Vec<f64>> = vals.iter().map(|v| model.point_of(&v.prep).0).collect();
+    for (v, f) in vals.iter().zip(&points) {
+        for i in 0..h {
+            let e = (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]);
+            if e.is_finite() {
+                errs[i].push(e);
+            }
+        }
+    }
+    model.err_q = errs
+        .into_iter()
+        .map(|mut e| {
+            e.sort_by(f64::total_cmp);
+            (1..=GRID)
+                .map(|g| {
+                    if e.is_empty() {
+                        // No validation data: a wide symmetric band.
+                        let z = (g as f64 / 100.0 - 0.5) * 4.0;
+                        return z;
+                    }
+                    let pos = g as f64 / 100.0 * (e.len() - 1) as f64;
+                    let i = pos.floor() as usize;
+                    let j = (i + 1).min(e.len() - 1);
+                    e[i] + (e[j] - e[i]) * (pos - i as f64)
+                })
+                .collect()
+        })
+        .collect();
+    // Validation metrics of the chosen model.
+    let (mut s_sum, mut m_sum) = (0.0, 0.0);
+    let mut pooled = Pooled::default();
+    for (v, f) in vals.iter().zip(&points) {
+        s_sum += smape(&v.actual, f);
+        m_sum += mase(&v.actual, f, v.prep.scale);
+        let q = model.quantiles_of(&v.prep, f, &[0.1, 0.9]);
+        pooled.add(&v.actual, f, &q[0], &q[1]);
+    }
+    let c = vals.len().max(1) as f64;
+    let mut validation = BTreeMap::new();
+    validation.insert("smape".to_string(), s_sum / c);
+    validation.insert("mase".to_string(), m_sum / c);
+    validation.insert("wape".to_string(), pooled.wape());
+    validation.insert("coverage_80".to_string(), pooled.coverage());
+    validation.insert("windows".to_string(), vals.len() as f64);
+    // Final covariate model on all the data.
+    model.cov = CovModel::fit(series, |s| s.values.len(), &names, opts);
+    Trained {
+        model,
+        validation,
+        examples: series.iter().map(|s| s.values.len()).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn promo_series(seed: u64, n: usize) -> SeriesIn {
+        let mut state = seed;
+        let mut rnd = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let mut values = Vec::new();
+        let mut promo = Vec::new();
+        for t in 0..n {
+            let p = if rnd() < 0.2 { 1.0 } else { 0.0 };
+            let base = 20.0 + 5.0 * ((t % 7) as f64 / 7.0);
+            values.push((base * if p > 0.0 { 2.0 } else { 1.0 } * (0.8 + 0.4 * rnd())).round());
+            promo.push(p);
+        }
+        SeriesIn {
+            values,
+            season: 7,
+            covariates: BTreeMap::from([("promotion".to_string(), promo)]),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn fill_interpolates() {
+        let f = fill(&[f64::NAN, 1.0, f64::NAN, 3.0, f64::NAN]);
+        assert_eq!(f, vec![1.0, 1.0, 2.0, 3.0, 3.0]);
+        assert_eq!(fill(&[f64::NAN]), vec![0.0]);
+    }
+
+    #[test]
+    fn promotion_lifts_forecast_and_quantiles_are_ordered() {
+        let series: Vec<SeriesIn> = (0..20).map(|i| promo_series(i, 120)).collect();
+        let t = train(
+            &series,
+            &TrainOptions {
+                horizon: 7,
+                ..Default::default()
+            },
+        );
+        let cov = t.model.cov.as_ref().expect("covariate model");
+        assert!(cov.coef[0] > 0.4, "{cov:?}");
+        let s = promo_series(99, 120);
+        let on = BTreeMap::from([("promotion".to_string(), vec![1.0; 7])]);
+        let off = BTreeMap::from([("promotion".to_string(), vec![0.0; 7])]);
+        let a = t.model.forecast(&s, &on, 7, &[0.1, 0.5, 0.9]);
+        let b = t.model.forecast(&s, &off, 7, &[0.1, 0.5, 0.9]);
+        for i in 0..7 {
+            assert!(a.point[i] > 1.5 * b.point[i], "{:?} {:?}", a.point, b.point);
+            assert!(a.quantiles[0][i] <= a.quantiles[1][i]);
+            assert!(a.quantiles[1][i] <= a.quantiles[2][i]);
+        }
+        let cov80 = t.validation["coverage_80"];
+        assert!((0.6..=0.95).contains(&cov80), "{cov80}");
+    }
+}
