@@ -1,72 +1,85 @@
 //! The Augur Recommendation service (`augur.recommendation.v1.Recommendation`).
 //!
-//! The server starts, reports health and serves reflection; its prediction RPCs answer
-//! UNIMPLEMENTED until the model lands (issue #3).
+//! - [`data`], [`eval`]: interactions, the chronological split and the ranking metrics.
+//! - [`models`], [`als`], [`neural`], [`linalg`]: popularity, item-kNN, EASE, transitions, ALS
+//!   (benchmark baseline) and the candle sequential model.
+//! - [`train`], [`recommender`]: choosing the blend on validation, the served model and its
+//!   safetensors round trip.
+//! - [`serve`], [`catalog`], [`service`]: business re-ranking, the cached product catalogue and
+//!   the thin tonic handlers.
+
+pub mod als;
+pub mod catalog;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod linalg;
+pub mod models;
+pub mod movielens;
+pub mod neural;
+pub mod recommender;
+pub mod serve;
+pub mod service;
+pub mod train;
 
 use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use augur_proto::recommendation as pb;
-use augur_proto::recommendation::recommendation_server::{Recommendation, RecommendationServer};
+use augur_model::ArtifactStore;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use augur_proto::recommendation::recommendation_server::RecommendationServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
-use tonic::{Request, Response, Status};
+
+pub use service::{App, Service};
 
 pub const DEFAULT_PORT: u16 = 50052;
-
-type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "Recommendation.{rpc} is not implemented yet: the model lands with issue #3"
-    ))
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Service;
-
-#[tonic::async_trait]
-impl Recommendation for Service {
-    type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
-
-    async fn recommend(
-        &self,
-        _req: Request<pb::RecommendRequest>,
-    ) -> Result<Response<pb::RecommendResponse>, Status> {
-        Err(not_yet("recommend"))
-    }
-    async fn similar_items(
-        &self,
-        _req: Request<pb::SimilarItemsRequest>,
-    ) -> Result<Response<pb::SimilarItemsResponse>, Status> {
-        Err(not_yet("similar_items"))
-    }
-    async fn train(
-        &self,
-        _req: Request<pb::TrainRequest>,
-    ) -> Result<Response<Self::TrainStream>, Status> {
-        Err(not_yet("train"))
-    }
-    async fn get_model_info(
-        &self,
-        _req: Request<pb::GetModelInfoRequest>,
-    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
-        Err(not_yet("get_model_info"))
-    }
-}
+/// Full path of the Train RPC (exempt from the request timeout).
+pub const TRAIN_PATH: &str = "/augur.recommendation.v1.Recommendation/Train";
 
 /// Default configuration (port 50052).
 pub fn default_config() -> Config {
     Config::with_port(DEFAULT_PORT)
 }
 
-/// The server, ready to be served.
-pub fn build(config: &Config) -> GrpcServer {
+/// The service state: the newest saved model (if any) and a lazy feature-store client.
+pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
+    let channel = augur_runtime::client::lazy_channel(
+        &config.feature_store_url,
+        Duration::from_secs(10).max(config.server.request_timeout()),
+    )?;
+    let client =
+        FeatureStoreClient::new(channel).max_decoding_message_size(config.server.max_message_bytes);
+    let store = ArtifactStore::new(&config.data_dir, recommender::MODEL_NAME);
+    Ok(Arc::new(App::new(store, client)))
+}
+
+/// The server around an existing state.
+pub fn build_with(config: &Config, app: Arc<App>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = RecommendationServer::new(Service)
+    let svc = RecommendationServer::new(Service { app })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("recommendation", config.server.clone()).add_service(svc)
+    GrpcServer::new("recommendation", config.server.clone())
+        .add_service(svc)
+        .without_timeout(TRAIN_PATH)
+}
+
+/// The server, ready to be served. A feature-store URL that does not parse leaves the service
+/// without catalogue and feature-store training (logged); inline training still works.
+pub fn build(config: &Config) -> GrpcServer {
+    let app = match app(config) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "feature store client could not be set up");
+            let store = ArtifactStore::new(&config.data_dir, recommender::MODEL_NAME);
+            let channel =
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+            Arc::new(App::new(store, FeatureStoreClient::new(channel)))
+        }
+    };
+    build_with(config, app)
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -74,6 +87,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    build(&config).serve(shutdown).await?;
+    let app = app(&config)?;
+    build_with(&config, app).serve(shutdown).await?;
     Ok(())
 }
