@@ -34,10 +34,12 @@ fn local() -> ServerConfig {
 }
 
 async fn start_fs(dir: &std::path::Path) -> (ServerHandle, FeatureStoreClient<Channel>) {
-    let mut c = augur_feature_store::Config::default();
-    c.server = local();
-    c.hash_key = Secret::new("test-hash-key-0123456789");
-    c.data_dir = dir.to_path_buf();
+    let c = augur_feature_store::Config {
+        server: local(),
+        hash_key: Secret::new("test-hash-key-0123456789"),
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     let (server, _app) = augur_feature_store::build(&c).await.expect("fs build");
     let h = server.spawn().await.expect("fs spawn");
     let client = FeatureStoreClient::connect(h.url())
