@@ -356,14 +356,16 @@ impl ParetoNbd {
         let pa = self.p_alive(c);
         let lam = gamma_nodes(self.r + c.x, self.alpha + c.t);
         let mu = gamma_nodes(self.s, self.beta + c.t);
+        let mu_e: Vec<(f64, f64, f64)> = mu.iter().map(|&(m, w)| (m, w, (-m * h).exp())).collect();
         let mut none = 0.0;
         for &(l, wl) in &lam {
-            for &(m, wm) in &mu {
+            let el = (-l * h).exp();
+            for &(m, wm, em) in &mu_e {
                 let tot = l + m;
                 let p = if tot <= 0.0 {
                     1.0
                 } else {
-                    m / tot + l / tot * (-tot * h).exp()
+                    (m + l * el * em) / tot
                 };
                 none += wl * wm * p;
             }
@@ -372,37 +374,60 @@ impl ParetoNbd {
     }
 }
 
-/// Quadrature nodes and weights (summing to 1) for a Gamma(shape, rate) distribution: midpoints
-/// of equal-probability bins of a log-spaced grid, computed by integrating the density numerically.
+type NodeCache = std::cell::RefCell<std::collections::HashMap<u64, std::rc::Rc<Vec<(f64, f64)>>>>;
+
+/// Quadrature nodes and weights (summing to 1) for a Gamma(shape, rate) distribution. The nodes of
+/// Gamma(shape, 1) are computed once per shape (per thread) and scaled by 1 / rate.
 fn gamma_nodes(shape: f64, rate: f64) -> Vec<(f64, f64)> {
-    // Work on u = ln(lambda * rate), where the density of u is exp(shape*u - e^u) / Gamma(shape).
-    const N: usize = 400;
+    thread_local! {
+        static CACHE: NodeCache =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    let unit = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 4_096 {
+            c.clear();
+        }
+        c.entry(shape.to_bits())
+            .or_insert_with(|| std::rc::Rc::new(unit_gamma_nodes(shape)))
+            .clone()
+    });
+    unit.iter().map(|&(x, w)| (x / rate, w)).collect()
+}
+
+/// Gamma(shape, 1): fine equal-width bins of u = ln(lambda) (density exp(shape u - e^u) /
+/// Gamma(shape)) integrated numerically, merged into `K` nodes of equal probability, each at its
+/// conditional mean.
+fn unit_gamma_nodes(shape: f64) -> Vec<(f64, f64)> {
+    const N: usize = 2_000;
+    const K: usize = 32;
     let lo = -(30.0 / shape.max(0.1)).min(300.0);
     let hi = (shape + 10.0 * shape.sqrt() + 10.0).ln() + 1.0;
     let step = (hi - lo) / N as f64;
     let lg = ln_gamma(shape);
-    let mut nodes = Vec::with_capacity(N / 10);
-    let mut acc_w = 0.0;
-    let mut acc_m = 0.0;
-    let mut total = 0.0;
-    for i in 0..N {
-        let u = lo + (i as f64 + 0.5) * step;
-        let w = (shape * u - u.exp() - lg).exp() * step;
-        acc_w += w;
-        acc_m += w * u.exp() / rate;
-        total += w;
-        if (i + 1) % 10 == 0 {
-            if acc_w > 0.0 {
-                nodes.push((acc_m / acc_w, acc_w));
-            }
+    let bins: Vec<(f64, f64)> = (0..N)
+        .map(|i| {
+            let u = lo + (i as f64 + 0.5) * step;
+            ((shape * u - u.exp() - lg).exp() * step, u.exp())
+        })
+        .collect();
+    let total: f64 = bins.iter().map(|b| b.0).sum();
+    if total <= 0.0 {
+        return vec![(shape, 1.0)];
+    }
+    let mut nodes = Vec::with_capacity(K + 1);
+    let (mut acc_w, mut acc_m) = (0.0, 0.0);
+    for (w, x) in bins {
+        acc_w += w / total;
+        acc_m += w / total * x;
+        if acc_w >= 1.0 / K as f64 {
+            nodes.push((acc_m / acc_w, acc_w));
             acc_w = 0.0;
             acc_m = 0.0;
         }
     }
-    if total > 0.0 {
-        for n in &mut nodes {
-            n.1 /= total;
-        }
+    if acc_w > 0.0 {
+        nodes.push((acc_m / acc_w, acc_w));
     }
     nodes
 }
@@ -416,6 +441,22 @@ mod tests {
         assert!((ln_gamma(1.0)).abs() < 1e-12);
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gamma_quadrature_matches_moments() {
+        for (shape, rate) in [(0.3, 2.0), (1.0, 10.0), (5.0, 40.0)] {
+            let n = gamma_nodes(shape, rate);
+            let w: f64 = n.iter().map(|x| x.1).sum();
+            let m: f64 = n.iter().map(|x| x.0 * x.1).sum();
+            // E[exp(-h lambda)] = (rate / (rate + h))^shape
+            let h = 3.0;
+            let e: f64 = n.iter().map(|x| (-h * x.0).exp() * x.1).sum();
+            assert!((w - 1.0).abs() < 1e-9, "{w}");
+            assert!((m - shape / rate).abs() < 1e-3 * shape / rate, "{m}");
+            let want = (rate / (rate + h)).powf(shape);
+            assert!((e - want).abs() < 2e-3, "{e} vs {want}");
+        }
     }
 
     #[test]

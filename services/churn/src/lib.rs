@@ -102,8 +102,13 @@ pub fn build_with(config: &Config, state: Arc<State>) -> GrpcServer {
     let svc = ChurnServer::new(Service { state })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("churn", config.server.clone()).add_service(svc)
+    GrpcServer::new("churn", config.server.clone())
+        .add_service(svc)
+        .without_timeout(TRAIN_PATH)
 }
+
+/// Full gRPC path of the server-streaming Train, exempt from the unary timeout.
+pub const TRAIN_PATH: &str = "/augur.churn.v1.Churn/Train";
 
 /// Runs the service until `shutdown` resolves.
 pub async fn run(

@@ -387,8 +387,18 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
             .collect()
     });
 
+    // When some label window is shorter than the horizon, only the combinations with the
+    // horizon-aware BTYD columns can extrapolate to it: a horizon-blind network would answer for
+    // the short window, and the held-out customers (whose labels are as short) cannot tell.
+    let truncated = train
+        .iter()
+        .any(|e| e.window_weeks * 7.0 + 0.5 < f64::from(p.horizon_days));
     let variants: Vec<String> = if p.variants.is_empty() {
-        VARIANTS.iter().map(|s| s.to_string()).collect()
+        VARIANTS
+            .iter()
+            .filter(|v| !(truncated && **v == "nam_no_btyd"))
+            .map(|s| s.to_string())
+            .collect()
     } else {
         p.variants.clone()
     };
