@@ -264,7 +264,12 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
     let channel = augur_runtime::client::lazy_channel(&server.url(), Duration::from_secs(10))?;
     let mut client = pb::demand_forecast_client::DemandForecastClient::new(channel);
     let series: Vec<f64> = (0..120)
-        .map(|t| 100.0 + t as f64 + 15.0 * ((t % 12) as f64 * 0.5236).sin() + (t * 7 % 5) as f64)
+        .map(|t| {
+            100.0
+                + t as f64
+                + 15.0 * ((t % 12) as f64 * std::f64::consts::FRAC_PI_6).sin()
+                + (t * 7 % 5) as f64
+        })
         .collect();
     let inline = |values: Vec<f64>| pb::SeriesInput {
         id: "s".into(),

@@ -1,70 +1,26 @@
 //! The Augur DemandForecast service (`augur.forecast.v1.DemandForecast`).
 //!
-//! The server starts, reports health and serves reflection; its prediction RPCs answer
-//! UNIMPLEMENTED until the model lands (issue #5).
+//! Forecasts per SKU (from the feature store's series) or per series passed in: a combination of
+//! statistical models (seasonal naive, Naive2, exponential smoothing with AICc selection, Theta,
+//! Croston/SBA for intermittent demand) chosen on validation windows, a global covariate model for
+//! known future prices and promotions, and empirical prediction intervals; rolling-origin
+//! backtests and reorder advice. See `model` for the method and BENCHMARKS.md for the figures.
 
 pub mod datasets;
+pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod service;
 pub mod stats;
 
 use std::future::Future;
-use std::pin::Pin;
 
-use augur_proto::forecast as pb;
-use augur_proto::forecast::demand_forecast_server::{DemandForecast, DemandForecastServer};
+use augur_proto::forecast::demand_forecast_server::DemandForecastServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
-use tonic::{Request, Response, Status};
+pub use service::Service;
 
 pub const DEFAULT_PORT: u16 = 50053;
-
-type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "DemandForecast.{rpc} is not implemented yet: the model lands with issue #5"
-    ))
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Service;
-
-#[tonic::async_trait]
-impl DemandForecast for Service {
-    type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
-
-    async fn forecast(
-        &self,
-        _req: Request<pb::ForecastRequest>,
-    ) -> Result<Response<pb::ForecastResponse>, Status> {
-        Err(not_yet("forecast"))
-    }
-    async fn backtest(
-        &self,
-        _req: Request<pb::BacktestRequest>,
-    ) -> Result<Response<pb::BacktestResponse>, Status> {
-        Err(not_yet("backtest"))
-    }
-    async fn reorder_advice(
-        &self,
-        _req: Request<pb::ReorderAdviceRequest>,
-    ) -> Result<Response<pb::ReorderAdviceResponse>, Status> {
-        Err(not_yet("reorder_advice"))
-    }
-    async fn train(
-        &self,
-        _req: Request<pb::TrainRequest>,
-    ) -> Result<Response<Self::TrainStream>, Status> {
-        Err(not_yet("train"))
-    }
-    async fn get_model_info(
-        &self,
-        _req: Request<pb::GetModelInfoRequest>,
-    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
-        Err(not_yet("get_model_info"))
-    }
-}
 
 /// Default configuration (port 50053).
 pub fn default_config() -> Config {
@@ -74,10 +30,19 @@ pub fn default_config() -> Config {
 /// The server, ready to be served.
 pub fn build(config: &Config) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = DemandForecastServer::new(Service)
+    let channel = augur_runtime::client::service_channel(
+        &config.feature_store_url,
+        std::time::Duration::from_secs(60),
+        &config.server.consul,
+        &config.client,
+    )
+    .map_err(|e| format!("feature store {:?}: {e}", config.feature_store_url));
+    let svc = DemandForecastServer::new(Service::new(&config.data_dir, channel))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("demand-forecast", config.server.clone()).add_service(svc)
+    GrpcServer::new("demand-forecast", config.server.clone())
+        .add_service(svc)
+        .without_timeout("/augur.forecast.v1.DemandForecast/Train")
 }
 
 /// Runs the service until `shutdown` resolves.

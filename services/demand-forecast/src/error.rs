@@ -1,0 +1,61 @@
+//! The service's error type and its mapping to gRPC status codes.
+
+use augur_runtime::{ApiError, FieldViolation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {0:?}")]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    NotFound(String),
+    /// No model has been trained yet.
+    #[error("no model trained yet: call Train")]
+    NoModel,
+    /// Another training is running.
+    #[error("a training is already running")]
+    Busy,
+    /// The feature store cannot be reached.
+    #[error("feature store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, reason)])
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(v) => ApiError::InvalidArgument(v),
+            Error::NotFound(m) => ApiError::NotFound(m),
+            e @ Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
+            Error::Busy => ApiError::Unavailable(String::new()),
+            e @ Error::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            Error::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        match e {
+            // ABORTED has no ApiError variant.
+            e @ Error::Busy => tonic::Status::aborted(e.to_string()),
+            e => ApiError::from(e).into(),
+        }
+    }
+}
+
+/// A feature-store call failed: NOT_FOUND and INVALID_ARGUMENT are passed on, anything else means
+/// the store cannot serve us now.
+pub fn from_feature_store(status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::NotFound => Error::NotFound(status.message().to_string()),
+        tonic::Code::InvalidArgument => Error::invalid("feature_store", status.message()),
+        _ => Error::Unavailable(format!("{}: {}", status.code(), status.message())),
+    }
+}

@@ -1,0 +1,1096 @@
+//! The gRPC surface: request validation, series resolution (inline or from the feature store),
+//! and thin handlers over the model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
+use augur_proto::featurestore as fs;
+use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+use augur_proto::forecast as pb;
+use augur_proto::forecast::demand_forecast_server::DemandForecast;
+use candle_core::{Device, Tensor};
+use chrono::{DateTime, Months, TimeZone, Utc};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, from_feature_store};
+use crate::metrics::{Pooled, mase, naive_scale, smape};
+use crate::model::{self, Model, SeriesIn, TrainOptions};
+
+/// Largest horizon a model may be trained for (and so the largest Forecast horizon).
+pub const MAX_HORIZON: usize = 366;
+/// Horizon of a Train request that leaves it at 0.
+pub const DEFAULT_TRAIN_HORIZON: usize = 28;
+/// Most series in one Forecast / Backtest / ReorderAdvice request.
+pub const MAX_SERIES: usize = 10_000;
+pub const MODEL_NAME: &str = "demand-forecast";
+const MODEL_FILE: &str = "model.json";
+
+type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A model being served with its metadata.
+#[derive(Debug)]
+pub struct Served {
+    pub model: Model,
+    pub meta: ModelMeta,
+}
+
+/// The DemandForecast service.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slot: ModelSlot<Served>,
+    store: ArtifactStore,
+    gate: TrainGate,
+    feature_store: Option<FeatureStoreClient<Channel>>,
+    feature_store_error: String,
+}
+
+/// Loads the newest saved model, if any.
+pub fn load_latest(store: &ArtifactStore) -> Result<Option<Served>, Error> {
+    let Some(artifact) = store.latest().map_err(|e| Error::Internal(e.to_string()))? else {
+        return Ok(None);
+    };
+    let bytes = artifact
+        .extra(MODEL_FILE)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let model: Model =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Some(Served {
+        model,
+        meta: artifact.meta,
+    }))
+}
+
+fn save(store: &ArtifactStore, model: &Model, meta: &ModelMeta) -> Result<(), Error> {
+    let internal = |e: candle_core::Error| Error::Internal(e.to_string());
+    let mut tensors = HashMap::new();
+    let flat: Vec<f64> = model.err_q.iter().flatten().copied().collect();
+    tensors.insert(
+        "interval_error_quantiles".to_string(),
+        Tensor::from_vec(flat, (model.err_q.len(), model::GRID), &Device::Cpu).map_err(internal)?,
+    );
+    if let Some(cov) = &model.cov {
+        tensors.insert(
+            "covariate_coefficients".to_string(),
+            Tensor::from_vec(cov.coef.clone(), cov.coef.len(), &Device::Cpu).map_err(internal)?,
+        );
+    }
+    let json = serde_json::to_vec(model).map_err(|e| Error::Internal(e.to_string()))?;
+    store
+        .save(meta, &tensors, &[(MODEL_FILE, &json)])
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if let Err(e) = store.prune(5) {
+        tracing::warn!(error = %e, "could not prune old models");
+    }
+    Ok(())
+}
+
+impl Service {
+    /// The service over `data_dir`, reading series from the feature store at `feature_store`.
+    pub fn new(data_dir: &Path, feature_store: Result<Channel, String>) -> Self {
+        let store = ArtifactStore::new(data_dir, MODEL_NAME);
+        let loaded = match load_latest(&store) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "could not load the saved model; serving none");
+                None
+            }
+        };
+        if let Some(s) = &loaded {
+            tracing::info!(version = %s.meta.version, "demand-forecast model loaded");
+        }
+        let (feature_store, feature_store_error) = match feature_store {
+            Ok(c) => (Some(FeatureStoreClient::new(c)), String::new()),
+            Err(e) => (None, e),
+        };
+        Service {
+            inner: Arc::new(Inner {
+                slot: ModelSlot::new(loaded),
+                store,
+                gate: TrainGate::default(),
+                feature_store,
+                feature_store_error,
+            }),
+        }
+    }
+
+    fn served(&self) -> Result<Arc<Served>, Error> {
+        self.inner.slot.get().ok_or(Error::NoModel)
+    }
+
+    fn fs_client(&self) -> Result<FeatureStoreClient<Channel>, Error> {
+        self.inner
+            .feature_store
+            .clone()
+            .ok_or_else(|| Error::Unavailable(self.inner.feature_store_error.clone()))
+    }
+
+    async fn get_series(&self, req: fs::GetSeriesRequest) -> Result<Vec<fs::Series>, Error> {
+        let mut client = self.fs_client()?;
+        Ok(client
+            .get_series(req)
+            .await
+            .map_err(from_feature_store)?
+            .into_inner()
+            .series)
+    }
+}
+
+/// A series ready for the model, with what the response needs.
+struct Resolved {
+    id: String,
+    key: Option<pb::SeriesKey>,
+    input: SeriesIn,
+    /// Start of each period, when known.
+    timestamps: Vec<DateTime<Utc>>,
+    step: Step,
+    future: BTreeMap<String, Vec<f64>>,
+    stock: Option<i64>,
+}
+
+/// The calendar step between periods.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    None,
+    Days(i64),
+    Months(u32),
+}
+
+fn ts_of(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
+        .single()
+}
+
+fn to_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+impl Step {
+    fn add(self, t: DateTime<Utc>, k: usize) -> Option<DateTime<Utc>> {
+        match self {
+            Step::None => None,
+            Step::Days(d) => Some(t + chrono::Duration::days(d * k as i64)),
+            Step::Months(m) => t.checked_add_months(Months::new(m * k as u32)),
+        }
+    }
+}
+
+fn granularity(g: i32, field: &str) -> Result<(fs::Granularity, usize, Step), Error> {
+    match fs::Granularity::try_from(g) {
+        Ok(fs::Granularity::Unspecified | fs::Granularity::Day) => {
+            Ok((fs::Granularity::Day, 7, Step::Days(1)))
+        }
+        Ok(fs::Granularity::Week) => Ok((fs::Granularity::Week, 52, Step::Days(7))),
+        Err(_) => Err(Error::invalid(field, format!("unknown granularity {g}"))),
+    }
+}
+
+/// Validates an inline series.
+fn resolve_inline(
+    field: &str,
+    s: pb::InlineSeries,
+) -> Result<(SeriesIn, Vec<DateTime<Utc>>, Step), Error> {
+    let pb::InlineSeries {
+        values,
+        frequency,
+        timestamps,
+        season_length,
+        covariates,
+        attributes,
+    } = s;
+    if values.is_empty() {
+        return Err(Error::invalid(
+            format!("{field}.values"),
+            "must not be empty",
+        ));
+    }
+    if !values.iter().any(|v| v.is_finite()) {
+        return Err(Error::invalid(
+            format!("{field}.values"),
+            "needs at least one finite value",
+        ));
+    }
+    let (default_season, step) = match pb::Frequency::try_from(frequency) {
+        Ok(pb::Frequency::Unspecified) => (1, Step::None),
+        Ok(pb::Frequency::Day) => (7, Step::Days(1)),
+        Ok(pb::Frequency::Week) => (52, Step::Days(7)),
+        Ok(pb::Frequency::Month) => (12, Step::Months(1)),
+        Ok(pb::Frequency::Quarter) => (4, Step::Months(3)),
+        Ok(pb::Frequency::Year) => (1, Step::Months(12)),
+        Err(_) => {
+            return Err(Error::invalid(
+                format!("{field}.frequency"),
+                format!("unknown frequency {frequency}"),
+            ));
+        }
+    };
+    let mut ts = Vec::with_capacity(timestamps.len());
+    if !timestamps.is_empty() {
+        if matches!(step, Step::None) {
+            return Err(Error::invalid(
+                format!("{field}.timestamps"),
+                "must be empty when frequency is unspecified",
+            ));
+        }
+        if timestamps.len() != values.len() {
+            return Err(Error::invalid(
+                format!("{field}.timestamps"),
+                format!(
+                    "has {} entries for {} values",
+                    timestamps.len(),
+                    values.len()
+                ),
+            ));
+        }
+        for (i, t) in timestamps.iter().enumerate() {
+            let t = ts_of(t).ok_or_else(|| {
+                Error::invalid(format!("{field}.timestamps[{i}]"), "not a valid time")
+            })?;
+            if let Some(prev) = ts.last()
+                && step.add(*prev, 1) != Some(t)
+            {
+                return Err(Error::invalid(
+                    format!("{field}.timestamps[{i}]"),
+                    "must be exactly one period after the previous timestamp",
+                ));
+            }
+            ts.push(t);
+        }
+    }
+    let season = match season_length {
+        0 => default_season,
+        s => s as usize,
+    };
+    let mut covs = BTreeMap::new();
+    for (name, c) in covariates {
+        if c.values.len() != values.len() {
+            return Err(Error::invalid(
+                format!("{field}.covariates[{name}]"),
+                format!(
+                    "has {} values for {} observations",
+                    c.values.len(),
+                    values.len()
+                ),
+            ));
+        }
+        covs.insert(name, c.values);
+    }
+    Ok((
+        SeriesIn {
+            values,
+            season,
+            covariates: covs,
+            attributes: attributes.into_iter().collect(),
+        },
+        ts,
+        step,
+    ))
+}
+
+/// A feature-store series as model input.
+fn from_fs_series(s: &fs::Series, season: usize) -> (SeriesIn, Vec<DateTime<Utc>>) {
+    let values = s.points.iter().map(|p| p.units).collect();
+    let price = s
+        .points
+        .iter()
+        .map(|p| p.price.unwrap_or(f64::NAN))
+        .collect();
+    let promo = s
+        .points
+        .iter()
+        .map(|p| if p.promotion { 1.0 } else { 0.0 })
+        .collect();
+    let ts = s
+        .points
+        .iter()
+        .filter_map(|p| p.period_start.as_ref().and_then(ts_of))
+        .collect();
+    (
+        SeriesIn {
+            values,
+            season,
+            covariates: BTreeMap::from([
+                ("price".to_string(), price),
+                ("promotion".to_string(), promo),
+            ]),
+            attributes: BTreeMap::new(),
+        },
+        ts,
+    )
+}
+
+impl Service {
+    /// Resolves the request series: inline ones are checked, SKUs are read from the feature
+    /// store. `horizon` is the number of future covariate values required (0 = none allowed).
+    async fn resolve(
+        &self,
+        series: Vec<pb::SeriesInput>,
+        horizon: usize,
+        forbid_future: bool,
+        gran: i32,
+    ) -> Result<Vec<Resolved>, Error> {
+        if series.is_empty() {
+            return Err(Error::invalid("series", "at least one series is required"));
+        }
+        if series.len() > MAX_SERIES {
+            return Err(Error::invalid(
+                "series",
+                format!("at most {MAX_SERIES} series per request"),
+            ));
+        }
+        let (g, fs_season, fs_step) = granularity(gran, "granularity")?;
+        let mut out = Vec::with_capacity(series.len());
+        for (i, s) in series.into_iter().enumerate() {
+            let field = format!("series[{i}]");
+            let pb::SeriesInput {
+                id,
+                source,
+                future_covariates,
+            } = s;
+            if forbid_future && !future_covariates.is_empty() {
+                return Err(Error::invalid(
+                    format!("{field}.future_covariates"),
+                    "must be empty in a backtest (recorded covariates are used)",
+                ));
+            }
+            let mut r = match source {
+                None => {
+                    return Err(Error::invalid(
+                        format!("{field}.source"),
+                        "set feature_store or inline",
+                    ));
+                }
+                Some(pb::series_input::Source::Inline(s)) => {
+                    let (input, timestamps, step) = resolve_inline(&format!("{field}.inline"), s)?;
+                    Resolved {
+                        id,
+                        key: None,
+                        input,
+                        timestamps,
+                        step,
+                        future: BTreeMap::new(),
+                        stock: None,
+                    }
+                }
+                Some(pb::series_input::Source::FeatureStore(key)) => {
+                    let (input, timestamps, stock) = self
+                        .fs_series(&format!("{field}.feature_store"), &key, g, fs_season)
+                        .await?;
+                    Resolved {
+                        id,
+                        key: Some(key),
+                        input,
+                        timestamps,
+                        step: fs_step,
+                        future: BTreeMap::new(),
+                        stock,
+                    }
+                }
+            };
+            for (name, c) in future_covariates {
+                let f = format!("{field}.future_covariates[{name}]");
+                if !r.input.covariates.contains_key(&name) {
+                    return Err(Error::invalid(
+                        f,
+                        "unknown covariate: the history does not carry it",
+                    ));
+                }
+                if c.values.len() < horizon {
+                    return Err(Error::invalid(
+                        f,
+                        format!(
+                            "has {} values, shorter than the horizon {horizon}",
+                            c.values.len()
+                        ),
+                    ));
+                }
+                r.future.insert(name, c.values);
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    async fn fs_series(
+        &self,
+        field: &str,
+        key: &pb::SeriesKey,
+        g: fs::Granularity,
+        season: usize,
+    ) -> Result<(SeriesIn, Vec<DateTime<Utc>>, Option<i64>), Error> {
+        if key.sku.is_empty() {
+            return Err(Error::invalid(format!("{field}.sku"), "required"));
+        }
+        let all = self
+            .get_series(fs::GetSeriesRequest {
+                skus: vec![key.sku.clone()],
+                granularity: g as i32,
+                by_store: !key.store_id.is_empty(),
+                by_channel: !key.channel.is_empty(),
+                ..Default::default()
+            })
+            .await?;
+        let found = all.iter().find(|s| {
+            s.sku == key.sku
+                && (key.store_id.is_empty() || s.store_id == key.store_id)
+                && (key.channel.is_empty() || s.channel == key.channel)
+        });
+        let Some(s) = found.filter(|s| s.points.iter().any(|p| p.units != 0.0)) else {
+            return Err(Error::NotFound(format!(
+                "{field}: no sales of SKU {:?} (store {:?}, channel {:?}) in the feature store",
+                key.sku, key.store_id, key.channel
+            )));
+        };
+        let (input, ts) = from_fs_series(s, season);
+        Ok((input, ts, s.stock))
+    }
+}
+
+fn check_horizon(field: &str, horizon: u32, served: &Served) -> Result<usize, Error> {
+    let h = horizon as usize;
+    if h == 0 {
+        return Err(Error::invalid(field, "must be at least 1"));
+    }
+    let max = served.model.horizon.min(MAX_HORIZON);
+    if h > max {
+        return Err(Error::invalid(
+            field,
+            format!("{h} is above the maximum {max} the model was trained for"),
+        ));
+    }
+    Ok(h)
+}
+
+fn check_levels(quantiles: &[f64]) -> Result<Vec<f64>, Error> {
+    if quantiles.is_empty() {
+        return Ok(vec![0.1, 0.5, 0.9]);
+    }
+    for (i, q) in quantiles.iter().enumerate() {
+        if !(q.is_finite() && *q > 0.0 && *q < 1.0) {
+            return Err(Error::invalid(
+                format!("quantiles[{i}]"),
+                "must be in (0, 1)",
+            ));
+        }
+    }
+    let mut q = quantiles.to_vec();
+    q.sort_by(f64::total_cmp);
+    q.dedup();
+    Ok(q)
+}
+
+fn forecast_one(model: &Model, r: &Resolved, h: usize, levels: &[f64]) -> pb::SeriesForecast {
+    let out = model.forecast(&r.input, &r.future, h, levels);
+    let last = r.timestamps.last().copied();
+    pb::SeriesForecast {
+        id: r.id.clone(),
+        key: r.key.clone(),
+        points: (0..h)
+            .map(|i| pb::ForecastPoint {
+                step: i as u32 + 1,
+                period_start: last.and_then(|t| r.step.add(t, i + 1)).map(to_ts),
+                point: out.point[i],
+                quantiles: levels
+                    .iter()
+                    .zip(&out.quantiles)
+                    .map(|(q, row)| pb::QuantileValue {
+                        quantile: *q,
+                        value: row[i],
+                    })
+                    .collect(),
+            })
+            .collect(),
+        method: out.method,
+    }
+}
+
+fn metrics_pb(smape: f64, mase: f64, pooled: &Pooled) -> pb::BacktestMetrics {
+    pb::BacktestMetrics {
+        smape,
+        mase,
+        wape: pooled.wape(),
+        coverage: pooled.coverage(),
+        points: pooled.points,
+    }
+}
+
+/// Rolling-origin backtest of one series.
+/// Settings of a backtest, after defaults.
+#[derive(Debug, Clone, Copy)]
+struct BacktestPlan {
+    h: usize,
+    windows: usize,
+    step: usize,
+    interval: f64,
+    mase_m: usize,
+}
+
+fn backtest_one(
+    model: &Model,
+    r: &Resolved,
+    field: &str,
+    plan: BacktestPlan,
+) -> Result<(pb::SeriesBacktest, Pooled), Error> {
+    let BacktestPlan {
+        h,
+        windows,
+        step,
+        interval,
+        mase_m,
+    } = plan;
+    let n = r.input.values.len();
+    let span = h + step * (windows - 1);
+    if n < span + 3 {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{n} periods are too few for {windows} windows of {h} (need {})",
+                span + 3
+            ),
+        ));
+    }
+    let levels = [(1.0 - interval) / 2.0, (1.0 + interval) / 2.0];
+    let values = model::fill(&r.input.values);
+    let m = if mase_m == 0 {
+        r.input.season.max(1)
+    } else {
+        mase_m
+    };
+    let mut out = Vec::with_capacity(windows);
+    let (mut s_sum, mut m_sum) = (0.0, 0.0);
+    let mut pooled = Pooled::default();
+    for w in 0..windows {
+        let origin = n - h - step * (windows - 1 - w);
+        let prefix = SeriesIn {
+            values: r.input.values[..origin].to_vec(),
+            season: r.input.season,
+            covariates: r
+                .input
+                .covariates
+                .iter()
+                .map(|(k, v)| (k.clone(), v[..origin].to_vec()))
+                .collect(),
+            attributes: r.input.attributes.clone(),
+        };
+        let future = r
+            .input
+            .covariates
+            .iter()
+            .map(|(k, v)| (k.clone(), v[origin..origin + h].to_vec()))
+            .collect();
+        let f = model.forecast(&prefix, &future, h, &levels);
+        let actual = &values[origin..origin + h];
+        let mut p = Pooled::default();
+        p.add(actual, &f.point, &f.quantiles[0], &f.quantiles[1]);
+        let s = smape(actual, &f.point);
+        let ms = mase(actual, &f.point, naive_scale(&values[..origin], m));
+        s_sum += s;
+        m_sum += ms;
+        pooled.merge(&p);
+        out.push(pb::BacktestWindow {
+            origin_index: origin as u32,
+            origin: r.timestamps.get(origin).copied().map(to_ts),
+            metrics: Some(metrics_pb(s, ms, &p)),
+        });
+    }
+    let k = windows as f64;
+    Ok((
+        pb::SeriesBacktest {
+            id: r.id.clone(),
+            key: r.key.clone(),
+            windows: out,
+            metrics: Some(metrics_pb(s_sum / k, m_sum / k, &pooled)),
+        },
+        pooled,
+    ))
+}
+
+/// Standard normal quantile (Acklam's rational approximation).
+fn normal_quantile(p: f64) -> f64 {
+    let a = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    let b = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    let c = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    let d = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let pl = 0.02425;
+    if p < pl {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
+    } else if p <= 1.0 - pl {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
+    } else {
+        -normal_quantile(1.0 - p)
+    }
+}
+
+/// Reorder advice from the per-period forecast: the lead-time demand is the sum of the point
+/// forecasts; the per-period spread between the service-level quantile and the median is turned
+/// into a standard deviation, summed over the lead time as independent errors.
+fn advice(model: &Model, r: &Resolved, lead: usize, service_level: f64) -> pb::ReorderAdviceItem {
+    let out = model.forecast(&r.input, &r.future, lead, &[0.5, service_level]);
+    let demand: f64 = out.point.iter().sum();
+    let z = normal_quantile(service_level);
+    let var: f64 = (0..lead)
+        .map(|i| {
+            let spread = (out.quantiles[1][i] - out.quantiles[0][i]).max(0.0);
+            if z > 0.0 { (spread / z).powi(2) } else { 0.0 }
+        })
+        .sum();
+    let safety = (z * var.sqrt()).max(0.0);
+    let safety = if safety.is_finite() { safety } else { 0.0 };
+    let reorder_point = demand + safety;
+    let (reorder_now, order_quantity) = match r.stock {
+        Some(s) => (
+            (s as f64) <= reorder_point,
+            (reorder_point - s as f64).max(0.0),
+        ),
+        None => (false, 0.0),
+    };
+    pb::ReorderAdviceItem {
+        key: r.key.clone(),
+        lead_time_demand: demand,
+        safety_stock: safety,
+        reorder_point,
+        stock: r.stock,
+        reorder_now,
+        order_quantity,
+    }
+}
+
+/// Training data and settings, validated.
+struct TrainJob {
+    source: TrainSource,
+    opts: TrainOptions,
+}
+
+enum TrainSource {
+    Inline(Vec<SeriesIn>, Vec<DateTime<Utc>>),
+    FeatureStore(fs::GetSeriesRequest, usize),
+}
+
+fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
+    let pb::TrainRequest {
+        source,
+        horizon,
+        validation_windows,
+        hyperparameters,
+    } = req;
+    let horizon = match horizon as usize {
+        0 => DEFAULT_TRAIN_HORIZON,
+        h if h > MAX_HORIZON => {
+            return Err(Error::invalid("horizon", format!("at most {MAX_HORIZON}")));
+        }
+        h => h,
+    };
+    let mut opts = TrainOptions {
+        horizon,
+        windows: (validation_windows as usize).clamp(1, 52),
+        ..Default::default()
+    };
+    for (k, v) in &hyperparameters {
+        let field = format!("hyperparameters[{k}]");
+        let bad = || Error::invalid(field.clone(), format!("cannot parse {v:?}"));
+        match k.as_str() {
+            "ridge" => {
+                opts.ridge = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite() && *r >= 0.0)
+                    .ok_or_else(bad)?
+            }
+            "window" => opts.window = v.parse::<usize>().map_err(|_| bad())?,
+            "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    "unknown hyper-parameter (known: ridge, window, max_members)",
+                ));
+            }
+        }
+    }
+    let source = match source {
+        Some(pb::train_request::Source::Inline(set)) => {
+            if set.series.is_empty() {
+                return Err(Error::invalid("inline.series", "at least one series"));
+            }
+            let freq = set.series[0].frequency;
+            let mut out = Vec::with_capacity(set.series.len());
+            let mut first_ts = Vec::new();
+            for (i, s) in set.series.into_iter().enumerate() {
+                let field = format!("inline.series[{i}]");
+                if s.frequency != freq {
+                    return Err(Error::invalid(
+                        format!("{field}.frequency"),
+                        "differs from the first series",
+                    ));
+                }
+                let (input, ts, _) = resolve_inline(&field, s)?;
+                first_ts.extend(ts.first().copied());
+                first_ts.extend(ts.last().copied());
+                out.push(input);
+            }
+            TrainSource::Inline(out, first_ts)
+        }
+        Some(pb::train_request::Source::FeatureStore(f)) => {
+            let pb::FeatureStoreSeries {
+                skus,
+                granularity: g,
+                range,
+                by_store,
+                by_channel,
+            } = f;
+            let (g, season, _) = granularity(g, "feature_store.granularity")?;
+            let (start, end) = range.map(|r| (r.start, r.end)).unwrap_or_default();
+            TrainSource::FeatureStore(
+                fs::GetSeriesRequest {
+                    skus,
+                    granularity: g as i32,
+                    start,
+                    end,
+                    by_store,
+                    by_channel,
+                },
+                season,
+            )
+        }
+        None => TrainSource::FeatureStore(
+            fs::GetSeriesRequest {
+                granularity: fs::Granularity::Day as i32,
+                ..Default::default()
+            },
+            7,
+        ),
+    };
+    Ok(TrainJob { source, opts })
+}
+
+impl Service {
+    async fn run_training(
+        &self,
+        job: TrainJob,
+        progress: &augur_model::progress::Progress,
+    ) -> Result<ModelMeta, Error> {
+        let (series, stamps, source_desc) = match job.source {
+            TrainSource::Inline(s, ts) => (s, ts, "inline".to_string()),
+            TrainSource::FeatureStore(req, season) => {
+                progress
+                    .stage("fetch", 0.05, "reading series from the feature store")
+                    .await;
+                let g = req.granularity;
+                let raw = self.get_series(req).await?;
+                let mut stamps = Vec::new();
+                let series: Vec<SeriesIn> = raw
+                    .iter()
+                    .filter(|s| s.points.iter().any(|p| p.units != 0.0))
+                    .map(|s| {
+                        let (input, ts) = from_fs_series(s, season);
+                        stamps.extend(ts.first().copied());
+                        stamps.extend(ts.last().copied());
+                        input
+                    })
+                    .collect();
+                let gname = if g == fs::Granularity::Week as i32 {
+                    "week"
+                } else {
+                    "day"
+                };
+                (series, stamps, format!("feature_store by {gname}"))
+            }
+        };
+        if series.is_empty() {
+            return Err(Error::invalid("source", "no series with sales to train on"));
+        }
+        progress
+            .stage(
+                "fit",
+                0.2,
+                format!(
+                    "choosing the combination on validation windows over {} series",
+                    series.len()
+                ),
+            )
+            .await;
+        let opts = job.opts.clone();
+        let n_series = series.len();
+        let trained = tokio::task::spawn_blocking(move || model::train(&series, &opts))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        progress
+            .metrics(
+                "validate",
+                0.9,
+                "validation metrics",
+                trained.validation.clone(),
+            )
+            .await;
+        let mut meta = ModelMeta::new(MODEL_NAME);
+        meta.data_start = stamps.iter().min().copied();
+        meta.data_end = stamps.iter().max().copied();
+        meta.training_examples = trained.examples as i64;
+        meta.validation_metrics = trained.validation.clone();
+        let m = &trained.model;
+        meta.parameters = BTreeMap::from([
+            ("horizon".to_string(), m.horizon.to_string()),
+            ("max_horizon".to_string(), m.horizon.to_string()),
+            ("combination".to_string(), crate::stats::combo_name(m.combo)),
+            ("log_scale".to_string(), m.log.to_string()),
+            (
+                "covariates".to_string(),
+                m.cov
+                    .as_ref()
+                    .map(|c| c.names.join(","))
+                    .unwrap_or_default(),
+            ),
+            ("series".to_string(), n_series.to_string()),
+            ("source".to_string(), source_desc),
+            (
+                "validation_windows".to_string(),
+                job.opts.windows.to_string(),
+            ),
+            ("ridge".to_string(), job.opts.ridge.to_string()),
+            ("window".to_string(), job.opts.window.to_string()),
+        ]);
+        meta.description =
+            "Equal-weight combination of statistical models (chosen on validation windows), \
+             a global covariate model on log units, empirical interval quantiles per step"
+                .to_string();
+        let store = self.inner.store.clone();
+        let (model, meta2) = (trained.model, meta.clone());
+        let model =
+            tokio::task::spawn_blocking(move || save(&store, &model, &meta2).map(|_| model))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+        self.inner.slot.swap(Served {
+            model,
+            meta: meta.clone(),
+        });
+        Ok(meta)
+    }
+}
+
+#[tonic::async_trait]
+impl DemandForecast for Service {
+    type TrainStream = BoxStream<augur_proto::common::TrainProgress>;
+
+    async fn forecast(
+        &self,
+        req: Request<pb::ForecastRequest>,
+    ) -> Result<Response<pb::ForecastResponse>, Status> {
+        let pb::ForecastRequest {
+            series,
+            horizon,
+            quantiles,
+            granularity,
+        } = req.into_inner();
+        let served = self.served()?;
+        let h = check_horizon("horizon", horizon, &served)?;
+        let levels = check_levels(&quantiles)?;
+        let resolved = self.resolve(series, h, false, granularity).await?;
+        let n_series = resolved.len();
+        let model = served.clone();
+        let run = move || {
+            resolved
+                .iter()
+                .map(|r| forecast_one(&model.model, r, h, &levels))
+                .collect::<Vec<_>>()
+        };
+        // One or two series are answered on the request task (a few hundred microseconds); larger
+        // batches on the blocking pool.
+        let forecasts = if n_series <= 2 {
+            run()
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+        };
+        Ok(Response::new(pb::ForecastResponse {
+            forecasts,
+            model_version: served.meta.version.clone(),
+        }))
+    }
+
+    async fn backtest(
+        &self,
+        req: Request<pb::BacktestRequest>,
+    ) -> Result<Response<pb::BacktestResponse>, Status> {
+        let pb::BacktestRequest {
+            series,
+            horizon,
+            windows,
+            step,
+            interval,
+            mase_season_length,
+            granularity,
+        } = req.into_inner();
+        let served = self.served()?;
+        let h = check_horizon("horizon", horizon, &served)?;
+        let windows = (windows as usize).max(1);
+        let step = if step == 0 { h } else { step as usize };
+        let interval = if interval == 0.0 { 0.8 } else { interval };
+        if !(interval > 0.0 && interval < 1.0) {
+            return Err(Error::invalid("interval", "must be in (0, 1)").into());
+        }
+        let resolved = self.resolve(series, 0, true, granularity).await?;
+        let plan = BacktestPlan {
+            h,
+            windows,
+            step,
+            interval,
+            mase_m: mase_season_length as usize,
+        };
+        let model = served.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            resolved
+                .iter()
+                .enumerate()
+                .map(|(i, r)| backtest_one(&model.model, r, &format!("series[{i}]"), plan))
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let k = results.len().max(1) as f64;
+        let mut pooled = Pooled::default();
+        let (mut s, mut m) = (0.0, 0.0);
+        for (r, p) in &results {
+            if let Some(x) = &r.metrics {
+                s += x.smape;
+                m += x.mase;
+            }
+            pooled.merge(p);
+        }
+        let overall = metrics_pb(s / k, m / k, &pooled);
+        let results: Vec<pb::SeriesBacktest> = results.into_iter().map(|(r, _)| r).collect();
+        Ok(Response::new(pb::BacktestResponse {
+            series: results,
+            overall: Some(overall),
+            interval,
+            model_version: served.meta.version.clone(),
+        }))
+    }
+
+    async fn reorder_advice(
+        &self,
+        req: Request<pb::ReorderAdviceRequest>,
+    ) -> Result<Response<pb::ReorderAdviceResponse>, Status> {
+        let pb::ReorderAdviceRequest {
+            items,
+            lead_time,
+            service_level,
+            granularity,
+        } = req.into_inner();
+        let served = self.served()?;
+        let lead = check_horizon("lead_time", lead_time, &served)?;
+        let service_level = if service_level == 0.0 {
+            0.95
+        } else {
+            service_level
+        };
+        if !(service_level > 0.0 && service_level < 1.0) {
+            return Err(Error::invalid("service_level", "must be in (0, 1)").into());
+        }
+        if items.is_empty() {
+            return Err(Error::invalid("items", "at least one item is required").into());
+        }
+        let series = items
+            .into_iter()
+            .map(|k| pb::SeriesInput {
+                source: Some(pb::series_input::Source::FeatureStore(k)),
+                ..Default::default()
+            })
+            .collect();
+        let resolved = self
+            .resolve(series, 0, false, granularity)
+            .await
+            .map_err(|e| match e {
+                Error::InvalidArgument(v) => Error::InvalidArgument(
+                    v.into_iter()
+                        .map(|f| {
+                            augur_runtime::FieldViolation::new(
+                                f.field
+                                    .replacen("series[", "items[", 1)
+                                    .replace(".feature_store", ""),
+                                f.description,
+                            )
+                        })
+                        .collect(),
+                ),
+                e => e,
+            })?;
+        let items = resolved
+            .iter()
+            .map(|r| advice(&served.model, r, lead, service_level))
+            .collect();
+        Ok(Response::new(pb::ReorderAdviceResponse {
+            items,
+            service_level,
+            model_version: served.meta.version.clone(),
+        }))
+    }
+
+    async fn train(
+        &self,
+        req: Request<pb::TrainRequest>,
+    ) -> Result<Response<Self::TrainStream>, Status> {
+        let job = parse_train(req.into_inner())?;
+        let permit = self.inner.gate.try_start().ok_or(Error::Busy)?;
+        let (progress, stream) = augur_model::progress::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            progress.stage("start", 0.0, "training started").await;
+            match this.run_training(job, &progress).await {
+                Ok(meta) => progress.done(meta.to_proto()).await,
+                Err(e) => progress.fail(e.into()).await,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_model_info(
+        &self,
+        _req: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
+        let served = self.served()?;
+        Ok(Response::new(pb::GetModelInfoResponse {
+            model: Some(served.meta.to_proto()),
+        }))
+    }
+}
