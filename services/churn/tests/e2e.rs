@@ -440,3 +440,60 @@ async fn events_after_the_cutoff_do_not_influence_training() {
     clean.shutdown().await.unwrap();
     leaky.shutdown().await.unwrap();
 }
+
+/// What `augur up --demo` does: a default Train request (every field empty) on the synthetic
+/// demo data (customer attributes, interactions, reviews), then predictions with factors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_train_request_on_demo_data() {
+    let data = augur_demo::generate(&augur_demo::DemoConfig {
+        customers: 300,
+        products: 40,
+        days: 400,
+        ..augur_demo::DemoConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fs = feature_store(&dir.path().join("fs"), &data.events).await;
+    let config = churn_config(&dir.path().join("churn"), &fs.url());
+    let (handle, mut c, state) = churn(&config).await;
+    let info = train_rpc(&mut c, cpb::TrainRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(info.parameters["horizon_days"], "90");
+    let model = state.model().unwrap();
+    assert!(
+        model
+            .spec
+            .columns
+            .iter()
+            .any(|col| col.group.starts_with("attr_")),
+        "customer attributes become features: {:?}",
+        model
+            .spec
+            .columns
+            .iter()
+            .map(|c| &c.group)
+            .collect::<Vec<_>>()
+    );
+    let fsc = FeatureStore::new(
+        Channel::from_shared(fs.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let ids = fsc.customers().await.unwrap();
+    let r = c
+        .predict_churn(cpb::PredictChurnRequest {
+            customer_ids: ids[..50].to_vec(),
+            as_of: None,
+            max_factors: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model_version, info.model_version);
+    assert_eq!(r.predictions.len() + r.errors.len(), 50);
+    assert!(r.predictions.iter().all(|p| p.factors.len() <= 3));
+    handle.shutdown().await.unwrap();
+    fs.shutdown().await.unwrap();
+}
