@@ -43,6 +43,8 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
             "ridge" => o.ridge = v.parse().unwrap_or(o.ridge),
             "window" => o.window = v.parse().unwrap_or(o.window),
             "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
+            "grid" => o.grid = v.parse().unwrap_or(o.grid),
+            "windows" => o.windows = v.parse().unwrap_or(o.windows),
             _ => eprintln!("unknown hyper-parameter {k}"),
         }
     }
@@ -249,8 +251,8 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
     println!(
-        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Validation (last {h} weeks of the training part): {:?}",
-        trained.validation
+        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",
+        trained.ridge, trained.window, trained.model.log, trained.validation
     );
     Ok(())
 }

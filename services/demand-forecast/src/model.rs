@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub window: usize,
     /// Largest number of members in a combination.
     pub max_members: u32,
+    /// Also try a small grid of `ridge` x `window` on the validation windows.
+    pub grid: bool,
 }
 
 impl Default for TrainOptions {
@@ -57,6 +59,7 @@ impl Default for TrainOptions {
             ridge: 10.0,
             window: 4,
             max_members: 4,
+            grid: true,
         }
     }
 }
@@ -471,6 +474,9 @@ pub struct Trained {
     pub model: Model,
     pub validation: BTreeMap<String, f64>,
     pub examples: usize,
+    /// Covariate-model settings chosen on the validation windows.
+    pub ridge: f64,
+    pub window: usize,
 }
 
 /// One validation window of one series.
@@ -509,13 +515,30 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     }
     let names: Vec<String> = names.unwrap_or_default().into_iter().collect();
     let held = h * windows;
-    let cov_val = CovModel::fit(
-        series,
-        |s| s.values.len().saturating_sub(held),
-        &names,
-        opts,
-    );
-    let windows_for = |log: bool| -> Vec<ValWindow> {
+    // Covariate-model settings tried on the validation windows (the given one alone when the
+    // series carry no covariates or the grid is off).
+    let mut settings: Vec<(f64, usize)> = vec![(opts.ridge, opts.window)];
+    if opts.grid && !names.is_empty() {
+        for ridge in [1.0, 10.0, 100.0] {
+            for window in [4, 8] {
+                if (ridge, window) != (opts.ridge, opts.window) {
+                    settings.push((ridge, window));
+                }
+            }
+        }
+    }
+    let covs: Vec<Option<CovModel>> = settings
+        .iter()
+        .map(|(ridge, window)| {
+            let o = TrainOptions {
+                ridge: *ridge,
+                window: *window,
+                ..opts.clone()
+            };
+            CovModel::fit(series, |s| s.values.len().saturating_sub(held), &names, &o)
+        })
+        .collect();
+    let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
         let mut vals: Vec<ValWindow> = Vec::new();
         for s in series {
             let n = s.values.len();
@@ -537,7 +560,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                     .collect();
                 let actual = fill(&s.values)[origin..origin + h].to_vec();
                 vals.push(ValWindow {
-                    prep: prepare(cov_val.as_ref(), log, &prefix, &future, h),
+                    prep: prepare(cov_val, log, &prefix, &future, h),
                     actual,
                 });
             }
@@ -556,17 +579,19 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         let c = c.max(1) as f64;
         (s_sum / c, m_sum / c)
     };
-    let level_vals = windows_for(false);
-    let (ref_s, ref_m) = score_of(&level_vals, 1 << Method::Naive2 as u32);
     let any_positive = series
         .iter()
         .any(|s| s.values.iter().all(|v| !v.is_finite() || *v >= 0.0));
-    let mut candidates = vec![(false, level_vals)];
-    if any_positive {
-        candidates.push((true, windows_for(true)));
+    let mut candidates: Vec<(usize, bool, Vec<ValWindow>)> = Vec::new();
+    for (ci, cov) in covs.iter().enumerate() {
+        candidates.push((ci, false, windows_for(cov.as_ref(), false)));
+        if any_positive {
+            candidates.push((ci, true, windows_for(cov.as_ref(), true)));
+        }
     }
+    let (ref_s, ref_m) = score_of(&candidates[0].2, 1 << Method::Naive2 as u32);
     let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
-    for (ci, (_, vals)) in candidates.iter().enumerate() {
+    for (k, (_, _, vals)) in candidates.iter().enumerate() {
         for mask in 1u32..(1 << METHODS.len()) {
             if mask.count_ones() > opts.max_members {
                 continue;
@@ -574,11 +599,13 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             let (s, m) = score_of(vals, mask);
             let owa = 0.5 * (s / ref_s.max(1e-9) + m / ref_m.max(1e-9));
             if owa < best.0 {
-                best = (owa, mask, ci);
+                best = (owa, mask, k);
             }
         }
     }
-    let (log, vals) = candidates.swap_remove(best.2);
+    let (ci, log, vals) = candidates.swap_remove(best.2);
+    let (ridge, window) = settings[ci];
+    let cov_val = covs.into_iter().nth(ci).flatten();
     let combo = best.1;
     let mut model = Model {
         horizon: h,
@@ -634,11 +661,18 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     validation.insert("coverage_80".to_string(), pooled.coverage());
     validation.insert("windows".to_string(), vals.len() as f64);
     // Final covariate model on all the data.
-    model.cov = CovModel::fit(series, |s| s.values.len(), &names, opts);
+    let chosen = TrainOptions {
+        ridge,
+        window,
+        ..opts.clone()
+    };
+    model.cov = CovModel::fit(series, |s| s.values.len(), &names, &chosen);
     Trained {
         model,
         validation,
         examples: series.iter().map(|s| s.values.len()).sum(),
+        ridge,
+        window,
     }
 }
 

@@ -738,10 +738,11 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             }
             "window" => opts.window = v.parse::<usize>().map_err(|_| bad())?,
             "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
+            "grid" => opts.grid = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, grid)",
                 ));
             }
         }
@@ -885,8 +886,8 @@ impl Service {
                 "validation_windows".to_string(),
                 job.opts.windows.to_string(),
             ),
-            ("ridge".to_string(), job.opts.ridge.to_string()),
-            ("window".to_string(), job.opts.window.to_string()),
+            ("ridge".to_string(), trained.ridge.to_string()),
+            ("window".to_string(), trained.window.to_string()),
         ]);
         meta.description =
             "Equal-weight combination of statistical models (chosen on validation windows), \
