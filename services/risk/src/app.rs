@@ -208,7 +208,7 @@ pub fn fit_table(
         return Err(Error::NotEnoughData("no examples".into()));
     }
     let all: Vec<&Vec<Cell>> = rows.iter().collect();
-    let anomaly_encoder = Encoder::fit(columns, &all, 0, 5);
+    let anomaly_encoder = Encoder::fit(columns, &all, 0, 5, false);
     let ax: Vec<Vec<f32>> = all.iter().map(|r| anomaly_encoder.encode(r)).collect();
     let anomaly = IsolationForest::fit(&ax, o.forest_trees, 256, o.seed);
     let labelled: Vec<usize> = (0..rows.len()).filter(|&i| labels[i].is_some()).collect();
@@ -1035,3 +1035,86 @@ pub fn default_order_columns() -> Vec<String> {
 }
 
 pub use reviews::review_text;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyperparameters_are_checked_by_name() {
+        let ok: BTreeMap<String, String> = [
+            ("decision.review", "0.4"),
+            ("learners", "logistic,gbdt"),
+            ("gbdt.trees", "10"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let o = TrainOptions::parse(&ok, 0.3).unwrap();
+        assert_eq!(o.thresholds.review, 0.4);
+        assert_eq!(o.fit.learners, vec![Learner::Linear, Learner::Gbdt]);
+        assert_eq!(o.fit.gbdt.trees, 10);
+        assert_eq!(o.validation_fraction, 0.3);
+        for (k, v, field) in [
+            ("nope", "1", "hyperparameters[nope]"),
+            ("gbdt.trees", "x", "hyperparameters[gbdt.trees]"),
+            ("decision.reject", "0.1", "hyperparameters[decision.review]"),
+        ] {
+            let m = BTreeMap::from([(k.to_string(), v.to_string())]);
+            match TrainOptions::parse(&m, 0.0) {
+                Err(Error::Invalid(f, _)) => assert_eq!(f, field),
+                other => panic!("{k}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            TrainOptions::parse(&BTreeMap::new(), 0.9),
+            Err(Error::Invalid(f, _)) if f == "validation_fraction"
+        ));
+    }
+
+    #[test]
+    fn order_model_round_trips_through_the_artifact_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let columns = order_columns();
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..200 {
+            let fraud = i % 20 == 0;
+            let mut r: Vec<Cell> = vec![Cell::Num(0.0); columns.len()];
+            r[0] = Cell::Num(if fraud {
+                6.5
+            } else {
+                3.5 + (i % 7) as f64 * 0.1
+            });
+            r[7] = Cell::Num(if fraud { 4.0 } else { 1.0 });
+            r[10] = Cell::Cat("card".into());
+            rows.push(r);
+            labels.push(Some(fraud));
+        }
+        let o = TrainOptions {
+            fit: FitOptions {
+                learners: vec![Learner::Linear],
+                epochs: 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let fit = fit_table(&columns, &rows, &labels, &o).unwrap();
+        let store = ArtifactStore::new(dir.path(), ORDER_MODEL);
+        let meta = ModelMeta::new(ORDER_MODEL);
+        save_order(&store, &meta, &fit.model).unwrap();
+        let loaded = load_order(&store.latest().unwrap().unwrap()).unwrap();
+        // JSON may round the last bit of a float: compare behaviour, not bits.
+        assert_eq!(loaded.columns, fit.model.columns);
+        for r in &rows[..20] {
+            let (a, b) = (loaded.score_cells(r, None), fit.model.score_cells(r, None));
+            assert!((a.score - b.score).abs() < 1e-6 && a.anomaly_score == b.anomaly_score);
+        }
+        let a = loaded.score_cells(&rows[0], None);
+        let b = loaded.score_cells(&rows[1], None);
+        assert!(
+            a.score > b.score && a.anomaly_score > b.anomaly_score,
+            "{a:?} {b:?}"
+        );
+    }
+}

@@ -40,6 +40,10 @@ pub enum ColumnEncoding {
         missing_indicator: bool,
         /// Knots (standardised) of the linear-spline hinges `max(0, z - knot)`.
         knots: Vec<f64>,
+        /// Mean and std of `ln(1 + x)`, for a standardised log feature of a skewed
+        /// non-negative column.
+        #[serde(default)]
+        log: Option<(f64, f64)>,
     },
     Categorical {
         /// Levels with their own one-hot column; anything else is "other".
@@ -69,7 +73,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 impl Encoder {
     /// Fits on the given rows. `knots` hinges per numeric column (0 = linear only);
     /// categorical levels need at least `min_level` rows.
-    pub fn fit(columns: &[String], rows: &[&Vec<Cell>], knots: usize, min_level: usize) -> Self {
+    /// `log_skewed` adds a standardised `ln(1 + x)` feature to skewed non-negative columns.
+    pub fn fit(
+        columns: &[String],
+        rows: &[&Vec<Cell>],
+        knots: usize,
+        min_level: usize,
+        log_skewed: bool,
+    ) -> Self {
         let mut encodings = Vec::new();
         let mut owner = Vec::new();
         for (c, _) in columns.iter().enumerate() {
@@ -108,9 +119,17 @@ impl Encoder {
                     .map(|k| (quantile(&vals, k as f64 / (knots + 1) as f64) - mean) / std)
                     .collect();
                 ks.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+                let skew = vals.iter().map(|v| ((v - mean) / std).powi(3)).sum::<f64>() / n;
+                let log = (log_skewed && vals.first().is_some_and(|m| *m >= 0.0) && skew > 1.5)
+                    .then(|| {
+                        let l: Vec<f64> = vals.iter().map(|v| v.ln_1p()).collect();
+                        let m = l.iter().sum::<f64>() / n;
+                        let sd = (l.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n).sqrt();
+                        (m, if sd > 1e-12 { sd } else { 1.0 })
+                    });
                 owner.extend(std::iter::repeat_n(
                     c,
-                    1 + usize::from(missing_indicator) + ks.len(),
+                    1 + usize::from(missing_indicator) + ks.len() + usize::from(log.is_some()),
                 ));
                 encodings.push(ColumnEncoding::Numeric {
                     median,
@@ -118,6 +137,7 @@ impl Encoder {
                     std,
                     missing_indicator,
                     knots: ks,
+                    log,
                 });
             }
         }
@@ -144,6 +164,7 @@ impl Encoder {
                     std,
                     missing_indicator,
                     knots,
+                    log,
                 } => {
                     let (v, missing) = match cell {
                         Cell::Num(v) if v.is_finite() => (*v, false),
@@ -156,6 +177,9 @@ impl Encoder {
                     }
                     for k in knots {
                         out.push((z - k).max(0.0) as f32);
+                    }
+                    if let Some((m, sd)) = log {
+                        out.push(((v.max(0.0).ln_1p() - m) / sd).clamp(-8.0, 8.0) as f32);
                     }
                 }
                 ColumnEncoding::Categorical { levels } => {
@@ -704,7 +728,13 @@ impl TabularModel {
         } else {
             o.knots
         };
-        let encoder = Encoder::fit(table_cols, rows, knots, 5);
+        let encoder = Encoder::fit(
+            table_cols,
+            rows,
+            knots,
+            5,
+            matches!(learner, Learner::Spline | Learner::Blend),
+        );
         let x: Vec<Vec<f32>> = rows.iter().map(|r| encoder.encode(r)).collect();
         let dim = encoder.dim();
         let mut means = vec![0.0f32; dim];
@@ -715,6 +745,9 @@ impl TabularModel {
         }
         let linear =
             matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend).then(|| {
+                if dim <= 400 {
+                    return Logistic::fit_newton(&x, y, l2, 50);
+                }
                 let sx: Vec<_> = x.iter().map(|r| sparse(r)).collect();
                 Logistic::fit(
                     &sx,
