@@ -22,6 +22,9 @@ pub struct SeqConfig {
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Uniformly sampled negatives shared by a batch (sampled softmax); the full softmax when
+    /// the catalogue has fewer than twice as many items.
+    pub negatives: usize,
 }
 
 impl Default for SeqConfig {
@@ -29,10 +32,11 @@ impl Default for SeqConfig {
         SeqConfig {
             dim: 48,
             max_len: 20,
-            steps: 400,
+            steps: 150,
             batch: 256,
-            lr: 3e-3,
+            lr: 1e-2,
             seed: 42,
+            negatives: 0,
         }
     }
 }
@@ -146,10 +150,34 @@ pub fn train(
                 + h.matmul(&w.as_tensor().t()?)?
                     .broadcast_add(wb.as_tensor())?
                     .relu()?)?;
-            let logits = u
-                .matmul(&item_out.as_tensor().t()?)?
-                .broadcast_add(out_bias.as_tensor())?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &tgt)?;
+            let loss = if cfg.negatives > 0 && n >= 2 * cfg.negatives {
+                // Sampled softmax: the target's logit against shared uniform negatives.
+                let negs: Vec<u32> = (0..cfg.negatives)
+                    .map(|_| rng.random_range(0..n as u32))
+                    .collect();
+                let negs = Tensor::from_vec(negs, (cfg.negatives,), &Device::Cpu)?;
+                let bias = out_bias.as_tensor().squeeze(0)?;
+                let pos_w = item_out.as_tensor().index_select(&tgt, 0)?;
+                let pos_b = bias.index_select(&tgt, 0)?;
+                let pos = ((&u * pos_w)?.sum(1)? + pos_b)?.unsqueeze(1)?;
+                let neg_w = item_out.as_tensor().index_select(&negs, 0)?;
+                let neg_b = bias.index_select(&negs, 0)?.unsqueeze(0)?;
+                let neg = u.matmul(&neg_w.t()?)?.broadcast_add(&neg_b)?;
+                // A negative equal to the target is masked out.
+                let same = tgt
+                    .unsqueeze(1)?
+                    .broadcast_eq(&negs.unsqueeze(0)?)?
+                    .to_dtype(DType::F32)?;
+                let neg = (neg - (same * 1e9)?)?;
+                let logits = Tensor::cat(&[&pos, &neg], 1)?;
+                let zeros = Tensor::zeros((b,), DType::U32, &Device::Cpu)?;
+                candle_nn::loss::cross_entropy(&logits, &zeros)?
+            } else {
+                let logits = u
+                    .matmul(&item_out.as_tensor().t()?)?
+                    .broadcast_add(out_bias.as_tensor())?;
+                candle_nn::loss::cross_entropy(&logits, &tgt)?
+            };
             opt.backward_step(&loss)?;
             if step % 50 == 0 || step + 1 == cfg.steps {
                 on_step(step, loss.to_scalar::<f32>()?);
@@ -298,6 +326,7 @@ mod tests {
             batch: 64,
             lr: 1e-2,
             seed: 1,
+            negatives: 0,
         };
         let mut losses = Vec::new();
         let m = train(&d, &cfg, |_, l| losses.push(l)).unwrap();
