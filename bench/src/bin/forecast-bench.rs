@@ -251,8 +251,8 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
     println!(
-        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",
-        trained.ridge, trained.window, trained.model.log, trained.validation
+        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, lagged covariates {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",
+        trained.ridge, trained.window, trained.lags, trained.model.log, trained.validation
     );
     Ok(())
 }

@@ -47,8 +47,10 @@ pub struct TrainOptions {
     pub window: usize,
     /// Largest number of members in a combination.
     pub max_members: u32,
-    /// Also try a small grid of `ridge` x `window` on the validation windows.
+    /// Also try a small grid of `ridge` x `window` x `lags` on the validation windows.
     pub grid: bool,
+    /// Covariates of the previous period too (`name@lag1`).
+    pub lags: bool,
 }
 
 impl Default for TrainOptions {
@@ -60,6 +62,7 @@ impl Default for TrainOptions {
             window: 4,
             max_members: 4,
             grid: true,
+            lags: false,
         }
     }
 }
@@ -125,6 +128,53 @@ pub fn fill(values: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Suffix of a covariate's value one period earlier (e.g. the dip after a promotion).
+const LAG: &str = "@lag1";
+
+/// Raw history of a covariate or of a lagged one.
+fn history_of(s: &SeriesIn, name: &str) -> Option<Vec<f64>> {
+    match name.strip_suffix(LAG) {
+        Some(base) => {
+            let v = s.covariates.get(base)?;
+            let first = v.first().copied().unwrap_or(f64::NAN);
+            Some(
+                std::iter::once(first)
+                    .chain(v.iter().copied())
+                    .take(v.len())
+                    .collect(),
+            )
+        }
+        None => s.covariates.get(name).cloned(),
+    }
+}
+
+/// Transformed values of a covariate over `h` future periods: the given ones; when missing, the
+/// last value for prices and 0 for flags; a lagged covariate starts with the last history value.
+fn future_of(s: &SeriesIn, future: &BTreeMap<String, Vec<f64>>, name: &str, h: usize) -> Vec<f64> {
+    if let Some(base) = name.strip_suffix(LAG) {
+        let hist = history_of(s, base).map(|v| cov_history(base, &v).0);
+        let last = hist.and_then(|x| x.last().copied()).unwrap_or(0.0);
+        let f = future_of(s, future, base, h.saturating_sub(1));
+        return std::iter::once(last).chain(f).take(h).collect();
+    }
+    let x = history_of(s, name).map(|v| cov_history(name, &v).0);
+    let last = x.and_then(|x| x.last().copied()).unwrap_or(0.0);
+    let given = future.get(name);
+    (0..h)
+        .map(|i| {
+            let v = given
+                .and_then(|g| g.get(i))
+                .copied()
+                .filter(|v| v.is_finite());
+            match v {
+                Some(v) => transform(name, v),
+                None if name.contains("price") => last,
+                None => transform(name, 0.0),
+            }
+        })
+        .collect()
+}
+
 /// Transformed covariate of the history (filled) and its mean.
 fn cov_history(name: &str, values: &[f64]) -> (Vec<f64>, f64) {
     let t: Vec<f64> = values.iter().map(|v| transform(name, *v)).collect();
@@ -165,10 +215,10 @@ impl CovModel {
         let hits = self.attr_hits(s);
         let w = self.width();
         for (c, name) in self.names.iter().enumerate() {
-            let Some(values) = s.covariates.get(name) else {
+            let Some(values) = history_of(s, name) else {
                 continue;
             };
-            let (x, mean) = cov_history(name, values);
+            let (x, mean) = cov_history(name, &values);
             let mut beta = self.coef[c * w];
             for a in &hits {
                 beta += self.coef[c * w + 1 + a];
@@ -179,18 +229,7 @@ impl CovModel {
             for t in 0..n.min(x.len()) {
                 hist[t] += beta * (x[t] - mean);
             }
-            let last = x.last().copied().unwrap_or(mean);
-            let given = future.get(name);
-            for (i, slot) in fut.iter_mut().enumerate() {
-                let v = given
-                    .and_then(|g| g.get(i))
-                    .copied()
-                    .filter(|v| v.is_finite());
-                let xv = match v {
-                    Some(v) => transform(name, v),
-                    None if name.contains("price") => last,
-                    None => transform(name, 0.0),
-                };
+            for (slot, xv) in fut.iter_mut().zip(future_of(s, future, name, h)) {
                 *slot += beta * (xv - mean);
             }
         }
@@ -244,7 +283,7 @@ impl CovModel {
             let y: Vec<f64> = fill(&s.values[..n]).iter().map(|v| v.ln_1p()).collect();
             let xs: Vec<Option<Vec<f64>>> = names
                 .iter()
-                .map(|nm| s.covariates.get(nm).map(|v| cov_history(nm, &v[..n]).0))
+                .map(|nm| history_of(s, nm).map(|v| cov_history(nm, &v[..n]).0))
                 .collect();
             let hits = model.attr_hits(s);
             let local = |v: &[f64], t: usize| -> f64 {
@@ -477,6 +516,7 @@ pub struct Trained {
     /// Covariate-model settings chosen on the validation windows.
     pub ridge: f64,
     pub window: usize,
+    pub lags: bool,
 }
 
 /// One validation window of one series.
@@ -517,25 +557,41 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     let held = h * windows;
     // Covariate-model settings tried on the validation windows (the given one alone when the
     // series carry no covariates or the grid is off).
-    let mut settings: Vec<(f64, usize)> = vec![(opts.ridge, opts.window)];
+    let mut settings: Vec<(f64, usize, bool)> = vec![(opts.ridge, opts.window, opts.lags)];
     if opts.grid && !names.is_empty() {
         for ridge in [1.0, 10.0, 100.0] {
             for window in [4, 8] {
-                if (ridge, window) != (opts.ridge, opts.window) {
-                    settings.push((ridge, window));
+                // Lagged covariates are tried only when asked for (they double the grid).
+                let lag_options: &[bool] = if opts.lags { &[false, true] } else { &[false] };
+                for &lags in lag_options {
+                    if (ridge, window, lags) != (opts.ridge, opts.window, opts.lags) {
+                        settings.push((ridge, window, lags));
+                    }
                 }
             }
         }
     }
+    let with_lags = |lags: bool| -> Vec<String> {
+        let mut n = names.clone();
+        if lags {
+            n.extend(names.iter().map(|x| format!("{x}{LAG}")));
+        }
+        n
+    };
     let covs: Vec<Option<CovModel>> = settings
         .iter()
-        .map(|(ridge, window)| {
+        .map(|(ridge, window, lags)| {
             let o = TrainOptions {
                 ridge: *ridge,
                 window: *window,
                 ..opts.clone()
             };
-            CovModel::fit(series, |s| s.values.len().saturating_sub(held), &names, &o)
+            CovModel::fit(
+                series,
+                |s| s.values.len().saturating_sub(held),
+                &with_lags(*lags),
+                &o,
+            )
         })
         .collect();
     let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
@@ -604,7 +660,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         }
     }
     let (ci, log, vals) = candidates.swap_remove(best.2);
-    let (ridge, window) = settings[ci];
+    let (ridge, window, lags) = settings[ci];
     let cov_val = covs.into_iter().nth(ci).flatten();
     let combo = best.1;
     let mut model = Model {
@@ -666,13 +722,14 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         window,
         ..opts.clone()
     };
-    model.cov = CovModel::fit(series, |s| s.values.len(), &names, &chosen);
+    model.cov = CovModel::fit(series, |s| s.values.len(), &with_lags(lags), &chosen);
     Trained {
         model,
         validation,
         examples: series.iter().map(|s| s.values.len()).sum(),
         ridge,
         window,
+        lags,
     }
 }
 

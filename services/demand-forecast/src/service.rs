@@ -739,10 +739,11 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "window" => opts.window = v.parse::<usize>().map_err(|_| bad())?,
             "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
             "grid" => opts.grid = v.parse::<bool>().map_err(|_| bad())?,
+            "lags" => opts.lags = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, grid)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, grid, lags)",
                 ));
             }
         }
@@ -888,6 +889,7 @@ impl Service {
             ),
             ("ridge".to_string(), trained.ridge.to_string()),
             ("window".to_string(), trained.window.to_string()),
+            ("lagged_covariates".to_string(), trained.lags.to_string()),
         ]);
         meta.description =
             "Equal-weight combination of statistical models (chosen on validation windows), \
