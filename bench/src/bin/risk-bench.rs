@@ -242,30 +242,42 @@ fn fit_lr_select(
     };
     let (tx, ty) = sub(&tr);
     let (vx, vy) = sub(&va);
+    let dense = |rows: &[SparseRow]| -> Vec<Vec<f32>> {
+        rows.iter()
+            .map(|r| {
+                let mut d = vec![0.0; dim];
+                for &(i, v) in r {
+                    d[i as usize] = v;
+                }
+                d
+            })
+            .collect()
+    };
+    // Small dense problems (embeddings) are solved exactly by Newton's method.
+    let fit = |x: &[SparseRow], y: &[bool], l2: f32| -> Logistic {
+        if dim <= 400 {
+            Logistic::fit_newton(&dense(x), y, l2, 50)
+        } else {
+            let p = LogisticParams {
+                l2,
+                epochs,
+                batch: 32,
+                learning_rate: 0.05,
+                ..Default::default()
+            };
+            Logistic::fit(x, y, dim, &p)
+        }
+    };
     let mut best = (f64::INFINITY, l2s[0]);
     for &l2 in l2s {
-        let p = LogisticParams {
-            l2,
-            epochs,
-            batch: 32,
-            learning_rate: 0.05,
-            ..Default::default()
-        };
-        let m = Logistic::fit(&tx, &ty, dim, &p);
+        let m = fit(&tx, &ty, l2);
         let pv: Vec<f64> = vx.iter().map(|r| m.predict(r) as f64).collect();
         let ll = metrics::log_loss(&pv, &vy);
         if ll < best.0 {
             best = (ll, l2);
         }
     }
-    let p = LogisticParams {
-        l2: best.1,
-        epochs,
-        batch: 32,
-        learning_rate: 0.05,
-        ..Default::default()
-    };
-    (Logistic::fit(x, y, dim, &p), best.1)
+    (fit(x, y, best.1), best.1)
 }
 
 fn spam() -> anyhow::Result<()> {
@@ -350,7 +362,7 @@ fn spam() -> anyhow::Result<()> {
         );
         let etr = e.embed(&trd).map_err(|e| anyhow::anyhow!("{e}"))?;
         let xtr: Vec<SparseRow> = etr.iter().map(|v| sparse(v)).collect();
-        let (m, l2) = fit_lr_select(&xtr, &ytr, embed::DIM, &[1e-5, 1e-4, 1e-3, 1e-2], 60);
+        let (m, l2) = fit_lr_select(&xtr, &ytr, embed::DIM, &[1e-6, 1e-5, 1e-4, 1e-3], 60);
         let p: Vec<f64> = ete.iter().map(|v| m.predict(&sparse(v)) as f64).collect();
         let f1 = metrics::f1_at(&p, &yte, 0.5);
         out.push(eval(

@@ -502,6 +502,77 @@ impl Velocity {
     }
 }
 
+type EmbedJob = (
+    Vec<String>,
+    tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+);
+
+/// Micro-batching of concurrent scoring requests: one thread takes every text waiting (up to
+/// [`Batcher::MAX_TEXTS`]) and embeds them in one call, so concurrent reviews share forward
+/// passes instead of contending for the CPU thread pool op by op.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    tx: tokio::sync::mpsc::Sender<EmbedJob>,
+}
+
+impl Batcher {
+    pub const MAX_TEXTS: usize = 32;
+
+    pub fn start(embedder: Arc<Embedder>) -> Batcher {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<EmbedJob>(1024);
+        let spawned = std::thread::Builder::new()
+            .name("risk-embed".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut jobs = vec![first];
+                    let mut n = jobs[0].0.len();
+                    while n < Self::MAX_TEXTS {
+                        match rx.try_recv() {
+                            Ok(j) => {
+                                n += j.0.len();
+                                jobs.push(j);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let texts: Vec<&str> = jobs
+                        .iter()
+                        .flat_map(|(t, _)| t.iter().map(String::as_str))
+                        .collect();
+                    match embedder.embed(&texts) {
+                        Ok(all) => {
+                            let mut all = all.into_iter();
+                            for (t, reply) in jobs {
+                                let part: Vec<Vec<f32>> = all.by_ref().take(t.len()).collect();
+                                let _ = reply.send(Ok(part));
+                            }
+                        }
+                        Err(e) => {
+                            for (_, reply) in jobs {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "embedding thread did not start");
+        }
+        Batcher { tx }
+    }
+
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((texts, reply))
+            .await
+            .map_err(|_| Error::Internal("embedding thread stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Internal("embedding thread stopped".into()))?
+            .map_err(Error::Internal)
+    }
+}
+
 /// The risk service's state.
 pub struct App {
     data_dir: PathBuf,
@@ -510,6 +581,8 @@ pub struct App {
     pub reviews: ModelSlot<Served<ReviewModel>>,
     embedder: Option<Arc<Embedder>>,
     embed_error: String,
+    /// Scoring requests' texts go through one batching thread (see [`Batcher`]).
+    batcher: Option<Batcher>,
     pub gate: TrainGate,
     velocity: Mutex<Velocity>,
     /// Embeddings of recently seen reviews that are not in the model's corpus.
@@ -597,6 +670,7 @@ impl App {
             fs,
             orders: ModelSlot::default(),
             reviews: ModelSlot::default(),
+            batcher: embedder.clone().map(Batcher::start),
             embedder,
             embed_error,
             gate: TrainGate::default(),
@@ -826,12 +900,15 @@ impl App {
         let mut texts: Vec<&str> = vec![doc.text.as_str()];
         texts.extend(new_docs.iter().map(|d| d.text.as_str()));
         let texts: Vec<String> = texts.into_iter().map(str::to_string).collect();
-        let emb = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&refs)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        let emb = match &self.batcher {
+            Some(b) => b.embed(texts).await?,
+            None => tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                embedder.embed(&refs)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??,
+        };
         let mut emb = emb.into_iter();
         let e = emb.next().unwrap_or_default();
         let mut extra = cached;
