@@ -9,10 +9,20 @@ use candle_core::{DType, Device, Tensor};
 use crate::data::{Dataset, Ev};
 use crate::linalg::spd_inverse;
 
+/// With recency decay, events older than `RECENCY_CUTOFF * tau` (weight below e^-7, about
+/// 0.1% of the newest) are left out: it bounds the scoring cost of very long histories.
+pub const RECENCY_CUTOFF: f32 = 7.0;
+
 /// The distinct items of a history with their input weights: the interaction weight times a
 /// recency factor `exp(-p / tau)` where `p` counts events from the newest (0). `tau <= 0` means
 /// no decay. Repeated items keep their largest weight.
 pub fn input_weights(hist: &[Ev], tau: f32) -> Vec<(u32, f32)> {
+    let hist = if tau > 0.0 {
+        let keep = (RECENCY_CUTOFF * tau).ceil() as usize + 1;
+        &hist[hist.len().saturating_sub(keep)..]
+    } else {
+        hist
+    };
     let n = hist.len();
     let mut out: Vec<(u32, f32)> = Vec::with_capacity(n);
     let mut pos: HashMap<u32, usize> = HashMap::with_capacity(n);

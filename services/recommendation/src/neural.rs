@@ -32,7 +32,7 @@ impl Default for SeqConfig {
         SeqConfig {
             dim: 48,
             max_len: 20,
-            steps: 150,
+            steps: 100,
             batch: 256,
             lr: 1e-2,
             seed: 42,

@@ -374,10 +374,10 @@ impl Recommender {
     }
 
     /// The history item that contributes most to item `j` for this history (for the reason).
-    pub fn strongest_link(&self, hist: &[Ev], j: u32) -> Option<u32> {
-        let x = input_weights(hist, self.blend.tau);
+    /// `x` is `input_weights(hist, blend.tau)`.
+    pub fn strongest_link(&self, x: &[(u32, f32)], j: u32) -> Option<u32> {
         let mut best: Option<(u32, f32)> = None;
-        for (i, w) in x {
+        for &(i, w) in x {
             let mut c = w * self.parts.ease.weight(i, j).max(0.0);
             if let Some(nb) = self.parts.knn.neighbours.get(i as usize)
                 && let Some(&(_, s)) = nb.iter().find(|(n, _)| *n == j)

@@ -222,10 +222,11 @@ pub fn recommend(
                 *s = f32::NEG_INFINITY;
             }
         }
+        let x = crate::models::input_weights(hist, m.blend.tau);
         for (j, s, boost) in rerank(m, cat, opts, &mut scores, k) {
             taken[j as usize] = true;
             let mut factors = Vec::new();
-            let reason = match m.strongest_link(hist, j) {
+            let reason = match m.strongest_link(&x, j) {
                 Some(i) => {
                     let sku = &m.items[i as usize];
                     let bought = user.is_some_and(|u| {
