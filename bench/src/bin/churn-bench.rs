@@ -484,6 +484,41 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(v)
         }
     };
+    // Where the 1,000-customer time goes: the feature-store read of every feature the model uses,
+    // and the model's compute in process (the served artefact loaded from disk).
+    let served = augur_churn::load_latest(&augur_model::ArtifactStore::new(
+        &ch_config.data_dir,
+        augur_churn::model::MODEL_NAME,
+    ))
+    .ok_or_else(|| anyhow::anyhow!("no saved model"))?;
+    let needed = served.needed_features();
+    let (mut fs_full, mut compute) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let start = (i * 7919 * 1000) % (customers.len() - 1000);
+        let t = Instant::now();
+        let rows = store
+            .features(&customers[start..start + 1000], None, &needed)
+            .await?;
+        let fetched = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let recs = features::records(&rows);
+        let n = recs
+            .iter()
+            .flatten()
+            .map(|r| served.predict_top(r, 5).probability)
+            .filter(|p| *p >= 0.0)
+            .count();
+        let computed = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(n == 1000);
+        if i >= 10 {
+            fs_full.push(fetched);
+            compute.push(computed);
+        }
+    }
+    let full_name = format!(
+        "(feature-store GetOnlineFeatures alone, 1,000 customers, the model's {} features)",
+        needed.len()
+    );
     let mut fs_one = fs_lat(1, iters).await?;
     let mut fs_thousand = fs_lat(1_000, (iters / 5).max(20)).await?;
     let mut one = lat(1, iters).await?;
@@ -503,6 +538,11 @@ async fn main() -> anyhow::Result<()> {
         (
             "(feature-store GetOnlineFeatures alone, 1,000 customers, 3 features)",
             &mut fs_thousand,
+        ),
+        (full_name.as_str(), &mut fs_full),
+        (
+            "(model compute in process: decode rows + predict + top-5 factors, 1,000 customers)",
+            &mut compute,
         ),
     ] {
         let n = v.len();

@@ -140,8 +140,41 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
+/// The BTYD outputs of one customer for one horizon (computed once per prediction).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BtydValues {
+    pub bg_churn_logit: f64,
+    pub pareto_churn_logit: f64,
+    pub bg_log_expected: f64,
+}
+
+impl BtydValues {
+    pub fn of(rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Option<BtydValues> {
+        let c = rec.rfm()?;
+        Some(BtydValues {
+            bg_churn_logit: logit(btyd.bgnbd.p_no_purchase(&c, horizon_weeks)),
+            pareto_churn_logit: logit(btyd.pareto.p_no_purchase(&c, horizon_weeks)),
+            bg_log_expected: (0.01 + btyd.bgnbd.expected(&c, horizon_weeks)).ln(),
+        })
+    }
+}
+
 /// The value of a column before standardisation; `None` = missing (imputed with the mean).
 pub fn raw(source: &Source, rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Option<f64> {
+    let needs_btyd = matches!(
+        source,
+        Source::BgNbdChurnLogit | Source::ParetoChurnLogit | Source::BgNbdLogExpected
+    );
+    let vals = if needs_btyd {
+        BtydValues::of(rec, btyd, horizon_weeks)
+    } else {
+        None
+    };
+    raw_with(source, rec, vals.as_ref())
+}
+
+/// [`raw`] with the BTYD outputs already computed.
+pub fn raw_with(source: &Source, rec: &Record, b: Option<&BtydValues>) -> Option<f64> {
     match source {
         Source::Numeric { feature, log } => rec
             .get(feature)
@@ -155,15 +188,9 @@ pub fn raw(source: &Source, rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Op
             let r = rec.get("recency_days")?;
             Some((r.max(0.0) / gap.max(1.0)).ln_1p())
         }
-        Source::BgNbdChurnLogit => rec
-            .rfm()
-            .map(|c| logit(btyd.bgnbd.p_no_purchase(&c, horizon_weeks))),
-        Source::ParetoChurnLogit => rec
-            .rfm()
-            .map(|c| logit(btyd.pareto.p_no_purchase(&c, horizon_weeks))),
-        Source::BgNbdLogExpected => rec
-            .rfm()
-            .map(|c| (0.01 + btyd.bgnbd.expected(&c, horizon_weeks)).ln()),
+        Source::BgNbdChurnLogit => b.map(|b| b.bg_churn_logit),
+        Source::ParetoChurnLogit => b.map(|b| b.pareto_churn_logit),
+        Source::BgNbdLogExpected => b.map(|b| b.bg_log_expected),
     }
 }
 
@@ -255,9 +282,10 @@ pub fn fit_columns(cands: Vec<Column>, raws: impl Fn(&Source) -> Vec<Option<f64>
 
 /// Standardised input row (missing -> 0, the training mean).
 pub fn encode(cols: &[Column], rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Vec<f32> {
+    let vals = BtydValues::of(rec, btyd, horizon_weeks);
     cols.iter()
         .map(|c| {
-            raw(&c.source, rec, btyd, horizon_weeks).map_or(0.0, |v| ((v - c.mean) / c.std) as f32)
+            raw_with(&c.source, rec, vals.as_ref()).map_or(0.0, |v| ((v - c.mean) / c.std) as f32)
         })
         .collect()
 }

@@ -120,8 +120,15 @@ impl ChurnModel {
         }
     }
 
-    /// The prediction for one customer from their features (over the model's horizon).
+    /// The prediction for one customer from their features (over the model's horizon), every
+    /// factor described.
     pub fn predict(&self, rec: &Record) -> Prediction {
+        self.predict_top(rec, usize::MAX)
+    }
+
+    /// The prediction with every factor's contribution, but only the `described` largest ones
+    /// carrying a value and a sentence (the rest keep empty texts).
+    pub fn predict_top(&self, rec: &Record, described: usize) -> Prediction {
         let hd = self.spec.horizon_days;
         let hw = f64::from(hd) / 7.0;
         let x = features::encode(&self.spec.columns, rec, &self.spec.btyd, hw);
@@ -134,17 +141,17 @@ impl ChurnModel {
         }
         let mut factors: Vec<Factor> = groups
             .into_iter()
-            .map(|(g, v)| {
-                let (value, description) = features::describe(g, rec, &self.spec.btyd, hd);
-                Factor {
-                    name: g.to_string(),
-                    contribution: v,
-                    value,
-                    description,
-                }
+            .map(|(g, v)| Factor {
+                name: g.to_string(),
+                contribution: v,
+                value: String::new(),
+                description: String::new(),
             })
             .collect();
         factors.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        for f in factors.iter_mut().take(described) {
+            (f.value, f.description) = features::describe(&f.name, rec, &self.spec.btyd, hd);
+        }
         let aov = rec
             .get("avg_order_value")
             .filter(|v| *v > 0.0)

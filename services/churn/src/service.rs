@@ -73,6 +73,7 @@ impl State {
         model: &ChurnModel,
         ids: &[String],
         as_of: Option<i64>,
+        described: usize,
     ) -> Result<Vec<(String, Option<(features::Record, Prediction)>)>> {
         let rows = self
             .fs
@@ -85,7 +86,7 @@ impl State {
             .zip(recs)
             .map(|(id, r)| {
                 let p = r.map(|r| {
-                    let p = model.predict(&r);
+                    let p = model.predict_top(&r, described);
                     (r, p)
                 });
                 (id, p)
@@ -192,12 +193,12 @@ impl Churn for Service {
             .filter(|id| seen.insert(id.clone()))
             .collect();
         let at = as_of.as_ref().map(secs);
-        let out = self.state.predict(&model, &ids, at).await?;
         let max_factors = if max_factors == 0 {
             5
         } else {
             max_factors as usize
         };
+        let out = self.state.predict(&model, &ids, at, max_factors).await?;
         let currency = model.spec.currency.clone();
         let mut resp = pb::PredictChurnResponse {
             as_of: Some(as_of.unwrap_or(ts(now))),
@@ -245,7 +246,7 @@ impl Churn for Service {
         let now = now_secs();
         let mut scored: Vec<(String, Prediction)> = Vec::new();
         for chunk in ids.chunks(2_000) {
-            for (id, p) in self.state.predict(&model, chunk, None).await? {
+            for (id, p) in self.state.predict(&model, chunk, None, 5).await? {
                 if let Some((_, p)) = p
                     && p.probability >= min_probability
                 {
