@@ -332,6 +332,96 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The default Train of `augur up --demo`: the demo dataset in an in-process feature store, then
+/// a Train request with every field empty.
+async fn demo() -> anyhow::Result<()> {
+    use augur_proto::featurestore as fpb;
+    use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
+    let dir = tempfile::tempdir()?;
+    let fs_config = augur_feature_store::Config {
+        server: augur_runtime::ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout_ms: 120_000,
+            ..augur_runtime::ServerConfig::default()
+        },
+        data_dir: dir.path().join("fs"),
+        hash_key: augur_runtime::Secret::new("benchmark-hash-key-000000"),
+        sqlite_synchronous: "normal".into(),
+        ..augur_feature_store::Config::default()
+    };
+    let (fs_server, _app) = augur_feature_store::build(&fs_config).await?;
+    let fs_handle = fs_server.spawn().await?;
+    let mut fs = FeatureStoreClient::connect(fs_handle.url()).await?;
+    let data = augur_demo::generate(&augur_demo::DemoConfig::default());
+    for chunk in data.events.chunks(5_000) {
+        fs.ingest(fpb::IngestRequest {
+            events: chunk.to_vec(),
+        })
+        .await?;
+    }
+    let mut config = augur_demand_forecast::default_config();
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.data_dir = dir.path().join("fc");
+    config.feature_store_url = fs_handle.url();
+    let server = augur_demand_forecast::build(&config).spawn().await?;
+    let channel = augur_runtime::client::lazy_channel(&server.url(), Duration::from_secs(600))?;
+    let mut client = pb::demand_forecast_client::DemandForecastClient::new(channel);
+    let t0 = Instant::now();
+    let mut stream = client
+        .train(pb::TrainRequest::default())
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await? {
+        last = Some(p);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let info = last.and_then(|p| p.model).unwrap_or_default();
+    println!(
+        "\n## Demo data: default Train (every SKU by day)\n\n{} events; Train {secs:.1} s; parameters {:?}; validation {:?}",
+        data.events.len(),
+        info.parameters,
+        info.validation_metrics
+    );
+    // A promoted SKU: the forecast with a promotion in every period vs none.
+    if let Some(p) = data.summary.promotions.first() {
+        let series = |v: f64| pb::SeriesInput {
+            source: Some(pb::series_input::Source::FeatureStore(pb::SeriesKey {
+                sku: p.sku.clone(),
+                ..Default::default()
+            })),
+            future_covariates: BTreeMap::from([(
+                "promotion".to_string(),
+                pb::Covariate {
+                    values: vec![v; 28],
+                },
+            )])
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let r = client
+            .forecast(pb::ForecastRequest {
+                series: vec![series(1.0), series(0.0)],
+                horizon: 28,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let sum = |f: &pb::SeriesForecast| f.points.iter().map(|p| p.point).sum::<f64>();
+        println!(
+            "SKU {} over 28 days: {:.1} units with a promotion every day, {:.1} without ({})",
+            p.sku,
+            sum(&r.forecasts[0]),
+            sum(&r.forecasts[1]),
+            r.forecasts[0].method
+        );
+    }
+    server.shutdown().await?;
+    fs_handle.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -349,6 +439,9 @@ async fn main() -> anyhow::Result<()> {
         dominicks(&args, &dir)?;
     } else {
         println!("\nDominick's dataset not found: skipped");
+    }
+    if want("demo") {
+        demo().await?;
     }
     if !args.no_latency && want("latency") {
         latency(args.calls).await?;

@@ -107,7 +107,10 @@ impl Service {
             tracing::info!(version = %s.meta.version, "demand-forecast model loaded");
         }
         let (feature_store, feature_store_error) = match feature_store {
-            Ok(c) => (Some(FeatureStoreClient::new(c)), String::new()),
+            Ok(c) => (
+                Some(FeatureStoreClient::new(c).max_decoding_message_size(512 << 20)),
+                String::new(),
+            ),
             Err(e) => (None, e),
         };
         Service {
