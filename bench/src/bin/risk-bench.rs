@@ -540,7 +540,7 @@ async fn speed() -> anyhow::Result<()> {
     );
 
     // ScoreReview: a 100-word review.
-    let words = "The blender arrived quickly and the packaging was fine. It crushes ice without trouble and the jug is easy to clean, although the motor is louder than I expected and the lid sometimes leaks when the jug is full. After three weeks of daily smoothies it still works well, the buttons feel solid and the price was fair compared with similar models. I would buy it again, but I hope the next version is quieter and comes with a better lid seal and a longer cable for our kitchen.";
+    let words = "The blender arrived quickly and the packaging was fine. It crushes ice without trouble and the jug is easy to clean, although the motor is louder than I expected and the lid sometimes leaks when the jug is full. After three weeks of daily smoothies it still works well, the buttons feel solid and the price was fair compared with similar models. I would buy it again, but I hope the next version is quieter and comes with a better lid seal and a longer cable for our small kitchen, which has only one socket near the window.";
     println!("review text: {} words", words.split_whitespace().count());
     let review = move |k: usize| pb::ScoreReviewRequest {
         review: Some(fpb::Review {
