@@ -134,6 +134,9 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--demo") {
+        return demo().await;
+    }
     let Some(path) = datasets::require("cdnow/CDNOW_master.txt") else {
         return Ok(());
     };
@@ -552,6 +555,65 @@ async fn main() -> anyhow::Result<()> {
             pct(v, 0.99)
         );
     }
+    let _ = ch_handle.shutdown().await;
+    let _ = fs_handle.shutdown().await;
+    Ok(())
+}
+
+/// `churn-bench --demo`: the default demo data set and a default (all fields empty) Train request,
+/// as `augur up --demo` sends it; prints the wall time.
+async fn demo() -> anyhow::Result<()> {
+    let data = augur_demo::generate(&augur_demo::DemoConfig::default());
+    let dir = tempfile::tempdir()?;
+    let fs_config = FsConfig {
+        server: ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout_ms: 120_000,
+            ..ServerConfig::default()
+        },
+        data_dir: dir.path().join("fs"),
+        hash_key: Secret::new("benchmark-hash-key-000000"),
+        sqlite_synchronous: "normal".into(),
+        ..FsConfig::default()
+    };
+    let (fs_server, _app) = augur_feature_store::build(&fs_config).await?;
+    let fs_handle = fs_server.spawn().await?;
+    let mut fs = FeatureStoreClient::connect(fs_handle.url()).await?;
+    for chunk in data.events.chunks(5_000) {
+        fs.ingest(fpb::IngestRequest {
+            events: chunk.to_vec(),
+        })
+        .await?;
+    }
+    let mut ch_config = augur_churn::default_config();
+    ch_config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    ch_config.data_dir = dir.path().join("churn");
+    ch_config.feature_store_url = fs_handle.url();
+    let ch_handle = augur_churn::build(&ch_config).spawn().await?;
+    let mut churn = ChurnClient::connect(ch_handle.url()).await?;
+    let t = Instant::now();
+    let mut stream = churn
+        .train(cpb::TrainRequest::default())
+        .await?
+        .into_inner();
+    while let Some(p) = stream.message().await? {
+        if p.stage != "training" || p.message.contains("epoch 1/") {
+            println!(
+                "  [{:>5.1}s] {:<10} {}",
+                t.elapsed().as_secs_f64(),
+                p.stage,
+                p.message
+            );
+        }
+        if let Some(m) = p.model {
+            println!("validation {:?}", m.validation_metrics);
+        }
+    }
+    println!(
+        "demo data ({} events): default Train in {:.1}s",
+        data.events.len(),
+        t.elapsed().as_secs_f64()
+    );
     let _ = ch_handle.shutdown().await;
     let _ = fs_handle.shutdown().await;
     Ok(())
