@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use augur_model::calibrate::Platt;
 use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
 use augur_proto::featurestore::{self as fpb, Order, Review, event::Payload};
 use candle_core::{Device, Tensor};
@@ -216,6 +217,7 @@ pub fn fit_table(
     let positives = y.iter().filter(|&&b| b).count();
     let negatives = y.len() - positives;
     let mut metrics = BTreeMap::new();
+    let mut anomaly_platt = None;
     let supervised = if positives >= 4 && negatives >= 4 {
         let (tr, va) = stratified_split(&y, o.validation_fraction, o.seed);
         let tx: Vec<&Vec<Cell>> = tr.iter().map(|&k| all[labelled[k]]).collect();
@@ -229,7 +231,8 @@ pub fn fit_table(
             .iter()
             .map(|r| anomaly.percentile(&anomaly_encoder.encode(r)))
             .collect();
-        if let Some(a) = augur_model::metrics::roc_auc(&an, &vy) {
+        let an_roc = augur_model::metrics::roc_auc(&an, &vy);
+        if let Some(a) = an_roc {
             metrics.insert("anomaly_roc_auc".into(), a);
         }
         metrics.insert("validation_examples".into(), vy.len() as f64);
@@ -237,7 +240,26 @@ pub fn fit_table(
             "validation_positives".into(),
             vy.iter().filter(|&&b| b).count() as f64,
         );
-        Some(m)
+        let sup_roc = metrics.get("roc_auc").copied().unwrap_or(0.0);
+        // Model selection on the validation split: the anomaly model (Platt-calibrated on the
+        // same split) serves when it ranks clearly better than the supervised scorer.
+        if an_roc.is_some_and(|a| a > sup_roc + 0.05) {
+            let platt = Platt::fit(&an, &vy);
+            let p: Vec<f64> = an.iter().map(|&s| platt.apply(s)).collect();
+            metrics.insert("supervised_roc_auc".into(), sup_roc);
+            if let Some(a) = augur_model::metrics::roc_auc(&p, &vy) {
+                metrics.insert("roc_auc".into(), a);
+            }
+            if let Some(a) = augur_model::metrics::pr_auc(&p, &vy) {
+                metrics.insert("pr_auc".into(), a);
+            }
+            metrics.insert("brier".into(), augur_model::metrics::brier(&p, &vy));
+            metrics.insert("log_loss".into(), augur_model::metrics::log_loss(&p, &vy));
+            anomaly_platt = Some(platt);
+            None
+        } else {
+            Some(m)
+        }
     } else {
         None
     };
@@ -261,6 +283,7 @@ pub fn fit_table(
         model: OrderModel {
             columns: columns.to_vec(),
             supervised,
+            anomaly_platt,
             anomaly_encoder,
             anomaly,
             thresholds: o.thresholds,
@@ -386,6 +409,7 @@ pub fn fit_reviews(
         columns,
         sentiment,
         classifier: fit.model.supervised,
+        anomaly_platt: fit.model.anomaly_platt,
         anomaly_encoder: fit.model.anomaly_encoder,
         anomaly: fit.model.anomaly,
         thresholds: o.thresholds,
@@ -1079,12 +1103,14 @@ impl App {
         );
         meta.parameters.insert(
             "scorer".into(),
-            model
-                .classifier
-                .as_ref()
-                .map_or("isolation_forest (unsupervised)".into(), |m| {
-                    format!("{} + platt", m.learner.name())
-                }),
+            model.classifier.as_ref().map_or(
+                if model.anomaly_platt.is_some() {
+                    "isolation_forest + platt (beat the supervised scorer on validation)".into()
+                } else {
+                    "isolation_forest (unsupervised)".into()
+                },
+                |m| format!("{} + platt", m.learner.name()),
+            ),
         );
         meta.parameters
             .insert("corpus_reviews".into(), model.corpus.docs.len().to_string());

@@ -196,6 +196,10 @@ pub struct OrderModel {
     pub thresholds: Thresholds,
     /// Order total above which a basket counts as high value (95th percentile of training).
     pub high_value: f64,
+    /// Calibration of the anomaly percentile when the anomaly model is the scorer (it beat the
+    /// supervised model on the validation split, or there were too few labels).
+    #[serde(default)]
+    pub anomaly_platt: Option<augur_model::calibrate::Platt>,
 }
 
 /// The score of one order.
@@ -333,7 +337,9 @@ impl OrderModel {
                 }
                 p
             }
-            None => anomaly_score,
+            None => self
+                .anomaly_platt
+                .map_or(anomaly_score, |p| p.apply(anomaly_score)),
         };
         // The anomaly model's share: the columns furthest from their training distribution.
         let mut dev: Vec<(usize, f64)> = Vec::new();
@@ -393,11 +399,14 @@ impl OrderModel {
             .insert("features".into(), self.columns.join(","));
         meta.parameters.insert(
             "scorer".into(),
-            self.supervised
-                .as_ref()
-                .map_or("isolation_forest (unsupervised)".into(), |m| {
-                    format!("{} + platt, isolation_forest anomaly", m.learner.name())
-                }),
+            self.supervised.as_ref().map_or(
+                if self.anomaly_platt.is_some() {
+                    "isolation_forest + platt (beat the supervised scorer on validation)".into()
+                } else {
+                    "isolation_forest (unsupervised)".into()
+                },
+                |m| format!("{} + platt, isolation_forest anomaly", m.learner.name()),
+            ),
         );
         meta.parameters
             .insert("high_value_total".into(), format!("{:.2}", self.high_value));

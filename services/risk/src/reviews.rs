@@ -187,6 +187,9 @@ pub struct ReviewModel {
     pub anomaly: IsolationForest,
     pub thresholds: Thresholds,
     pub corpus: Corpus,
+    /// Calibration of the anomaly percentile when the anomaly model is the scorer.
+    #[serde(default)]
+    pub anomaly_platt: Option<augur_model::calibrate::Platt>,
 }
 
 /// The score of one review.
@@ -290,9 +293,29 @@ impl ReviewModel {
                 }
                 m.predict(&cells)
             }
-            None => self
-                .anomaly
-                .percentile(&self.anomaly_encoder.encode(&cells)),
+            None => {
+                let x = self.anomaly_encoder.encode(&cells);
+                let pct = self.anomaly.percentile(&x);
+                // The anomaly model's reasons: the features furthest from the training reviews.
+                for (c, (name, d, u)) in REVIEW_FEATURES.iter().enumerate() {
+                    if let Some(j) = self.anomaly_encoder.owner.iter().position(|&o| o == c) {
+                        factors.push(Factor {
+                            name: format!("anomaly:{name}"),
+                            contribution: pct * (x[j].abs() as f64).min(8.0) / 8.0,
+                            value: match &cells[c] {
+                                Cell::Num(v) => format!("{v:.3}"),
+                                _ => "missing".into(),
+                            },
+                            description: format!(
+                                "{d} ({:.1} standard deviations from training reviews)",
+                                x[j]
+                            ),
+                            unit: (*u).into(),
+                        });
+                    }
+                }
+                self.anomaly_platt.map_or(pct, |p| p.apply(pct))
+            }
         };
         factors.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
         factors.truncate(5);
