@@ -56,6 +56,18 @@ pub struct SeqModel {
     pub wb: Vec<f32>,
     pub item_out: Vec<f32>,
     pub out_bias: Vec<f32>,
+    /// `item_out` transposed (`dim x n_items`), for serving.
+    pub item_out_t: Vec<f32>,
+}
+
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
 }
 
 const NAMES: [&str; 7] = [
@@ -195,6 +207,7 @@ pub fn train(
         query: flat(&query)?,
         w: flat(&w)?,
         wb: flat(&wb)?,
+        item_out_t: transpose(&flat(&item_out)?, n, dim),
         item_out: flat(&item_out)?,
         out_bias: flat(&out_bias)?,
     })
@@ -241,10 +254,26 @@ impl SeqModel {
             let v: f32 = (0..d).map(|c| self.w[r * d + c] * h[c]).sum::<f32>() + self.wb[r];
             *ur += v.max(0.0);
         }
-        for (j, o) in out.iter_mut().enumerate().take(self.n_items) {
-            let row = &self.item_out[j * d..(j + 1) * d];
-            let s: f32 = row.iter().zip(&u).map(|(a, b)| a * b).sum::<f32>() + self.out_bias[j];
-            *o += weight * s;
+        // out += weight * (item_out u + bias), as `dim` column passes over the transposed
+        // output embeddings so that the inner loop vectorises.
+        let n = self.n_items.min(out.len());
+        let out = &mut out[..n];
+        for (o, b) in out.iter_mut().zip(&self.out_bias) {
+            *o += weight * b;
+        }
+        if self.item_out_t.len() == n * d {
+            for (c, uc) in u.iter().enumerate() {
+                let wu = weight * uc;
+                let col = &self.item_out_t[c * n..(c + 1) * n];
+                for (o, x) in out.iter_mut().zip(col) {
+                    *o += wu * x;
+                }
+            }
+        } else {
+            for (j, o) in out.iter_mut().enumerate() {
+                let row = &self.item_out[j * d..(j + 1) * d];
+                *o += weight * row.iter().zip(&u).map(|(a, b)| a * b).sum::<f32>();
+            }
         }
     }
 
@@ -284,6 +313,7 @@ impl SeqModel {
             query: get(NAMES[2])?.0,
             w: get(NAMES[3])?.0,
             wb: get(NAMES[4])?.0,
+            item_out_t: transpose(&get(NAMES[5])?.0, n1.checked_sub(1)?, dim),
             item_out: get(NAMES[5])?.0,
             out_bias: get(NAMES[6])?.0,
         })
