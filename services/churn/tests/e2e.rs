@@ -455,9 +455,22 @@ async fn default_train_request_on_demo_data() {
     let fs = feature_store(&dir.path().join("fs"), &data.events).await;
     let config = churn_config(&dir.path().join("churn"), &fs.url());
     let (handle, mut c, state) = churn(&config).await;
-    let info = train_rpc(&mut c, cpb::TrainRequest::default())
+    // One training at a time: a second Train while the first runs is ABORTED.
+    let first = c.train(cpb::TrainRequest::default()).await.unwrap();
+    let err = c
+        .train(cpb::TrainRequest::default())
         .await
-        .unwrap();
+        .err()
+        .expect("second Train refused");
+    assert_eq!(err.code(), tonic::Code::Aborted);
+    let mut s = first.into_inner();
+    let mut info = None;
+    while let Some(p) = s.message().await.unwrap() {
+        if p.done {
+            info = p.model;
+        }
+    }
+    let info = info.unwrap();
     assert_eq!(info.parameters["horizon_days"], "90");
     let model = state.model().unwrap();
     assert!(
