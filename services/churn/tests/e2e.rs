@@ -457,11 +457,9 @@ async fn default_train_request_on_demo_data() {
     let (handle, mut c, state) = churn(&config).await;
     // One training at a time: a second Train while the first runs is ABORTED.
     let first = c.train(cpb::TrainRequest::default()).await.unwrap();
-    let err = c
-        .train(cpb::TrainRequest::default())
-        .await
-        .err()
-        .expect("second Train refused");
+    let Err(err) = c.train(cpb::TrainRequest::default()).await else {
+        panic!("second Train accepted while the first runs");
+    };
     assert_eq!(err.code(), tonic::Code::Aborted);
     let mut s = first.into_inner();
     let mut info = None;
