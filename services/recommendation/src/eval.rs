@@ -49,6 +49,17 @@ impl Metrics {
 /// Indices of the `k` best scores, best first, skipping `-inf` (excluded) items. Ties go to the
 /// lower index.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
+    if k > 256 {
+        let mut all: Vec<(f32, u32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != f32::NEG_INFINITY && !s.is_nan())
+            .map(|(i, &s)| (s, i as u32))
+            .collect();
+        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        return all.into_iter().map(|(_, i)| i).collect();
+    }
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
     for (i, &s) in scores.iter().enumerate() {
         if s == f32::NEG_INFINITY || s.is_nan() {
@@ -183,6 +194,7 @@ mod tests {
         let s = [0.1, f32::NEG_INFINITY, 0.9, 0.5, 0.9];
         assert_eq!(top_k(&s, 3), vec![2, 4, 3]);
         assert_eq!(top_k(&s, 10).len(), 4);
+        assert_eq!(top_k(&s, 1000), vec![2, 4, 3, 0]);
     }
 
     #[test]

@@ -127,31 +127,38 @@ fn factor(name: &str, value: &str, contribution: f64, description: String) -> Fa
 }
 
 /// Re-ranks candidate scores (one per model item; `-inf` = excluded) into at most `k` items.
+/// Only the best candidates are checked against the catalogue; the window widens until enough
+/// survive the availability rules and filters (or every item was looked at).
 fn rerank(
     m: &Recommender,
     cat: &Catalog,
     opts: &Options,
-    scores: &mut [f32],
+    scores: &[f32],
     k: usize,
 ) -> Vec<(u32, f64, f64)> {
-    for (j, s) in scores.iter_mut().enumerate() {
-        if *s == f32::NEG_INFINITY {
-            continue;
-        }
-        let sku = &m.items[j];
-        let info = cat.get(sku);
-        if !info.is_none_or(ProductInfo::available) || !opts.passes(info) {
-            *s = f32::NEG_INFINITY;
-        }
-    }
-    // Candidates: enough to survive the category cap, else everything left.
-    let want = if opts.max_per_category > 0 {
+    let need = if opts.max_per_category > 0 {
         k * 8 + 50
     } else {
         k
     };
-    let mut cands: Vec<(u32, f64, f64)> = top_k(scores, want.min(scores.len()))
+    let n = scores.len();
+    let mut want = (need * 2 + 20).min(n);
+    let survivors = loop {
+        let ok: Vec<u32> = top_k(scores, want)
+            .into_iter()
+            .filter(|&j| {
+                let info = cat.get(&m.items[j as usize]);
+                info.is_none_or(ProductInfo::available) && opts.passes(info)
+            })
+            .collect();
+        if ok.len() >= need || want >= n {
+            break ok;
+        }
+        want = (want * 4).min(n);
+    };
+    let mut cands: Vec<(u32, f64, f64)> = survivors
         .into_iter()
+        .take(need)
         .map(|j| {
             let s = scores[j as usize] as f64;
             let share = cat.sales_share(&m.items[j as usize]);
@@ -223,7 +230,7 @@ pub fn recommend(
             }
         }
         let x = crate::models::input_weights(hist, m.blend.tau);
-        for (j, s, boost) in rerank(m, cat, opts, &mut scores, k) {
+        for (j, s, boost) in rerank(m, cat, opts, &scores, k) {
             taken[j as usize] = true;
             let mut factors = Vec::new();
             let reason = match m.strongest_link(&x, j) {
@@ -282,7 +289,7 @@ pub fn recommend(
         } else {
             format!("in {}", opts.categories.join(", "))
         };
-        for (j, s, boost) in rerank(m, cat, opts, &mut scores, k - out.len()) {
+        for (j, s, boost) in rerank(m, cat, opts, &scores, k - out.len()) {
             let sku = m.items[j as usize].clone();
             let leaf = cat.get(&sku).and_then(|p| p.leaf().map(str::to_string));
             let reason = match (&leaf, opts.categories.is_empty()) {
