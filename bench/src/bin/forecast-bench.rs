@@ -45,6 +45,8 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
             "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
             "grid" => o.grid = v.parse().unwrap_or(o.grid),
             "windows" => o.windows = v.parse().unwrap_or(o.windows),
+            "gru" => o.gru = v.parse().unwrap_or(o.gru),
+            "gru_epochs" => o.gru_epochs = v.parse().unwrap_or(o.gru_epochs),
             _ => eprintln!("unknown hyper-parameter {k}"),
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod datasets;
 pub mod error;
+pub mod gru;
 pub mod metrics;
 pub mod model;
 pub mod service;

@@ -5,9 +5,11 @@
 //! validation windows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gru::{GlobalGru, GruConfig};
 use crate::metrics::{Pooled, mase, naive_scale, smape};
 use crate::stats::{self, METHODS, Method};
 
@@ -51,6 +53,9 @@ pub struct TrainOptions {
     pub grid: bool,
     /// Covariates of the previous period too (`name@lag1`).
     pub lags: bool,
+    /// Train the global GRU as a member the combination may choose.
+    pub gru: bool,
+    pub gru_epochs: usize,
 }
 
 impl Default for TrainOptions {
@@ -63,6 +68,8 @@ impl Default for TrainOptions {
             max_members: 4,
             grid: true,
             lags: false,
+            gru: true,
+            gru_epochs: 8,
         }
     }
 }
@@ -80,7 +87,7 @@ pub struct CovModel {
 }
 
 /// The served model.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Model {
     pub horizon: usize,
     /// Bit set over [`METHODS`].
@@ -91,6 +98,12 @@ pub struct Model {
     /// Models fitted on log1p(units) of non-negative series (chosen on validation).
     #[serde(default)]
     pub log: bool,
+    /// (input, hidden, horizon) of the global GRU, when one was trained.
+    #[serde(default)]
+    pub gru_shape: Option<(usize, usize, usize)>,
+    /// The global GRU (weights in the safetensors file).
+    #[serde(skip)]
+    pub gru: Option<Arc<GlobalGru>>,
 }
 
 fn transform(name: &str, v: f64) -> f64 {
@@ -371,6 +384,7 @@ struct Prepared {
 
 fn prepare(
     cov: Option<&CovModel>,
+    gru: Option<&GlobalGru>,
     log: bool,
     s: &SeriesIn,
     future: &BTreeMap<String, Vec<f64>>,
@@ -414,10 +428,41 @@ fn prepare(
     };
     let m = s.season.max(1);
     let intermittent = stats::is_intermittent(&y);
-    let members: Vec<Vec<f64>> = stats::all_forecasts(&adj, m, h)
+    let mut members: Vec<Vec<f64>> = stats::all_forecasts(&adj, m, h)
         .into_iter()
         .map(&back)
         .collect();
+    if let Some(g) = gru {
+        // The network reads the level series with the covariate effects removed.
+        let lvl: Vec<f64> = y
+            .iter()
+            .zip(&hist)
+            .map(|(v, e)| {
+                if *e == 0.0 {
+                    *v
+                } else {
+                    ((1.0 + v) * (-e).exp() - 1.0).max(0.0)
+                }
+            })
+            .collect();
+        let f = g
+            .forecast(&lvl, h)
+            .map(|f| {
+                f.iter()
+                    .zip(&fut)
+                    .map(|(v, e)| {
+                        let r = if *e == 0.0 {
+                            *v
+                        } else {
+                            (1.0 + v) * e.exp() - 1.0
+                        };
+                        if nonneg { r.max(0.0) } else { r }
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|| members[Method::Theta as usize].clone());
+        members.push(f);
+    }
     let croston = intermittent.then(|| {
         let lvl: Vec<f64> = y
             .iter()
@@ -497,7 +542,12 @@ impl Model {
         h: usize,
         levels: &[f64],
     ) -> Output {
-        let p = prepare(self.cov.as_ref(), self.log, s, future, h);
+        // The GRU runs only when the chosen combination uses it.
+        let gru = self
+            .gru
+            .as_deref()
+            .filter(|_| self.combo & (1 << Method::Gru as u32) != 0);
+        let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h);
         let (point, method) = self.point_of(&p);
         let quantiles = self.quantiles_of(&p, &point, levels);
         Output {
@@ -517,6 +567,8 @@ pub struct Trained {
     pub ridge: f64,
     pub window: usize,
     pub lags: bool,
+    /// Weights of the global GRU, to save with the model.
+    pub gru_tensors: std::collections::HashMap<String, candle_core::Tensor>,
 }
 
 /// One validation window of one series.
@@ -542,6 +594,7 @@ fn slice_series(s: &SeriesIn, n: usize) -> SeriesIn {
 /// chooses the combination and calibrates the intervals on the windows, then refits the
 /// covariate model on everything.
 pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
+    let mut gru_tensors = std::collections::HashMap::new();
     let h = opts.horizon.max(1);
     let windows = opts.windows.max(1);
     // Covariates every series carries.
@@ -594,6 +647,34 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             )
         })
         .collect();
+    // The global GRU, trained on the part before the validation windows.
+    let gru: Option<Arc<GlobalGru>> = if opts.gru {
+        let season = series.first().map_or(1, |s| s.season);
+        let cfg = GruConfig {
+            input: (2 * season).clamp(12, 36),
+            hidden: 32,
+            horizon: h,
+            epochs: opts.gru_epochs,
+            windows_per_series: 8,
+            seed: 42,
+        };
+        let prefixes: Vec<Vec<f64>> = series
+            .iter()
+            .map(|s| fill(&s.values[..s.values.len().saturating_sub(held)]))
+            .collect();
+        match GlobalGru::train(&prefixes, &cfg) {
+            Ok((g, vm)) => {
+                gru_tensors = GlobalGru::tensors(&vm);
+                Some(Arc::new(g))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "GRU training failed; the combination goes without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
         let mut vals: Vec<ValWindow> = Vec::new();
         for s in series {
@@ -616,7 +697,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                     .collect();
                 let actual = fill(&s.values)[origin..origin + h].to_vec();
                 vals.push(ValWindow {
-                    prep: prepare(cov_val, log, &prefix, &future, h),
+                    prep: prepare(cov_val, gru.as_deref(), log, &prefix, &future, h),
                     actual,
                 });
             }
@@ -649,7 +730,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
     for (k, (_, _, vals)) in candidates.iter().enumerate() {
         for mask in 1u32..(1 << METHODS.len()) {
-            if mask.count_ones() > opts.max_members {
+            let needs_gru = mask & (1 << Method::Gru as u32) != 0;
+            if mask.count_ones() > opts.max_members || (needs_gru && gru.is_none()) {
                 continue;
             }
             let (s, m) = score_of(vals, mask);
@@ -669,6 +751,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         err_q: Vec::new(),
         cov: cov_val,
         log,
+        gru_shape: gru.as_ref().map(|g| (g.input, g.hidden, g.horizon)),
+        gru: gru.clone(),
     };
     // Interval quantiles per step from the scaled validation errors.
     let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
@@ -730,6 +814,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         ridge,
         window,
         lags,
+        gru_tensors,
     }
 }
 

@@ -60,17 +60,27 @@ pub fn load_latest(store: &ArtifactStore) -> Result<Option<Served>, Error> {
     let bytes = artifact
         .extra(MODEL_FILE)
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let model: Model =
+    let mut model: Model =
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some((input, hidden, horizon)) = model.gru_shape {
+        let g = crate::gru::GlobalGru::load(&artifact.tensors, input, hidden, horizon)
+            .map_err(|e| Error::Internal(format!("GRU weights: {e}")))?;
+        model.gru = Some(Arc::new(g));
+    }
     Ok(Some(Served {
         model,
         meta: artifact.meta,
     }))
 }
 
-fn save(store: &ArtifactStore, model: &Model, meta: &ModelMeta) -> Result<(), Error> {
+fn save(
+    store: &ArtifactStore,
+    model: &Model,
+    gru: HashMap<String, Tensor>,
+    meta: &ModelMeta,
+) -> Result<(), Error> {
     let internal = |e: candle_core::Error| Error::Internal(e.to_string());
-    let mut tensors = HashMap::new();
+    let mut tensors = gru;
     let flat: Vec<f64> = model.err_q.iter().flatten().copied().collect();
     tensors.insert(
         "interval_error_quantiles".to_string(),
@@ -743,10 +753,12 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
             "grid" => opts.grid = v.parse::<bool>().map_err(|_| bad())?,
             "lags" => opts.lags = v.parse::<bool>().map_err(|_| bad())?,
+            "gru" => opts.gru = v.parse::<bool>().map_err(|_| bad())?,
+            "gru.epochs" => opts.gru_epochs = v.parse::<usize>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, grid, lags)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, grid, lags, gru, gru.epochs)",
                 ));
             }
         }
@@ -877,6 +889,7 @@ impl Service {
             ("max_horizon".to_string(), m.horizon.to_string()),
             ("combination".to_string(), crate::stats::combo_name(m.combo)),
             ("log_scale".to_string(), m.log.to_string()),
+            ("global_gru".to_string(), format!("{:?}", m.gru_shape)),
             (
                 "covariates".to_string(),
                 m.cov
@@ -895,13 +908,14 @@ impl Service {
             ("lagged_covariates".to_string(), trained.lags.to_string()),
         ]);
         meta.description =
-            "Equal-weight combination of statistical models (chosen on validation windows), \
+            "Equal-weight combination of statistical models and a global GRU (chosen on validation windows), \
              a global covariate model on log units, empirical interval quantiles per step"
                 .to_string();
         let store = self.inner.store.clone();
         let (model, meta2) = (trained.model, meta.clone());
+        let gru = trained.gru_tensors;
         let model =
-            tokio::task::spawn_blocking(move || save(&store, &model, &meta2).map(|_| model))
+            tokio::task::spawn_blocking(move || save(&store, &model, gru, &meta2).map(|_| model))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
         self.inner.slot.swap(Served {

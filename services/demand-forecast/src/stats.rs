@@ -15,9 +15,11 @@ pub enum Method {
     Damped = 5,
     Theta = 6,
     Ets = 7,
+    /// The global GRU (computed by the model, not here).
+    Gru = 8,
 }
 
-pub const METHODS: [Method; 8] = [
+pub const METHODS: [Method; 9] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -26,6 +28,7 @@ pub const METHODS: [Method; 8] = [
     Method::Damped,
     Method::Theta,
     Method::Ets,
+    Method::Gru,
 ];
 
 impl Method {
@@ -39,6 +42,7 @@ impl Method {
             Method::Damped => "damped",
             Method::Theta => "theta",
             Method::Ets => "ets",
+            Method::Gru => "global_gru",
         }
     }
 }
@@ -450,7 +454,8 @@ pub fn is_intermittent(y: &[f64]) -> bool {
     zeros as f64 >= 0.3 * y.len() as f64
 }
 
-/// Forecasts of every method in [`METHODS`] for `h` steps (index = method as usize).
+/// Forecasts of every statistical method in [`METHODS`] (all but the GRU) for `h` steps (index =
+/// method as usize).
 pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
     let n = y.len();
     let last = y.last().copied().unwrap_or(0.0);
@@ -461,7 +466,7 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
         naive.clone()
     };
     if n < 4 {
-        let mut out = vec![naive.clone(); METHODS.len()];
+        let mut out = vec![naive.clone(); METHODS.len() - 1];
         out[Method::SeasonalNaive as usize] = snaive;
         // Short history: the mean is steadier than the last value.
         let avg = vec![mean(y); h];
