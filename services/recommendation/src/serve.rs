@@ -398,3 +398,69 @@ pub fn similar(
         .collect();
     Ok((items, strategy))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: Error) -> Vec<String> {
+        match e {
+            Error::InvalidArgument(v) => v.into_iter().map(|f| f.field).collect(),
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_options_name_their_fields() {
+        assert_eq!(check_k(0).unwrap(), 10);
+        assert_eq!(field_of(check_k(MAX_K + 1).unwrap_err()), ["k"]);
+        let e = Options::try_from(Some(pb::RecommendOptions {
+            categories: vec!["".into()],
+            min_price: Some(-1.0),
+            max_price: Some(f64::NAN),
+            recent_sales_boost: -2.0,
+            ..Default::default()
+        }))
+        .unwrap_err();
+        assert_eq!(
+            field_of(e),
+            [
+                "options.categories[0]",
+                "options.min_price",
+                "options.max_price",
+                "options.recent_sales_boost"
+            ]
+        );
+        let ok = Options::try_from(None).unwrap();
+        assert_eq!(ok, Options::default());
+    }
+
+    #[test]
+    fn filters_need_catalogue_facts() {
+        let o = Options {
+            categories: vec!["Audio".into()],
+            max_price: Some(20.0),
+            ..Default::default()
+        };
+        let p = ProductInfo {
+            category_path: vec!["Electronics".into(), "Audio".into(), "Headphones".into()],
+            price: Some(19.0),
+            stock: Some(3),
+            active: true,
+            units_7d: 0.0,
+        };
+        assert!(o.passes(Some(&p)));
+        assert!(!o.passes(None));
+        let dear = ProductInfo {
+            price: Some(25.0),
+            ..p.clone()
+        };
+        assert!(!o.passes(Some(&dear)));
+        let out = ProductInfo {
+            stock: Some(0),
+            ..p.clone()
+        };
+        assert!(!out.available());
+        assert!(!ProductInfo { active: false, ..p }.available());
+    }
+}
