@@ -102,22 +102,49 @@ fn examples(d: &Dataset, max_len: usize) -> Vec<(Vec<u32>, u32)> {
     out
 }
 
-/// Trains the model; `on_step(step, loss)` is called every 50 steps.
+/// Trains the model from a random start; `on_step(step, loss)` is called every 50 steps.
 pub fn train(
     d: &Dataset,
     cfg: &SeqConfig,
+    on_step: impl FnMut(usize, f32),
+) -> candle_core::Result<SeqModel> {
+    train_from(d, cfg, None, on_step)
+}
+
+/// Trains the model, starting from `start`'s weights when it has the same shape (warm start,
+/// e.g. the refit on all the data after the validation fit on the older part).
+pub fn train_from(
+    d: &Dataset,
+    cfg: &SeqConfig,
+    start: Option<&SeqModel>,
     mut on_step: impl FnMut(usize, f32),
 ) -> candle_core::Result<SeqModel> {
     let n = d.n_items();
     let (dim, len) = (cfg.dim, cfg.max_len);
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let item_in = init(&mut rng, (n + 1, dim), 0.1)?;
-    let pos = init(&mut rng, (len, dim), 0.1)?;
-    let query = init(&mut rng, (dim, 1), 0.1)?;
-    let w = init(&mut rng, (dim, dim), (1.0 / dim as f32).sqrt())?;
-    let wb = Var::from_tensor(&Tensor::zeros((1, dim), DType::F32, &Device::Cpu)?)?;
-    let item_out = init(&mut rng, (n, dim), 0.1)?;
-    let out_bias = Var::from_tensor(&Tensor::zeros((1, n), DType::F32, &Device::Cpu)?)?;
+    let mut item_in = init(&mut rng, (n + 1, dim), 0.1)?;
+    let mut pos = init(&mut rng, (len, dim), 0.1)?;
+    let mut query = init(&mut rng, (dim, 1), 0.1)?;
+    let mut w = init(&mut rng, (dim, dim), (1.0 / dim as f32).sqrt())?;
+    let mut wb = Var::from_tensor(&Tensor::zeros((1, dim), DType::F32, &Device::Cpu)?)?;
+    let mut item_out = init(&mut rng, (n, dim), 0.1)?;
+    let mut out_bias = Var::from_tensor(&Tensor::zeros((1, n), DType::F32, &Device::Cpu)?)?;
+    if let Some(m) = start
+        && m.n_items == n
+        && m.dim == dim
+        && m.max_len == len
+    {
+        let var = |v: &Vec<f32>, shape: (usize, usize)| {
+            Var::from_tensor(&Tensor::from_slice(v, shape, &Device::Cpu)?)
+        };
+        item_in = var(&m.item_in, (n + 1, dim))?;
+        pos = var(&m.pos, (len, dim))?;
+        query = var(&m.query, (dim, 1))?;
+        w = var(&m.w, (dim, dim))?;
+        wb = var(&m.wb, (1, dim))?;
+        item_out = var(&m.item_out, (n, dim))?;
+        out_bias = var(&m.out_bias, (1, n))?;
+    }
     let vars = [&item_in, &pos, &query, &w, &wb, &item_out, &out_bias];
     let mut opt = AdamW::new(
         vars.iter().map(|v| (*v).clone()).collect(),

@@ -78,6 +78,7 @@ pub fn fit_components(
     d: &Dataset,
     hyper: &Hyper,
     neural_on: bool,
+    warm: Option<&neural::SeqModel>,
     progress: &mut OnProgress<'_>,
     base: f64,
     span: f64,
@@ -88,8 +89,13 @@ pub fn fit_components(
     progress("training", base + 0.1 * span, "fitting EASE".into());
     let ease = Ease::fit(d, hyper.ease_lambda, hyper.ease_min_count)?;
     let seq = if neural_on {
-        let steps = hyper.seq.steps.max(1);
-        Some(neural::train(d, &hyper.seq, |s, loss| {
+        // A warm start from the validation fit needs a third of the steps.
+        let mut cfg = hyper.seq.clone();
+        if warm.is_some() {
+            cfg.steps = cfg.steps.div_ceil(3);
+        }
+        let steps = cfg.steps.max(1);
+        Some(neural::train_from(d, &cfg, warm, |s, loss| {
             progress(
                 "training",
                 base + span * (0.3 + 0.7 * s as f64 / steps as f64),
@@ -365,7 +371,7 @@ pub fn fit(
     let t = Instant::now();
     progress("training", 0.7, "refitting on all the data".into());
     let neural_on = opts.neural && best.seq != 0.0;
-    let parts = fit_components(d, &hyper, neural_on, progress, 0.7, 0.25)?;
+    let parts = fit_components(d, &hyper, neural_on, sub.seq.as_ref(), progress, 0.7, 0.25)?;
     val.seconds
         .insert("refit".into(), t.elapsed().as_secs_f64());
     Ok(Fitted {
