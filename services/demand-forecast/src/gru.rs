@@ -191,6 +191,22 @@ impl GlobalGru {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let mut model = build(vb, l, cfg.hidden, h)?;
+        // Seeded initialisation (candle's CPU generator cannot be seeded): every parameter
+        // uniform in +-1/sqrt(hidden), as PyTorch initialises a GRU.
+        let bound = 1.0 / (cfg.hidden as f64).sqrt();
+        if let Ok(data) = varmap.data().lock() {
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            for name in names {
+                let var = &data[name];
+                let shape = var.as_tensor().shape().clone();
+                let vals: Vec<f32> = (0..shape.elem_count())
+                    .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * bound)
+                    .map(|v| v as f32)
+                    .collect();
+                var.set(&Tensor::from_vec(vals, shape, &dev)?)?;
+            }
+        }
         if n == 0 {
             model.fast = Fast::from(&raw_tensors(&varmap));
             return Ok((model, varmap));
