@@ -45,9 +45,11 @@ pub fn default_config() -> Config {
 
 /// The service state: the newest saved model (if any) and a lazy feature-store client.
 pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
+    // A plain http:// target for now; dns:// / consul:// targets and [client] TLS need
+    // `client::service_channel` once its ClientConfig argument has landed.
     let channel = augur_runtime::client::lazy_channel(
         &config.feature_store_url,
-        Duration::from_secs(10).max(config.server.request_timeout()),
+        Duration::from_secs(120).max(config.server.request_timeout()),
     )?;
     let client =
         FeatureStoreClient::new(channel).max_decoding_message_size(config.server.max_message_bytes);
