@@ -193,7 +193,16 @@ impl CatalogCache {
         match last {
             None => {
                 if !self.refreshing.swap(true, Ordering::AcqRel) {
-                    let _ = tokio::time::timeout(FIRST_LOAD_WAIT, self.refresh()).await;
+                    if tokio::time::timeout(FIRST_LOAD_WAIT, self.refresh())
+                        .await
+                        .is_err()
+                    {
+                        // Too slow: answer degraded now, retry in the background later.
+                        self.healthy.store(false, Ordering::Relaxed);
+                        if let Ok(mut t) = self.fetched_at.lock() {
+                            *t = Some(Instant::now());
+                        }
+                    }
                     self.refreshing.store(false, Ordering::Release);
                 }
             }
