@@ -152,6 +152,7 @@ pub struct CatalogCache {
     fetched_at: std::sync::Mutex<Option<Instant>>,
     refreshing: AtomicBool,
     healthy: AtomicBool,
+    first_load: tokio::sync::Mutex<()>,
     client: FeatureStoreClient<Channel>,
 }
 
@@ -162,6 +163,7 @@ impl CatalogCache {
             fetched_at: std::sync::Mutex::new(None),
             refreshing: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
+            first_load: tokio::sync::Mutex::new(()),
             client,
         }
     }
@@ -192,18 +194,21 @@ impl CatalogCache {
         let last = self.fetched_at.lock().ok().and_then(|t| *t);
         match last {
             None => {
-                if !self.refreshing.swap(true, Ordering::AcqRel) {
-                    if tokio::time::timeout(FIRST_LOAD_WAIT, self.refresh())
-                        .await
-                        .is_err()
-                    {
-                        // Too slow: answer degraded now, retry in the background later.
-                        self.healthy.store(false, Ordering::Relaxed);
-                        if let Ok(mut t) = self.fetched_at.lock() {
-                            *t = Some(Instant::now());
-                        }
+                // Every early request waits (briefly) for the one first load, so that none is
+                // answered from an empty catalogue while it is on its way.
+                let first = async {
+                    let _guard = self.first_load.lock().await;
+                    let never = self.fetched_at.lock().ok().is_some_and(|t| t.is_none());
+                    if never {
+                        self.refresh().await;
                     }
-                    self.refreshing.store(false, Ordering::Release);
+                };
+                if tokio::time::timeout(FIRST_LOAD_WAIT, first).await.is_err() {
+                    // Too slow: answer degraded now, retry in the background later.
+                    self.healthy.store(false, Ordering::Relaxed);
+                    if let Ok(mut t) = self.fetched_at.lock() {
+                        t.get_or_insert_with(Instant::now);
+                    }
                 }
             }
             Some(t) if t.elapsed() > REFRESH_EVERY => {

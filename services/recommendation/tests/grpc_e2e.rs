@@ -371,6 +371,8 @@ async fn train_recommend_swap_restart() {
         }
         versions
     });
+    // Versions sort by their second-resolution timestamp: make the new one strictly newer.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let info2 = train(&mut rec).await;
     assert_ne!(info2.model_version, info.model_version);
     let versions = hammer.await.unwrap();
