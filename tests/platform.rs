@@ -1,6 +1,6 @@
 //! The whole platform in one process: every service starts, reports SERVING on
-//! grpc.health.v1, and the model services answer their RPCs (UNIMPLEMENTED until their models
-//! land); shutdown is graceful.
+//! grpc.health.v1, and the model services answer their RPCs before any training (bad input
+//! named, FAILED_PRECONDITION for model info); shutdown is graceful.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use augur_proto::{churn, forecast, recommendation, risk};
@@ -53,7 +53,9 @@ async fn all_five_services_start_and_report_serving() {
         );
     }
 
-    // Model services answer (UNIMPLEMENTED until their issues land), with a message.
+    // Model services answer before any training: an empty prediction request is either
+    // FAILED_PRECONDITION (nothing to serve yet) or INVALID_ARGUMENT naming the field, and model
+    // info is FAILED_PRECONDITION ("train first").
     let mut rec = recommendation::recommendation_client::RecommendationClient::connect(
         p.url("recommendation").expect("url"),
     )
@@ -62,40 +64,57 @@ async fn all_five_services_start_and_report_serving() {
     let err = rec
         .recommend(recommendation::RecommendRequest::default())
         .await
-        .expect_err("not yet");
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+        .expect_err("untrained");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let err = rec
+        .get_model_info(recommendation::GetModelInfoRequest::default())
+        .await
+        .expect_err("untrained");
+    assert_untrained_or_invalid(&err);
+
     let mut fc = forecast::demand_forecast_client::DemandForecastClient::connect(
         p.url("demand-forecast").expect("url"),
     )
     .await
     .expect("connect");
-    assert_eq!(
-        fc.forecast(forecast::ForecastRequest::default())
-            .await
-            .expect_err("not yet")
-            .code(),
-        tonic::Code::Unimplemented
-    );
+    let err = fc
+        .forecast(forecast::ForecastRequest::default())
+        .await
+        .expect_err("no sku");
+    assert_untrained_or_invalid(&err);
+    let err = fc
+        .get_model_info(forecast::GetModelInfoRequest::default())
+        .await
+        .expect_err("untrained");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
     let mut ch = churn::churn_client::ChurnClient::connect(p.url("churn").expect("url"))
         .await
         .expect("connect");
-    assert_eq!(
-        ch.predict_churn(churn::PredictChurnRequest::default())
-            .await
-            .expect_err("not yet")
-            .code(),
-        tonic::Code::Unimplemented
-    );
+    let err = ch
+        .predict_churn(churn::PredictChurnRequest::default())
+        .await
+        .expect_err("no customers");
+    assert_untrained_or_invalid(&err);
+    let err = ch
+        .get_model_info(churn::GetModelInfoRequest::default())
+        .await
+        .expect_err("untrained");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
     let mut rk = risk::risk_client::RiskClient::connect(p.url("risk").expect("url"))
         .await
         .expect("connect");
-    assert_eq!(
-        rk.score_order(risk::ScoreOrderRequest::default())
-            .await
-            .expect_err("not yet")
-            .code(),
-        tonic::Code::Unimplemented
-    );
+    let err = rk
+        .score_order(risk::ScoreOrderRequest::default())
+        .await
+        .expect_err("no order");
+    assert_untrained_or_invalid(&err);
+    let err = rk
+        .get_model_info(risk::GetModelInfoRequest::default())
+        .await
+        .expect_err("untrained");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
 
     let fs_url = p.url("feature-store").expect("url");
     p.shutdown().await.expect("graceful shutdown");
@@ -107,4 +126,17 @@ async fn all_five_services_start_and_report_serving() {
             .await
             .is_err()
     );
+}
+
+/// An untrained model service answers an empty request with a clear status, never UNIMPLEMENTED
+/// or INTERNAL.
+fn assert_untrained_or_invalid(err: &tonic::Status) {
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+        ),
+        "{err}"
+    );
+    assert!(!err.message().is_empty(), "{err}");
 }

@@ -183,9 +183,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             );
         }
         if !args.no_train {
-            let urls: Vec<_> = crate::train::Service::ALL
+            let urls: Vec<_> = crate::train::Model::ALL
                 .iter()
-                .filter_map(|s| platform.url(s.name()).map(|u| (*s, u)))
+                .filter_map(|m| platform.url(m.service.name()).map(|u| (*m, u)))
                 .collect();
             crate::train::train_missing(&urls).await;
         }

@@ -303,8 +303,9 @@ async fn main() -> anyhow::Result<()> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let store =
-        augur_churn::fs::FeatureStore::new(Channel::from_shared(fs_handle.url())?.connect().await?);
+    let store = augur_churn::fs::FeatureStore::new(augur_runtime::client::intercepted(
+        Channel::from_shared(fs_handle.url())?.connect().await?,
+    ));
     let at_cut: Vec<Record> =
         features::records(&store.features(&customers, Some(cutoff), &names).await?)
             .into_iter()

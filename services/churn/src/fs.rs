@@ -7,9 +7,9 @@ use augur_proto::common::{PageRequest, TimeRange};
 use augur_proto::featurestore as fpb;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
+use augur_runtime::client::ServiceChannel;
 use prost_types::Timestamp;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -70,13 +70,13 @@ fn convert(resp: fpb::GetHistoricalFeaturesResponse, out: &mut Rows) {
 /// A feature-store client.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
-    client: FeatureStoreClient<Channel>,
+    client: FeatureStoreClient<ServiceChannel>,
 }
 
 const HISTORICAL_BATCH: usize = 4_000;
 
 impl FeatureStore {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: ServiceChannel) -> Self {
         FeatureStore {
             client: FeatureStoreClient::new(channel)
                 .max_decoding_message_size(256 << 20)

@@ -89,7 +89,7 @@ pub fn build(config: &Config) -> GrpcServer {
         Arc::new(State {
             slot: ModelSlot::new(load_latest(&store)),
             gate: TrainGate::default(),
-            fs: fs::FeatureStore::new(channel),
+            fs: fs::FeatureStore::new(augur_runtime::client::intercepted(channel)),
             store,
         })
     });

@@ -237,13 +237,13 @@ async fn cdnow_train_with_cutoff_then_predict_over_grpc() {
     // Explanations match the served model: base + every contribution = the network's log-odds,
     // and the calibrated probability is the Platt transform of it.
     let model = state.model().unwrap();
-    let fsc = FeatureStore::new(
+    let fsc = FeatureStore::new(augur_runtime::client::intercepted(
         Channel::from_shared(fs.url())
             .unwrap()
             .connect()
             .await
             .unwrap(),
-    );
+    ));
     let recs = features::records(
         &fsc.features(&ids[..200], Some(cutoff), &model.needed_features())
             .await
@@ -402,7 +402,9 @@ async fn events_after_the_cutoff_do_not_influence_training() {
     let leaky = feature_store(&dir.path().join("b"), &future).await;
 
     let client = |url: String| async move {
-        FeatureStore::new(Channel::from_shared(url).unwrap().connect().await.unwrap())
+        FeatureStore::new(augur_runtime::client::intercepted(
+            Channel::from_shared(url).unwrap().connect().await.unwrap(),
+        ))
     };
     let mut p = TrainParams::new(cutoff);
     p.horizon_days = 60;
@@ -485,13 +487,13 @@ async fn default_train_request_on_demo_data() {
             .map(|c| &c.group)
             .collect::<Vec<_>>()
     );
-    let fsc = FeatureStore::new(
+    let fsc = FeatureStore::new(augur_runtime::client::intercepted(
         Channel::from_shared(fs.url())
             .unwrap()
             .connect()
             .await
             .unwrap(),
-    );
+    ));
     let ids = fsc.customers().await.unwrap();
     let r = c
         .predict_churn(cpb::PredictChurnRequest {

@@ -11,9 +11,9 @@ use augur_proto::featurestore as fs;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::forecast as pb;
 use augur_proto::forecast::demand_forecast_server::DemandForecast;
+use augur_runtime::client::ServiceChannel;
 use candle_core::{Device, Tensor};
 use chrono::{DateTime, Months, TimeZone, Utc};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, from_feature_store};
@@ -48,7 +48,7 @@ struct Inner {
     slot: ModelSlot<Served>,
     store: ArtifactStore,
     gate: TrainGate,
-    feature_store: Option<FeatureStoreClient<Channel>>,
+    feature_store: Option<FeatureStoreClient<ServiceChannel>>,
     feature_store_error: String,
 }
 
@@ -104,7 +104,7 @@ fn save(
 
 impl Service {
     /// The service over `data_dir`, reading series from the feature store at `feature_store`.
-    pub fn new(data_dir: &Path, feature_store: Result<Channel, String>) -> Self {
+    pub fn new(data_dir: &Path, feature_store: Result<ServiceChannel, String>) -> Self {
         let store = ArtifactStore::new(data_dir, MODEL_NAME);
         let loaded = match load_latest(&store) {
             Ok(m) => m,
@@ -138,7 +138,7 @@ impl Service {
         self.inner.slot.get().ok_or(Error::NoModel)
     }
 
-    fn fs_client(&self) -> Result<FeatureStoreClient<Channel>, Error> {
+    fn fs_client(&self) -> Result<FeatureStoreClient<ServiceChannel>, Error> {
         self.inner
             .feature_store
             .clone()

@@ -13,7 +13,7 @@ use augur_proto::common::PageRequest;
 use augur_proto::featurestore as fs;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
-use tonic::transport::Channel;
+use augur_runtime::client::ServiceChannel;
 
 /// How old the cached catalogue may get before a refresh starts.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -72,7 +72,9 @@ impl Catalog {
 const FEATURES: [&str; 5] = ["price", "stock", "active", "category", "units_7d"];
 
 /// Reads every product's online features.
-pub async fn fetch(client: &mut FeatureStoreClient<Channel>) -> Result<Catalog, tonic::Status> {
+pub async fn fetch(
+    client: &mut FeatureStoreClient<ServiceChannel>,
+) -> Result<Catalog, tonic::Status> {
     let mut ids = Vec::new();
     let mut token = String::new();
     loop {
@@ -153,11 +155,11 @@ pub struct CatalogCache {
     refreshing: AtomicBool,
     healthy: AtomicBool,
     first_load: tokio::sync::Mutex<()>,
-    client: FeatureStoreClient<Channel>,
+    client: FeatureStoreClient<ServiceChannel>,
 }
 
 impl CatalogCache {
-    pub fn new(client: FeatureStoreClient<Channel>) -> Self {
+    pub fn new(client: FeatureStoreClient<ServiceChannel>) -> Self {
         CatalogCache {
             current: ArcSwap::from_pointee(Catalog::default()),
             fetched_at: std::sync::Mutex::new(None),

@@ -45,11 +45,12 @@ pub fn default_config() -> Config {
 
 /// The service state: the newest saved model (if any) and a lazy feature-store client.
 pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
-    // A plain http:// target for now; dns:// / consul:// targets and [client] TLS need
-    // `client::service_channel` once its ClientConfig argument has landed.
-    let channel = augur_runtime::client::lazy_channel(
+    // http(s)://, dns:// (headless Service) or consul:// targets; [client] TLS and token.
+    let channel = augur_runtime::client::service_channel(
         &config.feature_store_url,
         Duration::from_secs(120).max(config.server.request_timeout()),
+        &config.server.consul,
+        &config.client,
     )?;
     let client =
         FeatureStoreClient::new(channel).max_decoding_message_size(config.server.max_message_bytes);
@@ -78,7 +79,10 @@ pub fn build(config: &Config) -> GrpcServer {
             let store = ArtifactStore::new(&config.data_dir, recommender::MODEL_NAME);
             let channel =
                 tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-            Arc::new(App::new(store, FeatureStoreClient::new(channel)))
+            Arc::new(App::new(
+                store,
+                FeatureStoreClient::new(augur_runtime::client::intercepted(channel)),
+            ))
         }
     };
     build_with(config, app)

@@ -10,9 +10,9 @@ use augur_proto::featurestore::InteractionKind;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::recommendation as pb;
 use augur_proto::recommendation::recommendation_server::Recommendation;
+use augur_runtime::client::ServiceChannel;
 use chrono::{TimeZone, Utc};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::CatalogCache;
@@ -31,12 +31,12 @@ pub struct App {
     pub store: ArtifactStore,
     pub gate: TrainGate,
     pub catalog: Arc<CatalogCache>,
-    pub feature_store: FeatureStoreClient<Channel>,
+    pub feature_store: FeatureStoreClient<ServiceChannel>,
 }
 
 impl App {
     /// Loads the newest saved model, if any.
-    pub fn new(store: ArtifactStore, feature_store: FeatureStoreClient<Channel>) -> Self {
+    pub fn new(store: ArtifactStore, feature_store: FeatureStoreClient<ServiceChannel>) -> Self {
         let model = match store.latest() {
             Ok(Some(a)) => match Recommender::from_artifact(&a) {
                 Ok(m) => {

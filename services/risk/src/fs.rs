@@ -5,9 +5,9 @@ use augur_proto::common::TimeRange;
 use augur_proto::featurestore as fpb;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
+use augur_runtime::client::ServiceChannel;
 use prost_types::Timestamp;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::error::Error;
 use crate::orders::CustomerHistory;
@@ -24,7 +24,7 @@ pub const CUSTOMER_FEATURES: &[&str] = &[
 /// A feature-store client.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
-    client: FeatureStoreClient<Channel>,
+    client: FeatureStoreClient<ServiceChannel>,
 }
 
 fn ts(secs: i64) -> Timestamp {
@@ -66,7 +66,7 @@ fn history(row: &fpb::FeatureRow, names: &[String]) -> CustomerHistory {
 }
 
 impl FeatureStore {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: ServiceChannel) -> Self {
         FeatureStore {
             client: FeatureStoreClient::new(channel)
                 .max_decoding_message_size(256 << 20)

@@ -37,9 +37,11 @@ pub fn default_config() -> Config {
 
 /// Opens the service state: loads saved models and MiniLM, connects (lazily) to the feature store.
 pub fn open(config: &Config) -> anyhow::Result<Arc<app::App>> {
-    let channel = augur_runtime::client::lazy_channel(
+    let channel = augur_runtime::client::service_channel(
         &config.feature_store_url,
         config.server.request_timeout(),
+        &config.server.consul,
+        &config.client,
     )?;
     let fs = fs::FeatureStore::new(channel);
     Ok(Arc::new(app::App::open(&config.data_dir, fs)?))
@@ -58,13 +60,19 @@ pub fn build(config: &Config) -> GrpcServer {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "risk service starts without its saved models");
-            let channel =
-                tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
-            let channel = augur_runtime::client::lazy_channel(
+            let fallback = || {
+                augur_runtime::client::intercepted(
+                    tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
+                        .connect_lazy(),
+                )
+            };
+            let channel = augur_runtime::client::service_channel(
                 &config.feature_store_url,
                 config.server.request_timeout(),
+                &config.server.consul,
+                &config.client,
             )
-            .unwrap_or(channel);
+            .unwrap_or_else(|_| fallback());
             let app = app::App::empty(&config.data_dir, fs::FeatureStore::new(channel));
             build_with(config, Arc::new(app))
         }

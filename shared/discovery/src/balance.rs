@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::{Consul, DiscoveryError, Result};
 
@@ -58,8 +58,20 @@ impl Target {
     }
 }
 
-fn endpoint(url: String, request_timeout: Duration) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(url)?
+fn endpoint(
+    url: String,
+    request_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint> {
+    let url = match tls {
+        Some(_) => url.replacen("http://", "https://", 1),
+        None => url,
+    };
+    let mut ep = Endpoint::from_shared(url)?;
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls.clone())?;
+    }
+    Ok(ep
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .tcp_nodelay(true)
@@ -69,17 +81,19 @@ fn endpoint(url: String, request_timeout: Duration) -> Result<Endpoint> {
 
 /// A channel to `target` that balances requests over its instances and follows changes in the
 /// background (the task ends when the channel and its clones are dropped). `consul` is needed for
-/// `consul://` targets. Connects lazily: the caller starts even when no instance is up yet.
+/// `consul://` targets; with `tls`, every instance is reached over TLS (https). Connects lazily:
+/// the caller starts even when no instance is up yet.
 pub fn balanced_channel(
     target: &str,
     consul: Option<Arc<Consul>>,
     request_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 ) -> Result<Channel> {
     match Target::parse(target)? {
-        Target::Static(url) => Ok(endpoint(url, request_timeout)?.connect_lazy()),
+        Target::Static(url) => Ok(endpoint(url, request_timeout, tls.as_ref())?.connect_lazy()),
         Target::Dns { host, port } => {
             let (channel, tx) = Channel::balance_channel::<SocketAddr>(64);
-            tokio::spawn(follow_dns(host, port, tx, request_timeout));
+            tokio::spawn(follow_dns(host, port, tx, request_timeout, tls));
             Ok(channel)
         }
         Target::Consul { service } => {
@@ -88,7 +102,7 @@ pub fn balanced_channel(
                 reason: "consul is not configured (set consul.address)".into(),
             })?;
             let (channel, tx) = Channel::balance_channel::<SocketAddr>(64);
-            tokio::spawn(follow_consul(consul, service, tx, request_timeout));
+            tokio::spawn(follow_consul(consul, service, tx, request_timeout, tls));
             Ok(channel)
         }
     }
@@ -100,6 +114,7 @@ async fn apply(
     next: BTreeSet<SocketAddr>,
     tx: &Sender<Change<SocketAddr, Endpoint>>,
     request_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
 ) -> bool {
     for gone in current.difference(&next) {
         tracing::info!(%gone, "instance left the balance set");
@@ -108,7 +123,7 @@ async fn apply(
         }
     }
     for new in next.difference(current) {
-        match endpoint(format!("http://{new}"), request_timeout) {
+        match endpoint(format!("http://{new}"), request_timeout, tls) {
             Ok(ep) => {
                 tracing::info!(%new, "instance joined the balance set");
                 if tx.send(Change::Insert(*new, ep)).await.is_err() {
@@ -127,13 +142,14 @@ async fn follow_dns(
     port: u16,
     tx: Sender<Change<SocketAddr, Endpoint>>,
     request_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 ) {
     let mut current = BTreeSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(addrs) => {
                 let next: BTreeSet<SocketAddr> = addrs.collect();
-                if !apply(&mut current, next, &tx, request_timeout).await {
+                if !apply(&mut current, next, &tx, request_timeout, tls.as_ref()).await {
                     return;
                 }
             }
@@ -154,6 +170,7 @@ async fn follow_consul(
     service: String,
     tx: Sender<Change<SocketAddr, Endpoint>>,
     request_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 ) {
     let mut current = BTreeSet::new();
     let mut index: Option<u64> = None;
@@ -180,7 +197,7 @@ async fn follow_consul(
                         }
                     }
                 }
-                if !apply(&mut current, next, &tx, request_timeout).await {
+                if !apply(&mut current, next, &tx, request_timeout, tls.as_ref()).await {
                     return;
                 }
             }

@@ -108,6 +108,7 @@ async fn register_balance_fail_over_and_deregister() {
         "consul://augur-test",
         Some(consul.clone()),
         Duration::from_secs(2),
+        None,
     )
     .unwrap();
     let mut client = HealthClient::new(channel);

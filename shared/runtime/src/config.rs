@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// Consul registration and discovery (`[server.consul]`, env `AUGUR_SERVER__CONSUL__ADDRESS`);
     /// off while `address` is empty.
     pub consul: augur_discovery::ConsulSettings,
+    /// TLS / mutual TLS (`[server.tls]`); plaintext while `cert_path` is empty.
+    pub tls: crate::security::TlsConfig,
+    /// Identity and per-RPC allow lists (`[server.auth]`); off unless `enabled`.
+    pub auth: crate::security::AuthConfig,
 }
 
 impl ServerConfig {
@@ -111,12 +115,16 @@ impl Default for ServerConfig {
             drain_delay_ms: 0,
             shutdown_grace_ms: 10_000,
             consul: augur_discovery::ConsulSettings::default(),
+            tls: Default::default(),
+            auth: Default::default(),
         }
     }
 }
 
 impl Validate for ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.tls.validate()?;
+        self.auth.validate()?;
         let consul = &self.consul.address;
         if !(consul.trim().is_empty()
             || consul.starts_with("http://")
@@ -232,6 +240,16 @@ pub fn validate_endpoint(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A service target: an http(s) URL, `dns://host:port` or `consul://service`.
+pub fn validate_target(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.starts_with("dns://") || value.starts_with("consul://") {
+        return augur_discovery::Target::parse(value)
+            .map(|_| ())
+            .map_err(|e| ConfigError::invalid(field, e.to_string()));
+    }
+    validate_endpoint(field, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,9 +359,11 @@ pub struct ModelServiceConfig {
     pub telemetry: TelemetryConfig,
     /// Folder for model artefacts (`<data_dir>/models/<service>/`).
     pub data_dir: std::path::PathBuf,
-    /// Where the feature store answers, e.g. `http://127.0.0.1:50051` or
-    /// `http://feature-store.augur.svc.cluster.local:50051`.
+    /// Where the feature store answers: `http://127.0.0.1:50051`, `dns://feature-store:50051`
+    /// (every pod behind a headless Service, balanced) or `consul://feature-store`.
     pub feature_store_url: String,
+    /// How this service calls the feature store: TLS and bearer token (`[client]`).
+    pub client: crate::client::ClientConfig,
 }
 
 impl ModelServiceConfig {
@@ -353,6 +373,7 @@ impl ModelServiceConfig {
             telemetry: TelemetryConfig::default(),
             data_dir: "data".into(),
             feature_store_url: "http://127.0.0.1:50051".into(),
+            client: Default::default(),
         }
     }
 }
@@ -367,6 +388,6 @@ impl Validate for ModelServiceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;
-        validate_endpoint("feature_store_url", &self.feature_store_url)
+        validate_target("feature_store_url", &self.feature_store_url)
     }
 }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

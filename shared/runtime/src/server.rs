@@ -50,6 +50,8 @@ pub enum ServerError {
     },
     #[error("reflection setup failed: {0}")]
     Reflection(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -198,7 +200,15 @@ impl GrpcServer {
         let guard = GuardLayer::new(&config, no_timeout);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = config
+            .tls
+            .server_config()
+            .map_err(|e| ServerError::Tls(e.to_string()))?
+        {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(guard)
             .add_routes(routes.routes())
@@ -382,6 +392,7 @@ pub struct GuardLayer {
 
 struct GuardShared {
     metrics: crate::metrics::RpcMetrics,
+    auth: crate::security::Authorizer,
     permits: Arc<Semaphore>,
     limit: usize,
     timeout: Duration,
@@ -401,6 +412,7 @@ impl GuardLayer {
         Self {
             shared: Arc::new(GuardShared {
                 metrics,
+                auth: crate::security::Authorizer::new(&config.auth),
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
                 limit: config.max_concurrent_requests,
                 timeout: config.request_timeout(),
@@ -451,6 +463,24 @@ where
         // probes, or Kubernetes restarts it and makes the overload worse.
         let exempt = path.starts_with(HEALTH_PREFIX) || path.starts_with(REFLECTION_PREFIX);
         let mut record = self.shared.metrics.start(&path);
+        // Identity and allow list; health stays open for probes.
+        if self.shared.auth.enabled() && !path.starts_with(HEALTH_PREFIX) {
+            let checked = self
+                .shared
+                .auth
+                .authenticate(&req)
+                .and_then(|p| self.shared.auth.authorize(&p, &path).map(|()| p));
+            match checked {
+                Ok(p) => span.record("enduser.id", p.0.as_str()),
+                Err(status) => {
+                    span.record("rpc.grpc.status_code", status.code() as i32);
+                    record.set_code(status.code() as i32);
+                    record.finish();
+                    tracing::info!(parent: &span, code = ?status.code(), reason = %status.message(), "call refused");
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            };
+        }
         let permit: Option<OwnedSemaphorePermit> = if exempt {
             None
         } else {

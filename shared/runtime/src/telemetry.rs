@@ -176,6 +176,7 @@ pub fn server_span(headers: &http::HeaderMap, path: &str) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
     );
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
