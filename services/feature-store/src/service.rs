@@ -477,6 +477,9 @@ impl FeatureStore for FeatureStoreService {
         if customer_id.is_empty() {
             return Err(Error::invalid("customer_id", "missing id").into());
         }
+        if customer_id.len() > 128 {
+            return Err(Error::invalid("customer_id", "id longer than 128 bytes").into());
+        }
         let profile = crate::reads::profile(&self.app, &customer_id, now_micros())
             .ok_or_else(|| Error::NotFound(format!("customer {customer_id:?} not found")))?;
         Ok(Response::new(pb::GetCustomerProfileResponse {

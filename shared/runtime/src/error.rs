@@ -63,6 +63,28 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Longest status message and longest field path / description sent back. They travel in HTTP/2
+/// headers (`grpc-message`, `grpc-status-details-bin`), so an echoed hostile input (a 10 MB id
+/// or hyper-parameter name) would overflow the client's header limit and arrive as a protocol
+/// error instead of the status.
+const MAX_MESSAGE: usize = 1024;
+const MAX_FIELD: usize = 256;
+
+/// `s` cut to at most `max` bytes (at a char boundary), noting how much was cut.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let total = s.len();
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("… ({total} bytes)"));
+    s
+}
+
 fn describe_violations(v: &[FieldViolation]) -> String {
     match v {
         [] => "invalid argument".to_string(),
@@ -98,7 +120,14 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::InvalidArgument(violations) => {
-                let message = describe_violations(&violations);
+                let violations: Vec<FieldViolation> = violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: clip(v.field, MAX_FIELD),
+                        description: clip(v.description, MAX_FIELD),
+                    })
+                    .collect();
+                let message = clip(describe_violations(&violations), MAX_MESSAGE);
                 let details = ErrorDetails::with_bad_request(
                     violations
                         .into_iter()
@@ -111,7 +140,7 @@ impl From<ApiError> for Status {
                 tracing::error!(error = %message, "internal error");
                 Status::internal("internal error; see the server log")
             }
-            other => Status::new(other.code(), other.to_string()),
+            other => Status::new(other.code(), clip(other.to_string(), MAX_MESSAGE)),
         }
     }
 }
@@ -144,6 +173,25 @@ impl Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_hostile_input_is_clipped() {
+        let huge = "é".repeat(5_000_000);
+        let status: Status =
+            ApiError::invalid(format!("hyperparameters[{huge}]"), format!("bad {huge}")).into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() < 2 * MAX_MESSAGE);
+        assert!(status.message().starts_with("hyperparameters["));
+        assert!(status.message().contains("bytes)"));
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert!(bad.field_violations[0].field.len() < 2 * MAX_FIELD);
+        let status: Status = ApiError::NotFound(format!("customer {huge:?} not found")).into();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < 2 * MAX_MESSAGE);
+        let short: Status = ApiError::invalid("k", "must be 1 to 500").into();
+        assert_eq!(short.message(), "k: must be 1 to 500");
+    }
 
     #[test]
     fn invalid_argument_carries_field_violations() {
