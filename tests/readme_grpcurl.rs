@@ -1,33 +1,34 @@
-//! Runs the README's grpcurl examples (the shell block between the
-//! `grpcurl-examples` markers) against a platform with the demo data, with the README's ports
-//! replaced by the test's, so that the README stays true.
+//! Runs the README's grpcurl examples against a platform with the demo data, with the README's
+//! ports replaced by the test's, so that the README stays true: the shell blocks between the
+//! `grpcurl-examples` markers on an untrained platform, and those between the
+//! `grpcurl-model-examples` markers after every model has been trained as `augur up --demo` does.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_grpcurl_examples_work() {
-    let Some(grpcurl) = augur_e2e::grpcurl() else {
-        return;
-    };
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README");
+use augur_cli::train::{Model, train_missing};
+
+/// The shell commands of the fenced `sh` blocks between `<!-- {marker}:start -->` and
+/// `<!-- {marker}:end -->`.
+fn script(readme: &str, marker: &str) -> String {
     let start = readme
-        .find("<!-- grpcurl-examples:start -->")
+        .find(&format!("<!-- {marker}:start -->"))
         .expect("start marker");
     let end = readme
-        .find("<!-- grpcurl-examples:end -->")
+        .find(&format!("<!-- {marker}:end -->"))
         .expect("end marker");
-    let section = &readme[start..end];
-    let script: String = section
+    let script = readme[start..end]
         .split("```sh")
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(script.contains("grpcurl"), "no examples found");
+    assert!(script.contains("grpcurl"), "no examples found in {marker}");
+    script
+}
 
-    let (p, _dir) = augur_e2e::platform(true).await;
+async fn run(p: &augur_cli::up::Platform, grpcurl: &Path, script: String) -> Output {
     let mut script = script;
     for (name, port) in [
         ("feature-store", 50051),
@@ -59,12 +60,26 @@ async fn readme_grpcurl_examples_work() {
     })
     .await
     .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "README examples failed:\n{stdout}\n{stderr}"
+        "README examples failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_grpcurl_examples_work() {
+    let Some(grpcurl) = augur_e2e::grpcurl() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let (p, _dir) = augur_e2e::platform(true).await;
+
+    let out = run(&p, &grpcurl, script(&readme, "grpcurl-examples")).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("augur.featurestore.v1.FeatureStore"),
         "{stdout}"
@@ -73,5 +88,44 @@ async fn readme_grpcurl_examples_work() {
     assert!(stdout.contains("\"accepted\""), "{stdout}");
     assert!(stdout.contains("\"featureNames\""), "{stdout}");
     assert!(stdout.contains("\"segment\""), "{stdout}");
+
+    // Train every model the way `augur up --demo` does, then ask them. The review model needs
+    // MiniLM: without it (and without AUGUR_REQUIRE_MINILM=1) the review examples are skipped.
+    let minilm = augur_e2e::minilm_present();
+    let models: Vec<_> = Model::ALL
+        .iter()
+        .filter(|m| minilm || m.risk != augur_cli::train::RiskModel::Review)
+        .filter_map(|m| p.url(m.service.name()).map(|u| (*m, u)))
+        .collect();
+    train_missing(&models).await;
+    for (m, url) in &models {
+        assert!(
+            augur_cli::train::has_model(*m, url).await,
+            "{} did not train on the demo data",
+            m.name()
+        );
+    }
+    let mut models_script = script(&readme, "grpcurl-model-examples");
+    if !minilm {
+        models_script = models_script
+            .lines()
+            .filter(|l| !l.contains("ScoreReview") && !l.contains("MODEL_KIND_REVIEW"))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    let out = run(&p, &grpcurl, models_script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "\"items\"",
+        "\"forecasts\"",
+        "\"churnProbability\"",
+        "\"decision\"",
+        "\"modelVersion\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing in:\n{stdout}"
+        );
+    }
     p.shutdown().await.expect("shutdown");
 }

@@ -55,3 +55,29 @@ pub fn grpcurl() -> Option<PathBuf> {
     eprintln!("\n*** SKIPPED: {msg} ***\n");
     None
 }
+
+/// Whether the MiniLM model the risk service embeds reviews with is installed (`make minilm`;
+/// `AUGUR_MINILM_DIR`, else the workspace's `models/minilm`, as the service looks for it).
+/// `false` after a loud message (a panic with `AUGUR_REQUIRE_MINILM=1`).
+pub fn minilm_present() -> bool {
+    let dir = std::env::var("AUGUR_MINILM_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/minilm"));
+    if ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
+        return true;
+    }
+    let msg = format!(
+        "MiniLM not found in {} (run `make minilm` or set AUGUR_MINILM_DIR)",
+        dir.display()
+    );
+    if augur_testkit::required("AUGUR_REQUIRE_MINILM") {
+        panic!("{msg}; AUGUR_REQUIRE_MINILM=1");
+    }
+    eprintln!("\n*** SKIPPED: {msg}: the review examples are skipped ***\n");
+    false
+}
