@@ -15,7 +15,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fmt::Debug;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use augur_proto::common::{TimeRange, TrainProgress};
 use augur_proto::featurestore as fs;
@@ -62,15 +62,18 @@ fn broken(code: Code) -> bool {
 
 /// Failed expectations, collected so that one run reports every bad answer; each test ends
 /// with [`finish`].
-static FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+thread_local! {
+    // The test body runs on the test's own thread (`block_on`), so the list is per test.
+    static FAILURES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 fn fail(msg: String) {
     eprintln!("FAIL {msg}");
-    FAILURES.lock().unwrap().push(msg);
+    FAILURES.with(|f| f.borrow_mut().push(msg));
 }
 
 fn finish() {
-    let f = std::mem::take(&mut *FAILURES.lock().unwrap());
+    let f = FAILURES.with(|f| std::mem::take(&mut *f.borrow_mut()));
     assert!(f.is_empty(), "{} bad answers:\n{}", f.len(), f.join("\n"));
 }
 
@@ -946,4 +949,1014 @@ impl tonic::codec::Codec for RawCodec {
     fn decoder(&mut self) -> Self::Decoder {
         tonic_prost::ProstDecoder::default()
     }
+}
+
+// ------------------------------------------------------------------ model services
+
+fn interaction(customer: &str, sku: &str, t: i64) -> fs::Interaction {
+    fs::Interaction {
+        event_id: format!("{customer}-{sku}-{t}"),
+        customer_id: customer.into(),
+        sku: sku.into(),
+        kind: fs::InteractionKind::Purchase as i32,
+        ts: ts(t),
+        ..Default::default()
+    }
+}
+
+fn rec_train(xs: Vec<fs::Interaction>) -> rec::TrainRequest {
+    rec::TrainRequest {
+        source: Some(rec::train_request::Source::Inline(
+            rec::InlineInteractions { interactions: xs },
+        )),
+        hyperparameters: [("seq.enabled".to_string(), "false".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Hostile Recommend / SimilarItems requests (the same before and after training).
+async fn rec_hostile(
+    c: &mut RecommendationClient<Channel>,
+    check: fn(&str, Result<(), Status>, &str),
+) {
+    let ok = |r: Result<tonic::Response<rec::RecommendResponse>, Status>| r.map(|_| ());
+    let recommend =
+        |k: u32, options: Option<rec::RecommendOptions>, id: String| rec::RecommendRequest {
+            customer_id: id,
+            k,
+            options,
+        };
+    let opts = |f: &dyn Fn(&mut rec::RecommendOptions)| {
+        let mut o = rec::RecommendOptions::default();
+        f(&mut o);
+        Some(o)
+    };
+    for (what, req, field) in [
+        ("k u32::MAX", recommend(u32::MAX, None, "C1".into()), "k"),
+        ("k 501", recommend(501, None, "C1".into()), "k"),
+        ("10 MB customer", recommend(5, None, big()), "customer_id"),
+        (
+            "NaN min_price",
+            recommend(5, opts(&|o| o.min_price = Some(f64::NAN)), "C1".into()),
+            "options.min_price",
+        ),
+        (
+            "-inf max_price",
+            recommend(
+                5,
+                opts(&|o| o.max_price = Some(f64::NEG_INFINITY)),
+                "C1".into(),
+            ),
+            "options.max_price",
+        ),
+        (
+            "negative min_price",
+            recommend(5, opts(&|o| o.min_price = Some(-1.0)), "C1".into()),
+            "options.min_price",
+        ),
+        (
+            "inf boost",
+            recommend(
+                5,
+                opts(&|o| o.recent_sales_boost = f64::INFINITY),
+                "C1".into(),
+            ),
+            "options.recent_sales_boost",
+        ),
+        (
+            "empty category",
+            recommend(5, opts(&|o| o.categories = vec![" ".into()]), "C1".into()),
+            "options.categories[0]",
+        ),
+    ] {
+        check(
+            &format!("Recommend {what}"),
+            ok(c.recommend(req).await),
+            field,
+        );
+    }
+    let sim = |sku: String, k: u32| rec::SimilarItemsRequest { sku, k };
+    for (what, req, field) in [
+        ("empty", sim(String::new(), 0), "sku"),
+        ("10 MB sku", sim(big(), 5), "sku"),
+        ("k u32::MAX", sim("P1".into(), u32::MAX), "k"),
+    ] {
+        check(
+            &format!("SimilarItems {what}"),
+            c.similar_items(req).await.map(|_| ()),
+            field,
+        );
+    }
+}
+
+/// Hostile Train requests: rejected before any training starts.
+async fn rec_hostile_train(c: &mut RecommendationClient<Channel>) {
+    let good = || interaction("C1", "P1", T0);
+    let with = |f: &dyn Fn(&mut fs::Interaction)| {
+        let mut x = good();
+        f(&mut x);
+        rec_train(vec![good(), x])
+    };
+    let f = "source.inline.interactions[1].";
+    let cases: Vec<(&str, rec::TrainRequest, String)> = vec![
+        (
+            "empty inline",
+            rec_train(vec![]),
+            "source.inline.interactions".into(),
+        ),
+        (
+            "NaN value",
+            with(&|x| x.value = f64::NAN),
+            format!("{f}value"),
+        ),
+        ("kind 999", with(&|x| x.kind = 999), format!("{f}kind")),
+        (
+            "no customer",
+            with(&|x| x.customer_id.clear()),
+            format!("{f}customer_id"),
+        ),
+        (
+            "10 MB customer",
+            with(&|x| x.customer_id = big()),
+            format!("{f}customer_id"),
+        ),
+        ("10 MB sku", with(&|x| x.sku = big()), format!("{f}sku")),
+        ("no ts", with(&|x| x.ts = None), format!("{f}ts")),
+        (
+            "ts year 9999",
+            with(&|x| x.ts = ts(Y9999)),
+            format!("{f}ts"),
+        ),
+        (
+            "ts before 1970",
+            with(&|x| x.ts = ts(PRE_1970)),
+            format!("{f}ts"),
+        ),
+        (
+            "ts i64::MIN",
+            with(&|x| x.ts = ts(i64::MIN)),
+            format!("{f}ts"),
+        ),
+        (
+            "NaN validation_fraction",
+            rec::TrainRequest {
+                validation_fraction: f64::NAN,
+                ..rec_train(vec![good()])
+            },
+            "validation_fraction".into(),
+        ),
+        (
+            "negative validation_fraction",
+            rec::TrainRequest {
+                validation_fraction: -0.2,
+                ..rec_train(vec![good()])
+            },
+            "validation_fraction".into(),
+        ),
+        (
+            "NaN hyper-parameter",
+            rec::TrainRequest {
+                hyperparameters: [("seq.lr".to_string(), "NaN".to_string())].into(),
+                ..rec_train(vec![good()])
+            },
+            "hyperparameters[seq.lr]".into(),
+        ),
+        (
+            "negative hyper-parameter",
+            rec::TrainRequest {
+                hyperparameters: [("knn.neighbours".to_string(), "-3".to_string())].into(),
+                ..rec_train(vec![good()])
+            },
+            "hyperparameters[knn.neighbours]".into(),
+        ),
+        (
+            "10 MB hyper-parameter name",
+            rec::TrainRequest {
+                hyperparameters: [(big(), "1".to_string())].into(),
+                ..rec_train(vec![good()])
+            },
+            "hyperparameters[".into(),
+        ),
+    ];
+    for (what, req, field) in cases {
+        invalid(
+            &format!("Train {what}"),
+            train_outcome(c.train(req).await).await,
+            &field,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommendation_rejects_bad_input_untrained_and_trained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut c = RecommendationClient::new(channel(p.url("recommendation").unwrap()).await);
+
+    // Untrained.
+    untrained(
+        "Recommend empty",
+        c.recommend(rec::RecommendRequest::default()).await,
+    );
+    untrained(
+        "GetModelInfo",
+        c.get_model_info(rec::GetModelInfoRequest {}).await,
+    );
+    rec_hostile(&mut c, |w, r, f| invalid_or_untrained(w, r, f)).await;
+    rec_hostile_train(&mut c).await;
+
+    // Trained on a small inline set (duplicate interactions included).
+    let mut xs = Vec::new();
+    for u in 0..30 {
+        for i in 0..4 {
+            xs.push(interaction(
+                &format!("U{u}"),
+                &format!("S{}", (u + i) % 12),
+                T0 + (u * 10 + i) as i64,
+            ));
+        }
+    }
+    xs.push(xs[0].clone());
+    let t = Instant::now();
+    let info = train_outcome(c.train(rec_train(xs)).await)
+        .await
+        .expect("inline training");
+    eprintln!("recommendation inline training: {:?}", t.elapsed());
+    assert!(!info.model_version.is_empty());
+    rec_hostile(&mut c, |w, r, f| invalid(w, r, f)).await;
+    rec_hostile_train(&mut c).await;
+
+    // Still serving the trained model.
+    let r = c
+        .recommend(rec::RecommendRequest {
+            customer_id: "U1".into(),
+            k: 3,
+            options: None,
+        })
+        .await
+        .expect("good recommend after hostile ones")
+        .into_inner();
+    assert_eq!(r.model_version, info.model_version);
+    let r = c
+        .similar_items(rec::SimilarItemsRequest {
+            sku: "nope".into(),
+            k: 3,
+        })
+        .await;
+    clear("SimilarItems unknown sku", &r);
+    p.shutdown().await.unwrap();
+    finish();
+}
+
+fn monthly(k: usize) -> fc::InlineSeries {
+    fc::InlineSeries {
+        values: (0..36)
+            .map(|t| 50.0 + k as f64 + 10.0 * ((t % 12) as f64).sin() + t as f64 * 0.5)
+            .collect(),
+        frequency: fc::Frequency::Month as i32,
+        ..Default::default()
+    }
+}
+
+fn fc_input(s: fc::InlineSeries) -> fc::SeriesInput {
+    fc::SeriesInput {
+        id: "s".into(),
+        source: Some(fc::series_input::Source::Inline(s)),
+        ..Default::default()
+    }
+}
+
+fn fc_train(series: Vec<fc::InlineSeries>) -> fc::TrainRequest {
+    fc::TrainRequest {
+        source: Some(fc::train_request::Source::Inline(fc::InlineSeriesSet {
+            series,
+        })),
+        horizon: 6,
+        hyperparameters: [
+            ("gru".to_string(), "false".to_string()),
+            ("grid".to_string(), "false".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn with_series(f: &dyn Fn(&mut fc::InlineSeries)) -> fc::InlineSeries {
+    let mut s = monthly(0);
+    f(&mut s);
+    s
+}
+
+/// Hostile Forecast / Backtest / ReorderAdvice requests.
+async fn fc_hostile(
+    c: &mut fc::demand_forecast_client::DemandForecastClient<Channel>,
+    check: fn(&str, Result<(), Status>, &str),
+) {
+    let fcast =
+        |series: Vec<fc::SeriesInput>, horizon: u32, quantiles: Vec<f64>, granularity: i32| {
+            fc::ForecastRequest {
+                series,
+                horizon,
+                quantiles,
+                granularity,
+            }
+        };
+    let one = || vec![fc_input(monthly(1))];
+    let s = "series[0].inline.";
+    let cases: Vec<(&str, fc::ForecastRequest, String)> = vec![
+        ("empty", fc::ForecastRequest::default(), "horizon".into()),
+        ("horizon 0", fcast(one(), 0, vec![], 0), "horizon".into()),
+        (
+            "horizon u32::MAX",
+            fcast(one(), u32::MAX, vec![], 0),
+            "horizon".into(),
+        ),
+        ("no series", fcast(vec![], 3, vec![], 0), "series".into()),
+        (
+            "NaN quantile",
+            fcast(one(), 3, vec![f64::NAN], 0),
+            "quantiles[0]".into(),
+        ),
+        (
+            "quantile 1.5",
+            fcast(one(), 3, vec![0.5, 1.5], 0),
+            "quantiles[1]".into(),
+        ),
+        (
+            "granularity 999",
+            fcast(one(), 3, vec![], 999),
+            "granularity".into(),
+        ),
+        (
+            "no source",
+            fcast(vec![fc::SeriesInput::default()], 3, vec![], 0),
+            "series[0].source".into(),
+        ),
+        (
+            "empty values",
+            fcast(
+                vec![fc_input(with_series(&|x| x.values.clear()))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}values"),
+        ),
+        (
+            "all NaN values",
+            fcast(
+                vec![fc_input(with_series(&|x| x.values = vec![f64::NAN; 30]))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}values"),
+        ),
+        (
+            "frequency 999",
+            fcast(
+                vec![fc_input(with_series(&|x| x.frequency = 999))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}frequency"),
+        ),
+        (
+            "timestamps in 9999",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    x.timestamps = (0..36)
+                        .map(|i| ts(Y9999 + i * 2_678_400).unwrap())
+                        .collect()
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}timestamps"),
+        ),
+        (
+            "timestamps before 1970",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    x.timestamps = (0..36)
+                        .map(|i| ts(PRE_1970 - i * 86_400).unwrap())
+                        .collect()
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}timestamps"),
+        ),
+        (
+            "covariate length",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    x.covariates
+                        .insert("price".into(), fc::Covariate { values: vec![1.0] });
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}covariates[price]"),
+        ),
+        (
+            "unknown future covariate",
+            fcast(
+                vec![fc::SeriesInput {
+                    future_covariates: [(
+                        big(),
+                        fc::Covariate {
+                            values: vec![1.0; 3],
+                        },
+                    )]
+                    .into(),
+                    ..fc_input(monthly(1))
+                }],
+                3,
+                vec![],
+                0,
+            ),
+            "series[0].future_covariates[".into(),
+        ),
+        (
+            "feature-store sku empty",
+            fcast(
+                vec![fc::SeriesInput {
+                    source: Some(fc::series_input::Source::FeatureStore(
+                        fc::SeriesKey::default(),
+                    )),
+                    ..Default::default()
+                }],
+                3,
+                vec![],
+                0,
+            ),
+            "series[0].feature_store.sku".into(),
+        ),
+        (
+            "feature-store sku 10 MB",
+            fcast(
+                vec![fc::SeriesInput {
+                    source: Some(fc::series_input::Source::FeatureStore(fc::SeriesKey {
+                        sku: big(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                3,
+                vec![],
+                0,
+            ),
+            "series[0].feature_store.sku".into(),
+        ),
+    ];
+    for (what, req, field) in cases {
+        check(
+            &format!("Forecast {what}"),
+            c.forecast(req).await.map(|_| ()),
+            &field,
+        );
+    }
+    // Odd but valid shapes: a clear answer either way.
+    for (what, s) in [
+        ("inf values", with_series(&|x| x.values[3] = f64::INFINITY)),
+        (
+            "season u32::MAX",
+            with_series(&|x| x.season_length = u32::MAX),
+        ),
+        ("10 MB id", monthly(2)),
+    ] {
+        let mut input = fc_input(s);
+        if what == "10 MB id" {
+            input.id = big();
+        }
+        let r = c.forecast(fcast(vec![input], 3, vec![], 0)).await;
+        clear(&format!("Forecast {what}"), &r);
+    }
+
+    let bt = |windows: u32, step: u32, interval: f64| fc::BacktestRequest {
+        series: vec![fc_input(monthly(1))],
+        horizon: 3,
+        windows,
+        step,
+        interval,
+        ..Default::default()
+    };
+    for (what, req, field) in [
+        ("empty", fc::BacktestRequest::default(), "horizon"),
+        ("NaN interval", bt(1, 0, f64::NAN), "interval"),
+        ("interval -1", bt(1, 0, -1.0), "interval"),
+        (
+            "windows and step u32::MAX",
+            bt(u32::MAX, u32::MAX, 0.8),
+            "series[0]",
+        ),
+    ] {
+        check(
+            &format!("Backtest {what}"),
+            c.backtest(req).await.map(|_| ()),
+            field,
+        );
+    }
+    let ra =
+        |items: Vec<fc::SeriesKey>, lead_time: u32, service_level: f64| fc::ReorderAdviceRequest {
+            items,
+            lead_time,
+            service_level,
+            granularity: 0,
+        };
+    let key = |sku: String| fc::SeriesKey {
+        sku,
+        ..Default::default()
+    };
+    for (what, req, field) in [
+        ("empty", fc::ReorderAdviceRequest::default(), "lead_time"),
+        (
+            "NaN service level",
+            ra(vec![key("P1".into())], 2, f64::NAN),
+            "service_level",
+        ),
+        (
+            "service level 1",
+            ra(vec![key("P1".into())], 2, 1.0),
+            "service_level",
+        ),
+        ("no items", ra(vec![], 2, 0.9), "items"),
+        (
+            "lead time u32::MAX",
+            ra(vec![key("P1".into())], u32::MAX, 0.9),
+            "lead_time",
+        ),
+        (
+            "empty sku",
+            ra(vec![key(String::new())], 2, 0.9),
+            "items[0].sku",
+        ),
+        ("10 MB sku", ra(vec![key(big())], 2, 0.9), "items[0].sku"),
+    ] {
+        check(
+            &format!("ReorderAdvice {what}"),
+            c.reorder_advice(req).await.map(|_| ()),
+            field,
+        );
+    }
+}
+
+async fn fc_hostile_train(c: &mut fc::demand_forecast_client::DemandForecastClient<Channel>) {
+    let s = "inline.series[0].";
+    let cases: Vec<(&str, fc::TrainRequest, String)> = vec![
+        ("no series", fc_train(vec![]), "inline.series".into()),
+        (
+            "horizon u32::MAX",
+            fc::TrainRequest {
+                horizon: u32::MAX,
+                ..fc_train(vec![monthly(0)])
+            },
+            "horizon".into(),
+        ),
+        (
+            "empty values",
+            fc_train(vec![with_series(&|x| x.values.clear())]),
+            format!("{s}values"),
+        ),
+        (
+            "all inf values",
+            fc_train(vec![with_series(&|x| x.values = vec![f64::INFINITY; 30])]),
+            format!("{s}values"),
+        ),
+        (
+            "frequency 999",
+            fc_train(vec![with_series(&|x| x.frequency = -5)]),
+            format!("{s}frequency"),
+        ),
+        (
+            "timestamps i64::MIN",
+            fc_train(vec![with_series(&|x| {
+                x.timestamps = vec![ts(i64::MIN).unwrap(); 36]
+            })]),
+            format!("{s}timestamps[0]"),
+        ),
+        (
+            "NaN ridge",
+            fc::TrainRequest {
+                hyperparameters: [("ridge".to_string(), "NaN".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[ridge]".into(),
+        ),
+        (
+            "negative window",
+            fc::TrainRequest {
+                hyperparameters: [("window".to_string(), "-1".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[window]".into(),
+        ),
+        (
+            "10 MB hyper-parameter name",
+            fc::TrainRequest {
+                hyperparameters: [(big(), "1".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[".into(),
+        ),
+        (
+            "granularity 999",
+            fc::TrainRequest {
+                source: Some(fc::train_request::Source::FeatureStore(
+                    fc::FeatureStoreSeries {
+                        granularity: 999,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+            "feature_store.granularity".into(),
+        ),
+    ];
+    for (what, req, field) in cases {
+        invalid(
+            &format!("Train {what}"),
+            train_outcome(c.train(req).await).await,
+            &field,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_forecast_rejects_bad_input_untrained_and_trained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut c = fc::demand_forecast_client::DemandForecastClient::new(
+        channel(p.url("demand-forecast").unwrap()).await,
+    );
+    untrained(
+        "GetModelInfo",
+        c.get_model_info(fc::GetModelInfoRequest {}).await,
+    );
+    fc_hostile(&mut c, |w, r, f| invalid_or_untrained(w, r, f)).await;
+    fc_hostile_train(&mut c).await;
+
+    let t = Instant::now();
+    let info = train_outcome(c.train(fc_train((0..4).map(monthly).collect())).await)
+        .await
+        .expect("inline training");
+    eprintln!("demand-forecast inline training: {:?}", t.elapsed());
+    fc_hostile(&mut c, |w, r, f| invalid(w, r, f)).await;
+    fc_hostile_train(&mut c).await;
+    let r = c
+        .forecast(fc::ForecastRequest {
+            series: vec![fc_input(monthly(1))],
+            horizon: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("good forecast after hostile ones")
+        .into_inner();
+    assert_eq!(r.model_version, info.model_version);
+    assert_eq!(r.forecasts[0].points.len(), 3);
+    p.shutdown().await.unwrap();
+    finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_rejects_bad_input_untrained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut c = churn::churn_client::ChurnClient::new(channel(p.url("churn").unwrap()).await);
+    let predict = |ids: Vec<String>, as_of: Option<Timestamp>| churn::PredictChurnRequest {
+        customer_ids: ids,
+        as_of,
+        max_factors: 0,
+    };
+    let one = || vec!["C1".to_string()];
+    for (what, req, field) in [
+        (
+            "empty",
+            churn::PredictChurnRequest::default(),
+            "customer_ids",
+        ),
+        (
+            "empty id",
+            predict(vec![String::new()], None),
+            "customer_ids[0]",
+        ),
+        ("10 MB id", predict(vec![big()], None), "customer_ids[0]"),
+        (
+            "10001 ids",
+            predict(vec!["C1".into(); 10_001], None),
+            "customer_ids",
+        ),
+        ("as_of year 9999", predict(one(), ts(Y9999)), "as_of"),
+        ("as_of before 1970", predict(one(), ts(PRE_1970)), "as_of"),
+        ("as_of i64::MIN", predict(one(), ts(i64::MIN)), "as_of"),
+    ] {
+        invalid_or_untrained(
+            &format!("PredictChurn {what}"),
+            c.predict_churn(req).await,
+            field,
+        );
+    }
+    untrained(
+        "PredictChurn duplicate ids",
+        c.predict_churn(predict(vec!["C1".into(), "C1".into()], None))
+            .await,
+    );
+    let list = |min_probability: f64, limit: u32, segment: i32| churn::ListAtRiskRequest {
+        min_probability,
+        limit,
+        segment,
+    };
+    for (what, req, field) in [
+        ("NaN probability", list(f64::NAN, 10, 0), "min_probability"),
+        ("negative probability", list(-0.5, 10, 0), "min_probability"),
+        (
+            "inf probability",
+            list(f64::INFINITY, 10, 0),
+            "min_probability",
+        ),
+        ("limit u32::MAX", list(0.5, u32::MAX, 0), "limit"),
+        ("segment 999", list(0.5, 10, 999), "segment"),
+    ] {
+        invalid_or_untrained(
+            &format!("ListAtRisk {what}"),
+            c.list_at_risk(req).await,
+            field,
+        );
+    }
+    untrained(
+        "ListAtRisk empty",
+        c.list_at_risk(churn::ListAtRiskRequest::default()).await,
+    );
+    let train = |f: &dyn Fn(&mut churn::TrainRequest)| {
+        let mut r = churn::TrainRequest::default();
+        f(&mut r);
+        r
+    };
+    for (what, req, field) in [
+        (
+            "cutoff year 9999",
+            train(&|r| r.cutoff = ts(Y9999)),
+            "cutoff",
+        ),
+        (
+            "cutoff before 1970",
+            train(&|r| r.cutoff = ts(PRE_1970)),
+            "cutoff",
+        ),
+        (
+            "horizon u32::MAX",
+            train(&|r| r.horizon_days = u32::MAX),
+            "horizon_days",
+        ),
+        (
+            "NaN validation",
+            train(&|r| r.validation_fraction = f64::NAN),
+            "validation_fraction",
+        ),
+        (
+            "negative validation",
+            train(&|r| r.validation_fraction = -1.0),
+            "validation_fraction",
+        ),
+        (
+            "example cutoff after cutoff",
+            train(&|r| r.example_cutoffs = vec![ts(Y9999).unwrap()]),
+            "example_cutoffs[0]",
+        ),
+        (
+            "example cutoff i64::MIN",
+            train(&|r| r.example_cutoffs = vec![ts(i64::MIN).unwrap()]),
+            "example_cutoffs[0]",
+        ),
+        (
+            "unknown hyper-parameter",
+            train(&|r| {
+                r.hyperparameters.insert(big(), "1".into());
+            }),
+            "hyperparameters",
+        ),
+    ] {
+        invalid(
+            &format!("Train {what}"),
+            train_outcome(c.train(req).await).await,
+            field,
+        );
+    }
+    // Training on an empty feature store: a clear refusal, not a crash.
+    let r = train_outcome(c.train(churn::TrainRequest::default()).await).await;
+    clear("Train on no data", &r);
+    untrained(
+        "GetModelInfo",
+        c.get_model_info(churn::GetModelInfoRequest {}).await,
+    );
+    p.shutdown().await.unwrap();
+    finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_rejects_bad_input_untrained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut c = risk::risk_client::RiskClient::new(channel(p.url("risk").unwrap()).await);
+    let score = |f: &dyn Fn(&mut fs::Order)| {
+        let mut o = order("O9", "C1", T0);
+        f(&mut o);
+        risk::ScoreOrderRequest {
+            target: Some(risk::score_order_request::Target::Order(o)),
+        }
+    };
+    let orders = vec![
+        ("empty", risk::ScoreOrderRequest::default(), "target"),
+        (
+            "NaN total",
+            score(&|o| o.total = Some(f64::NAN)),
+            "order.total",
+        ),
+        (
+            "negative quantity",
+            score(&|o| o.lines[0].quantity = -1),
+            "order.lines[0].quantity",
+        ),
+        (
+            "inf price",
+            score(&|o| o.lines[0].unit_price = f64::INFINITY),
+            "order.lines[0].unit_price",
+        ),
+        ("ts year 9999", score(&|o| o.ts = ts(Y9999)), "order.ts"),
+        ("ts i64::MAX", score(&|o| o.ts = ts(i64::MAX)), "order.ts"),
+        (
+            "ts before 1970",
+            score(&|o| o.ts = ts(PRE_1970)),
+            "order.ts",
+        ),
+        ("status 999", score(&|o| o.status = 999), "order.status"),
+        (
+            "10 MB order id",
+            score(&|o| o.order_id = big()),
+            "order.order_id",
+        ),
+        (
+            "empty order id",
+            risk::ScoreOrderRequest {
+                target: Some(risk::score_order_request::Target::OrderId(String::new())),
+            },
+            "order_id",
+        ),
+    ];
+    for (what, req, field) in &orders {
+        invalid_or_untrained(
+            &format!("ScoreOrder {what}"),
+            c.score_order(req.clone()).await,
+            field,
+        );
+    }
+    // The stream: an untrained model ends it with FAILED_PRECONDITION.
+    let r = drain(
+        c.score_order_stream(tokio_stream::iter(orders.into_iter().map(|(_, r, _)| r)))
+            .await,
+    )
+    .await;
+    untrained("ScoreOrderStream", r);
+    clear(
+        "ScoreOrderStream empty",
+        &drain(c.score_order_stream(tokio_stream::iter(vec![])).await).await,
+    );
+
+    let review = |f: &dyn Fn(&mut fs::Review)| {
+        let mut r = fs::Review {
+            review_id: "R9".into(),
+            customer_id: "C1".into(),
+            sku: "P1".into(),
+            rating: 4,
+            text: "fine".into(),
+            ts: ts(T0),
+            ..Default::default()
+        };
+        f(&mut r);
+        risk::ScoreReviewRequest { review: Some(r) }
+    };
+    for (what, req, field) in [
+        ("empty", risk::ScoreReviewRequest::default(), "review"),
+        ("rating 999", review(&|r| r.rating = 999), "review.rating"),
+        ("rating -1", review(&|r| r.rating = -1), "review.rating"),
+        ("no sku", review(&|r| r.sku.clear()), "review.sku"),
+        ("no text", review(&|r| r.text.clear()), "review.text"),
+        ("10 MB text", review(&|r| r.text = big()), "review.text"),
+        ("ts year 9999", review(&|r| r.ts = ts(Y9999)), "review.ts"),
+        ("ts i64::MIN", review(&|r| r.ts = ts(i64::MIN)), "review.ts"),
+    ] {
+        invalid_or_untrained(
+            &format!("ScoreReview {what}"),
+            c.score_review(req).await,
+            field,
+        );
+    }
+
+    let row = |v: f64| risk::TableRow {
+        values: vec![fs::FeatureValue {
+            value: Some(fs::feature_value::Value::DoubleValue(v)),
+        }],
+        label: Some(true),
+    };
+    let table = |columns: Vec<String>, rows: Vec<risk::TableRow>| risk::TrainRequest {
+        source: Some(risk::train_request::Source::Table(risk::LabelledTable {
+            columns,
+            rows,
+        })),
+        ..Default::default()
+    };
+    let col = || vec!["amount".to_string()];
+    let reviews = |f: &dyn Fn(&mut fs::Review)| {
+        let mut r = review(f).review.unwrap();
+        r.label = fs::ReviewLabel::Spam as i32;
+        risk::TrainRequest {
+            kind: risk::ModelKind::Review as i32,
+            source: Some(risk::train_request::Source::Reviews(
+                risk::LabelledReviews { reviews: vec![r] },
+            )),
+            ..Default::default()
+        }
+    };
+    for (what, req, field) in [
+        (
+            "kind 999",
+            risk::TrainRequest {
+                kind: 999,
+                ..Default::default()
+            },
+            "kind",
+        ),
+        ("no columns", table(vec![], vec![row(1.0)]), "table.columns"),
+        ("no rows", table(col(), vec![]), "table.rows"),
+        (
+            "NaN cell",
+            table(col(), vec![row(f64::NAN)]),
+            "table.rows[0].values[0]",
+        ),
+        (
+            "inf cell",
+            table(col(), vec![row(f64::INFINITY)]),
+            "table.rows[0].values[0]",
+        ),
+        (
+            "duplicate column",
+            table(vec!["a".into(), "a".into()], vec![]),
+            "table.columns[1]",
+        ),
+        (
+            "10 MB column",
+            table(vec![big()], vec![row(f64::NAN)]),
+            "table.rows[0].values[0]",
+        ),
+        (
+            "review rating 0",
+            reviews(&|r| r.rating = 0),
+            "reviews.reviews[0].rating",
+        ),
+        (
+            "review without text",
+            reviews(&|r| r.text.clear()),
+            "reviews.reviews[0].text",
+        ),
+        (
+            "NaN validation",
+            risk::TrainRequest {
+                validation_fraction: f64::NAN,
+                ..Default::default()
+            },
+            "validation_fraction",
+        ),
+        (
+            "10 MB hyper-parameter name",
+            risk::TrainRequest {
+                hyperparameters: [(big(), "1".to_string())].into(),
+                ..Default::default()
+            },
+            "hyperparameters[",
+        ),
+    ] {
+        invalid(
+            &format!("Train {what}"),
+            train_outcome(c.train(req).await).await,
+            field,
+        );
+    }
+    invalid(
+        "GetModelInfo kind 999",
+        c.get_model_info(risk::GetModelInfoRequest { kind: 999 })
+            .await,
+        "kind",
+    );
+    untrained(
+        "GetModelInfo",
+        c.get_model_info(risk::GetModelInfoRequest::default()).await,
+    );
+    // Training on an empty feature store: a clear refusal, not a crash.
+    clear(
+        "Train on no data",
+        &train_outcome(c.train(risk::TrainRequest::default()).await).await,
+    );
+    p.shutdown().await.unwrap();
+    finish();
 }

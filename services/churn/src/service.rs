@@ -319,6 +319,9 @@ impl Churn for Service {
         if cutoff > now + 60 {
             v.add("cutoff", "must not be in the future");
         }
+        if cutoff < 0 {
+            v.add("cutoff", "must not be before 1970");
+        }
         if horizon_days > 3_650 {
             v.add("horizon_days", "at most 3650");
         }
@@ -329,6 +332,8 @@ impl Churn for Service {
         for (i, c) in example_cutoffs.iter().enumerate() {
             if secs(c) >= cutoff {
                 v.add(format!("example_cutoffs[{i}]"), "must be before the cutoff");
+            } else if secs(c) < 0 {
+                v.add(format!("example_cutoffs[{i}]"), "must not be before 1970");
             }
         }
         v.into_result().map_err(Status::from)?;

@@ -444,6 +444,12 @@ impl Service {
         if key.sku.is_empty() {
             return Err(Error::invalid(format!("{field}.sku"), "required"));
         }
+        if key.sku.len() > 128 {
+            return Err(Error::invalid(
+                format!("{field}.sku"),
+                "longer than 128 bytes",
+            ));
+        }
         let all = self
             .get_series(fs::GetSeriesRequest {
                 skus: vec![key.sku.clone()],

@@ -22,6 +22,9 @@ use crate::recommender::Recommender;
 use crate::serve::{self, Options, check_k};
 use crate::train::{TrainOptions, fit};
 
+/// Longest customer id or SKU accepted (as in the feature store).
+const MAX_ID: usize = 128;
+
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Shared state of the service.
@@ -214,19 +217,26 @@ impl TryFrom<pb::TrainRequest> for TrainJob {
             }
             Some(pb::train_request::Source::Inline(i)) => {
                 let mut v = augur_runtime::error::Violations::new();
+                let latest = Utc::now().timestamp() + 86_400;
                 for (n, x) in i.interactions.iter().enumerate() {
                     let f = |s: &str| format!("source.inline.interactions[{n}].{s}");
-                    if x.customer_id.is_empty() {
-                        v.add(f("customer_id"), "required");
-                    }
-                    if x.sku.is_empty() {
-                        v.add(f("sku"), "required");
+                    for (name, id) in [("customer_id", &x.customer_id), ("sku", &x.sku)] {
+                        if id.is_empty() {
+                            v.add(f(name), "required");
+                        } else if id.len() > MAX_ID {
+                            v.add(f(name), format!("longer than {MAX_ID} bytes"));
+                        }
                     }
                     if x.kind == 0 || InteractionKind::try_from(x.kind).is_err() {
                         v.add(f("kind"), "required (a known interaction kind)");
                     }
-                    if x.ts.is_none() {
-                        v.add(f("ts"), "required");
+                    match &x.ts {
+                        None => v.add(f("ts"), "required"),
+                        Some(t) if !(0..=latest).contains(&t.seconds) => v.add(
+                            f("ts"),
+                            "out of range (1970 to a day after the server's clock)",
+                        ),
+                        Some(_) => {}
                     }
                     if !x.value.is_finite() {
                         v.add(f("value"), "must be finite");
@@ -419,6 +429,11 @@ impl Recommendation for Service {
             options,
         } = req.into_inner();
         let k = check_k(k)?;
+        if customer_id.len() > MAX_ID {
+            return Err(
+                Error::invalid("customer_id", format!("longer than {MAX_ID} bytes")).into(),
+            );
+        }
         let opts = Options::try_from(options)?;
         let model = self.app.slot.get().ok_or(Error::NoModel)?;
         let (cat, degraded) = self.app.catalog.snapshot().await;
@@ -439,6 +454,9 @@ impl Recommendation for Service {
         let k = check_k(k)?;
         if sku.trim().is_empty() {
             return Err(Error::invalid("sku", "required").into());
+        }
+        if sku.len() > MAX_ID {
+            return Err(Error::invalid("sku", format!("longer than {MAX_ID} bytes")).into());
         }
         let model = self.app.slot.get().ok_or(Error::NoModel)?;
         let (cat, _) = self.app.catalog.snapshot().await;
@@ -476,5 +494,53 @@ impl Recommendation for Service {
         Ok(Response::new(pb::GetModelInfoResponse {
             model: Some(model.meta.to_proto()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inline(f: impl Fn(&mut fs::Interaction)) -> Result<TrainJob, Error> {
+        let mut x = fs::Interaction {
+            customer_id: "C1".into(),
+            sku: "P1".into(),
+            kind: InteractionKind::Purchase as i32,
+            ts: Some(prost_types::Timestamp {
+                seconds: 1_704_067_200,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        f(&mut x);
+        TrainJob::try_from(pb::TrainRequest {
+            source: Some(pb::train_request::Source::Inline(pb::InlineInteractions {
+                interactions: vec![x],
+            })),
+            ..Default::default()
+        })
+    }
+
+    fn field(r: Result<TrainJob, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument(v)) => v[0].field.clone(),
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inline_training_rejects_out_of_range_times_and_huge_ids() {
+        assert!(inline(|_| {}).is_ok());
+        let f = "source.inline.interactions[0].";
+        for t in [-1, 253_382_832_000, i64::MIN, i64::MAX] {
+            let r = inline(|x| x.ts.as_mut().unwrap().seconds = t);
+            assert_eq!(field(r), format!("{f}ts"), "{t}");
+        }
+        let long = "x".repeat(129);
+        assert_eq!(
+            field(inline(|x| x.customer_id = long.clone())),
+            format!("{f}customer_id")
+        );
+        assert_eq!(field(inline(|x| x.sku = long.clone())), format!("{f}sku"));
     }
 }
