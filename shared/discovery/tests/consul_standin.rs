@@ -78,6 +78,7 @@ async fn register_balance_fail_over_and_deregister() {
                 address: addr.ip().to_string(),
                 port: addr.port(),
                 tags: vec!["grpc".into()],
+                tls: false,
                 meta: BTreeMap::new(),
             })
             .await
@@ -191,6 +192,7 @@ async fn unreachable_consul_is_an_error_not_a_hang() {
         port: 1,
         tags: vec![],
         meta: BTreeMap::new(),
+        tls: false,
     };
     assert!(consul.register(&reg).await.is_err());
 }

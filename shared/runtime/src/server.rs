@@ -319,6 +319,7 @@ fn consul_registration(
         port: local.port(),
         tags: settings.tags.clone(),
         meta: [("version".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
+        tls: config.tls.enabled(),
     };
     Some((
         Arc::new(augur_discovery::Consul::new(settings.clone())),
