@@ -60,8 +60,8 @@ fn broken(code: Code) -> bool {
     )
 }
 
-/// Failed expectations, collected so that one run reports every bad answer; each test ends
-/// with [`finish`].
+// Failed expectations, collected so that one run reports every bad answer; each test ends
+// with `finish`.
 thread_local! {
     // The test body runs on the test's own thread (`block_on`), so the list is per test.
     static FAILURES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -492,7 +492,7 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
                 http::uri::PathAndQuery::from_static(
                     "/augur.featurestore.v1.FeatureStore/GetCustomerProfile",
                 ),
-                RawCodec::default(),
+                RawCodec,
             )
             .await;
         // tonic's prost codec answers a message it cannot decode with INTERNAL (before any
@@ -1161,7 +1161,7 @@ async fn recommendation_rejects_bad_input_untrained_and_trained() {
         "GetModelInfo",
         c.get_model_info(rec::GetModelInfoRequest {}).await,
     );
-    rec_hostile(&mut c, |w, r, f| invalid_or_untrained(w, r, f)).await;
+    rec_hostile(&mut c, invalid_or_untrained).await;
     rec_hostile_train(&mut c).await;
 
     // Trained on a small inline set (duplicate interactions included).
@@ -1182,7 +1182,7 @@ async fn recommendation_rejects_bad_input_untrained_and_trained() {
         .expect("inline training");
     eprintln!("recommendation inline training: {:?}", t.elapsed());
     assert!(!info.model_version.is_empty());
-    rec_hostile(&mut c, |w, r, f| invalid(w, r, f)).await;
+    rec_hostile(&mut c, invalid).await;
     rec_hostile_train(&mut c).await;
 
     // Still serving the trained model.
@@ -1596,7 +1596,7 @@ async fn demand_forecast_rejects_bad_input_untrained_and_trained() {
         "GetModelInfo",
         c.get_model_info(fc::GetModelInfoRequest {}).await,
     );
-    fc_hostile(&mut c, |w, r, f| invalid_or_untrained(w, r, f)).await;
+    fc_hostile(&mut c, invalid_or_untrained).await;
     fc_hostile_train(&mut c).await;
 
     let t = Instant::now();
@@ -1604,7 +1604,7 @@ async fn demand_forecast_rejects_bad_input_untrained_and_trained() {
         .await
         .expect("inline training");
     eprintln!("demand-forecast inline training: {:?}", t.elapsed());
-    fc_hostile(&mut c, |w, r, f| invalid(w, r, f)).await;
+    fc_hostile(&mut c, invalid).await;
     fc_hostile_train(&mut c).await;
     let r = c
         .forecast(fc::ForecastRequest {
@@ -1959,4 +1959,422 @@ async fn risk_rejects_bad_input_untrained() {
     );
     p.shutdown().await.unwrap();
     finish();
+}
+
+// ------------------------------------------------------------------ property tests
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "\\PC{0,12}", Just("x".repeat(300))]
+    }
+
+    fn time() -> impl Strategy<Value = Option<Timestamp>> {
+        prop_oneof![
+            Just(None),
+            (any::<i64>(), any::<i32>())
+                .prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos })),
+            (-100_000i64..300_000_000_000).prop_map(ts),
+        ]
+    }
+
+    fn num() -> impl Strategy<Value = f64> {
+        prop_oneof![any::<f64>(), -10.0f64..10.0]
+    }
+
+    fn event() -> impl Strategy<Value = fs::Event> {
+        (
+            text(),
+            text(),
+            time(),
+            any::<i32>(),
+            num(),
+            any::<i64>(),
+            any::<i32>(),
+        )
+            .prop_map(|(id, customer, t, kind, x, q, rating)| {
+                use fs::event::Payload as P;
+                let payload = match kind.rem_euclid(4) {
+                    0 => P::Order(fs::Order {
+                        order_id: id,
+                        customer_id: customer,
+                        ts: t,
+                        lines: vec![fs::OrderLine {
+                            sku: "P1".into(),
+                            quantity: q,
+                            unit_price: x,
+                            promotion: false,
+                        }],
+                        total: Some(x),
+                        status: kind,
+                        ..Default::default()
+                    }),
+                    1 => P::Interaction(fs::Interaction {
+                        event_id: id,
+                        customer_id: customer,
+                        sku: "P1".into(),
+                        kind,
+                        ts: t,
+                        value: x,
+                        ..Default::default()
+                    }),
+                    2 => P::Review(fs::Review {
+                        review_id: id,
+                        customer_id: customer,
+                        sku: "P1".into(),
+                        rating,
+                        ts: t,
+                        label: kind,
+                        ..Default::default()
+                    }),
+                    _ => P::Product(fs::Product {
+                        sku: id,
+                        title: customer,
+                        price: x,
+                        stock: q,
+                        ts: t,
+                        ..Default::default()
+                    }),
+                };
+                fs::Event {
+                    payload: Some(payload),
+                }
+            })
+    }
+
+    /// Random requests to every unary RPC of the five services on one untrained platform (the
+    /// forecast model trained inline so that its request validation runs): no panic, no
+    /// INTERNAL / UNKNOWN / dropped connection.
+    #[test]
+    fn random_requests_get_clear_answers() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (p, _dir) = rt.block_on(augur_e2e::platform(false));
+        let conn = |name: &str| rt.block_on(channel(p.url(name).unwrap()));
+        let (fsc, recc, fcc, chc, rkc) = (
+            conn("feature-store"),
+            conn("recommendation"),
+            conn("demand-forecast"),
+            conn("churn"),
+            conn("risk"),
+        );
+        let mut fcl = fc::demand_forecast_client::DemandForecastClient::new(fcc.clone());
+        rt.block_on(train_outcome(
+            rt.block_on(fcl.train(fc_train((0..3).map(monthly).collect()))),
+        ))
+        .expect("inline training");
+        let cfg = || Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let check = |what: &str, r: Result<(), Status>| -> Result<(), TestCaseError> {
+            match r {
+                Err(s) if broken(s.code()) => Err(TestCaseError::fail(format!(
+                    "{what}: {:?}: {}",
+                    s.code(),
+                    short(s.message())
+                ))),
+                _ => Ok(()),
+            }
+        };
+
+        let strat = (
+            proptest::collection::vec(event(), 0..6),
+            text(),
+            proptest::collection::vec(text(), 0..3),
+            time(),
+            any::<i32>(),
+            any::<u32>(),
+        );
+        TestRunner::new(cfg())
+            .run(&strat, |(events, s, ids, t, e, n)| {
+                rt.block_on(async {
+                    let mut c = FeatureStoreClient::new(fsc.clone());
+                    check(
+                        "Ingest",
+                        c.ingest(fs::IngestRequest { events }).await.map(|_| ()),
+                    )?;
+                    check(
+                        "GetOnlineFeatures",
+                        c.get_online_features(fs::GetOnlineFeaturesRequest {
+                            view: s.clone(),
+                            entity_ids: ids.clone(),
+                            features: ids.clone(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "GetHistoricalFeatures",
+                        c.get_historical_features(fs::GetHistoricalFeaturesRequest {
+                            view: "customer".into(),
+                            rows: ids
+                                .iter()
+                                .map(|id| fs::EntityAt {
+                                    entity_id: id.clone(),
+                                    as_of: t,
+                                })
+                                .collect(),
+                            features: vec![],
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "GetSeries",
+                        c.get_series(fs::GetSeriesRequest {
+                            skus: ids.clone(),
+                            granularity: e,
+                            start: t,
+                            end: None,
+                            by_store: n % 2 == 0,
+                            by_channel: false,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ScanEvents",
+                        drain(
+                            c.scan_events(fs::ScanEventsRequest {
+                                kinds: vec![e],
+                                range: Some(TimeRange {
+                                    start: t,
+                                    end: None,
+                                }),
+                                customer_id: s.clone(),
+                                batch_size: n,
+                            })
+                            .await,
+                        )
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ScanInteractions",
+                        drain(
+                            c.scan_interactions(fs::ScanInteractionsRequest {
+                                kinds: vec![e],
+                                range: Some(TimeRange {
+                                    start: None,
+                                    end: t,
+                                }),
+                                include_order_lines: true,
+                                batch_size: n,
+                            })
+                            .await,
+                        )
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ListEntities",
+                        c.list_entities(fs::ListEntitiesRequest {
+                            entity: s.clone(),
+                            page: Some(augur_proto::common::PageRequest {
+                                page_size: n,
+                                page_token: s.clone(),
+                            }),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "GetCustomerProfile",
+                        c.get_customer_profile(fs::GetCustomerProfileRequest {
+                            customer_id: s.clone(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    Ok(())
+                })
+            })
+            .unwrap();
+
+        let strat = (
+            text(),
+            any::<u32>(),
+            num(),
+            num(),
+            any::<i32>(),
+            time(),
+            proptest::collection::vec(num(), 0..40),
+            any::<u32>(),
+        );
+        TestRunner::new(cfg())
+            .run(&strat, |(s, n, x, y, e, t, values, m)| {
+                rt.block_on(async {
+                    let mut r = RecommendationClient::new(recc.clone());
+                    check(
+                        "Recommend",
+                        r.recommend(rec::RecommendRequest {
+                            customer_id: s.clone(),
+                            k: n,
+                            options: Some(rec::RecommendOptions {
+                                min_price: Some(x),
+                                max_price: Some(y),
+                                recent_sales_boost: x,
+                                categories: vec![s.clone()],
+                                max_per_category: m,
+                                include_purchased: false,
+                            }),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "SimilarItems",
+                        r.similar_items(rec::SimilarItemsRequest {
+                            sku: s.clone(),
+                            k: n,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    // Train is checked only up to its first answer (validation), not trained.
+                    check(
+                        "Train",
+                        r.train(rec::TrainRequest {
+                            validation_fraction: x,
+                            ..rec_train(vec![fs::Interaction {
+                                customer_id: s.clone(),
+                                sku: s.clone(),
+                                kind: e,
+                                ts: t,
+                                value: y,
+                                ..Default::default()
+                            }])
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    let mut f = fc::demand_forecast_client::DemandForecastClient::new(fcc.clone());
+                    let series = fc::InlineSeries {
+                        values: values.clone(),
+                        frequency: e.rem_euclid(7) - 1,
+                        season_length: m % 400,
+                        timestamps: t.into_iter().collect(),
+                        ..Default::default()
+                    };
+                    check(
+                        "Forecast",
+                        f.forecast(fc::ForecastRequest {
+                            series: vec![fc_input(series.clone())],
+                            horizon: n % 10,
+                            quantiles: vec![x],
+                            granularity: e % 3,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "Backtest",
+                        f.backtest(fc::BacktestRequest {
+                            series: vec![fc_input(series.clone())],
+                            horizon: n % 10,
+                            windows: m % 5,
+                            step: m,
+                            interval: y,
+                            mase_season_length: m % 20,
+                            granularity: 0,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ReorderAdvice",
+                        f.reorder_advice(fc::ReorderAdviceRequest {
+                            items: vec![fc::SeriesKey {
+                                sku: s.clone(),
+                                ..Default::default()
+                            }],
+                            lead_time: n % 10,
+                            service_level: x,
+                            granularity: e % 3,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    let mut c = churn::churn_client::ChurnClient::new(chc.clone());
+                    check(
+                        "PredictChurn",
+                        c.predict_churn(churn::PredictChurnRequest {
+                            customer_ids: vec![s.clone()],
+                            as_of: t,
+                            max_factors: m,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ListAtRisk",
+                        c.list_at_risk(churn::ListAtRiskRequest {
+                            min_probability: x,
+                            limit: n,
+                            segment: e,
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "Train",
+                        c.train(churn::TrainRequest {
+                            cutoff: t,
+                            horizon_days: n,
+                            validation_fraction: y,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    let mut k = risk::risk_client::RiskClient::new(rkc.clone());
+                    check(
+                        "ScoreOrder",
+                        k.score_order(risk::ScoreOrderRequest {
+                            target: Some(risk::score_order_request::Target::Order(fs::Order {
+                                order_id: s.clone(),
+                                customer_id: s.clone(),
+                                ts: t,
+                                total: Some(x),
+                                status: e,
+                                ..Default::default()
+                            })),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "ScoreReview",
+                        k.score_review(risk::ScoreReviewRequest {
+                            review: Some(fs::Review {
+                                sku: s.clone(),
+                                text: s.clone(),
+                                rating: e,
+                                ts: t,
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "GetModelInfo",
+                        k.get_model_info(risk::GetModelInfoRequest { kind: e })
+                            .await
+                            .map(|_| ()),
+                    )?;
+                    Ok(())
+                })
+            })
+            .unwrap();
+        rt.block_on(p.shutdown()).unwrap();
+    }
 }
