@@ -9,7 +9,7 @@ DATA_DIR ?= data
 AUGUR_DATASETS ?= $(abspath ../shared/datasets)
 export AUGUR_DATASETS
 
-.PHONY: run test unit lint k8s fmt tools minilm bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk build release clean help
+.PHONY: run test unit lint k8s fmt tools minilm bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk bench-load build release clean help
 
 help:
 	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
@@ -61,7 +61,7 @@ unit:
 	AUGUR_REQUIRE_DATASETS=$$([ -d "$(AUGUR_DATASETS)" ] && echo 1 || echo 0) \
 	$(CARGO) test --workspace
 
-bench: bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk
+bench: bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk bench-load
 
 bench-feature-store:
 	$(CARGO) run --release -p augur-bench --bin feature-store-bench
@@ -77,6 +77,10 @@ bench-forecast:
 
 bench-risk:
 	$(CARGO) run --release -p augur-bench --bin risk-bench
+
+# Every service under load and overload (saturation, 0.5x and 2x open loop, shedding, memory).
+bench-load:
+	$(CARGO) run --release -p augur-bench --bin load-bench
 
 clean:
 	$(CARGO) clean

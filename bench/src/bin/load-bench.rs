@@ -1,0 +1,327 @@
+//! Load and overload benchmark of every service, over loopback gRPC with the generated clients.
+//!
+//! The whole platform runs in this process (as `augur up --demo`): demo data loaded, every
+//! model trained. Then, for each service's main read RPC:
+//!
+//! 1. saturation: closed loop with many callers for a few seconds; the throughput reached is the
+//!    saturation point;
+//! 2. open loop (requests started on a fixed schedule whatever the server does) at half the
+//!    saturation point: p50 / p99 / p999 of a comfortable load;
+//! 3. open loop at twice the saturation point: the server must shed what it cannot take
+//!    (RESOURCE_EXHAUSTED from the concurrency limit, or UNAVAILABLE) and keep the latency of the
+//!    requests it accepts bounded, instead of queueing without limit; the process's resident
+//!    memory is reported before and after.
+//!
+//! Every request carries a 2 s deadline. The servers use `server.max_concurrent_requests`
+//! (`--max-concurrent`, default 64 as a CPU-sized production setting; the compiled default is
+//! 512). The load generator shares the machine's cores with the servers.
+//!
+//!   cargo run --release -p augur-bench --bin load-bench [-- --seconds 10 --only churn]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use augur_bench::{Latencies, closed_loop, open_loop};
+use augur_cli::train::{Model, train_missing};
+use augur_proto::{churn, featurestore as fs, forecast, recommendation as rec, risk};
+use clap::Parser;
+use tonic::transport::Channel;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Seconds of each open-loop phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of the closed-loop saturation phase.
+    #[arg(long, default_value_t = 5)]
+    saturation_seconds: u64,
+    /// Concurrent callers of the saturation phase.
+    #[arg(long, default_value_t = 128)]
+    callers: usize,
+    /// `server.max_concurrent_requests` of every service.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent: usize,
+    /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// Outcomes by gRPC code, shared by the requests of one phase.
+#[derive(Clone, Default)]
+struct Codes(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Codes {
+    fn record(&self, r: Result<(), tonic::Status>) -> bool {
+        let key = match &r {
+            Ok(()) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(key).or_default() += 1;
+        }
+        r.is_ok()
+    }
+
+    fn take(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn fmt_codes(c: &BTreeMap<String, u64>) -> String {
+    c.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn line(phase: &str, rate: f64, run: &augur_bench::Run, lag: f64, codes: &BTreeMap<String, u64>) {
+    let l: &Latencies = &run.latencies;
+    println!(
+        "  {phase:<22} offered {rate:>8.0}/s  ok {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p999 {:>7.2} ms  gen lag p99 {lag:>6.2} ms  [{}]",
+        l.micros.len() as f64 / run.elapsed.as_secs_f64(),
+        l.percentile(50.0),
+        l.percentile(99.0),
+        l.percentile(99.9),
+        fmt_codes(codes)
+    );
+}
+
+/// Runs the three phases for one RPC; `call(i)` makes the i-th request.
+async fn phases<F, Fut>(name: &str, args: &Args, call: F)
+where
+    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    println!("\n{name}");
+    let codes = Codes::default();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let make = {
+        let codes = codes.clone();
+        let call = call.clone();
+        let counter = counter.clone();
+        move || {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fut = call(i);
+            let codes = codes.clone();
+            async move { codes.record(fut.await) }
+        }
+    };
+    // Warm up (connections, caches).
+    let _ = closed_loop(8, Duration::from_secs(1), make.clone()).await;
+    codes.take();
+
+    let sat = closed_loop(
+        args.callers,
+        Duration::from_secs(args.saturation_seconds),
+        make.clone(),
+    )
+    .await;
+    let sat_codes = codes.take();
+    let saturation = sat.latencies.micros.len() as f64 / sat.elapsed.as_secs_f64();
+    println!(
+        "  {:<22} {:>8.0} ok/s with {} callers (p99 {:.2} ms) [{}]",
+        "saturation (closed)",
+        saturation,
+        args.callers,
+        sat.latencies.percentile(99.0),
+        fmt_codes(&sat_codes)
+    );
+    if saturation < 1.0 {
+        println!("  (no successful requests: skipping the open-loop phases)");
+        return;
+    }
+    let d = Duration::from_secs(args.seconds);
+    for (label, factor) in [("open loop 0.5x sat", 0.5), ("open loop 2x sat", 2.0)] {
+        let rss_before = rss_mib();
+        let rate = saturation * factor;
+        let (run, lag) = open_loop(rate, d, make.clone()).await;
+        let c = codes.take();
+        line(label, rate, &run, lag, &c);
+        println!(
+            "  {:<22} RSS {rss_before:.0} MiB -> {:.0} MiB",
+            "",
+            rss_mib()
+        );
+    }
+}
+
+async fn channel(url: String) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url)?
+        .timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+fn customer(i: u64) -> String {
+    format!("cust-{:05}", 1 + (i * 7919) % 2000)
+}
+
+fn sku(i: u64) -> String {
+    format!("sku-{:05}", 1 + (i * 104_729) % 300)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("augur.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_concurrent_requests = {}\n",
+            args.max_concurrent
+        ),
+    )?;
+    let up = augur_cli::up::UpArgs {
+        data_dir: dir.path().join("data"),
+        feature_store_port: 0,
+        recommendation_port: 0,
+        forecast_port: 0,
+        churn_port: 0,
+        risk_port: 0,
+        config: Some(config),
+        ..Default::default()
+    };
+    let p = augur_cli::up::start(&up).await?;
+    let url = |n: &str| p.url(n).unwrap_or_default();
+    augur_cli::demo::load(&url("feature-store"), 42, false).await?;
+    let models: Vec<_> = Model::ALL
+        .iter()
+        .filter(|m| m.risk == augur_cli::train::RiskModel::Order)
+        .map(|m| (*m, url(m.service.name())))
+        .collect();
+    train_missing(&models).await;
+    println!(
+        "\nload-bench: {} cores, max_concurrent_requests {}, {} s per open-loop phase, 2 s deadline",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.max_concurrent,
+        args.seconds
+    );
+    let want = |n: &str| args.only.as_deref().is_none_or(|o| o == n);
+
+    if want("feature-store") {
+        let c =
+            fs::feature_store_client::FeatureStoreClient::new(channel(url("feature-store")).await?);
+        phases(
+            "feature-store GetOnlineFeatures (1 customer)",
+            &args,
+            move |i| {
+                let mut c = c.clone();
+                async move {
+                    c.get_online_features(fs::GetOnlineFeaturesRequest {
+                        view: "customer".into(),
+                        entity_ids: vec![customer(i)],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+    if want("recommendation") {
+        let c = rec::recommendation_client::RecommendationClient::new(
+            channel(url("recommendation")).await?,
+        );
+        phases("recommendation Recommend (k 10)", &args, move |i| {
+            let mut c = c.clone();
+            async move {
+                c.recommend(rec::RecommendRequest {
+                    customer_id: customer(i),
+                    k: 10,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+    }
+    if want("demand-forecast") {
+        let c = forecast::demand_forecast_client::DemandForecastClient::new(
+            channel(url("demand-forecast")).await?,
+        );
+        phases(
+            "demand-forecast Forecast (1 SKU, 14 days)",
+            &args,
+            move |i| {
+                let mut c = c.clone();
+                async move {
+                    c.forecast(forecast::ForecastRequest {
+                        series: vec![forecast::SeriesInput {
+                            id: sku(i),
+                            source: Some(forecast::series_input::Source::FeatureStore(
+                                forecast::SeriesKey {
+                                    sku: sku(i),
+                                    ..Default::default()
+                                },
+                            )),
+                            ..Default::default()
+                        }],
+                        horizon: 14,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+    if want("churn") {
+        let c = churn::churn_client::ChurnClient::new(channel(url("churn")).await?);
+        phases("churn PredictChurn (1 customer)", &args, move |i| {
+            let mut c = c.clone();
+            async move {
+                c.predict_churn(churn::PredictChurnRequest {
+                    customer_ids: vec![customer(i)],
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+    }
+    if want("risk") {
+        let c = risk::risk_client::RiskClient::new(channel(url("risk")).await?);
+        phases("risk ScoreOrder (stored order by id)", &args, move |i| {
+            let mut c = c.clone();
+            async move {
+                c.score_order(risk::ScoreOrderRequest {
+                    target: Some(risk::score_order_request::Target::OrderId(format!(
+                        "ord-{:07}",
+                        1 + (i * 7919) % 5000
+                    ))),
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await;
+    }
+    p.shutdown().await?;
+    Ok(())
+}
