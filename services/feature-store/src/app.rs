@@ -252,7 +252,12 @@ impl App {
                 Err(errors) => outcome.rejected.push(rejection(index, e, errors)),
             }
         }
+        let queued = std::time::Instant::now();
         let write = self.write.lock().await;
+        // The database went away while this call waited for its turn: answer now.
+        if !good.is_empty() {
+            self.store.check_writable_since(queued)?;
+        }
         let written = self.store.write_batch(&good, now).await?;
         let _apply = self.apply.lock().await;
         drop(write);
@@ -333,7 +338,9 @@ impl App {
     /// Erases a customer everywhere.
     pub async fn erase_customer(&self, customer_id: &str) -> Result<u64, Error> {
         check_id("customer_id", customer_id)?;
+        let queued = std::time::Instant::now();
         let write = self.write.lock().await;
+        self.store.check_writable_since(queued)?;
         let _apply = self.apply.lock().await;
         drop(write);
         let hashed = self.hasher.hash(customer_id);

@@ -46,3 +46,18 @@ impl From<Error> for tonic::Status {
         ApiError::from(e).into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn storage_errors_map_to_grpc_codes() {
+        let s: tonic::Status = Error::Store(StoreError::Unavailable("refused".into())).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("nothing in this request was stored"));
+        let s: tonic::Status = Error::Store(StoreError::Db("bad".into())).into();
+        assert_eq!(s.code(), Code::Internal);
+    }
+}

@@ -10,7 +10,7 @@ pub mod entities;
 pub mod migration;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use augur_proto::featurestore as pb;
 use prost::Message;
@@ -200,6 +200,11 @@ pub struct Store {
     write_db: DatabaseConnection,
     backend: DbBackend,
     writer: Mutex<()>,
+    /// When and why the last write failed because the database was unreachable (cleared by the
+    /// next write that succeeds). Writers queued behind that write fail fast with the same
+    /// cause ([`Store::check_writable_since`]) instead of each waiting out the pool's acquire
+    /// timeout in turn, which would push every queued call past its deadline.
+    write_failure: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl Store {
@@ -220,7 +225,36 @@ impl Store {
             write_db,
             backend,
             writer: Mutex::new(()),
+            write_failure: std::sync::Mutex::new(None),
         })
+    }
+
+    /// `Unavailable` when a write failed for an unreachable database at or after `queued` (the
+    /// moment the caller started waiting for its turn to write).
+    pub fn check_writable_since(&self, queued: Instant) -> Result<(), StoreError> {
+        match &*self
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some((at, cause)) if *at >= queued => Err(StoreError::Unavailable(format!(
+                "a write just before this one failed: {cause}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a write for [`Store::check_writable_since`].
+    fn note_write<T>(&self, result: &Result<T, StoreError>) {
+        let mut f = self
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(_) => *f = None,
+            Err(StoreError::Unavailable(cause)) => *f = Some((Instant::now(), cause.clone())),
+            Err(_) => {}
+        }
     }
 
     async fn pool(opts: &StoreOptions, max: u32) -> Result<DatabaseConnection, StoreError> {
@@ -276,10 +310,20 @@ impl Store {
         events: &[Event],
         now: Micros,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut outcome = WriteOutcome::default();
         if events.is_empty() {
-            return Ok(outcome);
+            return Ok(WriteOutcome::default());
         }
+        let result = self.write_batch_inner(events, now).await;
+        self.note_write(&result);
+        result
+    }
+
+    async fn write_batch_inner(
+        &self,
+        events: &[Event],
+        now: Micros,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
         // Everything but the sequence numbers is prepared before taking the writer lock.
         let mut batch_seen: HashSet<(i16, String)> = HashSet::with_capacity(events.len());
         let mut rows: Vec<(usize, [Value; 7])> = Vec::with_capacity(events.len());
@@ -635,6 +679,20 @@ impl Store {
         hashed_id: &str,
         now: Micros,
     ) -> Result<(u64, i64), StoreError> {
+        let result = self
+            .erase_customer_inner(customer_id, seqs, hashed_id, now)
+            .await;
+        self.note_write(&result);
+        result
+    }
+
+    async fn erase_customer_inner(
+        &self,
+        customer_id: &str,
+        seqs: &[i64],
+        hashed_id: &str,
+        now: Micros,
+    ) -> Result<(u64, i64), StoreError> {
         let _guard = self.writer.lock().await;
         let txn = self.write_db.begin().await?;
         if self.backend == DbBackend::Postgres {
@@ -765,4 +823,63 @@ async fn max_seq<C: ConnectionTrait>(db: &C) -> Result<i64, StoreError> {
         .one(db)
         .await?;
     Ok(v.flatten().unwrap_or(0))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_store(dir: &std::path::Path) -> Store {
+        Store::connect(&StoreOptions {
+            url: format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
+            max_connections: 2,
+            sqlite_synchronous: "normal".into(),
+        })
+        .await
+        .expect("store")
+    }
+
+    #[tokio::test]
+    async fn writers_queued_behind_an_unavailable_write_fail_fast_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let before = Instant::now();
+        assert!(store.check_writable_since(before).is_ok());
+
+        store.note_write::<()>(&Err(StoreError::Unavailable("connection refused".into())));
+        // Queued before the failure: fail fast with the cause.
+        match store.check_writable_since(before) {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("connection refused"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Arrived after it: tries the database itself.
+        assert!(store.check_writable_since(Instant::now()).is_ok());
+
+        // Other errors are not about reachability.
+        let before = Instant::now();
+        store.note_write::<()>(&Err(StoreError::Db("constraint".into())));
+        store.note_write::<()>(&Err(StoreError::Unavailable("pool timed out".into())));
+        assert!(store.check_writable_since(before).is_err());
+        // A successful write clears it.
+        store.write_batch(&[], 0).await.unwrap();
+        assert!(
+            store.check_writable_since(before).is_err(),
+            "empty batch touches nothing"
+        );
+        store.note_write(&Ok(()));
+        assert!(store.check_writable_since(before).is_ok());
+    }
+
+    #[test]
+    fn connection_errors_are_unavailable() {
+        let e = StoreError::from(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout));
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        let e = StoreError::from(DbErr::Custom(
+            "error communicating with database: Connection refused (os error 111)".into(),
+        ));
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        let e = StoreError::from(DbErr::Custom("syntax error".into()));
+        assert!(matches!(e, StoreError::Db(_)), "{e:?}");
+    }
 }
