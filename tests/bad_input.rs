@@ -10,8 +10,8 @@
 //!
 //! The protos have no `bytes` field, so no RPC turns bytes into text: invalid UTF-8 can only
 //! arrive inside a `string` field, where prost rejects the message while decoding; one case
-//! sends such a raw frame: tonic's codec answers it with INTERNAL naming the field, before any
-//! service code runs (noted, not changed here).
+//! sends such a raw frame: INVALID_ARGUMENT naming the field (tonic's INTERNAL, reclassified by
+//! the runtime's guard layer).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fmt::Debug;
@@ -495,11 +495,12 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
                 RawCodec,
             )
             .await;
-        // tonic's prost codec answers a message it cannot decode with INTERNAL (before any
-        // service code runs); the message names the field. Accept that or INVALID_ARGUMENT.
+        // tonic's prost codec refuses a message it cannot decode before any service code runs
+        // (as INTERNAL); the runtime's guard layer reclassifies that as INVALID_ARGUMENT, and
+        // the message names the field.
         let s = r.expect_err("invalid UTF-8 accepted");
         assert!(
-            matches!(s.code(), Code::InvalidArgument | Code::Internal),
+            matches!(s.code(), Code::InvalidArgument),
             "invalid UTF-8: {:?}: {}",
             s.code(),
             s.message()

@@ -531,7 +531,8 @@ where
                     },
                     None => fut.await,
                 };
-                res.map(|resp| {
+                res.map(|mut resp| {
+                    reclassify_decode_error(resp.headers_mut());
                     if let Some(code) = crate::metrics::grpc_status(resp.headers()) {
                         span.record("rpc.grpc.status_code", code);
                         record.set_code(code);
@@ -553,6 +554,28 @@ where
             }
             .instrument(fut_span),
         )
+    }
+}
+
+/// tonic answers a request message it cannot decode (invalid UTF-8 in a string field, a
+/// truncated or malformed frame) with INTERNAL before any service code runs. The fault is the
+/// caller's input, not the server: INVALID_ARGUMENT, keeping tonic's message (it names the
+/// field).
+fn reclassify_decode_error(headers: &mut http::HeaderMap) {
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let decode = headers.get("grpc-message").is_some_and(|v| {
+        let m = v.as_bytes();
+        [
+            &b"decode%20Protobuf%20message"[..],
+            &b"decode Protobuf message"[..],
+        ]
+        .iter()
+        .any(|needle| m.windows(needle.len()).any(|w| w == *needle))
+    });
+    if internal && decode {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
 }
 
@@ -626,6 +649,28 @@ where
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn undecodable_requests_are_invalid_argument_other_internals_stay() {
+        let headers = |status: &'static str, message: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static(status));
+            h.insert("grpc-message", http::HeaderValue::from_static(message));
+            h
+        };
+        let mut h = headers(
+            "13",
+            "failed%20to%20decode%20Protobuf%20message:%20GetCustomerProfileRequest.customer_id:%20invalid%20string%20value",
+        );
+        reclassify_decode_error(&mut h);
+        assert_eq!(h["grpc-status"], "3");
+        let mut h = headers("13", "database%20exploded");
+        reclassify_decode_error(&mut h);
+        assert_eq!(h["grpc-status"], "13");
+        let mut h = headers("5", "failed%20to%20decode%20Protobuf%20message");
+        reclassify_decode_error(&mut h);
+        assert_eq!(h["grpc-status"], "5");
+    }
 
     fn slow_service(
         delay: Duration,
