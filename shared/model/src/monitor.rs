@@ -7,9 +7,13 @@
 //! - `model.feature.psi` (gauge) by `model` and `feature`: the population stability index of each
 //!   input feature over the last `window` requests against its training distribution (deciles of
 //!   the training data). Rule of thumb: < 0.1 stable, 0.1-0.25 drifting, > 0.25 retrain.
+//!
+//! [`ModelMonitor::span`] / [`ModelMonitor::infer`] also open the `model.inference` tracing span
+//! (fields `model.name`, `model.version`, `batch.size`) around the model computation, so a request's
+//! trace shows the inference.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
@@ -64,6 +68,20 @@ impl FeatureReference {
     }
 }
 
+impl FeatureReference {
+    /// Whether the shapes agree (one edge list and one share list per name, two more shares
+    /// than edges): a reference read from a file is checked before use.
+    pub fn is_consistent(&self) -> bool {
+        self.edges.len() == self.names.len()
+            && self.shares.len() == self.names.len()
+            && self
+                .edges
+                .iter()
+                .zip(&self.shares)
+                .all(|(e, s)| s.len() == e.len() + 2 && e.len() < 250)
+    }
+}
+
 /// Population stability index of observed bin counts against expected shares.
 pub fn psi(expected: &[f64], observed: &[u64]) -> f64 {
     let n: u64 = observed.iter().sum();
@@ -92,6 +110,7 @@ struct Window {
 /// Records served predictions of one model.
 #[derive(Clone)]
 pub struct ModelMonitor {
+    name: Arc<str>,
     attrs: Arc<[KeyValue]>,
     latency: Histogram<f64>,
     scores: Histogram<f64>,
@@ -139,6 +158,7 @@ impl ModelMonitor {
             })
             .build();
         ModelMonitor {
+            name: Arc::from(model),
             attrs,
             latency: meter
                 .f64_histogram("model.inference.duration")
@@ -158,8 +178,44 @@ impl ModelMonitor {
         }
     }
 
+    /// The model name the metrics carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `model.inference` span (a child of the current span) for one batch of `batch` inputs
+    /// of model version `version`. Enter it where the computation runs (see [`Self::timed`]).
+    pub fn span(&self, version: &str, batch: usize) -> tracing::Span {
+        tracing::info_span!(
+            "model.inference",
+            model.name = %self.name,
+            model.version = %version,
+            batch.size = batch as u64,
+        )
+    }
+
+    /// Runs the model computation `f` inside `span` and records its duration.
+    pub fn timed<T>(&self, span: &tracing::Span, f: impl FnOnce() -> T) -> T {
+        span.in_scope(|| {
+            let started = Instant::now();
+            let out = f();
+            self.inference(started.elapsed());
+            out
+        })
+    }
+
+    /// [`Self::timed`] in a new [`Self::span`]: for computations on the request's own task.
+    pub fn infer<T>(&self, version: &str, batch: usize, f: impl FnOnce() -> T) -> T {
+        self.timed(&self.span(version, batch), f)
+    }
+
     /// Sets the training distribution the served inputs are compared with (on a model swap).
     pub fn set_reference(&self, reference: FeatureReference) {
+        if !reference.is_consistent() {
+            tracing::warn!(model = %self.name, "inconsistent feature reference ignored: no drift");
+            self.clear_reference();
+            return;
+        }
         let counts = reference.shares.iter().map(|s| vec![0; s.len()]).collect();
         if let Ok(mut g) = self.reference.lock() {
             *g = Some((
@@ -171,6 +227,19 @@ impl ModelMonitor {
                 },
             ));
         }
+    }
+
+    /// No training distribution (a model saved without one): no drift is reported.
+    pub fn clear_reference(&self) {
+        if let Ok(mut g) = self.reference.lock() {
+            *g = None;
+        }
+    }
+
+    /// The feature names of the current reference, in the order [`Self::features`] expects.
+    pub fn reference_names(&self) -> Option<Vec<String>> {
+        let g = self.reference.lock().ok()?;
+        g.as_ref().map(|(r, _)| r.names.clone())
     }
 
     pub fn inference(&self, elapsed: Duration) {
@@ -263,5 +332,119 @@ mod tests {
         let d = m.drift();
         assert!(d[0].1 > 0.25, "{d:?}");
         assert!(d[1].1 < 0.05, "{d:?}");
+        m.clear_reference();
+        assert!(m.drift().is_empty());
+    }
+
+    #[test]
+    fn an_inconsistent_reference_is_ignored() {
+        let mut reference = FeatureReference::fit(vec!["x".into()], &rows(0.0, 100));
+        reference.shares[0].pop();
+        let m = ModelMonitor::new(&opentelemetry::global::meter("test"), "t", 10);
+        m.set_reference(reference);
+        m.features(&[1.0]);
+        assert!(m.drift().is_empty());
+    }
+
+    /// The three instruments reach an exporter with the model (and feature) attributes, and the
+    /// exported PSI rises when the served inputs shift.
+    #[test]
+    fn exports_latency_scores_and_psi_by_model_and_feature() {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let m = ModelMonitor::new(&provider.meter("test"), "churn", 200);
+        m.set_reference(FeatureReference::fit(
+            vec!["x".into(), "y".into()],
+            &rows(0.0, 1000),
+        ));
+        let v = m.infer("v1", 3, || 42);
+        assert_eq!(v, 42);
+        m.inference(Duration::from_millis(3));
+        for s in [0.05, 0.15, 0.95, f64::NAN] {
+            m.score(s);
+        }
+        for r in rows(0.0, 200) {
+            m.features(&r);
+        }
+
+        // (latency count, latency attrs, score count, score attrs, psi by feature)
+        type Seen = (u64, Vec<String>, u64, Vec<String>, Vec<(String, String, f64)>);
+        fn collect(all: &[ResourceMetrics]) -> Seen {
+            let mut seen: Seen = Default::default();
+            let kv = |a: &mut dyn Iterator<Item = &KeyValue>| -> Vec<String> {
+                a.map(|kv| format!("{}={}", kv.key, kv.value)).collect()
+            };
+            for rm in all {
+                for sm in rm.scope_metrics() {
+                    for metric in sm.metrics() {
+                        match (metric.name(), metric.data()) {
+                            (
+                                "model.inference.duration",
+                                AggregatedMetrics::F64(MetricData::Histogram(h)),
+                            ) => {
+                                for dp in h.data_points() {
+                                    seen.0 = dp.count();
+                                    seen.1 = kv(&mut dp.attributes());
+                                }
+                            }
+                            (
+                                "model.prediction.score",
+                                AggregatedMetrics::F64(MetricData::Histogram(h)),
+                            ) => {
+                                for dp in h.data_points() {
+                                    seen.2 = dp.count();
+                                    seen.3 = kv(&mut dp.attributes());
+                                }
+                            }
+                            ("model.feature.psi", AggregatedMetrics::F64(MetricData::Gauge(g))) => {
+                                seen.4.clear();
+                                for dp in g.data_points() {
+                                    let a = kv(&mut dp.attributes());
+                                    let get = |k: &str| {
+                                        a.iter()
+                                            .find_map(|s| s.strip_prefix(&format!("{k}=")))
+                                            .unwrap_or_default()
+                                            .to_string()
+                                    };
+                                    seen.4.push((get("model"), get("feature"), dp.value()));
+                                }
+                                seen.4.sort_by(|a, b| a.1.cmp(&b.1));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            seen
+        }
+
+        provider.force_flush().unwrap();
+        let (n_lat, lat_attrs, n_scores, score_attrs, psi) =
+            collect(&exporter.get_finished_metrics().unwrap());
+        assert_eq!(n_lat, 2);
+        assert_eq!(lat_attrs, vec!["model=churn".to_string()]);
+        assert_eq!(n_scores, 3, "NaN is not recorded");
+        assert_eq!(score_attrs, vec!["model=churn".to_string()]);
+        assert_eq!(psi.len(), 2, "{psi:?}");
+        assert_eq!((psi[0].0.as_str(), psi[0].1.as_str()), ("churn", "x"));
+        assert_eq!((psi[1].0.as_str(), psi[1].1.as_str()), ("churn", "y"));
+        assert!(psi.iter().all(|p| p.2 < 0.1), "{psi:?}");
+
+        exporter.reset();
+        for r in rows(60.0, 200) {
+            m.features(&r);
+        }
+        provider.force_flush().unwrap();
+        let psi = collect(&exporter.get_finished_metrics().unwrap()).4;
+        assert!(psi[0].2 > 0.25, "shifted x: {psi:?}");
+        assert!(psi[1].2 < 0.1, "unshifted y: {psi:?}");
     }
 }
