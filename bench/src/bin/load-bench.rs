@@ -40,9 +40,10 @@ struct Args {
     /// Seconds of the closed-loop saturation phase.
     #[arg(long, default_value_t = 5)]
     saturation_seconds: u64,
-    /// Concurrent callers of the saturation phase.
-    #[arg(long, default_value_t = 128)]
-    callers: usize,
+    /// Concurrent callers of the saturation phase (default: half of --max-concurrent, so that
+    /// it measures capacity, not shedding).
+    #[arg(long)]
+    callers: Option<usize>,
     /// `server.max_concurrent_requests` of every service.
     #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
@@ -53,7 +54,10 @@ struct Args {
 
 /// Outcomes by gRPC code, shared by the requests of one phase.
 #[derive(Clone, Default)]
-struct Codes(Arc<Mutex<BTreeMap<String, u64>>>);
+struct Codes(
+    Arc<Mutex<BTreeMap<String, u64>>>,
+    Arc<Mutex<BTreeMap<String, String>>>,
+);
 
 impl Codes {
     fn record(&self, r: Result<(), tonic::Status>) -> bool {
@@ -61,10 +65,19 @@ impl Codes {
             Ok(()) => "OK".to_string(),
             Err(s) => format!("{:?}", s.code()),
         };
+        if let (Err(s), Ok(mut m)) = (&r, self.1.lock()) {
+            m.entry(key.clone())
+                .or_insert_with(|| s.message().chars().take(120).collect());
+        }
         if let Ok(mut m) = self.0.lock() {
             *m.entry(key).or_default() += 1;
         }
         r.is_ok()
+    }
+
+    /// One message per non-OK code seen so far (what "Unknown" or "Cancelled" were).
+    fn messages(&self) -> BTreeMap<String, String> {
+        self.1.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     fn take(&self) -> BTreeMap<String, u64> {
@@ -130,8 +143,9 @@ where
     let _ = closed_loop(8, Duration::from_secs(1), make.clone()).await;
     codes.take();
 
+    let callers = args.callers.unwrap_or((args.max_concurrent / 2).max(1));
     let sat = closed_loop(
-        args.callers,
+        callers,
         Duration::from_secs(args.saturation_seconds),
         make.clone(),
     )
@@ -142,7 +156,7 @@ where
         "  {:<22} {:>8.0} ok/s with {} callers (p99 {:.2} ms) [{}]",
         "saturation (closed)",
         saturation,
-        args.callers,
+        callers,
         sat.latencies.percentile(99.0),
         fmt_codes(&sat_codes)
     );
@@ -162,6 +176,9 @@ where
             "",
             rss_mib()
         );
+    }
+    for (code, msg) in codes.messages() {
+        println!("  {code}: e.g. {msg:?}");
     }
 }
 
@@ -307,19 +324,36 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("risk") {
         let c = risk::risk_client::RiskClient::new(channel(url("risk")).await?);
-        phases("risk ScoreOrder (stored order by id)", &args, move |i| {
-            let mut c = c.clone();
-            async move {
-                c.score_order(risk::ScoreOrderRequest {
-                    target: Some(risk::score_order_request::Target::OrderId(format!(
-                        "ord-{:07}",
-                        1 + (i * 7919) % 5000
-                    ))),
-                })
-                .await
-                .map(|_| ())
-            }
-        })
+        phases(
+            "risk ScoreOrder (checkout order in the request)",
+            &args,
+            move |i| {
+                let mut c = c.clone();
+                async move {
+                    c.score_order(risk::ScoreOrderRequest {
+                        target: Some(risk::score_order_request::Target::Order(fs::Order {
+                            order_id: format!("load-{i}"),
+                            customer_id: customer(i),
+                            currency: "EUR".into(),
+                            payment_method: "card".into(),
+                            billing_country: "DE".into(),
+                            shipping_country: if i % 10 == 0 { "US" } else { "DE" }.into(),
+                            device_fingerprint: format!("device-{}", i % 500),
+                            ip_address: format!("203.0.113.{}", i % 250),
+                            lines: vec![fs::OrderLine {
+                                sku: sku(i),
+                                quantity: 1 + (i % 3) as i64,
+                                unit_price: 19.99,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })),
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            },
+        )
         .await;
     }
     p.shutdown().await?;
