@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_model::{ArtifactStore, ModelSlot, TrainGate};
+use augur_model::ArtifactStore;
 use augur_proto::churn::churn_server::ChurnServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
@@ -70,12 +70,11 @@ pub fn state(config: &Config) -> anyhow::Result<Arc<State>> {
     )?;
     let store = ArtifactStore::new(&config.data_dir, model::MODEL_NAME);
     let loaded = load_latest(&store);
-    Ok(Arc::new(State {
-        slot: ModelSlot::new(loaded),
-        gate: TrainGate::default(),
-        fs: fs::FeatureStore::new(channel),
+    Ok(Arc::new(State::new(
+        loaded,
+        fs::FeatureStore::new(channel),
         store,
-    }))
+    )))
 }
 
 /// The server, ready to be served. A feature-store target that cannot be turned into a channel
@@ -86,12 +85,11 @@ pub fn build(config: &Config) -> GrpcServer {
         let channel =
             tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
         let store = ArtifactStore::new(&config.data_dir, model::MODEL_NAME);
-        Arc::new(State {
-            slot: ModelSlot::new(load_latest(&store)),
-            gate: TrainGate::default(),
-            fs: fs::FeatureStore::new(augur_runtime::client::intercepted(channel)),
+        Arc::new(State::new(
+            load_latest(&store),
+            fs::FeatureStore::new(augur_runtime::client::intercepted(channel)),
             store,
-        })
+        ))
     });
     build_with(config, state)
 }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use augur_model::calibrate::Platt;
-use augur_model::{Artifact, ModelMeta};
+use augur_model::monitor::FeatureReference;
+use augur_model::{Artifact, ModelError, ModelMeta};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,8 @@ use crate::nam::Nam;
 
 pub const MODEL_NAME: &str = "churn";
 const SPEC_FILE: &str = "spec.json";
+/// The training distribution of the monitored input features (see [`monitored_features`]).
+pub const REFERENCE_FILE: &str = "feature_reference.json";
 
 /// Everything but the network weights, saved as `spec.json` beside the safetensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,43 @@ pub struct ChurnModel {
     pub meta: ModelMeta,
     pub spec: Spec,
     pub nam: Nam,
+    /// Training distribution of [`monitored_features`] (None: saved before drift monitoring).
+    pub reference: Option<FeatureReference>,
+}
+
+/// The input features whose drift is monitored: every feature-store number a column of the model
+/// reads, named as in the feature store (the factor groups), in column order.
+pub fn monitored_features(columns: &[Column]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in columns {
+        if let features::Source::Numeric { feature, .. } = &c.source
+            && !out.contains(feature)
+        {
+            out.push(feature.clone());
+        }
+    }
+    out
+}
+
+/// The values of `names` in a record (NaN = missing), in the reference's order.
+pub fn feature_vector(names: &[String], rec: &Record) -> Vec<f64> {
+    names
+        .iter()
+        .map(|n| rec.get(n).unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// Fits the reference of the monitored features on training records.
+pub fn fit_reference<'a>(
+    columns: &[Column],
+    recs: impl IntoIterator<Item = &'a Record>,
+) -> FeatureReference {
+    let names = monitored_features(columns);
+    let rows: Vec<Vec<f64>> = recs
+        .into_iter()
+        .map(|r| feature_vector(&names, r))
+        .collect();
+    FeatureReference::fit(names, &rows)
 }
 
 impl ChurnModel {
@@ -88,16 +128,36 @@ impl ChurnModel {
         let spec: Spec = serde_json::from_slice(&a.extra(SPEC_FILE)?)
             .map_err(|e| Error::Internal(format!("{SPEC_FILE}: {e}")))?;
         let nam = Nam::from_tensors(&a.tensors, "nam")?;
+        // Older artefacts have no reference: served without drift statistics.
+        let reference = match a.extra(REFERENCE_FILE) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Internal(format!("{REFERENCE_FILE}: {e}")))?,
+            ),
+            Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(ChurnModel {
             meta: a.meta.clone(),
             spec,
             nam,
+            reference,
         })
     }
 
     pub fn save(&self, store: &augur_model::ArtifactStore) -> Result<()> {
         let spec = self.spec_json()?;
-        store.save(&self.meta, &self.tensors()?, &[(SPEC_FILE, &spec)])?;
+        let reference = match &self.reference {
+            Some(r) => Some(serde_json::to_vec(r).map_err(|e| Error::Internal(e.to_string()))?),
+            None => None,
+        };
+        let mut extra: Vec<(&str, &[u8])> = vec![(SPEC_FILE, &spec)];
+        if let Some(r) = &reference {
+            extra.push((REFERENCE_FILE, r));
+        }
+        store.save(&self.meta, &self.tensors()?, &extra)?;
         store.prune(5)?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use augur_model::monitor::ModelMonitor;
 use augur_model::{ArtifactStore, ModelSlot, TrainGate};
 use augur_proto::churn as pb;
 use augur_proto::churn::churn_server::Churn;
@@ -13,13 +14,15 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::features;
 use crate::fs::{FeatureStore, ts};
-use crate::model::{ChurnModel, Prediction, Tier};
+use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier, feature_vector};
 use crate::train::{self, TrainParams};
 
 /// Most customers per PredictChurn call.
 pub const MAX_BATCH: usize = 10_000;
 /// Most customers per ListAtRisk answer.
 pub const MAX_LIST: u32 = 10_000;
+/// PredictChurn customers the input drift statistics look back over.
+pub const DRIFT_WINDOW: usize = 1_000;
 
 type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -30,11 +33,43 @@ pub struct State {
     pub gate: TrainGate,
     pub fs: FeatureStore,
     pub store: ArtifactStore,
+    /// Inference latency, served probabilities and input drift of the served model.
+    pub monitor: ModelMonitor,
 }
 
 impl State {
+    /// The state serving `model` (if any).
+    pub fn new(model: Option<ChurnModel>, fs: FeatureStore, store: ArtifactStore) -> State {
+        let state = State {
+            slot: ModelSlot::new(None),
+            gate: TrainGate::default(),
+            fs,
+            store,
+            monitor: ModelMonitor::global(MODEL_NAME, DRIFT_WINDOW),
+        };
+        if let Some(m) = model {
+            state.serve(m);
+        }
+        state
+    }
+
     pub fn model(&self) -> Result<Arc<ChurnModel>> {
         self.slot.get().ok_or(Error::NoModel)
+    }
+
+    /// Serves `model` and compares the served inputs with its training distribution from now on.
+    pub fn serve(&self, model: ChurnModel) {
+        match &model.reference {
+            Some(r) => self.monitor.set_reference(r.clone()),
+            None => {
+                tracing::info!(
+                    version = %model.meta.version,
+                    "churn model saved without a feature reference: no input drift statistics until the next Train"
+                );
+                self.monitor.clear_reference();
+            }
+        }
+        self.slot.swap(model);
     }
 
     /// Trains, saves and swaps in a model; reports progress through `report`.
@@ -63,12 +98,42 @@ impl State {
         tokio::task::spawn_blocking(move || m2.save(&store))
             .await
             .map_err(|e| Error::Internal(format!("save task: {e}")))??;
-        self.slot.swap(model);
+        self.serve(model);
         self.model()
     }
 
-    /// Predictions (or NOT_FOUND) for `ids`, as of `as_of` (seconds) or now.
+    /// Predictions (or NOT_FOUND) for `ids`, as of `as_of` (seconds) or now; the served
+    /// probabilities and inputs count in the score distribution and the drift statistics.
     pub async fn predict(
+        &self,
+        model: &ChurnModel,
+        ids: &[String],
+        as_of: Option<i64>,
+        described: usize,
+    ) -> Result<Vec<(String, Option<(features::Record, Prediction)>)>> {
+        let out = self.predict_quietly(model, ids, as_of, described).await?;
+        self.observe(model, &out);
+        Ok(out)
+    }
+
+    /// Counts served predictions in the score distribution and their inputs in the drift window.
+    pub fn observe(
+        &self,
+        model: &ChurnModel,
+        served: &[(String, Option<(features::Record, Prediction)>)],
+    ) {
+        let names = model.reference.as_ref().map(|r| &r.names);
+        for (r, p) in served.iter().filter_map(|(_, p)| p.as_ref()) {
+            self.monitor.score(p.probability);
+            if let Some(names) = names {
+                self.monitor.features(&feature_vector(names, r));
+            }
+        }
+    }
+
+    /// [`Self::predict`] recording only the inference (span and latency): for scans over every
+    /// customer (ListAtRisk), which would swamp the request-driven statistics.
+    pub async fn predict_quietly(
         &self,
         model: &ChurnModel,
         ids: &[String],
@@ -80,18 +145,19 @@ impl State {
             .features(ids, as_of, &model.needed_features())
             .await?;
         let recs = features::records(&rows);
-        Ok(ids
-            .iter()
-            .cloned()
-            .zip(recs)
-            .map(|(id, r)| {
-                let p = r.map(|r| {
-                    let p = model.predict_top(&r, described);
-                    (r, p)
-                });
-                (id, p)
-            })
-            .collect())
+        Ok(self.monitor.infer(&model.meta.version, ids.len(), || {
+            ids.iter()
+                .cloned()
+                .zip(recs)
+                .map(|(id, r)| {
+                    let p = r.map(|r| {
+                        let p = model.predict_top(&r, described);
+                        (r, p)
+                    });
+                    (id, p)
+                })
+                .collect()
+        }))
     }
 }
 
@@ -246,7 +312,7 @@ impl Churn for Service {
         let now = now_secs();
         let mut scored: Vec<(String, Prediction)> = Vec::new();
         for chunk in ids.chunks(2_000) {
-            for (id, p) in self.state.predict(&model, chunk, None, 5).await? {
+            for (id, p) in self.state.predict_quietly(&model, chunk, None, 5).await? {
                 if let Some((_, p)) = p
                     && p.probability >= min_probability
                 {
@@ -382,5 +448,150 @@ impl Churn for Service {
         Ok(Response::new(pb::GetModelInfoResponse {
             model: Some(model.meta.to_proto()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Record;
+    use crate::train::{Dataset, Example, fit_btyd, is_validation};
+
+    /// Customers with a few behavioural features; `views_shift` is added to `views_30d`. No
+    /// `days_since_first_order`, so no BTYD fit (maximum likelihood is slow unoptimised).
+    fn record(i: usize, views_shift: f64) -> Record {
+        let mut r = Record::default();
+        let orders = 1.0 + (i % 7) as f64;
+        let recency = ((i * 37) % 59) as f64 * 3.0;
+        for (k, v) in [
+            ("frequency_lifetime", orders),
+            ("recency_days", recency),
+            ("monetary_lifetime", orders * (20.0 + (i % 13) as f64)),
+            ("views_30d", (i % 23) as f64 + views_shift),
+        ] {
+            r.num.insert(k.to_string(), v);
+        }
+        r
+    }
+
+    fn dataset(n: usize) -> Dataset {
+        let examples: Vec<Example> = (0..n)
+            .map(|i| {
+                let record = record(i, 0.0);
+                let churned = record.get("recency_days").unwrap_or(0.0) > 30.0;
+                let id = format!("c{i}");
+                Example {
+                    validation: is_validation(&id, 0.2),
+                    customer_id: id,
+                    at: 0,
+                    window_weeks: 90.0 / 7.0,
+                    record,
+                    churned,
+                    purchases: if churned { 0.0 } else { 1.0 },
+                }
+            })
+            .collect();
+        let recs: Vec<&Record> = examples.iter().map(|e| &e.record).collect();
+        let btyd = fit_btyd(&recs);
+        Dataset {
+            at_cutoff: examples.iter().map(|e| e.record.clone()).collect(),
+            examples,
+            cutoffs: vec![0],
+            btyd_at: vec![btyd],
+            names: [
+                "frequency_lifetime",
+                "recency_days",
+                "monetary_lifetime",
+                "views_30d",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            data_start: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn saved_model_restores_its_feature_reference_and_shifted_inputs_drift() {
+        let mut p = TrainParams::new(90 * 86_400);
+        p.nam.epochs = 2;
+        p.variants = vec!["nam_no_btyd".into()];
+        let model = train::fit(&dataset(1_500), &p, &mut |_: &str, _: f64, _: String| {}).unwrap();
+        let reference = model.reference.clone().unwrap();
+        assert!(reference.names.contains(&"views_30d".to_string()));
+        assert!(reference.names.contains(&"recency_days".to_string()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path(), MODEL_NAME);
+        model.save(&store).unwrap();
+        let loaded = crate::load_latest(&store).unwrap();
+        let restored = loaded.reference.clone().unwrap();
+        assert_eq!(restored.names, reference.names);
+        // JSON may round the last bit of a float.
+        let close = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.len() == y.len() && x.iter().zip(y).all(|(u, v)| (u - v).abs() < 1e-12)
+                })
+        };
+        assert!(close(&restored.edges, &reference.edges), "{restored:?}");
+        assert!(close(&restored.shares, &reference.shares), "{restored:?}");
+
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let state = State::new(
+            Some(loaded),
+            FeatureStore::new(augur_runtime::client::intercepted(channel)),
+            store,
+        );
+        let model = state.model().unwrap();
+        let serve = |shift: f64| -> Vec<(String, Option<(Record, Prediction)>)> {
+            (0..DRIFT_WINDOW)
+                .map(|i| {
+                    let r = record(i, shift);
+                    let p = model.predict(&r);
+                    (format!("c{i}"), Some((r, p)))
+                })
+                .collect()
+        };
+        state.observe(&model, &serve(0.0));
+        let drift = state.monitor.drift();
+        assert_eq!(drift.len(), reference.names.len());
+        assert!(drift.iter().all(|(_, v)| *v < 0.1), "{drift:?}");
+
+        state.observe(&model, &serve(100.0));
+        let drift = state.monitor.drift();
+        for (name, psi) in &drift {
+            if name == "views_30d" {
+                assert!(*psi > 0.25, "{drift:?}");
+            } else {
+                assert!(*psi < 0.1, "{drift:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_saved_without_a_reference_serves_without_drift() {
+        let mut p = TrainParams::new(90 * 86_400);
+        p.nam.epochs = 1;
+        p.variants = vec!["nam_no_btyd".into()];
+        let mut model =
+            train::fit(&dataset(300), &p, &mut |_: &str, _: f64, _: String| {}).unwrap();
+        model.reference = None;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path(), MODEL_NAME);
+        model.save(&store).unwrap();
+        let loaded = crate::load_latest(&store).unwrap();
+        assert!(loaded.reference.is_none());
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let state = State::new(
+            Some(loaded),
+            FeatureStore::new(augur_runtime::client::intercepted(channel)),
+            store,
+        );
+        let model = state.model().unwrap();
+        let r = record(1, 0.0);
+        let p = model.predict(&r);
+        state.observe(&model, &[("c1".into(), Some((r, p)))]);
+        assert!(state.monitor.drift().is_empty());
     }
 }

@@ -558,8 +558,11 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
         },
         purchase_scale
     );
+    // What the served inputs are compared with: the training examples' features.
+    let reference = crate::model::fit_reference(&best.columns, train.iter().map(|e| &e.record));
     Ok(ChurnModel {
         meta,
+        reference: Some(reference),
         spec: Spec {
             columns: best.columns,
             btyd,

@@ -376,7 +376,13 @@ mod tests {
         }
 
         // (latency count, latency attrs, score count, score attrs, psi by feature)
-        type Seen = (u64, Vec<String>, u64, Vec<String>, Vec<(String, String, f64)>);
+        type Seen = (
+            u64,
+            Vec<String>,
+            u64,
+            Vec<String>,
+            Vec<(String, String, f64)>,
+        );
         fn collect(all: &[ResourceMetrics]) -> Seen {
             let mut seen: Seen = Default::default();
             let kv = |a: &mut dyn Iterator<Item = &KeyValue>| -> Vec<String> {
