@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use augur_model::calibrate::Platt;
-use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
+use augur_model::monitor::{FeatureReference, ModelMonitor};
+use augur_model::{ArtifactStore, ModelError, ModelMeta, ModelSlot, TrainGate};
 use augur_proto::featurestore::{self as fpb, Order, Review, event::Payload};
 use candle_core::{Device, Tensor};
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::embed::{self, Embedder};
 use crate::error::Error;
@@ -28,6 +30,10 @@ use crate::tabular::{
 
 pub const ORDER_MODEL: &str = "risk-order";
 pub const REVIEW_MODEL: &str = "risk-review";
+/// The training distribution saved beside a model, for the input drift statistics.
+pub const REFERENCE_FILE: &str = "feature_reference.json";
+/// Scored orders / reviews the input drift statistics look back over.
+pub const DRIFT_WINDOW: usize = 1_000;
 
 /// A model with its metadata.
 #[derive(Debug)]
@@ -263,6 +269,7 @@ pub fn fit_table(
     } else {
         None
     };
+    let reference = fit_reference(columns, &all);
     // High value = 95th percentile of log_total when present.
     let high_value = columns
         .iter()
@@ -288,6 +295,7 @@ pub fn fit_table(
             anomaly,
             thresholds: o.thresholds,
             high_value,
+            reference: Some(reference),
         },
         metrics,
         examples: rows.len(),
@@ -413,12 +421,84 @@ pub fn fit_reviews(
         anomaly_encoder: fit.model.anomaly_encoder,
         anomaly: fit.model.anomaly,
         thresholds: o.thresholds,
+        reference: fit.model.reference,
         corpus: Corpus {
             docs: docs.iter().map(|d| d.doc.clone()).collect(),
             embeddings: emb,
         },
     };
     Ok((model, fit.metrics, positives))
+}
+
+// ------------------------------------------------------------------------------------------
+// Input drift
+
+/// The training distribution of the columns that hold numbers (categories are left out).
+pub fn fit_reference(columns: &[String], rows: &[&Vec<Cell>]) -> FeatureReference {
+    let numeric: Vec<usize> = (0..columns.len())
+        .filter(|&j| rows.iter().any(|r| matches!(r.get(j), Some(Cell::Num(_)))))
+        .collect();
+    let values: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| numeric.iter().map(|&j| number(r.get(j))).collect())
+        .collect();
+    FeatureReference::fit(
+        numeric.iter().map(|&j| columns[j].clone()).collect(),
+        &values,
+    )
+}
+
+fn number(c: Option<&Cell>) -> f64 {
+    match c {
+        Some(Cell::Num(v)) => *v,
+        _ => f64::NAN,
+    }
+}
+
+/// The values of the reference's features in a row of `columns` (NaN = missing).
+pub fn reference_values(
+    reference: &FeatureReference,
+    columns: &[String],
+    row: &[Cell],
+) -> Vec<f64> {
+    reference
+        .names
+        .iter()
+        .map(|n| number(columns.iter().position(|c| c == n).and_then(|j| row.get(j))))
+        .collect()
+}
+
+/// Points `monitor` at a newly served model's training distribution.
+fn watch(monitor: &ModelMonitor, reference: Option<&FeatureReference>, version: &str) {
+    match reference {
+        Some(r) => monitor.set_reference(r.clone()),
+        None => {
+            tracing::info!(
+                model = monitor.name(),
+                %version,
+                "model saved without a feature reference: no input drift statistics until the next Train"
+            );
+            monitor.clear_reference();
+        }
+    }
+}
+
+fn reference_json(r: &Option<FeatureReference>) -> Result<Option<Vec<u8>>, Error> {
+    Ok(match r {
+        Some(r) => Some(serde_json::to_vec(r)?),
+        None => None,
+    })
+}
+
+/// The saved reference, None when the artefact predates drift monitoring.
+fn load_reference(a: &augur_model::Artifact) -> Result<Option<FeatureReference>, Error> {
+    match a.extra(REFERENCE_FILE) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -448,7 +528,12 @@ fn save_order(store: &ArtifactStore, meta: &ModelMeta, m: &OrderModel) -> Result
         )?,
     );
     let json = serde_json::to_vec(&json_model)?;
-    store.save(meta, &tensors, &[("order_model.json", &json)])?;
+    let reference = reference_json(&m.reference)?;
+    let mut extra: Vec<(&str, &[u8])> = vec![("order_model.json", &json)];
+    if let Some(r) = &reference {
+        extra.push((REFERENCE_FILE, r));
+    }
+    store.save(meta, &tensors, &extra)?;
     Ok(())
 }
 
@@ -458,6 +543,7 @@ fn load_order(a: &augur_model::Artifact) -> Result<OrderModel, Error> {
         lin.weights = a.tensor("supervised.linear.weight")?.to_vec1()?;
     }
     m.anomaly.reference = a.tensor("anomaly.reference")?.to_vec1()?;
+    m.reference = load_reference(a)?;
     Ok(m)
 }
 
@@ -481,7 +567,12 @@ fn save_review(store: &ArtifactStore, meta: &ModelMeta, m: &ReviewModel) -> Resu
     json_model.sentiment.weights.clear();
     json_model.corpus.embeddings.clear();
     let json = serde_json::to_vec(&json_model)?;
-    store.save(meta, &tensors, &[("review_model.json", &json)])?;
+    let reference = reference_json(&m.reference)?;
+    let mut extra: Vec<(&str, &[u8])> = vec![("review_model.json", &json)];
+    if let Some(r) = &reference {
+        extra.push((REFERENCE_FILE, r));
+    }
+    store.save(meta, &tensors, &extra)?;
     Ok(())
 }
 
@@ -489,6 +580,7 @@ fn load_review(a: &augur_model::Artifact) -> Result<ReviewModel, Error> {
     let mut m: ReviewModel = serde_json::from_slice(&a.extra("review_model.json")?)?;
     m.sentiment.weights = a.tensor("sentiment.weight")?.to_vec1()?;
     m.corpus.embeddings = a.tensor("corpus.embeddings")?.to_vec2()?;
+    m.reference = load_reference(a)?;
     Ok(m)
 }
 
@@ -611,6 +703,10 @@ pub struct App {
     velocity: Mutex<Velocity>,
     /// Embeddings of recently seen reviews that are not in the model's corpus.
     recent_reviews: Mutex<VecDeque<(ReviewDoc, Vec<f32>)>>,
+    /// Inference latency, scores and input drift of the order model.
+    pub order_monitor: ModelMonitor,
+    /// The same for the review model.
+    pub review_monitor: ModelMonitor,
 }
 
 impl std::fmt::Debug for App {
@@ -645,12 +741,10 @@ impl App {
     /// Loads the newest saved models and the embedding model (when present).
     pub fn open(data_dir: &Path, fs: FeatureStore) -> Result<App, Error> {
         let app = App::empty(data_dir, fs);
-        let orders = &app.orders;
-        let reviews = &app.reviews;
         if let Some(a) = ArtifactStore::new(data_dir, ORDER_MODEL).latest()? {
             let model = load_order(&a)?;
             tracing::info!(version = %a.meta.version, "order model loaded");
-            orders.swap(Served {
+            app.serve_order(Served {
                 meta: a.meta,
                 model,
             });
@@ -658,12 +752,32 @@ impl App {
         if let Some(a) = ArtifactStore::new(data_dir, REVIEW_MODEL).latest()? {
             let model = load_review(&a)?;
             tracing::info!(version = %a.meta.version, "review model loaded");
-            reviews.swap(Served {
+            app.serve_review(Served {
                 meta: a.meta,
                 model,
             });
         }
         Ok(app)
+    }
+
+    /// Serves an order model; its inputs are compared with its training distribution from now on.
+    pub fn serve_order(&self, served: Served<OrderModel>) {
+        watch(
+            &self.order_monitor,
+            served.model.reference.as_ref(),
+            &served.meta.version,
+        );
+        self.orders.swap(served);
+    }
+
+    /// Serves a review model; its inputs are compared with its training distribution from now on.
+    pub fn serve_review(&self, served: Served<ReviewModel>) {
+        watch(
+            &self.review_monitor,
+            served.model.reference.as_ref(),
+            &served.meta.version,
+        );
+        self.reviews.swap(served);
     }
 
     /// No saved models loaded (MiniLM is, when present).
@@ -700,6 +814,8 @@ impl App {
             gate: TrainGate::default(),
             velocity: Mutex::default(),
             recent_reviews: Mutex::default(),
+            order_monitor: ModelMonitor::global(ORDER_MODEL, DRIFT_WINDOW),
+            review_monitor: ModelMonitor::global(REVIEW_MODEL, DRIFT_WINDOW),
         }
     }
 
@@ -812,7 +928,17 @@ impl App {
         let velocity_fut = self.device_orders(&order, ts, stored);
         let (history, velocity) = tokio::try_join!(history_fut, velocity_fut)?;
         let facts = OrderFacts::new(&order, history, velocity);
-        let score = served.model.score(&facts);
+        let model = &served.model;
+        let (cells, score) = self.order_monitor.infer(&served.meta.version, 1, || {
+            let cells = orders::align(&model.columns, &facts);
+            let score = model.score_cells(&cells, Some(&facts));
+            (cells, score)
+        });
+        self.order_monitor.score(score.score);
+        if let Some(r) = &model.reference {
+            self.order_monitor
+                .features(&reference_values(r, &model.columns, &cells));
+        }
         Ok((order, score, served.meta.version.clone()))
     }
 
@@ -924,15 +1050,23 @@ impl App {
         let mut texts: Vec<&str> = vec![doc.text.as_str()];
         texts.extend(new_docs.iter().map(|d| d.text.as_str()));
         let texts: Vec<String> = texts.into_iter().map(str::to_string).collect();
-        let emb = match &self.batcher {
-            Some(b) => b.embed(texts).await?,
-            None => tokio::task::spawn_blocking(move || {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                embedder.embed(&refs)
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??,
-        };
+        // The inference: embedding (with the recent reviews not yet embedded), signals, score.
+        let started = std::time::Instant::now();
+        let span = self.review_monitor.span(&served.meta.version, 1);
+        let emb = async {
+            match &self.batcher {
+                Some(b) => b.embed(texts).await,
+                None => tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    embedder.embed(&refs)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(Error::from),
+            }
+        }
+        .instrument(span.clone())
+        .await?;
         let mut emb = emb.into_iter();
         let e = emb.next().unwrap_or_default();
         let mut extra = cached;
@@ -950,15 +1084,19 @@ impl App {
             }
         }
         let age = history.tenure_days.map(|d| d * 24.0);
-        let s = reviews::signals(
-            &doc,
-            &e,
-            &served.model.corpus,
-            &extra,
-            &served.model.sentiment,
-            age,
-        );
-        Ok((served.model.score(&s), served.meta.version.clone()))
+        let model = &served.model;
+        let (s, score) = span.in_scope(|| {
+            let s = reviews::signals(&doc, &e, &model.corpus, &extra, &model.sentiment, age);
+            let score = model.score(&s);
+            (s, score)
+        });
+        self.review_monitor.inference(started.elapsed());
+        self.review_monitor.score(score.probability);
+        if let Some(r) = &model.reference {
+            self.review_monitor
+                .features(&reference_values(r, &model.columns, &s.cells()));
+        }
+        Ok((score, served.meta.version.clone()))
     }
 
     // ------------------------------------------------------------------ training
@@ -1072,7 +1210,7 @@ impl App {
             let store = ArtifactStore::new(&self.data_dir, ORDER_MODEL);
             save_order(&store, &meta, &model)?;
             store.prune(5)?;
-            self.orders.swap(Served {
+            self.serve_order(Served {
                 meta: meta.clone(),
                 model,
             });
@@ -1118,7 +1256,7 @@ impl App {
             let store = ArtifactStore::new(&self.data_dir, REVIEW_MODEL);
             save_review(&store, &meta, &model)?;
             store.prune(5)?;
-            self.reviews.swap(Served {
+            self.serve_review(Served {
                 meta: meta.clone(),
                 model,
             });
@@ -1209,6 +1347,24 @@ mod tests {
         let loaded = load_order(&store.latest().unwrap().unwrap()).unwrap();
         // JSON may round the last bit of a float: compare behaviour, not bits.
         assert_eq!(loaded.columns, fit.model.columns);
+        // The training distribution of the numeric columns comes back (payment_method, a
+        // category, is not monitored).
+        let (saved, restored) = (
+            fit.model.reference.as_ref().unwrap(),
+            loaded.reference.as_ref().unwrap(),
+        );
+        assert_eq!(restored.names, saved.names);
+        assert!(!restored.names.contains(&"payment_method".to_string()));
+        assert!(restored.names.contains(&"log_total".to_string()));
+        assert_eq!(restored.edges.len(), saved.edges.len());
+        let m = ModelMonitor::global(ORDER_MODEL, 100);
+        m.set_reference(restored.clone());
+        for r in &rows[..100] {
+            m.features(&reference_values(restored, &loaded.columns, r));
+        }
+        let drift = m.drift();
+        assert_eq!(drift.len(), restored.names.len());
+        assert!(drift.iter().all(|(_, v)| *v < 0.1), "{drift:?}");
         for r in &rows[..20] {
             let (a, b) = (loaded.score_cells(r, None), fit.model.score_cells(r, None));
             assert!((a.score - b.score).abs() < 1e-6 && a.anomaly_score == b.anomaly_score);

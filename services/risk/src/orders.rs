@@ -200,6 +200,10 @@ pub struct OrderModel {
     /// supervised model on the validation split, or there were too few labels).
     #[serde(default)]
     pub anomaly_platt: Option<augur_model::calibrate::Platt>,
+    /// Training distribution of the numeric columns, saved as its own file
+    /// (`feature_reference.json`) for the drift statistics; None in older artefacts.
+    #[serde(skip)]
+    pub reference: Option<augur_model::monitor::FeatureReference>,
 }
 
 /// The score of one order.

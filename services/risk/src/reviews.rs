@@ -190,6 +190,10 @@ pub struct ReviewModel {
     /// Calibration of the anomaly percentile when the anomaly model is the scorer.
     #[serde(default)]
     pub anomaly_platt: Option<augur_model::calibrate::Platt>,
+    /// Training distribution of the review features, saved as its own file
+    /// (`feature_reference.json`) for the drift statistics; None in older artefacts.
+    #[serde(skip)]
+    pub reference: Option<augur_model::monitor::FeatureReference>,
 }
 
 /// The score of one review.
