@@ -6,6 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use augur_model::monitor::ModelMonitor;
 use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
 use augur_proto::featurestore as fs;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
@@ -50,6 +51,9 @@ struct Inner {
     gate: TrainGate,
     feature_store: Option<FeatureStoreClient<ServiceChannel>>,
     feature_store_error: String,
+    /// Inference latency of Forecast and ReorderAdvice (forecasts are quantities: no score
+    /// distribution, no drift statistics).
+    monitor: ModelMonitor,
 }
 
 /// Loads the newest saved model, if any.
@@ -130,6 +134,7 @@ impl Service {
                 gate: TrainGate::default(),
                 feature_store,
                 feature_store_error,
+                monitor: ModelMonitor::global(MODEL_NAME, 1),
             }),
         }
     }
@@ -952,11 +957,15 @@ impl DemandForecast for Service {
         let resolved = self.resolve(series, h, false, granularity).await?;
         let n_series = resolved.len();
         let model = served.clone();
+        let monitor = self.inner.monitor.clone();
+        let span = monitor.span(&served.meta.version, n_series);
         let run = move || {
-            resolved
-                .iter()
-                .map(|r| forecast_one(&model.model, r, h, &levels))
-                .collect::<Vec<_>>()
+            monitor.timed(&span, || {
+                resolved
+                    .iter()
+                    .map(|r| forecast_one(&model.model, r, h, &levels))
+                    .collect::<Vec<_>>()
+            })
         };
         // One or two series are answered on the request task (a few hundred microseconds); larger
         // batches on the blocking pool.
@@ -1080,10 +1089,15 @@ impl DemandForecast for Service {
                 ),
                 e => e,
             })?;
-        let items = resolved
-            .iter()
-            .map(|r| advice(&served.model, r, lead, service_level))
-            .collect();
+        let items = self
+            .inner
+            .monitor
+            .infer(&served.meta.version, resolved.len(), || {
+                resolved
+                    .iter()
+                    .map(|r| advice(&served.model, r, lead, service_level))
+                    .collect()
+            });
         Ok(Response::new(pb::ReorderAdviceResponse {
             items,
             service_level,

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use augur_model::monitor::ModelMonitor;
 use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate, progress};
 use augur_proto::featurestore as fs;
 use augur_proto::featurestore::InteractionKind;
@@ -35,6 +36,9 @@ pub struct App {
     pub gate: TrainGate,
     pub catalog: Arc<CatalogCache>,
     pub feature_store: FeatureStoreClient<ServiceChannel>,
+    /// Inference latency (`model.inference.duration`). The scores are blend / popularity values,
+    /// not probabilities, so no score distribution; no input drift either.
+    pub monitor: ModelMonitor,
 }
 
 impl App {
@@ -63,6 +67,7 @@ impl App {
             gate: TrainGate::default(),
             catalog: Arc::new(CatalogCache::new(feature_store.clone())),
             feature_store,
+            monitor: ModelMonitor::global("recommendation", 1),
         }
     }
 }
@@ -437,7 +442,9 @@ impl Recommendation for Service {
         let opts = Options::try_from(options)?;
         let model = self.app.slot.get().ok_or(Error::NoModel)?;
         let (cat, degraded) = self.app.catalog.snapshot().await;
-        let (items, strategy) = serve::recommend(&model, &cat, &customer_id, k, &opts);
+        let (items, strategy) = self.app.monitor.infer(&model.meta.version, 1, || {
+            serve::recommend(&model, &cat, &customer_id, k, &opts)
+        });
         Ok(Response::new(pb::RecommendResponse {
             items,
             strategy: strategy as i32,
@@ -460,7 +467,9 @@ impl Recommendation for Service {
         }
         let model = self.app.slot.get().ok_or(Error::NoModel)?;
         let (cat, _) = self.app.catalog.snapshot().await;
-        let (items, strategy) = serve::similar(&model, &cat, &sku, k)?;
+        let (items, strategy) = self.app.monitor.infer(&model.meta.version, 1, || {
+            serve::similar(&model, &cat, &sku, k)
+        })?;
         Ok(Response::new(pb::SimilarItemsResponse {
             items,
             strategy: strategy as i32,
