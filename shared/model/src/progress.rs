@@ -41,7 +41,7 @@ impl Progress {
     /// A stage started or advanced; `fraction` is overall progress in [0, 1].
     pub async fn stage(&self, stage: &str, fraction: f64, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(stage, fraction, %message, "training progress");
+        tracing::debug!(stage, fraction, %message, "training progress");
         self.send(Ok(TrainProgress {
             stage: stage.to_string(),
             fraction: fraction.clamp(0.0, 1.0),
@@ -71,6 +71,7 @@ impl Progress {
 
     /// The new model is saved and serving.
     pub async fn done(&self, model: ModelInfo) {
+        tracing::info!(version = %model.model_version, "training done; the new model is serving");
         self.send(Ok(TrainProgress {
             stage: "done".into(),
             fraction: 1.0,
