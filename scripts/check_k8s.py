@@ -4,15 +4,26 @@
 Usage: check_k8s.py --profile {base,dev,prod,generic} RENDERED.yaml   (or - for stdin)
 
 Every check prints one line (`ok` or `FAIL`); the exit status is 1 when any check failed.
-Run by scripts/validate-k8s.sh; needs PyYAML (installed with kubernetes-validate).
+Run by scripts/validate-k8s.sh; needs PyYAML (installed with kubernetes-validate) and Python 3.11+
+(tomllib, for the auth config of k8s/components/tls).
+
+Besides the five Augur Deployments a rendering may hold other workloads (the OpenTelemetry
+Collector of k8s/components/otel): they get the generic checks (probes, resources, security
+context, pinned image, Service / PDB / NetworkPolicy), not the Augur-specific ones. When the
+components are included, their promises are checked too: TLS (certificate Secret mounted read-only,
+server and client paths, probes that work over TLS, the allow rules), the collector (endpoint
+names a Service, reachable through the NetworkPolicies, a consistent pipeline) and Consul (agent
+address, advertised pod IP, egress to the agent, ingress for its health checks).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import posixpath
 import re
 import sys
+import tomllib
 from decimal import Decimal
 from urllib.parse import urlparse
 
@@ -86,6 +97,21 @@ def selects(selector: dict | None, labels: dict) -> bool:
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+# The five Augur services (one image, see the Dockerfile) and their gRPC service names.
+AUGUR_SERVICES = {
+    "feature-store": "augur.featurestore.v1.FeatureStore",
+    "recommendation": "augur.recommendation.v1.Recommendation",
+    "demand-forecast": "augur.forecast.v1.DemandForecast",
+    "churn": "augur.churn.v1.Churn",
+    "risk": "augur.risk.v1.Risk",
+}
+MODEL_SERVICES = [n for n in AUGUR_SERVICES if n != "feature-store"]
+
+
+def is_augur(d: dict) -> bool:
+    return d["kind"] == "Deployment" and d["metadata"]["name"] in AUGUR_SERVICES
 
 
 def name_of(o: dict) -> str:
@@ -226,7 +252,8 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
     pod = spec["template"]["spec"]
     pod_labels = spec["template"]["metadata"].get("labels") or {}
     psc = pod.get("securityContext") or {}
-    r.section(f"deployment/{name} (namespace {ns})")
+    augur = is_augur(d)
+    r.section(f"deployment/{name} (namespace {ns})" + ("" if augur else " [not an Augur service: generic checks]"))
 
     r.check(selects(spec.get("selector"), pod_labels) and bool(spec.get("selector")),
             "selector matches the pod template labels")
@@ -263,6 +290,12 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
             if "grpc" in probe:
                 port = probe["grpc"]["port"]
                 r.check(port in numbered_ports, f"{prefix}{kind} gRPC port {port} is a container port")
+            for k in ("tcpSocket", "httpGet"):
+                if k in probe:
+                    port = probe[k]["port"]
+                    ok = port in named_ports if isinstance(port, str) else port in numbered_ports
+                    r.check(ok, f"{prefix}{kind} {k} port {port} is a container port"
+                            + (" (by name)" if isinstance(port, str) else ""))
 
         # resources
         res = c.get("resources") or {}
@@ -290,7 +323,7 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
 
         # image
         image = c.get("image", "")
-        if profile == "base":
+        if profile == "base" and augur:
             r.check(image == "augur", f"{prefix}image is the placeholder `augur` that overlays rewrite", image)
         else:
             last = image.rsplit("/", 1)[-1]
@@ -302,7 +335,9 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
         # environment
         env = container_env(cluster, ns, c)
         tokio = env.get("TOKIO_WORKER_THREADS")
-        if isinstance(tokio, tuple):
+        if not augur:
+            pass
+        elif isinstance(tokio, tuple):
             ref = tokio[1].get("resourceFieldRef") or {}
             ok = (ref.get("resource") == "limits.cpu" and ref.get("containerName", cn) == cn
                   and cpu(ref.get("divisor", "1")) == 1)
@@ -320,8 +355,9 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
         grace = int(env.get("AUGUR_SERVER__SHUTDOWN_GRACE_MS", "10000")) if not isinstance(
             env.get("AUGUR_SERVER__SHUTDOWN_GRACE_MS"), tuple) else 10000
         tgp = pod.get("terminationGracePeriodSeconds", 30)
-        r.check(tgp * 1000 > drain + grace, f"{prefix}terminationGracePeriodSeconds > drain + grace",
-                f"{tgp} s > {drain} ms + {grace} ms")
+        if augur:
+            r.check(tgp * 1000 > drain + grace, f"{prefix}terminationGracePeriodSeconds > drain + grace",
+                    f"{tgp} s > {drain} ms + {grace} ms")
 
         for k, v in env.items():
             if SECRET_NAME_RE.search(k) and not isinstance(v, tuple) and v != "":
@@ -356,8 +392,14 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
                 r.check(exists or ref.get("optional", False), f"{prefix}ConfigMap {ref['name']} exists")
 
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
-        r.check("/data" in mounts and "/tmp" in mounts, f"{prefix}writable /data and /tmp mounted",
-                ", ".join(f"{p}<-{n}" for p, n in sorted(mounts.items())))
+        if augur:
+            r.check("/data" in mounts and "/tmp" in mounts, f"{prefix}writable /data and /tmp mounted",
+                    ", ".join(f"{p}<-{n}" for p, n in sorted(mounts.items())))
+        for v in pod.get("volumes") or []:
+            src = v.get("configMap")
+            if src and v["name"] in mounts.values():
+                exists = any(name_of(cm) == src["name"] and ns_of(cm) == ns for cm in cluster.kind("ConfigMap"))
+                r.check(exists or src.get("optional", False), f"{prefix}ConfigMap volume {src['name']} exists")
 
     # volumes
     hpas = [h for h in cluster.kind("HorizontalPodAutoscaler") if ns_of(h) == ns
@@ -384,7 +426,8 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
     r.check(bool(svcs), "a Service selects the pods", ", ".join(name_of(s) for s in svcs) or "none")
     for s in svcs:
         headless = s["spec"].get("clusterIP") == "None"
-        r.check(headless, f"service/{name_of(s)} is headless (clusterIP: None)")
+        if augur:
+            r.check(headless, f"service/{name_of(s)} is headless (clusterIP: None)")
         for p in s["spec"].get("ports", []):
             tp = p.get("targetPort", p["port"])
             target = named_ports.get(tp) if isinstance(tp, str) else tp
@@ -392,8 +435,9 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
                     f"{p['port']} -> {tp}")
             if headless:
                 r.check(target == p["port"], f"service/{name_of(s)} port equals the container port (no proxy)")
-            r.check(p.get("name") == "grpc" and p.get("appProtocol") == "grpc",
-                    f"service/{name_of(s)} port named grpc, appProtocol grpc")
+            if augur:
+                r.check(p.get("name") == "grpc" and p.get("appProtocol") == "grpc",
+                        f"service/{name_of(s)} port named grpc, appProtocol grpc")
 
     # PodDisruptionBudget
     pdbs = [p for p in cluster.kind("PodDisruptionBudget") if ns_of(p) == ns
@@ -419,7 +463,9 @@ def check_deployment(cluster: Cluster, d: dict, profile: str, r: Report) -> None
             cpu_metric = any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu"
                              for m in hs.get("metrics") or [])
             r.check(cpu_metric, f"hpa/{name_of(h)} scales on CPU")
-    if profile == "prod":
+    if profile == "prod" and not augur and not hpas:
+        r.check(spec.get("replicas", 1) >= 2, "at least 2 replicas (prod)", str(spec.get("replicas", 1)))
+    elif profile == "prod":
         if r.check(bool(hpas), "an HPA targets the Deployment (prod)"):
             lo = min(h["spec"].get("minReplicas", 1) for h in hpas)
             want = 3 if name == "feature-store" else 2
@@ -464,7 +510,7 @@ def check_network(cluster: Cluster, r: Report) -> None:
         return d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
 
     fs = deps["feature-store"]
-    models = [d for n, d in sorted(deps.items()) if n != "feature-store"]
+    models = [d for n, d in sorted(deps.items()) if n in MODEL_SERVICES]
     client = ("shop", {"app": "checkout", "augur.io/client": "true"})
     stranger_same_ns = (ns_of(fs), {"app": "debug"})
     stranger = ("shop", {"app": "checkout"})
@@ -486,6 +532,332 @@ def check_network(cluster: Cluster, r: Report) -> None:
         r.check(not cluster.allowed(stranger, pod(d), port(d)), f"unlabelled pod elsewhere -> {n} denied")
         r.check(not cluster.allowed(stranger_same_ns, pod(d), port(d)),
                 f"unlabelled pod in {ns_of(d)} -> {n} denied")
+
+
+# --------------------------------------------------------------------------------------------
+# components: TLS and auth, OpenTelemetry Collector, Consul
+
+
+def file_source(pod: dict, c: dict, path: str):
+    """Where a file path inside container c comes from: (volumeMount, volume, key in the volume's
+    Secret / ConfigMap) or None when no volume mount covers it."""
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mp = m["mountPath"].rstrip("/")
+        if m.get("subPath"):
+            if path == mp:
+                best = (m, m["subPath"])
+        elif path.startswith(mp + "/") and (best is None or len(mp) > len(best[0]["mountPath"].rstrip("/"))):
+            best = (m, path[len(mp) + 1:])
+    if best is None:
+        return None
+    m, rel = best
+    vol = next((v for v in pod.get("volumes") or [] if v["name"] == m["name"]), None)
+    if vol is None:
+        return None
+    src = vol.get("secret") or vol.get("configMap") or {}
+    items = src.get("items")
+    if items:
+        key = next((i["key"] for i in items if i["path"] == rel), None)
+    else:
+        key = rel
+    return m, vol, key
+
+
+def volume_modes(vol: dict) -> list[int]:
+    src = vol.get("secret") or vol.get("configMap") or {}
+    modes = [src.get("defaultMode", 0o644)]
+    modes += [i["mode"] for i in src.get("items") or [] if "mode" in i]
+    return modes
+
+
+def allowed_by_rules(allow: dict, principal: str, method: str) -> bool:
+    """The runtime's rule (shared/runtime/src/security.rs, Authorizer::authorize): the exact
+    method, else `pkg.Service/*`, else `*`; allowed when the rule lists the principal or `*`."""
+    service = method.split("/", 1)[0]
+    rule = allow.get(method)
+    if rule is None:
+        rule = allow.get(f"{service}/*")
+    if rule is None:
+        rule = allow.get("*")
+    return rule is not None and any(p in ("*", principal) for p in rule)
+
+
+FS = AUGUR_SERVICES["feature-store"]
+# Only the model services may read history and scan in bulk; only an administrator may erase a
+# customer or train a model (see k8s/components/tls/auth.toml).
+MODEL_ONLY_METHODS = [f"{FS}/GetHistoricalFeatures", f"{FS}/ScanInteractions", f"{FS}/ScanEvents"]
+ADMIN_ONLY_METHODS = [f"{FS}/DeleteCustomer"] + [f"{AUGUR_SERVICES[m]}/Train" for m in MODEL_SERVICES]
+
+
+def check_auth_file(cluster: Cluster, d: dict, c: dict, path: str, r: Report, seen: set) -> None:
+    pod, ns, name = d["spec"]["template"]["spec"], ns_of(d), name_of(d)
+    src = file_source(pod, c, path)
+    if not r.check(src is not None and "configMap" in src[1], f"{name}: AUGUR_CONFIG is a file from a ConfigMap volume",
+                   path):
+        return
+    m, vol, key = src
+    r.check(m.get("readOnly") is True, f"{name}: config volume mounted read-only", m["mountPath"])
+    cm = next((x for x in cluster.kind("ConfigMap") if name_of(x) == vol["configMap"]["name"] and ns_of(x) == ns), None)
+    if not r.check(cm is not None and key in (cm.get("data") or {}),
+                   f"{name}: configmap/{vol['configMap']['name']} has {key}"):
+        return
+    if (name_of(cm), key) in seen:
+        return  # the same file, checked for an earlier Deployment
+    seen.add((name_of(cm), key))
+    print(f"  -- configmap/{name_of(cm)} {key}:")
+    try:
+        conf = tomllib.loads(cm["data"][key])
+    except tomllib.TOMLDecodeError as e:
+        r.check(False, f"{key} is valid TOML", str(e))
+        return
+    auth = (conf.get("server") or {}).get("auth") or {}
+    r.check(auth.get("enabled") is True, "[server.auth] enabled")
+    r.check("tokens" not in auth, "no tokens in the config file (they come from Secrets)")
+    allow = auth.get("allow") or {}
+    bad = [k for k, v in allow.items() if not (k == "*" or "/" in k)
+           or not isinstance(v, list) or not all(isinstance(p, str) for p in v)]
+    r.check(bool(allow) and not bad, "allow rules well-formed (\"*\", pkg.Service/*, pkg.Service/Method -> [principals])",
+            ", ".join(bad) or f"{len(allow)} rules")
+    known = set(AUGUR_SERVICES.values())
+    stray = [k for k in allow if k != "*" and k.split("/", 1)[0] not in known]
+    r.check(not stray, "allow rules name Augur services", ", ".join(stray) or "")
+    outsider = "gateway"
+    for method in MODEL_ONLY_METHODS:
+        ok = all(allowed_by_rules(allow, p, method) for p in MODEL_SERVICES) and not any(
+            allowed_by_rules(allow, p, method) for p in ("admin", outsider, "feature-store"))
+        r.check(ok, f"only the model services may call {method}")
+    for method in ADMIN_ONLY_METHODS:
+        ok = allowed_by_rules(allow, "admin", method) and not any(
+            allowed_by_rules(allow, p, method) for p in [outsider] + list(AUGUR_SERVICES))
+        r.check(ok, f"only admin may call {method}")
+    r.check(all(allowed_by_rules(allow, p, f"{FS}/GetOnlineFeatures") for p in MODEL_SERVICES),
+            "model services may call GetOnlineFeatures (their request path)")
+
+
+def check_tls(cluster: Cluster, r: Report) -> None:
+    deps = [d for d in cluster.kind("Deployment") if is_augur(d)]
+    envs = {name_of(d): container_env(cluster, ns_of(d), d["spec"]["template"]["spec"]["containers"][0])
+            for d in deps}
+    if not any(e.get("AUGUR_SERVER__TLS__CERT_PATH") for e in envs.values()):
+        return
+    r.section("TLS, mutual TLS and per-RPC auth (a rendering with [server.tls])")
+    secrets_seen: dict[str, str] = {}
+    auth_files_seen: set = set()
+    for d in deps:
+        name, pod = name_of(d), d["spec"]["template"]["spec"]
+        c, env = pod["containers"][0], envs[name]
+        paths = {k: env.get(k) for k in ("AUGUR_SERVER__TLS__CERT_PATH", "AUGUR_SERVER__TLS__KEY_PATH",
+                                         "AUGUR_SERVER__TLS__CLIENT_CA_PATH")}
+        if name in MODEL_SERVICES:
+            paths.update({k: env.get(k) for k in ("AUGUR_CLIENT__CA_PATH", "AUGUR_CLIENT__CERT_PATH",
+                                                  "AUGUR_CLIENT__KEY_PATH")})
+        missing = [k for k, v in paths.items() if not isinstance(v, str) or not v]
+        what = "server and client" if name in MODEL_SERVICES else "server"
+        if not r.check(not missing, f"{name}: {what} certificate, key and CA paths set", ", ".join(missing)):
+            continue
+        sources = {k: file_source(pod, c, v) for k, v in paths.items()}
+        unmounted = [f"{k}={paths[k]}" for k, src in sources.items() if src is None or "secret" not in src[1]]
+        if not r.check(not unmounted, f"{name}: every path is in a Secret volume", ", ".join(unmounted)):
+            continue
+        vols = {src[1]["name"] for src in sources.values()}
+        secret = next(iter(sources.values()))[1]["secret"]["secretName"]
+        r.check(len(vols) == 1, f"{name}: server and client identity from one certificate Secret",
+                f"secret {secret}" if len(vols) == 1 else ", ".join(sorted(vols)))
+        for src in sources.values():
+            m, vol, _ = src
+            r.check(m.get("readOnly") is True and not m.get("subPath"),
+                    f"{name}: {vol['secret']['secretName']} mounted read-only at {m['mountPath']} (no subPath)")
+            break
+        keys = {k: src[2] for k, src in sources.items()}
+        want = {"CERT_PATH": "tls.crt", "KEY_PATH": "tls.key", "CA_PATH": "ca.crt"}
+        wrong = [f"{k}->{keys[k]}" for k in keys
+                 if keys[k] != next(v for suffix, v in want.items() if k.endswith(suffix))]
+        r.check(not wrong, f"{name}: paths map to the kubernetes.io/tls keys tls.crt, tls.key, ca.crt",
+                ", ".join(wrong))
+        modes = volume_modes(next(iter(sources.values()))[1])
+        r.check(all(mode & 0o007 == 0 for mode in modes), f"{name}: key files not world-readable",
+                ", ".join(oct(mo) for mo in modes))
+        r.check(secret not in secrets_seen, f"{name}: its own certificate Secret",
+                f"{secret}" + (f" also used by {secrets_seen.get(secret)}" if secret in secrets_seen else ""))
+        secrets_seen.setdefault(secret, name)
+        r.check(not secret.strip() or name in secret, f"{name}: the Secret is named for the service", secret)
+        if name in MODEL_SERVICES:
+            domain = env.get("AUGUR_CLIENT__DOMAIN_NAME")
+            fs_url = env.get("AUGUR_FEATURE_STORE_URL")
+            host = urlparse(fs_url).hostname if isinstance(fs_url, str) else None
+            r.check(isinstance(domain, str) and domain.split(".")[0] == "feature-store",
+                    f"{name}: client.domain_name names the feature store's certificate", str(domain))
+            r.check(isinstance(fs_url, str) and fs_url.startswith(("dns://", "https://", "consul://")),
+                    f"{name}: feature store target usable with TLS (dns://, consul:// or https://)",
+                    f"{fs_url} (host {host})")
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = c.get(kind) or {}
+            r.check(bool(probe) and "grpc" not in probe,
+                    f"{name}: {kind} is not a native gRPC probe (the kubelet cannot speak TLS)",
+                    ", ".join(k for k in probe if k in ("grpc", "tcpSocket", "httpGet", "exec")) or "missing")
+        config = env.get("AUGUR_CONFIG")
+        if r.check(isinstance(config, str) and bool(config), f"{name}: AUGUR_CONFIG names the auth config", str(config)):
+            check_auth_file(cluster, d, c, config, r, auth_files_seen)
+        for k, v in env.items():
+            if k.startswith("AUGUR_SERVER__AUTH__TOKENS__") or k == "AUGUR_CLIENT__TOKEN":
+                ref = v[1].get("secretKeyRef") if isinstance(v, tuple) else None
+                r.check(ref is not None, f"{name}: {k} from a Secret",
+                        f"{ref['name']}/{ref['key']}" if ref else "inline value")
+
+
+def endpoint_target(cluster: Cluster, url: str, ns: str):
+    """The Service, its port and the Deployments behind an http(s)://<svc>[.<ns>...]:<port> URL."""
+    u = urlparse(url)
+    parts = (u.hostname or "").split(".")
+    svc_name, svc_ns = parts[0], (parts[1] if len(parts) > 1 else ns)
+    svc = next((s for s in cluster.kind("Service") if name_of(s) == svc_name and ns_of(s) == svc_ns), None)
+    if svc is None:
+        return None, None, []
+    port = next((p for p in svc["spec"].get("ports", []) if p["port"] == u.port), None)
+    backends = [d for d in cluster.kind("Deployment") if ns_of(d) == svc_ns and svc["spec"].get("selector")
+                and selects({"matchLabels": svc["spec"]["selector"]}, d["spec"]["template"]["metadata"].get("labels") or {})]
+    return svc, port, backends
+
+
+def pod_of(d: dict) -> tuple[str, dict]:
+    return ns_of(d), d["spec"]["template"]["metadata"].get("labels") or {}
+
+
+def named_ports_of(d: dict) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for c in d["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports") or [] if "name" in p}
+
+
+def check_collector_config(cluster: Cluster, col: dict, otlp_port: int, r: Report) -> None:
+    pod = col["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = (c.get("command") or []) + (c.get("args") or [])
+    cfg = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+    src = file_source(pod, c, cfg) if cfg else None
+    if not r.check(src is not None and "configMap" in src[1], f"{name_of(col)}: --config is a file from a ConfigMap",
+                   str(cfg)):
+        return
+    cm = next((x for x in cluster.kind("ConfigMap") if name_of(x) == src[1]["configMap"]["name"]
+               and ns_of(x) == ns_of(col)), None)
+    if not r.check(cm is not None and src[2] in (cm.get("data") or {}), f"{name_of(col)}: its config exists"):
+        return
+    conf = yaml.safe_load(cm["data"][src[2]]) or {}
+    service = conf.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    undefined = []
+    for pname, pl in pipelines.items():
+        for section in ("receivers", "processors", "exporters"):
+            for comp in pl.get(section) or []:
+                if comp not in (conf.get(section) or {}):
+                    undefined.append(f"{pname}.{section}.{comp}")
+    r.check(bool(pipelines) and not undefined, f"{name_of(col)}: pipelines use only defined components",
+            ", ".join(undefined) or ", ".join(sorted(pipelines)))
+    r.check({"traces", "metrics"} <= set(pipelines), f"{name_of(col)}: traces and metrics pipelines")
+    r.check(all("otlp" in (pl.get("receivers") or []) for pl in pipelines.values()),
+            f"{name_of(col)}: every pipeline receives OTLP")
+    grpc = (((conf.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}).get("grpc") or {}
+    ep = str(grpc.get("endpoint", ""))
+    r.check(ep.rsplit(":", 1)[-1] == str(otlp_port), f"{name_of(col)}: OTLP/gRPC receiver on the Service's target port",
+            f"{ep} vs {otlp_port}")
+    hc = (conf.get("extensions") or {}).get("health_check")
+    probe_ports = set()
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        hg = (c.get(kind) or {}).get("httpGet")
+        if hg:
+            port = hg["port"]
+            probe_ports.add(named_ports_of(col).get(port) if isinstance(port, str) else port)
+    if probe_ports:
+        hc_port = str((hc or {}).get("endpoint", "")).rsplit(":", 1)[-1]
+        r.check(hc is not None and "health_check" in (service.get("extensions") or [])
+                and probe_ports == {int(hc_port) if hc_port.isdigit() else -1},
+                f"{name_of(col)}: HTTP probes hit the enabled health_check extension",
+                f"probe ports {sorted(probe_ports)}, health_check {(hc or {}).get('endpoint')}")
+
+
+def check_otel(cluster: Cluster, r: Report) -> None:
+    deps = [d for d in cluster.kind("Deployment") if is_augur(d)]
+    endpoints = {}
+    for d in deps:
+        env = container_env(cluster, ns_of(d), d["spec"]["template"]["spec"]["containers"][0])
+        ep = env.get("AUGUR_TELEMETRY__OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        endpoints[name_of(d)] = ep
+    if not any(endpoints.values()):
+        return
+    r.section("OpenTelemetry: every service exports to a reachable collector")
+    checked_collectors = set()
+    stranger = ("shop", {"app": "checkout"})
+    for d in deps:
+        name, ep = name_of(d), endpoints[name_of(d)]
+        if not r.check(isinstance(ep, str) and ep.startswith(("http://", "https://")),
+                       f"{name}: OTLP endpoint set (http:// or https://)", str(ep)):
+            continue
+        svc, port, backends = endpoint_target(cluster, ep, ns_of(d))
+        if not r.check(svc is not None and port is not None and bool(backends),
+                       f"{name}: OTLP endpoint names a rendered Service, port and Deployment", ep):
+            continue
+        for col in backends:
+            tp = port.get("targetPort", port["port"])
+            target = named_ports_of(col).get(tp) if isinstance(tp, str) else tp
+            r.check(cluster.allowed(pod_of(d), pod_of(col), target, "TCP", named_ports_of(col)),
+                    f"{name} -> {name_of(col)}:{target} allowed by the NetworkPolicies")
+            if name_of(col) not in checked_collectors:
+                checked_collectors.add(name_of(col))
+                r.check(not cluster.allowed(stranger, pod_of(col), target),
+                        f"unlabelled pod elsewhere -> {name_of(col)}:{target} denied")
+                r.check(not cluster.allowed(pod_of(col), pod_of(deps[0]), 50051),
+                        f"{name_of(col)} -> {name_of(deps[0])} denied (the collector calls no Augur service)")
+                check_collector_config(cluster, col, target, r)
+
+
+def check_consul(cluster: Cluster, r: Report) -> None:
+    deps = [d for d in cluster.kind("Deployment") if is_augur(d)]
+    with_consul = []
+    for d in deps:
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        env = container_env(cluster, ns_of(d), c)
+        if env.get("AUGUR_SERVER__CONSUL__ADDRESS"):
+            with_consul.append((d, c, env))
+    if not with_consul:
+        return
+    r.section("Consul registration")
+    r.check(len(with_consul) == len(deps), "every Augur service registers",
+            f"{len(with_consul)} of {len(deps)}")
+    agent = ("consul", {"app": "consul", "component": "client"})
+    node = ("node-network", {})  # the agent's hostPort on a node IP
+    for d, c, env in with_consul:
+        name = name_of(d)
+        addr = env["AUGUR_SERVER__CONSUL__ADDRESS"]
+        if isinstance(addr, tuple):
+            r.check(False, f"{name}: consul address is a plain value", "valueFrom")
+            continue
+        r.check(addr.startswith(("http://", "https://")), f"{name}: consul address is http(s)://", addr)
+        # $(VAR) references must be defined earlier in env (the kubelet expands only those).
+        env_list = c.get("env") or []
+        defined_before = {e["name"] for e in env_list[:next(
+            (i for i, e in enumerate(env_list) if e["name"] == "AUGUR_SERVER__CONSUL__ADDRESS"), len(env_list))]}
+        refs = re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", addr)
+        r.check(all(v in defined_before for v in refs), f"{name}: $(...) in the address defined before it",
+                ", ".join(refs) or "none")
+        host_var = next((e for e in env_list if e["name"] in refs), None)
+        if host_var is not None:
+            path = ((host_var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            r.check(path == "status.hostIP", f"{name}: {host_var['name']} is the node IP (status.hostIP)", str(path))
+        port = urlparse(addr.replace("$(", "").replace(")", "")).port or 8500
+        pod_ip = env.get("POD_IP")
+        adv = env.get("AUGUR_SERVER__CONSUL__ADVERTISE_ADDRESS")
+        ok = (isinstance(pod_ip, tuple) and ((pod_ip[1].get("fieldRef") or {}).get("fieldPath") == "status.podIP")) \
+            or (isinstance(adv, str) and adv)
+        r.check(bool(ok), f"{name}: advertises the pod IP (POD_IP from status.podIP)")
+        token = env.get("AUGUR_SERVER__CONSUL__TOKEN")
+        if token is not None:
+            ref = token[1].get("secretKeyRef") if isinstance(token, tuple) else None
+            r.check(ref is not None, f"{name}: consul token from a Secret",
+                    f"{ref['name']}/{ref['key']}" if ref else "inline value")
+        r.check(cluster.allowed(pod_of(d), node, port), f"{name} -> consul agent :{port} allowed")
+        gport = c["ports"][0]["containerPort"]
+        r.check(cluster.allowed(agent, pod_of(d), gport, "TCP", named_ports_of(d)),
+                f"consul agent (namespace consul) -> {name}:{gport} allowed (its gRPC health check)")
 
 
 def main() -> int:
@@ -520,12 +892,23 @@ def main() -> int:
         r.check(h["spec"]["scaleTargetRef"]["name"] in deployments,
                 f"hpa/{name_of(h)} targets a rendered Deployment", h["spec"]["scaleTargetRef"]["name"])
     r.check(bool(deployments), "at least one Deployment", ", ".join(sorted(deployments)))
-    images = {c["image"] for d in cluster.kind("Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
-    r.check(len(images) == 1, "one image for every service (see the Dockerfile)", ", ".join(sorted(images)))
+    images = {c["image"] for d in cluster.kind("Deployment") if is_augur(d)
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    r.check(len(images) == 1, "one image for every Augur service (see the Dockerfile)", ", ".join(sorted(images)))
+    for cm in cluster.kind("ConfigMap"):
+        for k, v in (cm.get("data") or {}).items():
+            v = str(v)
+            if "PRIVATE KEY-----" in v:
+                r.check(False, f"configmap/{name_of(cm)} holds no private key", k)
+            if re.search(r"^\s*[\w.\"-]*token[\w\"]*\s*=\s*\S", v, re.IGNORECASE | re.MULTILINE):
+                r.check(False, f"configmap/{name_of(cm)} holds no token value", k)
 
     for d in cluster.kind("Deployment"):
         check_deployment(cluster, d, args.profile, r)
     check_network(cluster, r)
+    check_tls(cluster, r)
+    check_otel(cluster, r)
+    check_consul(cluster, r)
 
     for f in r.failures:
         print(f"FAIL {f}")

