@@ -13,6 +13,10 @@ pub enum Error {
     NoModel,
     #[error("feature store unavailable: {0}")]
     FeatureStore(String),
+    /// A request-path feature-store call got no answer within the configured bound (a hung
+    /// feature store); answered UNAVAILABLE, like a feature store that is down.
+    #[error("feature store did not answer within {} ms", .0.as_millis())]
+    FeatureStoreTimeout(std::time::Duration),
     #[error("another Train is running")]
     Busy,
     #[error("model artefact: {0}")]
@@ -34,7 +38,9 @@ impl From<Error> for ApiError {
         match e {
             Error::Invalid(v) => ApiError::InvalidArgument(v),
             Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
-            Error::FeatureStore(_) => ApiError::Unavailable(e.to_string()),
+            Error::FeatureStore(_) | Error::FeatureStoreTimeout(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             Error::Busy => ApiError::Unavailable(e.to_string()),
             Error::Model(_) | Error::Tensor(_) | Error::Internal(_) => {
                 ApiError::Internal(e.to_string())

@@ -2,6 +2,8 @@
 //! features, customer attribute keys and RFM segments.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
 
 use augur_proto::common::{PageRequest, TimeRange};
 use augur_proto::featurestore as fpb;
@@ -67,10 +69,13 @@ fn convert(resp: fpb::GetHistoricalFeaturesResponse, out: &mut Rows) {
     }));
 }
 
-/// A feature-store client.
+/// A feature-store client. Each call waits at most the call timeout (request path: a hung
+/// feature store answers [`Error::FeatureStoreTimeout`] well before the server's deadline);
+/// [`FeatureStore::for_training`] drops it for training's long reads, which keep the channel's.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
     client: FeatureStoreClient<ServiceChannel>,
+    call_timeout: Option<Duration>,
 }
 
 const HISTORICAL_BATCH: usize = 4_000;
@@ -81,6 +86,32 @@ impl FeatureStore {
             client: FeatureStoreClient::new(channel)
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(64 << 20),
+            call_timeout: Some(augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT),
+        }
+    }
+
+    /// The same client, each call bounded by `limit` (`feature_store_timeout_ms`).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = Some(limit);
+        self
+    }
+
+    /// The same client without the per-call bound, for training reads (long scans; the
+    /// channel's request timeout still applies).
+    pub fn for_training(&self) -> Self {
+        FeatureStore {
+            client: self.client.clone(),
+            call_timeout: None,
+        }
+    }
+
+    /// Runs one feature-store call within the call timeout, if any.
+    async fn within<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.call_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(Error::FeatureStoreTimeout(limit))),
+            None => call.await,
         }
     }
 
@@ -89,18 +120,17 @@ impl FeatureStore {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
+            let mut client = self.client.clone();
+            let call = client.list_entities(fpb::ListEntitiesRequest {
+                entity: "customer".into(),
+                page: Some(PageRequest {
+                    page_size: 10_000,
+                    page_token: token,
+                }),
+            });
             let r = self
-                .client
-                .clone()
-                .list_entities(fpb::ListEntitiesRequest {
-                    entity: "customer".into(),
-                    page: Some(PageRequest {
-                        page_size: 10_000,
-                        page_token: token,
-                    }),
-                })
-                .await
-                .map_err(unavailable)?
+                .within(async { call.await.map_err(unavailable) })
+                .await?
                 .into_inner();
             out.extend(r.entity_ids);
             if r.next_page_token.is_empty() {
@@ -122,16 +152,15 @@ impl FeatureStore {
         match as_of {
             None => {
                 for chunk in ids.chunks(HISTORICAL_BATCH) {
+                    let mut client = self.client.clone();
+                    let call = client.get_online_features(fpb::GetOnlineFeaturesRequest {
+                        view: "customer".into(),
+                        entity_ids: chunk.to_vec(),
+                        features: names.to_vec(),
+                    });
                     let r = self
-                        .client
-                        .clone()
-                        .get_online_features(fpb::GetOnlineFeaturesRequest {
-                            view: "customer".into(),
-                            entity_ids: chunk.to_vec(),
-                            features: names.to_vec(),
-                        })
-                        .await
-                        .map_err(unavailable)?
+                        .within(async { call.await.map_err(unavailable) })
+                        .await?
                         .into_inner();
                     convert(
                         fpb::GetHistoricalFeaturesResponse {
@@ -144,22 +173,21 @@ impl FeatureStore {
             }
             Some(t) => {
                 for chunk in ids.chunks(HISTORICAL_BATCH) {
+                    let mut client = self.client.clone();
+                    let call = client.get_historical_features(fpb::GetHistoricalFeaturesRequest {
+                        view: "customer".into(),
+                        rows: chunk
+                            .iter()
+                            .map(|id| fpb::EntityAt {
+                                entity_id: id.clone(),
+                                as_of: Some(ts(t)),
+                            })
+                            .collect(),
+                        features: names.to_vec(),
+                    });
                     let r = self
-                        .client
-                        .clone()
-                        .get_historical_features(fpb::GetHistoricalFeaturesRequest {
-                            view: "customer".into(),
-                            rows: chunk
-                                .iter()
-                                .map(|id| fpb::EntityAt {
-                                    entity_id: id.clone(),
-                                    as_of: Some(ts(t)),
-                                })
-                                .collect(),
-                            features: names.to_vec(),
-                        })
-                        .await
-                        .map_err(unavailable)?
+                        .within(async { call.await.map_err(unavailable) })
+                        .await?
                         .into_inner();
                     convert(r, &mut out);
                 }
@@ -171,45 +199,50 @@ impl FeatureStore {
         Ok(out)
     }
 
-    /// Keys of the customer attributes recorded at or before `until` (seconds).
+    /// Keys of the customer attributes recorded at or before `until` (seconds). A training read:
+    /// call it on a [`FeatureStore::for_training`] client.
     pub async fn attribute_keys(&self, until: i64) -> Result<BTreeSet<String>> {
-        let mut stream = self
-            .client
-            .clone()
-            .scan_events(fpb::ScanEventsRequest {
-                kinds: vec![fpb::EventKind::Customer as i32],
-                range: Some(TimeRange {
-                    start: None,
-                    // Half-open range: everything at or before `until`.
-                    end: Some(ts(until + 1)),
-                }),
-                customer_id: String::new(),
-                batch_size: 5_000,
-            })
-            .await
-            .map_err(unavailable)?
-            .into_inner();
-        let mut keys = BTreeSet::new();
-        while let Some(batch) = stream.next().await {
-            for e in batch.map_err(unavailable)?.events {
-                if let Some(fpb::event::Payload::Customer(c)) = e.event.and_then(|e| e.payload) {
-                    keys.extend(c.attributes.into_keys());
+        // A whole scan counts as one call.
+        self.within(async {
+            let mut stream = self
+                .client
+                .clone()
+                .scan_events(fpb::ScanEventsRequest {
+                    kinds: vec![fpb::EventKind::Customer as i32],
+                    range: Some(TimeRange {
+                        start: None,
+                        // Half-open range: everything at or before `until`.
+                        end: Some(ts(until + 1)),
+                    }),
+                    customer_id: String::new(),
+                    batch_size: 5_000,
+                })
+                .await
+                .map_err(unavailable)?
+                .into_inner();
+            let mut keys = BTreeSet::new();
+            while let Some(batch) = stream.next().await {
+                for e in batch.map_err(unavailable)?.events {
+                    if let Some(fpb::event::Payload::Customer(c)) = e.event.and_then(|e| e.payload)
+                    {
+                        keys.extend(c.attributes.into_keys());
+                    }
                 }
             }
-        }
-        Ok(keys)
+            Ok(keys)
+        })
+        .await
     }
 
     /// The RFM segment the feature store assigns to a customer now.
     pub async fn segment(&self, id: &str) -> Result<fpb::Segment> {
+        let mut client = self.client.clone();
+        let call = client.get_customer_profile(fpb::GetCustomerProfileRequest {
+            customer_id: id.to_string(),
+        });
         let r = self
-            .client
-            .clone()
-            .get_customer_profile(fpb::GetCustomerProfileRequest {
-                customer_id: id.to_string(),
-            })
-            .await
-            .map_err(unavailable)?
+            .within(async { call.await.map_err(unavailable) })
+            .await?
             .into_inner();
         Ok(r.profile
             .map(|p| p.segment())

@@ -72,7 +72,7 @@ pub fn state(config: &Config) -> anyhow::Result<Arc<State>> {
     let loaded = load_latest(&store);
     Ok(Arc::new(State::new(
         loaded,
-        fs::FeatureStore::new(channel),
+        fs::FeatureStore::new(channel).with_call_timeout(config.feature_store_timeout()),
         store,
     )))
 }
@@ -87,7 +87,8 @@ pub fn build(config: &Config) -> GrpcServer {
         let store = ArtifactStore::new(&config.data_dir, model::MODEL_NAME);
         Arc::new(State::new(
             load_latest(&store),
-            fs::FeatureStore::new(augur_runtime::client::intercepted(channel)),
+            fs::FeatureStore::new(augur_runtime::client::intercepted(channel))
+                .with_call_timeout(config.feature_store_timeout()),
             store,
         ))
     });

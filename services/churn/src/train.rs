@@ -201,8 +201,10 @@ pub fn fit_btyd(recs: &[&Record]) -> Btyd {
     }
 }
 
-/// Reads the training examples. Every feature-store read is as of a moment <= `p.cutoff`.
+/// Reads the training examples. Every feature-store read is as of a moment <= `p.cutoff`; the
+/// reads are long, so they are not bound by the request-path call timeout.
 pub async fn load(fs: &FeatureStore, p: &TrainParams, report: &mut dyn Report) -> Result<Dataset> {
+    let fs = &fs.for_training();
     report.report("loading", 0.02, "listing customers".into());
     let ids = fs.customers().await?;
     if ids.is_empty() {

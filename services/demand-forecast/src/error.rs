@@ -17,6 +17,10 @@ pub enum Error {
     /// The feature store cannot be reached.
     #[error("feature store unavailable: {0}")]
     Unavailable(String),
+    /// A request-path feature-store call got no answer within the configured bound (a hung
+    /// feature store); answered UNAVAILABLE, like a feature store that is down.
+    #[error("feature store did not answer within {} ms", .0.as_millis())]
+    FeatureStoreTimeout(std::time::Duration),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -34,7 +38,9 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::NotFound(m),
             e @ Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
             Error::Busy => ApiError::Unavailable(String::new()),
-            e @ Error::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            e @ (Error::Unavailable(_) | Error::FeatureStoreTimeout(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
             Error::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -38,7 +38,9 @@ pub fn build(config: &Config) -> GrpcServer {
         &config.client,
     )
     .map_err(|e| format!("feature store {:?}: {e}", config.feature_store_url));
-    let svc = DemandForecastServer::new(Service::new(&config.data_dir, channel))
+    let service = Service::new(&config.data_dir, channel)
+        .with_feature_store_timeout(config.feature_store_timeout());
+    let svc = DemandForecastServer::new(service)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     GrpcServer::new("demand-forecast", config.server.clone())

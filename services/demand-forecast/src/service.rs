@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use augur_model::monitor::ModelMonitor;
 use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
@@ -43,6 +44,9 @@ pub struct Served {
 #[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
+    /// Bound of a request-path feature-store call (`feature_store_timeout_ms`); training's
+    /// series read keeps the channel's timeout.
+    feature_store_timeout: Duration,
 }
 
 struct Inner {
@@ -136,7 +140,14 @@ impl Service {
                 feature_store_error,
                 monitor: ModelMonitor::global(MODEL_NAME, 1),
             }),
+            feature_store_timeout: augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT,
         }
+    }
+
+    /// The same service, each request-path feature-store call bounded by `limit`.
+    pub fn with_feature_store_timeout(mut self, limit: Duration) -> Self {
+        self.feature_store_timeout = limit;
+        self
     }
 
     fn served(&self) -> Result<Arc<Served>, Error> {
@@ -150,14 +161,22 @@ impl Service {
             .ok_or_else(|| Error::Unavailable(self.inner.feature_store_error.clone()))
     }
 
-    async fn get_series(&self, req: fs::GetSeriesRequest) -> Result<Vec<fs::Series>, Error> {
+    /// Series from the feature store; with a `limit`, a feature store that does not answer
+    /// within it gives [`Error::FeatureStoreTimeout`].
+    async fn get_series(
+        &self,
+        req: fs::GetSeriesRequest,
+        limit: Option<Duration>,
+    ) -> Result<Vec<fs::Series>, Error> {
         let mut client = self.fs_client()?;
-        Ok(client
-            .get_series(req)
-            .await
-            .map_err(from_feature_store)?
-            .into_inner()
-            .series)
+        let call = client.get_series(req);
+        let r = match limit {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| Error::FeatureStoreTimeout(limit))?,
+            None => call.await,
+        };
+        Ok(r.map_err(from_feature_store)?.into_inner().series)
     }
 }
 
@@ -456,13 +475,16 @@ impl Service {
             ));
         }
         let all = self
-            .get_series(fs::GetSeriesRequest {
-                skus: vec![key.sku.clone()],
-                granularity: g as i32,
-                by_store: !key.store_id.is_empty(),
-                by_channel: !key.channel.is_empty(),
-                ..Default::default()
-            })
+            .get_series(
+                fs::GetSeriesRequest {
+                    skus: vec![key.sku.clone()],
+                    granularity: g as i32,
+                    by_store: !key.store_id.is_empty(),
+                    by_channel: !key.channel.is_empty(),
+                    ..Default::default()
+                },
+                Some(self.feature_store_timeout),
+            )
             .await?;
         let found = all.iter().find(|s| {
             s.sku == key.sku
@@ -843,7 +865,8 @@ impl Service {
                     .stage("fetch", 0.05, "reading series from the feature store")
                     .await;
                 let g = req.granularity;
-                let raw = self.get_series(req).await?;
+                // Training reads every series: not bound by the request-path timeout.
+                let raw = self.get_series(req, None).await?;
                 let mut stamps = Vec::new();
                 let series: Vec<SeriesIn> = raw
                     .iter()

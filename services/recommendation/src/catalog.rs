@@ -15,6 +15,8 @@ use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
 use augur_runtime::client::ServiceChannel;
 
+use crate::error::Error;
+
 /// How old the cached catalogue may get before a refresh starts.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// How long the first request waits for a catalogue that was never loaded.
@@ -71,23 +73,39 @@ impl Catalog {
 
 const FEATURES: [&str; 5] = ["price", "stock", "active", "category", "units_7d"];
 
-/// Reads every product's online features.
+/// One feature-store call, bounded by `limit`: a hung feature store answers
+/// [`Error::FeatureStoreTimeout`], a failed call [`Error::Unavailable`].
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r
+            .map(tonic::Response::into_inner)
+            .map_err(|e| Error::Unavailable(format!("{}: {}", e.code(), e.message()))),
+        Err(_) => Err(Error::FeatureStoreTimeout(limit)),
+    }
+}
+
+/// Reads every product's online features, each call bounded by `call_timeout`.
 pub async fn fetch(
     client: &mut FeatureStoreClient<ServiceChannel>,
-) -> Result<Catalog, tonic::Status> {
+    call_timeout: Duration,
+) -> Result<Catalog, Error> {
     let mut ids = Vec::new();
     let mut token = String::new();
     loop {
-        let r = client
-            .list_entities(fs::ListEntitiesRequest {
+        let r = within(
+            call_timeout,
+            client.list_entities(fs::ListEntitiesRequest {
                 entity: "product".into(),
                 page: Some(PageRequest {
                     page_size: 1000,
                     page_token: token.clone(),
                 }),
-            })
-            .await?
-            .into_inner();
+            }),
+        )
+        .await?;
         ids.extend(r.entity_ids);
         if r.next_page_token.is_empty() || r.next_page_token == token {
             break;
@@ -99,14 +117,15 @@ pub async fn fetch(
         ..Default::default()
     };
     for chunk in ids.chunks(1000) {
-        let r = client
-            .get_online_features(fs::GetOnlineFeaturesRequest {
+        let r = within(
+            call_timeout,
+            client.get_online_features(fs::GetOnlineFeaturesRequest {
                 view: "product".into(),
                 entity_ids: chunk.to_vec(),
                 features: FEATURES.iter().map(|s| s.to_string()).collect(),
-            })
-            .await?
-            .into_inner();
+            }),
+        )
+        .await?;
         let col = |name: &str| r.feature_names.iter().position(|n| n == name);
         let (ip, is, ia, ic, iu) = (
             col("price"),
@@ -156,6 +175,9 @@ pub struct CatalogCache {
     healthy: AtomicBool,
     first_load: tokio::sync::Mutex<()>,
     client: FeatureStoreClient<ServiceChannel>,
+    /// Bound of each feature-store call of a refresh (`feature_store_timeout_ms`), so that a
+    /// hung feature store does not hold the refresh (and block the next one) for long.
+    call_timeout: Duration,
 }
 
 impl CatalogCache {
@@ -167,19 +189,26 @@ impl CatalogCache {
             healthy: AtomicBool::new(false),
             first_load: tokio::sync::Mutex::new(()),
             client,
+            call_timeout: augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT,
         }
+    }
+
+    /// The same cache, each feature-store call of a refresh bounded by `limit`.
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     /// Refreshes now; on failure the old copy stays and the cache is marked unhealthy.
     pub async fn refresh(&self) -> bool {
         let mut client = self.client.clone();
-        let ok = match fetch(&mut client).await {
+        let ok = match fetch(&mut client, self.call_timeout).await {
             Ok(c) => {
                 self.current.store(Arc::new(c));
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e.message(), "catalogue refresh failed; serving the last copy");
+                tracing::warn!(error = %e, "catalogue refresh failed; serving the last copy");
                 false
             }
         };

@@ -12,6 +12,9 @@ pub enum Error {
     NotFound(String),
     #[error("feature store unavailable: {0}")]
     Unavailable(String),
+    /// A feature-store call got no answer within the configured bound (a hung feature store).
+    #[error("feature store did not answer within {} ms", .0.as_millis())]
+    FeatureStoreTimeout(std::time::Duration),
     #[error("another Train is running")]
     Busy,
     #[error("internal: {0}")]
@@ -51,7 +54,9 @@ impl From<Error> for ApiError {
             Error::InvalidArgument(v) => ApiError::InvalidArgument(v),
             e @ Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
             Error::NotFound(m) => ApiError::NotFound(m),
-            e @ Error::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            e @ (Error::Unavailable(_) | Error::FeatureStoreTimeout(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
             Error::Busy => ApiError::Internal("busy".into()),
             Error::Internal(m) => ApiError::Internal(m),
         }

@@ -55,7 +55,9 @@ pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
     let client =
         FeatureStoreClient::new(channel).max_decoding_message_size(config.server.max_message_bytes);
     let store = ArtifactStore::new(&config.data_dir, recommender::MODEL_NAME);
-    Ok(Arc::new(App::new(store, client)))
+    Ok(Arc::new(
+        App::new(store, client).with_feature_store_timeout(config.feature_store_timeout()),
+    ))
 }
 
 /// The server around an existing state.

@@ -70,6 +70,14 @@ impl App {
             monitor: ModelMonitor::global("recommendation", 1),
         }
     }
+
+    /// Bounds each feature-store call of a catalogue refresh by `limit`
+    /// (`feature_store_timeout_ms`); training's interaction scan keeps the channel's timeout.
+    pub fn with_feature_store_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.catalog =
+            Arc::new(CatalogCache::new(self.feature_store.clone()).with_call_timeout(limit));
+        self
+    }
 }
 
 /// The gRPC service.

@@ -1106,8 +1106,9 @@ impl App {
         &self,
         range: (Option<i64>, Option<i64>),
     ) -> Result<(Vec<Vec<Cell>>, Vec<Option<bool>>, Option<(i64, i64)>), Error> {
-        let events = self
-            .fs
+        // Training reads: not bound by the request-path feature-store timeout.
+        let fs = self.fs.for_training();
+        let events = fs
             .scan(&[fpb::EventKind::Order], range.0, range.1, "")
             .await?;
         let orders: Vec<Order> = events
@@ -1131,7 +1132,7 @@ impl App {
                 (e.order.customer_id.clone(), us - 1)
             })
             .collect();
-        let hist = self.fs.customers_at(&keys).await?;
+        let hist = fs.customers_at(&keys).await?;
         let rows: Vec<Vec<Cell>> = ex
             .iter()
             .zip(hist)
@@ -1148,8 +1149,9 @@ impl App {
         &self,
         range: (Option<i64>, Option<i64>),
     ) -> Result<Vec<LabelledReview>, Error> {
-        let events = self
-            .fs
+        // Training reads: not bound by the request-path feature-store timeout.
+        let fs = self.fs.for_training();
+        let events = fs
             .scan(&[fpb::EventKind::Review], range.0, range.1, "")
             .await?;
         let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -1179,7 +1181,7 @@ impl App {
             .iter()
             .map(|(r, _)| (r.customer_id.clone(), micros(&r.ts).unwrap_or(0) - 1))
             .collect();
-        let hist = self.fs.customers_at(&keys).await?;
+        let hist = fs.customers_at(&keys).await?;
         Ok(docs
             .into_iter()
             .zip(hist)

@@ -17,6 +17,10 @@ pub enum Error {
     NoModel(String),
     #[error("feature store unavailable: {0}")]
     FeatureStore(String),
+    /// A request-path feature-store call got no answer within the configured bound (a hung
+    /// feature store); answered UNAVAILABLE, like a feature store that is down.
+    #[error("feature store did not answer within {} ms", .0.as_millis())]
+    FeatureStoreTimeout(std::time::Duration),
     #[error("another Train is running; try again when it has finished")]
     Busy,
     #[error("not enough data to train: {0}")]
@@ -52,6 +56,7 @@ impl Error {
             Error::NotFound(m) => ApiError::NotFound(m.clone()),
             Error::NoModel(m) => ApiError::FailedPrecondition(m.clone()),
             Error::FeatureStore(m) => ApiError::Unavailable(format!("feature store: {m}")),
+            Error::FeatureStoreTimeout(_) => ApiError::Unavailable(self.to_string()),
             Error::Busy => ApiError::FailedPrecondition(self.to_string()),
             Error::NotEnoughData(m) => {
                 ApiError::FailedPrecondition(format!("not enough data to train: {m}"))

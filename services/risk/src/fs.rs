@@ -1,6 +1,9 @@
 //! Reads from the feature store: events (ScanEvents), the customer's online features and
 //! point-in-time historical features.
 
+use std::future::Future;
+use std::time::Duration;
+
 use augur_proto::common::TimeRange;
 use augur_proto::featurestore as fpb;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
@@ -21,10 +24,14 @@ pub const CUSTOMER_FEATURES: &[&str] = &[
     "country",
 ];
 
-/// A feature-store client.
+/// A feature-store client. Each call (a whole scan counting as one) waits at most the call
+/// timeout, so a hung feature store answers [`Error::FeatureStoreTimeout`] well before the
+/// server's deadline; [`FeatureStore::for_training`] drops it for training's long reads, which
+/// keep the channel's timeout.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
     client: FeatureStoreClient<ServiceChannel>,
+    call_timeout: Option<Duration>,
 }
 
 fn ts(secs: i64) -> Timestamp {
@@ -71,7 +78,53 @@ impl FeatureStore {
             client: FeatureStoreClient::new(channel)
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(64 << 20),
+            call_timeout: Some(augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT),
         }
+    }
+
+    /// The same client, each call bounded by `limit` (`feature_store_timeout_ms`).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = Some(limit);
+        self
+    }
+
+    /// The same client without the per-call bound, for training reads (long scans; the
+    /// channel's request timeout still applies).
+    pub fn for_training(&self) -> Self {
+        FeatureStore {
+            client: self.client.clone(),
+            call_timeout: None,
+        }
+    }
+
+    /// Runs one feature-store call within the call timeout, if any.
+    async fn within<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match self.call_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(Error::FeatureStoreTimeout(limit))),
+            None => call.await,
+        }
+    }
+
+    /// The events a ScanEvents request streams, read to the end as one call.
+    async fn events(&self, req: fpb::ScanEventsRequest) -> Result<Vec<fpb::Event>, Error> {
+        self.within(async {
+            let mut stream = self
+                .client
+                .clone()
+                .scan_events(req)
+                .await
+                .map_err(unavailable)?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(unavailable)?;
+                out.extend(batch.events.into_iter().filter_map(|e| e.event));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every event of `kinds` in `[start, end)` (seconds; `None` = unbounded), optionally of one
@@ -93,33 +146,25 @@ impl FeatureStore {
             customer_id: customer_id.to_string(),
             batch_size: 5000,
         };
-        let mut stream = self
-            .client
-            .clone()
-            .scan_events(req)
-            .await
-            .map_err(unavailable)?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(unavailable)?;
-            out.extend(batch.events.into_iter().filter_map(|e| e.event));
-        }
-        Ok(out)
+        self.events(req).await
     }
 
     /// The customer's online (current) features.
     pub async fn customer_now(&self, customer_id: &str) -> Result<CustomerHistory, Error> {
+        let req = fpb::GetOnlineFeaturesRequest {
+            view: "customer".into(),
+            entity_ids: vec![customer_id.to_string()],
+            features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
+        };
         let resp = self
-            .client
-            .clone()
-            .get_online_features(fpb::GetOnlineFeaturesRequest {
-                view: "customer".into(),
-                entity_ids: vec![customer_id.to_string()],
-                features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
+            .within(async {
+                self.client
+                    .clone()
+                    .get_online_features(req)
+                    .await
+                    .map_err(unavailable)
             })
-            .await
-            .map_err(unavailable)?
+            .await?
             .into_inner();
         Ok(resp
             .rows
@@ -150,11 +195,14 @@ impl FeatureStore {
                 features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
             };
             let resp = self
-                .client
-                .clone()
-                .get_historical_features(req)
-                .await
-                .map_err(unavailable)?
+                .within(async {
+                    self.client
+                        .clone()
+                        .get_historical_features(req)
+                        .await
+                        .map_err(unavailable)
+                })
+                .await?
                 .into_inner();
             out.extend(resp.rows.iter().map(|r| history(r, &resp.feature_names)));
         }

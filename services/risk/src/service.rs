@@ -332,7 +332,11 @@ impl Risk for Service {
                         order_id,
                         outcome: Some(pb::score_order_stream_response::Outcome::Result(r)),
                     }),
-                    Err(e @ (Error::NoModel(_) | Error::FeatureStore(_))) => Err(Status::from(e)),
+                    Err(
+                        e @ (Error::NoModel(_)
+                        | Error::FeatureStore(_)
+                        | Error::FeatureStoreTimeout(_)),
+                    ) => Err(Status::from(e)),
                     Err(e) => {
                         let field = match &e {
                             Error::Invalid(f, _) => f.clone(),

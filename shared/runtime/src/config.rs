@@ -351,6 +351,10 @@ mod secret_tests {
     }
 }
 
+/// Default bound of one request-path feature-store call of a model service
+/// ([`ModelServiceConfig::feature_store_timeout_ms`]).
+pub const DEFAULT_FEATURE_STORE_TIMEOUT: Duration = Duration::from_millis(2_000);
+
 /// Settings shared by the model services (recommendation, demand forecast, churn, risk).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -362,6 +366,11 @@ pub struct ModelServiceConfig {
     /// Where the feature store answers: `http://127.0.0.1:50051`, `dns://feature-store:50051`
     /// (every pod behind a headless Service, balanced) or `consul://feature-store`.
     pub feature_store_url: String,
+    /// How long one request-path feature-store call (a prediction's feature lookup) may take
+    /// before the prediction answers UNAVAILABLE; env `AUGUR_FEATURE_STORE_TIMEOUT_MS`. Must be
+    /// below `server.request_timeout_ms`, so a hung feature store is reported well before the
+    /// server's own deadline. Training scans are not bound by it.
+    pub feature_store_timeout_ms: u64,
     /// How this service calls the feature store: TLS and bearer token (`[client]`).
     pub client: crate::client::ClientConfig,
 }
@@ -373,8 +382,14 @@ impl ModelServiceConfig {
             telemetry: TelemetryConfig::default(),
             data_dir: "data".into(),
             feature_store_url: "http://127.0.0.1:50051".into(),
+            feature_store_timeout_ms: DEFAULT_FEATURE_STORE_TIMEOUT.as_millis() as u64,
             client: Default::default(),
         }
+    }
+
+    /// Bound of one request-path feature-store call.
+    pub fn feature_store_timeout(&self) -> Duration {
+        Duration::from_millis(self.feature_store_timeout_ms)
     }
 }
 
@@ -388,6 +403,52 @@ impl Validate for ModelServiceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;
+        if self.feature_store_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "feature_store_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.feature_store_timeout_ms >= self.server.request_timeout_ms {
+            return Err(ConfigError::invalid(
+                "feature_store_timeout_ms",
+                format!(
+                    "must be below server.request_timeout_ms ({} ms), got {} ms",
+                    self.server.request_timeout_ms, self.feature_store_timeout_ms
+                ),
+            ));
+        }
         validate_target("feature_store_url", &self.feature_store_url)
+    }
+}
+
+#[cfg(test)]
+mod model_service_tests {
+    use super::*;
+
+    #[test]
+    fn feature_store_timeout_defaults_and_is_checked_against_the_request_timeout() {
+        let c = ModelServiceConfig::default();
+        assert_eq!(c.feature_store_timeout(), Duration::from_millis(2_000));
+        assert!(c.validate().is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "feature_store_timeout_ms = 500\n").unwrap();
+        let c = load(ModelServiceConfig::default(), Some(&path)).unwrap();
+        assert_eq!(c.feature_store_timeout(), Duration::from_millis(500));
+
+        for bad in [
+            "feature_store_timeout_ms = 0\n",
+            "feature_store_timeout_ms = 10000\n",
+            "feature_store_timeout_ms = 3000\n[server]\nrequest_timeout_ms = 2000\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = load(ModelServiceConfig::default(), Some(&path)).unwrap_err();
+            assert!(
+                err.to_string().contains("feature_store_timeout_ms"),
+                "{bad}: {err}"
+            );
+        }
     }
 }
