@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_model::ArtifactStore;
+use augur_model::{ArtifactStore, ReloadWatcher};
 use augur_proto::churn::churn_server::ChurnServer;
 use augur_runtime::GrpcServer;
 pub use augur_runtime::config::ModelServiceConfig as Config;
@@ -95,15 +95,39 @@ pub fn build(config: &Config) -> GrpcServer {
     build_with(config, state)
 }
 
-/// The server over an existing state.
+/// The server over an existing state; unless `model_reload_interval_ms` is 0 it also watches the
+/// model store for versions other replicas trained.
 pub fn build_with(config: &Config, state: Arc<State>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = ChurnServer::new(Service { state })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    GrpcServer::new("churn", config.server.clone())
+    let svc = ChurnServer::new(Service {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let server = GrpcServer::new("churn", config.server.clone())
         .add_service(svc)
-        .without_timeout(TRAIN_PATH)
+        .without_timeout(TRAIN_PATH);
+    match config.model_reload_interval() {
+        Some(every) => {
+            let stopping = server.stopping();
+            server.with_background(reload_watcher(state).run(every, stopping))
+        }
+        None => server,
+    }
+}
+
+/// Loads versions of the shared model store newer than the served one and serves them as
+/// `Train` does ([`State::serve`]: the drift monitor gets the model's feature reference).
+pub fn reload_watcher(state: Arc<State>) -> ReloadWatcher<ChurnModel> {
+    let served = state.clone();
+    ReloadWatcher::new(
+        state.store.clone(),
+        move || served.slot.get().map(|m| m.meta.version.clone()),
+        |store: &ArtifactStore, version: &str| {
+            ChurnModel::from_artifact(&store.load(version).map_err(Error::from)?)
+        },
+        move |model| state.serve(model),
+    )
 }
 
 /// Full gRPC path of the server-streaming Train, exempt from the unary timeout.

@@ -40,12 +40,23 @@ pub fn build(config: &Config) -> GrpcServer {
     .map_err(|e| format!("feature store {:?}: {e}", config.feature_store_url));
     let service = Service::new(&config.data_dir, channel)
         .with_feature_store_timeout(config.feature_store_timeout());
+    let reload = config
+        .model_reload_interval()
+        .map(|every| (every, service.reload_watcher()));
     let svc = DemandForecastServer::new(service)
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("demand-forecast", config.server.clone())
+    let server = GrpcServer::new("demand-forecast", config.server.clone())
         .add_service(svc)
-        .without_timeout("/augur.forecast.v1.DemandForecast/Train")
+        .without_timeout("/augur.forecast.v1.DemandForecast/Train");
+    // Unless `model_reload_interval_ms` is 0: models other replicas trained are picked up.
+    match reload {
+        Some((every, watcher)) => {
+            let stopping = server.stopping();
+            server.with_background(watcher.run(every, stopping))
+        }
+        None => server,
+    }
 }
 
 /// Runs the service until `shutdown` resolves.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_model::monitor::ModelMonitor;
-use augur_model::{ArtifactStore, ModelMeta, ModelSlot, TrainGate};
+use augur_model::{ArtifactStore, ModelMeta, ModelSlot, ReloadWatcher, TrainGate};
 use augur_proto::featurestore as fs;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::forecast as pb;
@@ -62,9 +62,17 @@ struct Inner {
 
 /// Loads the newest saved model, if any.
 pub fn load_latest(store: &ArtifactStore) -> Result<Option<Served>, Error> {
-    let Some(artifact) = store.latest().map_err(|e| Error::Internal(e.to_string()))? else {
-        return Ok(None);
-    };
+    let versions = store
+        .versions()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    versions.last().map(|v| load_version(store, v)).transpose()
+}
+
+/// Loads one saved version.
+pub fn load_version(store: &ArtifactStore, version: &str) -> Result<Served, Error> {
+    let artifact = store
+        .load(version)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let bytes = artifact
         .extra(MODEL_FILE)
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -75,10 +83,10 @@ pub fn load_latest(store: &ArtifactStore) -> Result<Option<Served>, Error> {
             .map_err(|e| Error::Internal(format!("GRU weights: {e}")))?;
         model.gru = Some(Arc::new(g));
     }
-    Ok(Some(Served {
+    Ok(Served {
         model,
         meta: artifact.meta,
-    }))
+    })
 }
 
 fn save(
@@ -152,6 +160,20 @@ impl Service {
 
     fn served(&self) -> Result<Arc<Served>, Error> {
         self.inner.slot.get().ok_or(Error::NoModel)
+    }
+
+    /// Loads versions of the shared model store newer than the served one (trained by another
+    /// replica) and swaps them in, as `Train` does.
+    pub fn reload_watcher(&self) -> ReloadWatcher<Served> {
+        let (served, swap) = (self.inner.clone(), self.inner.clone());
+        ReloadWatcher::new(
+            self.inner.store.clone(),
+            move || served.slot.get().map(|s| s.meta.version.clone()),
+            load_version,
+            move |model| {
+                swap.slot.swap(model);
+            },
+        )
     }
 
     fn fs_client(&self) -> Result<FeatureStoreClient<ServiceChannel>, Error> {

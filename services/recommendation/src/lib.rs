@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_model::ArtifactStore;
+use augur_model::{ArtifactStore, ReloadWatcher};
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::recommendation::recommendation_server::RecommendationServer;
 use augur_runtime::GrpcServer;
@@ -60,15 +60,40 @@ pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
     ))
 }
 
-/// The server around an existing state.
+/// The server around an existing state; unless `model_reload_interval_ms` is 0 it also watches
+/// the model store for versions other replicas trained.
 pub fn build_with(config: &Config, app: Arc<App>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = RecommendationServer::new(Service { app })
+    let svc = RecommendationServer::new(Service { app: app.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("recommendation", config.server.clone())
+    let server = GrpcServer::new("recommendation", config.server.clone())
         .add_service(svc)
-        .without_timeout(TRAIN_PATH)
+        .without_timeout(TRAIN_PATH);
+    match config.model_reload_interval() {
+        Some(every) => {
+            let stopping = server.stopping();
+            server.with_background(reload_watcher(app).run(every, stopping))
+        }
+        None => server,
+    }
+}
+
+/// Loads versions of the shared model store newer than the served one and swaps them in, as
+/// `Train` does (the catalogue cache refreshes on its own schedule).
+pub fn reload_watcher(app: Arc<App>) -> ReloadWatcher<recommender::Recommender> {
+    let served = app.clone();
+    ReloadWatcher::new(
+        app.store.clone(),
+        move || served.slot.get().map(|m| m.meta.version.clone()),
+        |store: &ArtifactStore, version: &str| {
+            let artifact = store.load(version).map_err(|e| e.to_string())?;
+            recommender::Recommender::from_artifact(&artifact)
+        },
+        move |model| {
+            app.slot.swap(model);
+        },
+    )
 }
 
 /// The server, ready to be served. A feature-store URL that does not parse leaves the service

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use augur_model::calibrate::Platt;
 use augur_model::monitor::{FeatureReference, ModelMonitor};
-use augur_model::{ArtifactStore, ModelError, ModelMeta, ModelSlot, TrainGate};
+use augur_model::{ArtifactStore, ModelError, ModelMeta, ModelSlot, ReloadWatcher, TrainGate};
 use augur_proto::featurestore::{self as fpb, Order, Review, event::Payload};
 use candle_core::{Device, Tensor};
 use chrono::{DateTime, Utc};
@@ -778,6 +778,46 @@ impl App {
             &served.meta.version,
         );
         self.reviews.swap(served);
+    }
+
+    /// Watchers that load order and review model versions newer than the served ones (trained
+    /// by another replica sharing `data_dir`) and serve them as `Train` does
+    /// ([`App::serve_order`], [`App::serve_review`]: the drift monitors get their references).
+    pub fn reload_watchers(
+        self: &Arc<Self>,
+    ) -> (
+        ReloadWatcher<Served<OrderModel>>,
+        ReloadWatcher<Served<ReviewModel>>,
+    ) {
+        let (a, b) = (self.clone(), self.clone());
+        let orders = ReloadWatcher::new(
+            ArtifactStore::new(&self.data_dir, ORDER_MODEL),
+            move || a.orders.get().map(|s| s.meta.version.clone()),
+            |store: &ArtifactStore, version: &str| -> Result<_, Error> {
+                let a = store.load(version)?;
+                let model = load_order(&a)?;
+                Ok(Served {
+                    meta: a.meta,
+                    model,
+                })
+            },
+            move |served| b.serve_order(served),
+        );
+        let (a, b) = (self.clone(), self.clone());
+        let reviews = ReloadWatcher::new(
+            ArtifactStore::new(&self.data_dir, REVIEW_MODEL),
+            move || a.reviews.get().map(|s| s.meta.version.clone()),
+            |store: &ArtifactStore, version: &str| -> Result<_, Error> {
+                let a = store.load(version)?;
+                let model = load_review(&a)?;
+                Ok(Served {
+                    meta: a.meta,
+                    model,
+                })
+            },
+            move |served| b.serve_review(served),
+        );
+        (orders, reviews)
     }
 
     /// No saved models loaded (MiniLM is, when present).

@@ -81,16 +81,25 @@ pub fn build(config: &Config) -> GrpcServer {
     }
 }
 
-/// The server over an opened state.
+/// The server over an opened state; unless `model_reload_interval_ms` is 0 it also watches the
+/// model stores for order and review models other replicas trained.
 pub fn build_with(config: &Config, app: Arc<app::App>) -> GrpcServer {
     let max = config.server.max_message_bytes;
-    let svc = RiskServer::new(Service { app })
+    let svc = RiskServer::new(Service { app: app.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    GrpcServer::new("risk", config.server.clone())
+    let mut server = GrpcServer::new("risk", config.server.clone())
         .add_service(svc)
         .without_timeout("/augur.risk.v1.Risk/Train")
-        .without_timeout("/augur.risk.v1.Risk/ScoreOrderStream")
+        .without_timeout("/augur.risk.v1.Risk/ScoreOrderStream");
+    if let Some(every) = config.model_reload_interval() {
+        let (orders, reviews) = app.reload_watchers();
+        let (stop_orders, stop_reviews) = (server.stopping(), server.stopping());
+        server = server
+            .with_background(orders.run(every, stop_orders))
+            .with_background(reviews.run(every, stop_reviews));
+    }
+    server
 }
 
 /// Runs the service until `shutdown` resolves.

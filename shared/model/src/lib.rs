@@ -10,6 +10,8 @@
 //! - [`TrainGate`]: one training at a time per service.
 //! - [`metrics`] and [`calibrate`]: ROC-AUC, PR-AUC, Brier, log loss; Platt and isotonic calibration.
 //! - [`monitor`]: served-model metrics (inference latency, score distribution, input drift as PSI).
+//! - [`reload`]: a [`ReloadWatcher`] that picks up versions another replica saved to a shared
+//!   store, without a restart.
 
 pub mod calibrate;
 mod gate;
@@ -17,11 +19,13 @@ mod meta;
 pub mod metrics;
 pub mod monitor;
 pub mod progress;
+pub mod reload;
 mod slot;
 mod store;
 
 pub use gate::{TrainGate, TrainPermit};
 pub use meta::{ModelMeta, new_version};
+pub use reload::ReloadWatcher;
 pub use slot::ModelSlot;
 pub use store::{Artifact, ArtifactStore};
 

@@ -373,6 +373,11 @@ pub struct ModelServiceConfig {
     pub feature_store_timeout_ms: u64,
     /// How this service calls the feature store: TLS and bearer token (`[client]`).
     pub client: crate::client::ClientConfig,
+    /// How often the model store under `data_dir` is checked for a version newer than the one
+    /// served (one another replica sharing the volume trained), which is then loaded and swapped
+    /// in without a restart; env `AUGUR_MODEL_RELOAD_INTERVAL_MS`. 0 turns reloading off; else
+    /// at least 100.
+    pub model_reload_interval_ms: u64,
 }
 
 impl ModelServiceConfig {
@@ -384,7 +389,14 @@ impl ModelServiceConfig {
             feature_store_url: "http://127.0.0.1:50051".into(),
             feature_store_timeout_ms: DEFAULT_FEATURE_STORE_TIMEOUT.as_millis() as u64,
             client: Default::default(),
+            model_reload_interval_ms: 30_000,
         }
+    }
+
+    /// How often to look for a newer model in the shared store; None when reloading is off.
+    pub fn model_reload_interval(&self) -> Option<Duration> {
+        (self.model_reload_interval_ms > 0)
+            .then(|| Duration::from_millis(self.model_reload_interval_ms))
     }
 
     /// Bound of one request-path feature-store call.
@@ -418,7 +430,50 @@ impl Validate for ModelServiceConfig {
                 ),
             ));
         }
+        if (1..MIN_MODEL_RELOAD_INTERVAL_MS).contains(&self.model_reload_interval_ms) {
+            return Err(ConfigError::invalid(
+                "model_reload_interval_ms",
+                format!(
+                    "must be 0 (off) or at least {MIN_MODEL_RELOAD_INTERVAL_MS} ms, got {} ms",
+                    self.model_reload_interval_ms
+                ),
+            ));
+        }
         validate_target("feature_store_url", &self.feature_store_url)
+    }
+}
+
+/// Shortest accepted `model_reload_interval_ms` (besides 0, off): each check lists a directory on
+/// a shared volume.
+pub const MIN_MODEL_RELOAD_INTERVAL_MS: u64 = 100;
+
+#[cfg(test)]
+mod model_reload_tests {
+    use super::*;
+
+    #[test]
+    fn model_reload_interval_defaults_to_30_s_and_0_turns_it_off() {
+        let c = ModelServiceConfig::default();
+        assert_eq!(c.model_reload_interval(), Some(Duration::from_secs(30)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "model_reload_interval_ms = 0\n").unwrap();
+        let c = load(ModelServiceConfig::default(), Some(&path)).unwrap();
+        assert_eq!(c.model_reload_interval(), None);
+        std::fs::write(&path, "model_reload_interval_ms = 200\n").unwrap();
+        let c = load(ModelServiceConfig::default(), Some(&path)).unwrap();
+        assert_eq!(c.model_reload_interval(), Some(Duration::from_millis(200)));
+        for bad in [
+            "model_reload_interval_ms = 1\n",
+            "model_reload_interval_ms = 99\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = load(ModelServiceConfig::default(), Some(&path)).unwrap_err();
+            assert!(
+                err.to_string().contains("model_reload_interval_ms"),
+                "{bad}: {err}"
+            );
+        }
     }
 }
 

@@ -10,7 +10,10 @@
 //!   client's shorter `grpc-timeout` wins), and a tracing span per call that continues the
 //!   caller's W3C trace;
 //! - graceful shutdown: NOT_SERVING, wait `drain_delay`, stop accepting, let in-flight calls
-//!   finish within `shutdown_grace`.
+//!   finish within `shutdown_grace`;
+//! - background tasks tied to the server's life ([`GrpcServer::with_background`], e.g. model
+//!   reload watchers): started when serving starts, told to stop ([`GrpcServer::stopping`]) as
+//!   soon as shutdown starts, aborted when the server has stopped.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -65,6 +68,19 @@ pub struct GrpcServer {
     no_timeout: HashSet<String>,
     reporter: HealthReporter,
     health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    background: Vec<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    stopping: watch::Sender<bool>,
+}
+
+/// Background tasks of a running server; aborted when dropped (the server stopped or failed).
+struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl GrpcServer {
@@ -82,6 +98,8 @@ impl GrpcServer {
             no_timeout: HashSet::new(),
             reporter,
             health,
+            background: Vec::new(),
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -110,6 +128,22 @@ impl GrpcServer {
     pub fn without_timeout(mut self, method_path: &str) -> Self {
         self.no_timeout.insert(method_path.to_string());
         self
+    }
+
+    /// Runs `task` in the background while the server serves: spawned when serving starts,
+    /// aborted once the server has stopped (or failed). A task that should finish cleanly awaits
+    /// [`GrpcServer::stopping`], which resolves as soon as shutdown starts.
+    pub fn with_background(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.background.push(Box::pin(task));
+        self
+    }
+
+    /// Resolves when this server starts shutting down (or is dropped without serving).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// The health reporter, to mark services NOT_SERVING when a dependency is lost.
@@ -163,6 +197,8 @@ impl GrpcServer {
             no_timeout,
             reporter,
             health,
+            background,
+            stopping,
         } = self;
         let local = listener.local_addr().ok();
 
@@ -226,6 +262,7 @@ impl GrpcServer {
             .set_service_status("", ServingStatus::Serving)
             .await;
         tracing::info!(server = %name, addr = ?local, services = ?services, "serving");
+        let _background = Background(background.into_iter().map(tokio::spawn).collect());
         let registration = local.and_then(|l| consul_registration(&name, &config, l));
         let (reg_stop, reg_task) = match registration.clone() {
             Some((agent, reg)) => {
@@ -250,6 +287,7 @@ impl GrpcServer {
         }
 
         tracing::info!(server = %name, "shutting down: NOT_SERVING, draining");
+        stopping.send_replace(true);
         if let Some(tx) = reg_stop {
             let _ = tx.send(());
         }
@@ -900,6 +938,45 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn background_tasks_run_while_serving_and_stop_on_shutdown() {
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        let server = GrpcServer::new("t", config);
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (stopped_tx, stopped) = oneshot::channel::<()>();
+        let stopping = server.stopping();
+        let server = server.with_background(async move {
+            let _ = started_tx.send(());
+            stopping.await;
+            let _ = stopped_tx.send(());
+        });
+        // A task that never looks at `stopping` is aborted.
+        let (guard_tx, mut guard_rx) = oneshot::channel::<()>();
+        let server = server.with_background(async move {
+            let _guard = guard_tx;
+            std::future::pending::<()>().await;
+        });
+        let handle = server.spawn().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), started)
+            .await
+            .expect("background task started")
+            .unwrap();
+        assert!(matches!(
+            guard_rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        handle.shutdown().await.unwrap();
+        stopped.await.expect("told to stop");
+        // The pending task was aborted: its sender is dropped without sending.
+        let aborted = tokio::time::timeout(Duration::from_secs(5), guard_rx)
+            .await
+            .expect("pending task aborted");
+        assert!(aborted.is_err());
     }
 
     #[test]
