@@ -594,4 +594,41 @@ mod tests {
         state.observe(&model, &[("c1".into(), Some((r, p)))]);
         assert!(state.monitor.drift().is_empty());
     }
+
+    #[tokio::test]
+    async fn a_model_another_replica_saved_is_reloaded_with_its_feature_reference() {
+        let mut p = TrainParams::new(90 * 86_400);
+        p.nam.epochs = 1;
+        p.variants = vec!["nam_no_btyd".into()];
+        let model = train::fit(&dataset(300), &p, &mut |_: &str, _: f64, _: String| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path(), MODEL_NAME);
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        // This replica started before any model existed.
+        let state = Arc::new(State::new(
+            None,
+            FeatureStore::new(augur_runtime::client::intercepted(channel)),
+            store.clone(),
+        ));
+        let mut watcher = crate::reload_watcher(state.clone());
+        assert_eq!(watcher.poll().await, augur_model::reload::Polled::UpToDate);
+        // Another replica saves a model to the shared store.
+        model.save(&store).unwrap();
+        let version = model.meta.version.clone();
+        assert_eq!(
+            watcher.poll().await,
+            augur_model::reload::Polled::Reloaded(version.clone())
+        );
+        let served = state.model().unwrap();
+        assert_eq!(served.meta.version, version);
+        // Served the way Train serves: the drift monitor compares against its reference.
+        let r = record(1, 0.0);
+        let p = served.predict(&r);
+        state.observe(&served, &[("c1".into(), Some((r, p)))]);
+        assert_eq!(
+            state.monitor.drift().len(),
+            model.reference.as_ref().unwrap().names.len()
+        );
+        assert_eq!(watcher.poll().await, augur_model::reload::Polled::UpToDate);
+    }
 }
