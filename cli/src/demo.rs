@@ -9,8 +9,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Events per streamed message.
 const BATCH: usize = 5_000;
 
-/// Generates the demo dataset and ingests it; returns the ingest summary.
+/// [`load_on`] the feature store at `url` over plaintext without a token.
 pub async fn load(url: &str, seed: u64, progress: bool) -> anyhow::Result<pb::IngestResponse> {
+    load_on(&crate::connect::Remote::plain(url), seed, progress).await
+}
+
+/// Generates the demo dataset and ingests it; returns the ingest summary.
+pub async fn load_on(
+    remote: &crate::connect::Remote,
+    seed: u64,
+    progress: bool,
+) -> anyhow::Result<pb::IngestResponse> {
     let config = DemoConfig {
         seed,
         ..DemoConfig::default()
@@ -27,7 +36,7 @@ pub async fn load(url: &str, seed: u64, progress: bool) -> anyhow::Result<pb::In
     } else {
         ProgressBar::hidden()
     };
-    let resp = crate::import::ingest_all(url, data.events, BATCH, &bar).await?;
+    let resp = crate::import::ingest_on(remote, data.events, BATCH, &bar).await?;
     bar.finish_and_clear();
     println!(
         "demo: {} events accepted, {} duplicates, {} rejected ({} customers, {} products, {} planted fraud orders, {} planted spam reviews, {} churners)",

@@ -23,6 +23,8 @@ use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
+use crate::connect::{ConnectArgs, Remote};
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Order,
@@ -48,12 +50,15 @@ pub struct ImportArgs {
     /// File format; by default from the extension (.csv, .jsonl / .ndjson / .json).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Feature store address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// Feature store address: http://host:port, https://host:port, or host:port (https when a
+    /// TLS flag is set).
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: String,
     /// Events per streamed message.
     #[arg(long, default_value_t = 2_000)]
     pub batch: usize,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 type Record = Map<String, Value>;
@@ -473,19 +478,27 @@ fn detect_format(path: &Path) -> anyhow::Result<Format> {
     }
 }
 
-/// Streams events to the feature store at `addr` through `IngestStream` in batches, advancing
-/// `bar` as batches are sent; returns the feature store's summary.
+/// [`ingest_on`] the feature store at `addr` over plaintext without a token.
 pub async fn ingest_all(
     addr: &str,
     events: Vec<pb::Event>,
     batch: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<pb::IngestResponse> {
-    let mut client = FeatureStoreClient::new(augur_runtime::client::lazy_channel(
-        addr,
-        std::time::Duration::from_secs(3600),
-    )?)
-    .max_decoding_message_size(64 << 20)
+    ingest_on(&Remote::plain(addr), events, batch, bar).await
+}
+
+/// Streams events to the feature store through `IngestStream` in batches, advancing `bar` as
+/// batches are sent; returns the feature store's summary. A failed call is a
+/// [`crate::connect::CallError`] (code, message, hint).
+pub async fn ingest_on(
+    remote: &Remote,
+    events: Vec<pb::Event>,
+    batch: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<pb::IngestResponse> {
+    let mut client = FeatureStoreClient::new(remote.channel(std::time::Duration::from_secs(3600))?)
+        .max_decoding_message_size(64 << 20)
     .max_encoding_message_size(64 << 20);
     let batches: Vec<pb::IngestRequest> = events
         .chunks(batch.max(1))
@@ -497,7 +510,11 @@ pub async fn ingest_all(
             .into_iter()
             .inspect(move |b| bar.inc(b.events.len() as u64)),
     );
-    Ok(client.ingest_stream(stream).await?.into_inner())
+    Ok(client
+        .ingest_stream(stream)
+        .await
+        .map_err(|s| remote.explain(&s))?
+        .into_inner())
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -508,6 +525,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         Some(f) => f,
         None => detect_format(&args.file)?,
     };
+    let remote = args.connect.remote(&args.addr)?;
     let (events, parse_errors) = read_file(&args.file, args.kind, format)?;
     for (line, e) in parse_errors.iter().take(10) {
         eprintln!("{}:{line}: {e}", args.file.display());
@@ -527,7 +545,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     );
     bar.set_message("importing");
     let events: Vec<pb::Event> = events.into_iter().map(|(_, e)| e).collect();
-    let resp = ingest_all(&args.addr, events, args.batch, &bar).await?;
+    let resp = match ingest_on(&remote, events, args.batch, &bar).await {
+        Ok(r) => r,
+        Err(e) => {
+            bar.abandon();
+            return Err(e);
+        }
+    };
     bar.finish_and_clear();
     println!(
         "{}: {} accepted, {} duplicates, {} rejected by the feature store, {} unreadable",

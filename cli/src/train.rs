@@ -4,9 +4,15 @@
 use std::time::Duration;
 
 use augur_proto::common::{ModelInfo, TrainProgress};
+use augur_runtime::client::ServiceChannel;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, Streaming};
+
+use crate::connect::{ConnectArgs, Remote};
+
+/// Request timeout of a training call (the progress stream is exempt on the server side).
+const TRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The model services that train.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,16 +113,17 @@ pub struct TrainArgs {
     /// For the risk service: the order (fraud) or the review (spam) model.
     #[arg(long, value_enum, default_value_t = RiskModel::Order)]
     pub model: RiskModel,
-    /// Address of the service (default: 127.0.0.1 and the service's `augur up` port).
+    /// Address of the service: http://host:port, https://host:port, or host:port (https when
+    /// a TLS flag is set). Default: 127.0.0.1 and the service's `augur up` port.
     #[arg(long)]
     pub addr: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Starts a default training (the service reads its data from the feature store) and returns the
 /// server's progress stream.
-async fn start(model: Model, addr: &str) -> Result<Streaming<TrainProgress>, Status> {
-    let channel = augur_runtime::client::lazy_channel(addr, Duration::from_secs(3600))
-        .map_err(|e| Status::invalid_argument(format!("addr: {e}")))?;
+async fn start(model: Model, channel: ServiceChannel) -> Result<Streaming<TrainProgress>, Status> {
     let stream = match model.service {
         Service::Recommendation => {
             use augur_proto::recommendation as pb;
@@ -149,9 +156,14 @@ async fn start(model: Model, addr: &str) -> Result<Streaming<TrainProgress>, Sta
     Ok(stream.into_inner())
 }
 
-/// Whether the service has a model: `GetModelInfo` succeeds.
+/// Whether the service at `addr` (plaintext, no token) has a model: `GetModelInfo` succeeds.
 pub async fn has_model(model: Model, addr: &str) -> bool {
-    let Ok(channel) = augur_runtime::client::lazy_channel(addr, Duration::from_secs(10)) else {
+    has_model_on(model, &Remote::plain(addr)).await
+}
+
+/// Whether the service has a model: `GetModelInfo` succeeds.
+pub async fn has_model_on(model: Model, remote: &Remote) -> bool {
+    let Ok(channel) = remote.channel(Duration::from_secs(10)) else {
         return false;
     };
     match model.service {
@@ -188,8 +200,22 @@ pub async fn has_model(model: Model, addr: &str) -> bool {
     }
 }
 
-/// Trains `service` at `addr`, drawing a progress bar; returns the new model's info.
+/// Trains `model` at `addr` (plaintext, no token), drawing a progress bar; returns the new
+/// model's info.
 pub async fn train(model: Model, addr: &str) -> Result<ModelInfo, Status> {
+    train_on(model, &Remote::plain(addr)).await
+}
+
+/// Trains `model` on `remote`, drawing a progress bar; returns the new model's info. A channel
+/// that cannot be set up (unreadable CA file, bad address) is `INVALID_ARGUMENT`.
+pub async fn train_on(model: Model, remote: &Remote) -> Result<ModelInfo, Status> {
+    let channel = remote
+        .channel(TRAIN_TIMEOUT)
+        .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+    train_over(model, channel).await
+}
+
+async fn train_over(model: Model, channel: ServiceChannel) -> Result<ModelInfo, Status> {
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} {bar:30} {percent:>3}% {wide_msg}")
@@ -197,7 +223,7 @@ pub async fn train(model: Model, addr: &str) -> Result<ModelInfo, Status> {
     );
     bar.set_prefix(model.name());
     bar.enable_steady_tick(Duration::from_millis(200));
-    let result = follow(model, addr, &bar).await;
+    let result = follow(model, channel, &bar).await;
     match &result {
         Ok(m) => bar.finish_with_message(format!("model {} ready", m.model_version)),
         Err(s) => bar.abandon_with_message(format!("failed: {}", s.message())),
@@ -205,8 +231,12 @@ pub async fn train(model: Model, addr: &str) -> Result<ModelInfo, Status> {
     result
 }
 
-async fn follow(model: Model, addr: &str, bar: &ProgressBar) -> Result<ModelInfo, Status> {
-    let mut stream = start(model, addr).await?;
+async fn follow(
+    model: Model,
+    channel: ServiceChannel,
+    bar: &ProgressBar,
+) -> Result<ModelInfo, Status> {
+    let mut stream = start(model, channel).await?;
     while let Some(msg) = stream.next().await {
         let p = msg?;
         bar.set_position((p.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
@@ -229,12 +259,16 @@ async fn follow(model: Model, addr: &str, bar: &ProgressBar) -> Result<ModelInfo
 pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     let addr = args
         .addr
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", args.service.default_port()));
+        .unwrap_or_else(|| format!("127.0.0.1:{}", args.service.default_port()));
+    let remote = args.connect.remote(&addr)?;
     let model = Model {
         service: args.service,
         risk: args.model,
     };
-    let info = train(model, &addr).await?;
+    let channel = remote.channel(TRAIN_TIMEOUT)?;
+    let info = train_over(model, channel)
+        .await
+        .map_err(|s| remote.explain(&s))?;
     println!(
         "{} model {} trained on {} examples",
         model.name(),
@@ -247,24 +281,32 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`train_missing_on`] over plaintext without a token.
+pub async fn train_missing(urls: &[(Model, String)]) {
+    let remotes: Vec<(Model, Remote)> = urls
+        .iter()
+        .map(|(m, u)| (*m, Remote::plain(u)))
+        .collect();
+    train_missing_on(&remotes).await
+}
+
 /// Trains every model service of a running platform that has no model yet, one after another
 /// (they share the CPU); a service that cannot train is reported and skipped.
-pub async fn train_missing(urls: &[(Model, String)]) {
-    for (model, url) in urls {
-        if has_model(*model, url).await {
+pub async fn train_missing_on(remotes: &[(Model, Remote)]) {
+    for (model, remote) in remotes {
+        if has_model_on(*model, remote).await {
             continue;
         }
-        match train(*model, url).await {
+        match train_on(*model, remote).await {
             Ok(_) => {}
             Err(s) if s.code() == Code::Unimplemented => {
                 println!("{}: training not available ({})", model.name(), s.message());
             }
             Err(s) => {
                 eprintln!(
-                    "{}: training failed: {} ({:?}); it keeps serving its previous model if any",
+                    "{}: training failed: {}\n(it keeps serving its previous model if any)",
                     model.name(),
-                    s.message(),
-                    s.code()
+                    remote.explain(&s)
                 );
             }
         }

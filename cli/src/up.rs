@@ -39,6 +39,9 @@ pub struct UpArgs {
     /// data directory come from the flags.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How `--demo` reaches the services when the config turns on TLS or auth.
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
 }
 
 impl Default for UpArgs {
@@ -54,6 +57,7 @@ impl Default for UpArgs {
             churn_port: 50054,
             risk_port: 50055,
             config: None,
+            connect: Default::default(),
         }
     }
 }
@@ -176,18 +180,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let (customers, products) = platform.feature_store.online().counts();
         if customers == 0 && products == 0 {
             let url = platform.url("feature-store").unwrap_or_default();
-            crate::demo::load(&url, 42, true).await?;
+            crate::demo::load_on(&args.connect.remote(&url)?, 42, true).await?;
         } else {
             println!(
                 "demo: the store already holds {customers} customers and {products} products; not loading again"
             );
         }
         if !args.no_train {
-            let urls: Vec<_> = crate::train::Model::ALL
-                .iter()
-                .filter_map(|m| platform.url(m.service.name()).map(|u| (*m, u)))
-                .collect();
-            crate::train::train_missing(&urls).await;
+            let mut remotes = Vec::new();
+            for m in crate::train::Model::ALL {
+                if let Some(u) = platform.url(m.service.name()) {
+                    remotes.push((m, args.connect.remote(&u)?));
+                }
+            }
+            crate::train::train_missing_on(&remotes).await;
         }
     }
     println!();
