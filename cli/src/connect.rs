@@ -364,7 +364,7 @@ impl CallError {
             ),
             _ if transport => (
                 format!(
-                    "{}: cannot reach the service ({}): {}",
+                    "{}: the connection failed ({}): {}",
                     remote.addr,
                     code_name(code),
                     details
@@ -470,7 +470,10 @@ mod tests {
             .unwrap();
         let e = with_token.explain(&Status::permission_denied("reader may not call X"));
         let text = e.to_string();
-        assert!(text.contains("PERMISSION_DENIED: reader may not call X"), "{text}");
+        assert!(
+            text.contains("PERMISSION_DENIED: reader may not call X"),
+            "{text}"
+        );
         assert!(text.contains("AUGUR_TOKEN"), "{text}");
         assert!(!text.contains("tok-0123456789abcdef"), "{text}");
         with_token.client.token = Secret::default();

@@ -499,7 +499,7 @@ pub async fn ingest_on(
 ) -> anyhow::Result<pb::IngestResponse> {
     let mut client = FeatureStoreClient::new(remote.channel(std::time::Duration::from_secs(3600))?)
         .max_decoding_message_size(64 << 20)
-    .max_encoding_message_size(64 << 20);
+        .max_encoding_message_size(64 << 20);
     let batches: Vec<pb::IngestRequest> = events
         .chunks(batch.max(1))
         .map(|c| pb::IngestRequest { events: c.to_vec() })

@@ -283,10 +283,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
 
 /// [`train_missing_on`] over plaintext without a token.
 pub async fn train_missing(urls: &[(Model, String)]) {
-    let remotes: Vec<(Model, Remote)> = urls
-        .iter()
-        .map(|(m, u)| (*m, Remote::plain(u)))
-        .collect();
+    let remotes: Vec<(Model, Remote)> = urls.iter().map(|(m, u)| (*m, Remote::plain(u))).collect();
     train_missing_on(&remotes).await
 }
 

@@ -34,7 +34,8 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf) {
     let ca_key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "augur test CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "augur test CA");
     let ca_pem = p.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(p, ca_key);
 
@@ -152,7 +153,11 @@ impl Platform {
             server: secured(
                 &dir,
                 &ca,
-                &[("admin", ADMIN), ("reader", READER), ("recommendation", REC)],
+                &[
+                    ("admin", ADMIN),
+                    ("reader", READER),
+                    ("recommendation", REC),
+                ],
                 &[("augur.featurestore.v1.FeatureStore/IngestStream", "admin")],
             ),
             ..Default::default()
@@ -336,6 +341,8 @@ async fn cli_imports_and_trains_against_tls_and_token_auth() {
     let out = p.augur(import(vec![]), "").await;
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: https://"), "{}", text(&out));
+    assert!(!stderr.contains("backtrace"), "{}", text(&out));
     assert!(stderr.contains("UNAUTHENTICATED"), "{}", text(&out));
     assert!(stderr.contains(TOKEN_HINT), "{}", text(&out));
 
@@ -398,9 +405,7 @@ async fn cli_imports_and_trains_against_tls_and_token_auth() {
             TokenSource::Env,
         )
         .unwrap();
-    assert!(
-        augur_cli::train::has_model_on(Model::of(Service::Recommendation), &rec_remote).await
-    );
+    assert!(augur_cli::train::has_model_on(Model::of(Service::Recommendation), &rec_remote).await);
 
     p.rec.shutdown().await.unwrap();
     p.fs.shutdown().await.unwrap();
