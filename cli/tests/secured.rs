@@ -28,8 +28,9 @@ const ADMIN: &str = "admin-token-7c41e9a2d0";
 const READER: &str = "reader-token-3b8f6a1c55";
 const REC: &str = "rec-token-90d2e4f7a1b3";
 
-/// A CA's PEM certificate, written to `dir/<name>.pem`, and a server certificate it signed for
-/// `localhost` (written as server.pem / server.key).
+/// A CA (ca.pem), a server certificate it signed for `localhost` (server.pem / server.key), a
+/// client certificate with common name `admin` (admin.pem / admin.key), and an unrelated CA
+/// (rogue-ca.pem); returns the two CA paths.
 fn pki(dir: &Path) -> (PathBuf, PathBuf) {
     let ca_key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -46,6 +47,14 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = s.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+
+    let key = KeyPair::generate().unwrap();
+    let mut c = CertificateParams::new(Vec::<String>::new()).unwrap();
+    c.distinguished_name.push(DnType::CommonName, "admin");
+    c.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = c.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("admin.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("admin.key"), key.serialize_pem()).unwrap();
 
     let rogue_key = KeyPair::generate().unwrap();
     let mut r = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -298,6 +307,44 @@ async fn cli_imports_and_trains_against_tls_and_token_auth() {
     assert!(shown.contains("TLS handshake failed"), "{shown}");
     assert!(shown.contains(&p.fs.addr().to_string()), "{shown}");
     assert!(shown.contains(&p.rogue.display().to_string()), "{shown}");
+
+    // Mutual TLS: the client certificate's common name (admin) is the principal; no token.
+    let mtls = ConnectArgs {
+        cert: Some(p.dir.join("admin.pem")),
+        key: Some(p.dir.join("admin.key")),
+        ..p.flags(&p.ca)
+    }
+    .remote_with_token(
+        &p.fs.addr().to_string(),
+        Secret::default(),
+        TokenSource::None,
+    )
+    .unwrap();
+    let resp = augur_cli::import::ingest_on(&mtls, ev.clone(), 50, &bar)
+        .await
+        .unwrap();
+    assert_eq!(resp.duplicates, n, "the same events again: {resp:?}");
+
+    // https:// without --ca: TLS against the public web PKI roots, which do not know the test
+    // CA; the error says so.
+    let public = ConnectArgs {
+        tls_domain: Some("localhost".into()),
+        ..Default::default()
+    }
+    .remote_with_token(
+        &format!("https://{}", p.fs.addr()),
+        Secret::new(ADMIN),
+        TokenSource::Env,
+    )
+    .unwrap();
+    let e = call_error(
+        augur_cli::import::ingest_on(&public, ev.clone(), 50, &bar)
+            .await
+            .unwrap_err(),
+    );
+    let shown = e.to_string();
+    assert!(shown.contains("TLS handshake failed"), "{shown}");
+    assert!(shown.contains("public web PKI roots"), "{shown}");
 
     // Plaintext to a TLS server: a transport failure with the https hint.
     let plain = augur_cli::connect::Remote::plain(&format!("http://{}", p.fs.addr()));
