@@ -764,6 +764,7 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
         range: None,
         customer_id,
         batch_size,
+        order_id: String::new(),
     };
     invalid(
         "ScanEvents kind 999",
@@ -775,6 +776,20 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
         drain(c.scan_events(scan_e(vec![], big(), 0)).await).await,
         "customer_id",
     );
+    for (what, id) in [("10 MB", big()), ("control characters", "O1\n".to_string())] {
+        invalid(
+            &format!("ScanEvents {what} order id"),
+            drain(
+                c.scan_events(fs::ScanEventsRequest {
+                    order_id: id,
+                    ..Default::default()
+                })
+                .await,
+            )
+            .await,
+            "order_id",
+        );
+    }
     invalid(
         "ScanEvents batch u32::MAX",
         drain(c.scan_events(scan_e(vec![], String::new(), u32::MAX)).await).await,
@@ -2152,6 +2167,7 @@ mod props {
                                 }),
                                 customer_id: s.clone(),
                                 batch_size: n,
+                                order_id: s.clone(),
                             })
                             .await,
                         )

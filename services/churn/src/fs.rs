@@ -216,6 +216,7 @@ impl FeatureStore {
                     }),
                     customer_id: String::new(),
                     batch_size: 5_000,
+                    order_id: String::new(),
                 })
                 .await
                 .map_err(unavailable)?

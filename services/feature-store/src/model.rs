@@ -88,6 +88,13 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Placed,
+        Self::Paid,
+        Self::Refunded,
+        Self::ChargedBack,
+        Self::Cancelled,
+    ];
     fn from_proto(v: i32) -> Option<Self> {
         Some(match pb::OrderStatus::try_from(v).ok()? {
             pb::OrderStatus::Unspecified | pb::OrderStatus::Placed => Self::Placed,
@@ -289,6 +296,13 @@ pub enum Event {
     Customer(Customer),
 }
 
+/// The deduplication key of an order's event with this status (`order_id/status`). A status has
+/// no `/`, so distinct (order, status) pairs never share a key, and the keys of an order's events
+/// are known from its id alone (the indexed order lookup).
+pub fn order_key(order_id: &str, status: OrderStatus) -> String {
+    format!("{order_id}/{}", status.as_str())
+}
+
 impl Event {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -303,7 +317,7 @@ impl Event {
     /// The deduplication key: the same key twice is the same event.
     pub fn key(&self) -> String {
         match self {
-            Self::Order(o) => format!("{}/{}", o.order_id, o.status.as_str()),
+            Self::Order(o) => order_key(&o.order_id, o.status),
             Self::Interaction(i) => i.event_id.clone(),
             Self::Review(r) => format!(
                 "{}/{}",

@@ -112,23 +112,76 @@ pub async fn interactions(
     Ok(())
 }
 
-/// Streams raw events in event-time order.
-pub async fn events(
-    app: &App,
-    kinds: &[EventKind],
-    start: Micros,
-    end: Micros,
-    customer: Option<&str>,
+fn stored_to_pb(row: crate::storage::StoredEvent) -> Result<pb::StoredEvent, Error> {
+    Ok(pb::StoredEvent {
+        sequence: row.seq.max(0) as u64,
+        event: Some(row.decode()?),
+        ingested_at: Some(timestamp(row.ingested_at)),
+    })
+}
+
+/// Sends rows already read, `batch` per message.
+async fn send_rows(
+    rows: impl Iterator<Item = crate::storage::StoredEvent>,
     batch: u64,
     tx: &Tx<pb::ScanEventsResponse>,
 ) -> Result<(), Error> {
-    let to_pb = |row: crate::storage::StoredEvent| -> Result<pb::StoredEvent, Error> {
-        Ok(pb::StoredEvent {
-            sequence: row.seq.max(0) as u64,
-            event: Some(row.decode()?),
-            ingested_at: Some(timestamp(row.ingested_at)),
-        })
-    };
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let events = rows
+            .by_ref()
+            .take(batch as usize)
+            .map(stored_to_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        if tx
+            .send(Ok(pb::ScanEventsResponse { events }))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Which events a scan reads.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFilter<'a> {
+    pub kinds: &'a [EventKind],
+    pub start: Micros,
+    pub end: Micros,
+    pub customer: Option<&'a str>,
+    pub order: Option<&'a str>,
+}
+
+/// Streams raw events in event-time order.
+pub async fn events(
+    app: &App,
+    f: EventFilter<'_>,
+    batch: u64,
+    tx: &Tx<pb::ScanEventsResponse>,
+) -> Result<(), Error> {
+    let EventFilter {
+        kinds,
+        start,
+        end,
+        customer,
+        order,
+    } = f;
+    if let Some(id) = order {
+        // One order's events: a lookup by key on the (kind, event_key) index.
+        let rows = if kinds.contains(&EventKind::Order) {
+            app.store().order_events(id).await?
+        } else {
+            Vec::new()
+        };
+        let rows = rows.into_iter().filter(|r| {
+            r.ts >= start
+                && r.ts < end
+                && customer.is_none_or(|c| r.customer_id.as_deref() == Some(c))
+        });
+        return send_rows(rows, batch, tx).await;
+    }
     if let Some(id) = customer {
         // One customer's events: found through the sequence numbers the online state keeps.
         let seqs = app.online().customer_seqs(&[id.to_string()]);
@@ -136,22 +189,7 @@ pub async fn events(
             .store()
             .events_by_seq(&seqs, Some(kinds), end.saturating_sub(1))
             .await?;
-        let mut rows = rows.into_iter().filter(|r| r.ts >= start).peekable();
-        while rows.peek().is_some() {
-            let events = rows
-                .by_ref()
-                .take(batch as usize)
-                .map(to_pb)
-                .collect::<Result<Vec<_>, _>>()?;
-            if tx
-                .send(Ok(pb::ScanEventsResponse { events }))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-        }
-        return Ok(());
+        return send_rows(rows.into_iter().filter(|r| r.ts >= start), batch, tx).await;
     }
     let mut cursor = None;
     loop {
@@ -160,7 +198,10 @@ pub async fn events(
         if let Some(last) = page.last() {
             cursor = Some((last.ts, last.seq));
         }
-        let events = page.into_iter().map(to_pb).collect::<Result<Vec<_>, _>>()?;
+        let events = page
+            .into_iter()
+            .map(stored_to_pb)
+            .collect::<Result<Vec<_>, _>>()?;
         if !events.is_empty()
             && tx
                 .send(Ok(pb::ScanEventsResponse { events }))

@@ -380,6 +380,7 @@ impl FeatureStore for FeatureStoreService {
             range: r,
             customer_id,
             batch_size: bs,
+            order_id,
         } = req.into_inner();
         let (start, end) = range("range", r.as_ref())?;
         let mut wanted = Vec::new();
@@ -410,15 +411,24 @@ impl FeatureStore for FeatureStoreService {
         if customer_id.len() > 128 {
             return Err(Error::invalid("customer_id", "id longer than 128 bytes").into());
         }
+        if order_id.len() > 128 {
+            return Err(Error::invalid("order_id", "id longer than 128 bytes").into());
+        }
+        if order_id.chars().any(char::is_control) {
+            return Err(Error::invalid("order_id", "id contains control characters").into());
+        }
         let batch = batch_size("batch_size", bs)?;
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let customer = (!customer_id.is_empty()).then_some(customer_id);
-            if let Err(e) =
-                crate::reads::events(&app, &wanted, start, end, customer.as_deref(), batch, &tx)
-                    .await
-            {
+            let filter = crate::reads::EventFilter {
+                kinds: &wanted,
+                start,
+                end,
+                customer: (!customer_id.is_empty()).then_some(customer_id.as_str()),
+                order: (!order_id.is_empty()).then_some(order_id.as_str()),
+            };
+            if let Err(e) = crate::reads::events(&app, filter, batch, &tx).await {
                 let _ = tx.send(Err(e.into())).await;
             }
         });

@@ -717,9 +717,97 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Limits on scored orders and reviews: the feature store's defaults for incoming events, so an
+/// order the feature store would refuse to store is refused for scoring too.
+pub const MAX_ID_BYTES: usize = 128;
+pub const MAX_LINES: usize = 1_000;
+pub const MAX_QUANTITY: i64 = 1_000_000;
+pub const MAX_AMOUNT: f64 = 1e12;
+pub const MAX_TEXT_BYTES: usize = 20_000;
+pub const MAX_TITLE_BYTES: usize = 500;
+/// How far ahead of the server clock an order or review time may be.
+pub const MAX_FUTURE_SKEW_MICROS: i64 = 86_400 * 1_000_000;
+
+/// Microseconds since the epoch, checked the way the feature store checks event times (the same
+/// wording): nanos in `[0, 1e9)`, not before 1970-01-01, and representable (no overflow: a
+/// timestamp of `i64::MAX` seconds is an error, never a panic or a wrapped value).
+pub fn checked_micros(t: &prost_types::Timestamp) -> Result<i64, String> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(format!("bad timestamp: nanos {} out of range", t.nanos));
+    }
+    if t.seconds < 0 {
+        return Err("bad timestamp: before 1970-01-01".into());
+    }
+    t.seconds
+        .checked_mul(1_000_000)
+        .and_then(|m| m.checked_add(i64::from(t.nanos / 1000)))
+        .ok_or_else(|| "bad timestamp: in the future".into())
+}
+
+/// A request's optional timestamp field: `None` when absent; INVALID_ARGUMENT naming `field`
+/// when [`checked_micros`] refuses it or it is more than a day ahead of `now` (micros).
+pub fn ts_field(
+    field: &str,
+    t: &Option<prost_types::Timestamp>,
+    now: i64,
+) -> Result<Option<i64>, Error> {
+    let Some(t) = t else { return Ok(None) };
+    match checked_micros(t) {
+        Ok(m) if m <= now.saturating_add(MAX_FUTURE_SKEW_MICROS) => Ok(Some(m)),
+        Ok(_) => Err(Error::invalid(field, "bad timestamp: in the future")),
+        Err(reason) => Err(Error::invalid(field, reason)),
+    }
+}
+
+/// Microseconds of a stored event's time (validated by the feature store); `None` when absent
+/// or unrepresentable.
 fn micros(t: &Option<prost_types::Timestamp>) -> Option<i64> {
-    t.as_ref()
-        .map(|t| t.seconds * 1_000_000 + (t.nanos as i64) / 1000)
+    t.as_ref().and_then(|t| checked_micros(t).ok())
+}
+
+/// An id field: required or optional, at most [`MAX_ID_BYTES`], no control characters (as the
+/// feature store checks ids).
+fn check_id(field: &str, v: &str, required: bool) -> Result<(), Error> {
+    if v.trim().is_empty() {
+        if required {
+            return Err(Error::invalid(field, "required"));
+        }
+    } else if v.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("id longer than {MAX_ID_BYTES} bytes"),
+        ));
+    } else if v.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "id contains control characters"));
+    }
+    Ok(())
+}
+
+/// A money amount: finite, not negative, at most [`MAX_AMOUNT`].
+fn check_amount(field: String, v: f64) -> Result<(), Error> {
+    if !v.is_finite() {
+        Err(Error::invalid(
+            field,
+            "must be a finite number (NaN or infinite amount)",
+        ))
+    } else if v < 0.0 {
+        Err(Error::invalid(field, "must not be negative"))
+    } else if v > MAX_AMOUNT {
+        Err(Error::invalid(field, "implausibly large (over 1e12)"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A free-text field of at most `max` bytes.
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), Error> {
+    if v.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("text of {} bytes is over the limit of {max} bytes", v.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Where the MiniLM files are looked for: `AUGUR_MINILM_DIR`, `<data_dir>/models/minilm`,
@@ -873,59 +961,119 @@ impl App {
 
     // ------------------------------------------------------------------ orders
 
-    /// Finds a stored order (its latest event) by id.
+    /// Finds a stored order by id: its events through the feature store's indexed lookup, the
+    /// placement's details (the first event in event time).
     async fn find_order(&self, order_id: &str) -> Result<Order, Error> {
-        let events = self
-            .fs
-            .scan(&[fpb::EventKind::Order], None, None, "")
-            .await?;
-        let mut found: Option<Order> = None;
-        for e in events {
-            if let Some(Payload::Order(o)) = e.payload
-                && o.order_id == order_id
-            {
-                // Keep the placement's details (first event), any later status.
-                if found.is_none() {
-                    found = Some(o);
-                }
-            }
-        }
-        found.ok_or_else(|| {
-            Error::NotFound(format!("order {order_id} not found in the feature store"))
-        })
+        self.fs
+            .order_events(order_id)
+            .await?
+            .into_iter()
+            .find_map(|e| match e.payload {
+                Some(Payload::Order(o)) if o.order_id == order_id => Some(o),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::NotFound(format!("order {order_id} not found in the feature store"))
+            })
     }
 
-    /// Validates an order passed for scoring.
-    pub fn validate_order(o: &Order, prefix: &str) -> Result<(), Error> {
-        if o.order_id.trim().is_empty() {
-            return Err(Error::invalid(format!("{prefix}.order_id"), "required"));
+    /// Validates an order passed for scoring (fields named below `prefix`) by the feature
+    /// store's rules for incoming orders, so an order the store would refuse is refused here.
+    /// Returns its time in micros; `None` when it has none (scored as of now). `now` is the
+    /// server clock in micros.
+    pub fn validate_order(o: &Order, prefix: &str, now: i64) -> Result<Option<i64>, Error> {
+        let Order {
+            order_id,
+            customer_id,
+            ts,
+            lines,
+            total,
+            currency,
+            payment_method,
+            shipping_country,
+            billing_country,
+            payment_fingerprint,
+            device_fingerprint,
+            ip_address,
+            status,
+            store_id,
+            channel,
+        } = o;
+        let f = |name: &str| format!("{prefix}.{name}");
+        check_id(&f("order_id"), order_id, true)?;
+        check_id(&f("customer_id"), customer_id, true)?;
+        let ts = ts_field(&f("ts"), ts, now)?;
+        if lines.len() > MAX_LINES {
+            return Err(Error::invalid(
+                f("lines"),
+                format!("more than {MAX_LINES} lines"),
+            ));
         }
-        if o.customer_id.trim().is_empty() {
-            return Err(Error::invalid(format!("{prefix}.customer_id"), "required"));
-        }
-        for (i, l) in o.lines.iter().enumerate() {
-            if l.quantity < 0 {
+        for (i, l) in lines.iter().enumerate() {
+            let fpb::OrderLine {
+                sku,
+                quantity,
+                unit_price,
+                promotion: _,
+            } = l;
+            check_id(&f(&format!("lines[{i}].sku")), sku, false)?;
+            if *quantity < 0 {
                 return Err(Error::invalid(
-                    format!("{prefix}.lines[{i}].quantity"),
+                    f(&format!("lines[{i}].quantity")),
                     "must not be negative",
                 ));
             }
-            if !l.unit_price.is_finite() || l.unit_price < 0.0 {
+            if *quantity > MAX_QUANTITY {
                 return Err(Error::invalid(
-                    format!("{prefix}.lines[{i}].unit_price"),
-                    "must be a finite number >= 0",
+                    f(&format!("lines[{i}].quantity")),
+                    "implausibly large (over 1,000,000)",
+                ));
+            }
+            check_amount(f(&format!("lines[{i}].unit_price")), *unit_price)?;
+        }
+        match total {
+            Some(t) => check_amount(f("total"), *t)?,
+            None if lines.is_empty() => {
+                return Err(Error::invalid(
+                    f("total"),
+                    "required when the order has no lines",
+                ));
+            }
+            None => {}
+        }
+        let letters = |v: &str, n: usize| {
+            v.is_empty() || v.len() == n && v.bytes().all(|b| b.is_ascii_alphabetic())
+        };
+        if !letters(currency, 3) {
+            return Err(Error::invalid(
+                f("currency"),
+                "must be an ISO 4217 code such as \"EUR\"",
+            ));
+        }
+        for (name, v) in [
+            ("shipping_country", shipping_country),
+            ("billing_country", billing_country),
+        ] {
+            if !letters(v, 2) {
+                return Err(Error::invalid(
+                    f(name),
+                    "must be an ISO 3166-1 alpha-2 code such as \"DE\"",
                 ));
             }
         }
-        if let Some(t) = o.total
-            && (!t.is_finite() || t < 0.0)
-        {
+        check_text(&f("payment_method"), payment_method, 64)?;
+        check_text(&f("payment_fingerprint"), payment_fingerprint, 512)?;
+        check_text(&f("device_fingerprint"), device_fingerprint, 512)?;
+        check_text(&f("ip_address"), ip_address, 64)?;
+        if fpb::OrderStatus::try_from(*status).is_err() {
             return Err(Error::invalid(
-                format!("{prefix}.total"),
-                "must be a finite number >= 0",
+                f("status"),
+                format!("unknown value {status}"),
             ));
         }
-        Ok(())
+        check_id(&f("store_id"), store_id, false)?;
+        check_id(&f("channel"), channel, false)?;
+        Ok(ts)
     }
 
     /// Scores an order given in full (`stored = false`) or found by id.
@@ -935,28 +1083,28 @@ impl App {
         order_id: Option<String>,
     ) -> Result<(Order, OrderScore, String), Error> {
         let served = self.order_model()?;
-        let (order, stored) = match (order, order_id) {
+        let now = Utc::now().timestamp_micros();
+        let (order, ts_us, stored) = match (order, order_id) {
             (Some(o), _) => {
-                Self::validate_order(&o, "order")?;
-                (o, false)
+                let ts = Self::validate_order(&o, "order", now)?;
+                (o, ts, false)
             }
             (None, Some(id)) => {
-                if id.trim().is_empty() {
-                    return Err(Error::invalid("order_id", "required"));
-                }
-                (self.find_order(&id).await?, true)
+                check_id("order_id", &id, true)?;
+                let o = self.find_order(&id).await?;
+                let ts = micros(&o.ts);
+                (o, ts, true)
             }
             (None, None) => return Err(Error::invalid("target", "order or order_id is required")),
         };
-        let now = Utc::now().timestamp_micros();
-        let ts_us = micros(&order.ts).unwrap_or(now);
+        let ts_us = ts_us.unwrap_or(now);
         let ts = ts_us.div_euclid(1_000_000);
         // Customer history: point in time for a stored order, online otherwise.
         let history_fut = async {
             if stored {
                 Ok::<_, Error>(
                     self.fs
-                        .customers_at(&[(order.customer_id.clone(), ts_us - 1)])
+                        .customers_at(&[(order.customer_id.clone(), (ts_us - 1).max(0))])
                         .await?
                         .pop()
                         .unwrap_or_default(),
@@ -992,7 +1140,7 @@ impl App {
             .fs
             .scan(
                 &[fpb::EventKind::Order],
-                Some(ts - VELOCITY_WINDOW_SECS + 1),
+                Some((ts - VELOCITY_WINDOW_SECS + 1).max(0)),
                 Some(ts + 1),
                 "",
             )
@@ -1018,23 +1166,27 @@ impl App {
 
     /// Scores one review.
     pub async fn score_review(&self, r: &Review) -> Result<(ReviewScore, String), Error> {
-        if r.sku.trim().is_empty() {
-            return Err(Error::invalid("review.sku", "required"));
-        }
+        check_id("review.review_id", &r.review_id, false)?;
+        check_id("review.customer_id", &r.customer_id, false)?;
+        check_id("review.sku", &r.sku, true)?;
         if !(1..=5).contains(&r.rating) {
             return Err(Error::invalid("review.rating", "must be 1..5"));
         }
         if r.text.trim().is_empty() {
             return Err(Error::invalid("review.text", "required"));
         }
+        check_text("review.text", &r.text, MAX_TEXT_BYTES)?;
+        check_text("review.title", &r.title, MAX_TITLE_BYTES)?;
+        let now = Utc::now().timestamp_micros();
+        let ts = ts_field("review.ts", &r.ts, now)?
+            .unwrap_or(now)
+            .div_euclid(1_000_000);
         let served = self.reviews.get().ok_or_else(|| {
             Error::NoModel(
                 "no review model trained yet: call Train with kind MODEL_KIND_REVIEW".into(),
             )
         })?;
         let embedder = self.embedder()?;
-        let now = Utc::now().timestamp_micros();
-        let ts = micros(&r.ts).unwrap_or(now).div_euclid(1_000_000);
         let doc = ReviewDoc {
             review_id: r.review_id.clone(),
             customer_id: r.customer_id.clone(),
@@ -1048,7 +1200,7 @@ impl App {
             .fs
             .scan(
                 &[fpb::EventKind::Review],
-                Some(ts - reviews::BURST_SECS),
+                Some((ts - reviews::BURST_SECS).max(0)),
                 Some(ts + 1),
                 "",
             )
@@ -1416,6 +1568,202 @@ mod tests {
         assert!(
             a.score > b.score && a.anomaly_score > b.anomaly_score,
             "{a:?} {b:?}"
+        );
+    }
+
+    fn scored_order() -> Order {
+        Order {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            ts: Some(prost_types::Timestamp {
+                seconds: 1_704_067_200,
+                nanos: 500_000_000,
+            }),
+            lines: vec![fpb::OrderLine {
+                sku: "sku-1".into(),
+                quantity: 2,
+                unit_price: 10.0,
+                promotion: false,
+            }],
+            currency: "EUR".into(),
+            payment_method: "card".into(),
+            shipping_country: "DE".into(),
+            billing_country: "de".into(),
+            status: fpb::OrderStatus::Placed as i32,
+            ..Default::default()
+        }
+    }
+
+    /// 2024-06-01T00:00:00Z in micros: the "server clock" of the validation tests.
+    const NOW: i64 = 1_717_200_000_000_000;
+
+    /// The field an invalid order is refused on (panics when it is accepted or refused otherwise).
+    fn refused_on(f: impl Fn(&mut Order)) -> String {
+        let mut o = scored_order();
+        f(&mut o);
+        match App::validate_order(&o, "orders[3]", NOW) {
+            Err(Error::Invalid(field, reason)) => {
+                assert!(!reason.is_empty());
+                field
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?} for {o:?}"),
+        }
+    }
+
+    fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos })
+    }
+
+    #[test]
+    fn a_good_order_passes_with_its_time_and_without_one_is_scored_now() {
+        assert_eq!(
+            App::validate_order(&scored_order(), "order", NOW).unwrap(),
+            Some(1_704_067_200_500_000)
+        );
+        let mut o = scored_order();
+        o.ts = None;
+        assert_eq!(App::validate_order(&o, "order", NOW).unwrap(), None);
+        // The epoch itself and a day ahead of the clock are still times the store accepts.
+        o.ts = at(0, 0);
+        assert_eq!(App::validate_order(&o, "order", NOW).unwrap(), Some(0));
+        o.ts = at(NOW / 1_000_000 + 86_400, 0);
+        assert!(App::validate_order(&o, "order", NOW).is_ok());
+        // No lines but a total; every status the proto knows.
+        o.lines.clear();
+        o.total = Some(12.5);
+        for s in 0..=5 {
+            o.status = s;
+            assert!(App::validate_order(&o, "order", NOW).is_ok(), "status {s}");
+        }
+    }
+
+    #[test]
+    fn order_timestamps_out_of_range_are_refused_never_overflowed() {
+        for (secs, nanos) in [
+            (i64::MAX, 0),
+            (i64::MAX, 999_999_999),
+            (i64::MAX / 1_000_000 + 1, 0),
+            (253_402_300_799, 0), // 9999-12-31
+            (NOW / 1_000_000 + 86_401, 0),
+            (-1, 0),
+            (i64::MIN, 0),
+            (1_704_067_200, -1),
+            (1_704_067_200, 1_000_000_000),
+            (1_704_067_200, i32::MIN),
+        ] {
+            assert_eq!(
+                refused_on(|o| o.ts = at(secs, nanos)),
+                "orders[3].ts",
+                "{secs} s {nanos} ns"
+            );
+        }
+        assert!(checked_micros(&at(i64::MAX, 0).unwrap()).is_err());
+        assert_eq!(checked_micros(&at(1, 999_999_999).unwrap()), Ok(1_999_999));
+        // Stored times go through the same check: unrepresentable is absent, not garbage.
+        assert_eq!(micros(&at(i64::MAX, 0)), None);
+        assert_eq!(micros(&at(2, 1_000)), Some(2_000_001));
+    }
+
+    #[test]
+    fn bad_order_fields_are_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Order)>)> = vec![
+            ("order_id", Box::new(|o| o.order_id.clear())),
+            ("order_id", Box::new(|o| o.order_id = "x".repeat(129))),
+            ("order_id", Box::new(|o| o.order_id = "a\u{0}b".into())),
+            ("customer_id", Box::new(|o| o.customer_id = " ".into())),
+            (
+                "customer_id",
+                Box::new(|o| o.customer_id = "y".repeat(10_000)),
+            ),
+            ("status", Box::new(|o| o.status = 6)),
+            ("status", Box::new(|o| o.status = -1)),
+            (
+                "lines",
+                Box::new(|o| o.lines = vec![o.lines[0].clone(); 1_001]),
+            ),
+            ("lines[0].quantity", Box::new(|o| o.lines[0].quantity = -1)),
+            (
+                "lines[0].quantity",
+                Box::new(|o| o.lines[0].quantity = i64::MAX),
+            ),
+            (
+                "lines[0].unit_price",
+                Box::new(|o| o.lines[0].unit_price = f64::NAN),
+            ),
+            (
+                "lines[0].unit_price",
+                Box::new(|o| o.lines[0].unit_price = f64::INFINITY),
+            ),
+            (
+                "lines[0].unit_price",
+                Box::new(|o| o.lines[0].unit_price = -0.01),
+            ),
+            (
+                "lines[0].unit_price",
+                Box::new(|o| o.lines[0].unit_price = 1e300),
+            ),
+            (
+                "lines[0].sku",
+                Box::new(|o| o.lines[0].sku = "s".repeat(200)),
+            ),
+            ("total", Box::new(|o| o.total = Some(f64::NAN))),
+            ("total", Box::new(|o| o.total = Some(f64::NEG_INFINITY))),
+            ("total", Box::new(|o| o.total = Some(-1.0))),
+            ("total", Box::new(|o| o.lines.clear())),
+            ("currency", Box::new(|o| o.currency = "EURO".into())),
+            (
+                "shipping_country",
+                Box::new(|o| o.shipping_country = "DEU".into()),
+            ),
+            (
+                "billing_country",
+                Box::new(|o| o.billing_country = "1".into()),
+            ),
+            (
+                "payment_method",
+                Box::new(|o| o.payment_method = "p".repeat(65)),
+            ),
+            (
+                "device_fingerprint",
+                Box::new(|o| o.device_fingerprint = "d".repeat(513)),
+            ),
+            ("store_id", Box::new(|o| o.store_id = "s".repeat(129))),
+        ];
+        for (field, f) in cases {
+            assert_eq!(refused_on(f), format!("orders[3].{field}"));
+        }
+        // An order with 1,000 lines of the largest quantity and price is still finite.
+        let mut o = scored_order();
+        o.lines = vec![
+            fpb::OrderLine {
+                sku: "s".into(),
+                quantity: MAX_QUANTITY,
+                unit_price: MAX_AMOUNT,
+                promotion: false,
+            };
+            MAX_LINES
+        ];
+        assert!(App::validate_order(&o, "order", NOW).is_ok());
+        assert!(orders::order_total(&o).is_finite());
+    }
+
+    #[test]
+    fn request_timestamps_name_the_field_and_absent_is_none() {
+        assert_eq!(ts_field("review.ts", &None, NOW).unwrap(), None);
+        let e = ts_field("review.ts", &at(i64::MIN, 0), NOW).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(f, r) if f == "review.ts" && r.contains("before 1970")),
+            "{e:?}"
+        );
+        let e = ts_field("review.ts", &at(253_402_300_799, 0), NOW).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(f, r) if f == "review.ts" && r.contains("future")),
+            "{e:?}"
+        );
+        assert_eq!(
+            tonic::Status::from(e).code(),
+            tonic::Code::InvalidArgument,
+            "mapped to INVALID_ARGUMENT"
         );
     }
 }

@@ -145,6 +145,18 @@ impl FeatureStore {
             range,
             customer_id: customer_id.to_string(),
             batch_size: 5000,
+            order_id: String::new(),
+        };
+        self.events(req).await
+    }
+
+    /// One order's events (placement, then status updates), by id: an indexed lookup in the
+    /// feature store (`ScanEventsRequest.order_id`), not a scan of every order.
+    pub async fn order_events(&self, order_id: &str) -> Result<Vec<fpb::Event>, Error> {
+        let req = fpb::ScanEventsRequest {
+            kinds: vec![fpb::EventKind::Order as i32],
+            order_id: order_id.to_string(),
+            ..Default::default()
         };
         self.events(req).await
     }

@@ -4,7 +4,9 @@
 //! Write cost decides the index set: every event is one row in `events`, and each secondary
 //! index with randomly ordered keys dirties pages on every commit. Entities' events are
 //! therefore found by sequence number (the online state keeps each entity's sequence
-//! numbers), and `events` has only the dedup key and the (kind, time) scan index.
+//! numbers), and `events` has only the dedup key and the (kind, time) scan index. One order's
+//! events are found on the dedup key too (their keys follow from the order id, see
+//! `model::order_key`), so the order lookup needs no index of its own.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{

@@ -22,7 +22,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::Mutex;
 
-use crate::model::{Event, EventKind, Micros};
+use crate::model::{Event, EventKind, Micros, OrderStatus, order_key};
 use entities::{event, order_line};
 
 /// Advisory lock id that serialises writers on PostgreSQL ("augur-fs").
@@ -503,6 +503,24 @@ impl Store {
                 out.push(StoredEvent::try_from(r)?);
             }
         }
+        out.sort_by_key(|e| (e.ts, e.seq));
+        Ok(out)
+    }
+
+    /// The events of one order (its placement and status updates) in event-time order. The
+    /// keys of an order's events follow from its id and the statuses, so this is one lookup on
+    /// the unique `(kind, event_key)` index, not a scan.
+    #[tracing::instrument(name = "db.order_events", level = "info", skip_all, fields(otel.kind = "client"))]
+    pub async fn order_events(&self, order_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let keys = OrderStatus::ALL.map(|s| order_key(order_id, s));
+        let mut out = event::Entity::find()
+            .filter(event::Column::Kind.eq(EventKind::Order as i16))
+            .filter(event::Column::EventKey.is_in(keys))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(StoredEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|e| (e.ts, e.seq));
         Ok(out)
     }
