@@ -1977,6 +1977,232 @@ async fn risk_rejects_bad_input_untrained() {
     finish();
 }
 
+/// Risk with a trained order model: hostile orders now reach validation (untrained they are
+/// answered FAILED_PRECONDITION first) and each must be INVALID_ARGUMENT naming the field;
+/// ScoreOrder by order_id goes through the feature store's indexed lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_rejects_bad_input_trained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut f = FeatureStoreClient::new(channel(p.url("feature-store").unwrap()).await);
+    let good = f
+        .ingest(fs::IngestRequest {
+            events: good_events(),
+        })
+        .await
+        .expect("good ingest")
+        .into_inner();
+    assert!(good.rejected.is_empty(), "{good:?}");
+    let mut c = risk::risk_client::RiskClient::new(channel(p.url("risk").unwrap()).await);
+
+    // A small labelled table over two of the order features: quick to fit.
+    let t = Instant::now();
+    let rows = (0..40)
+        .map(|i| {
+            let fraud = i % 4 == 0;
+            let num = |v: f64| fs::FeatureValue {
+                value: Some(fs::feature_value::Value::DoubleValue(v)),
+            };
+            risk::TableRow {
+                values: vec![
+                    num(if fraud { 7.0 } else { 3.0 } + (i % 5) as f64 * 0.1),
+                    num(if fraud { 4.0 } else { 1.0 }),
+                ],
+                label: Some(fraud),
+            }
+        })
+        .collect();
+    let info = train_outcome(
+        c.train(risk::TrainRequest {
+            source: Some(risk::train_request::Source::Table(risk::LabelledTable {
+                columns: vec!["log_total".into(), "lines".into()],
+                rows,
+            })),
+            hyperparameters: [
+                ("learners".to_string(), "logistic".to_string()),
+                ("forest.trees".to_string(), "10".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+    .expect("table training");
+    eprintln!("risk table training: {:?}", t.elapsed());
+
+    let score = |f: &dyn Fn(&mut fs::Order)| {
+        let mut o = order("O9", "C1", T0);
+        f(&mut o);
+        risk::ScoreOrderRequest {
+            target: Some(risk::score_order_request::Target::Order(o)),
+        }
+    };
+    let by_id = |id: String| risk::ScoreOrderRequest {
+        target: Some(risk::score_order_request::Target::OrderId(id)),
+    };
+    let at = |seconds: i64, nanos: i32| Some(Timestamp { seconds, nanos });
+    let line = fs::OrderLine {
+        sku: "P1".into(),
+        quantity: 1,
+        unit_price: 1.0,
+        promotion: false,
+    };
+    let orders = vec![
+        ("empty", risk::ScoreOrderRequest::default(), "target"),
+        ("ts year 9999", score(&|o| o.ts = ts(Y9999)), "order.ts"),
+        ("ts i64::MAX", score(&|o| o.ts = ts(i64::MAX)), "order.ts"),
+        ("ts i64::MIN", score(&|o| o.ts = ts(i64::MIN)), "order.ts"),
+        (
+            "ts before 1970",
+            score(&|o| o.ts = ts(PRE_1970)),
+            "order.ts",
+        ),
+        ("negative nanos", score(&|o| o.ts = at(T0, -1)), "order.ts"),
+        (
+            "nanos 1e9",
+            score(&|o| o.ts = at(T0, 1_000_000_000)),
+            "order.ts",
+        ),
+        ("status 999", score(&|o| o.status = 999), "order.status"),
+        ("status -1", score(&|o| o.status = -1), "order.status"),
+        (
+            "NaN price",
+            score(&|o| o.lines[0].unit_price = f64::NAN),
+            "order.lines[0].unit_price",
+        ),
+        (
+            "-inf price",
+            score(&|o| o.lines[0].unit_price = f64::NEG_INFINITY),
+            "order.lines[0].unit_price",
+        ),
+        (
+            "negative price",
+            score(&|o| o.lines[0].unit_price = -1.0),
+            "order.lines[0].unit_price",
+        ),
+        (
+            "NaN total",
+            score(&|o| o.total = Some(f64::NAN)),
+            "order.total",
+        ),
+        (
+            "inf total",
+            score(&|o| o.total = Some(f64::INFINITY)),
+            "order.total",
+        ),
+        (
+            "quantity i64::MAX",
+            score(&|o| o.lines[0].quantity = i64::MAX),
+            "order.lines[0].quantity",
+        ),
+        (
+            "negative quantity",
+            score(&|o| o.lines[0].quantity = -1),
+            "order.lines[0].quantity",
+        ),
+        (
+            "no lines, no total",
+            score(&|o| o.lines.clear()),
+            "order.total",
+        ),
+        (
+            "100000 lines",
+            score(&|o| o.lines = vec![line.clone(); 100_000]),
+            "order.lines",
+        ),
+        (
+            "10 MB order id",
+            score(&|o| o.order_id = big()),
+            "order.order_id",
+        ),
+        (
+            "10 MB customer id",
+            score(&|o| o.customer_id = big()),
+            "order.customer_id",
+        ),
+        (
+            "empty customer id",
+            score(&|o| o.customer_id.clear()),
+            "order.customer_id",
+        ),
+        (
+            "10 MB sku",
+            score(&|o| o.lines[0].sku = big()),
+            "order.lines[0].sku",
+        ),
+        (
+            "10 MB device fingerprint",
+            score(&|o| o.device_fingerprint = big()),
+            "order.device_fingerprint",
+        ),
+        (
+            "bad country",
+            score(&|o| o.billing_country = "Germany".into()),
+            "order.billing_country",
+        ),
+        ("empty order id", by_id(String::new()), "order_id"),
+        ("10 MB order id (by id)", by_id(big()), "order_id"),
+        (
+            "control characters (by id)",
+            by_id("O1\n".into()),
+            "order_id",
+        ),
+    ];
+    for (what, req, field) in &orders {
+        invalid(
+            &format!("ScoreOrder trained {what}"),
+            c.score_order(req.clone()).await,
+            field,
+        );
+    }
+    // The stream answers each bad order with its error, in order, and goes on.
+    let out = drain(
+        c.score_order_stream(tokio_stream::iter(
+            orders.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>(),
+        ))
+        .await,
+    )
+    .await
+    .expect("stream survives hostile orders");
+    assert_eq!(out.len(), orders.len());
+    for (m, (what, _, field)) in out.iter().zip(&orders) {
+        match &m.outcome {
+            Some(risk::score_order_stream_response::Outcome::Error(e))
+                if e.code == Code::InvalidArgument as i32 && e.field.contains(field) => {}
+            other => fail(format!(
+                "ScoreOrderStream trained {what}: expected an INVALID_ARGUMENT error on {field}, got {}",
+                short(&format!("{other:?}"))
+            )),
+        }
+    }
+    // An unknown id is NOT_FOUND; a stored one and a good order are scored by the new model.
+    match c.score_order(by_id("no-such-order".into())).await {
+        Err(s) if s.code() == Code::NotFound => {}
+        other => fail(format!(
+            "ScoreOrder unknown id: expected NOT_FOUND, got {}",
+            short(&format!("{other:?}"))
+        )),
+    }
+    let r = c
+        .score_order(by_id("O1".into()))
+        .await
+        .expect("stored order scored by id")
+        .into_inner();
+    assert_eq!(
+        (r.order_id.as_str(), &r.model_version),
+        ("O1", &info.model_version)
+    );
+    assert!((0.0..=1.0).contains(&r.score), "{r:?}");
+    let r = c
+        .score_order(score(&|_| {}))
+        .await
+        .expect("good order after hostile ones")
+        .into_inner();
+    assert!((0.0..=1.0).contains(&r.score), "{r:?}");
+    p.shutdown().await.unwrap();
+    finish();
+}
+
 // ------------------------------------------------------------------ property tests
 
 mod props {

@@ -321,11 +321,15 @@ impl Risk for Service {
                         break;
                     }
                 };
-                let order_id = match &msg.target {
+                let mut order_id = match &msg.target {
                     Some(pb::score_order_request::Target::Order(o)) => o.order_id.clone(),
                     Some(pb::score_order_request::Target::OrderId(id)) => id.clone(),
                     None => String::new(),
                 };
+                // An id over the limit is refused, and not echoed back (it may be megabytes).
+                if order_id.len() > crate::app::MAX_ID_BYTES {
+                    order_id.clear();
+                }
                 let out = match score_one(&app, msg).await {
                     Ok(r) => Ok(pb::ScoreOrderStreamResponse {
                         index,
