@@ -1666,7 +1666,8 @@ mod tests {
 
     #[test]
     fn bad_order_fields_are_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Order)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Order)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("order_id", Box::new(|o| o.order_id.clear())),
             ("order_id", Box::new(|o| o.order_id = "x".repeat(129))),
             ("order_id", Box::new(|o| o.order_id = "a\u{0}b".into())),
