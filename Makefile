@@ -9,7 +9,7 @@ DATA_DIR ?= data
 AUGUR_DATASETS ?= $(abspath ../shared/datasets)
 export AUGUR_DATASETS
 
-.PHONY: run test unit lint k8s fmt tools minilm bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk bench-load build release clean help
+.PHONY: run test unit lint k8s fmt tools minilm bench bench-feature-store bench-recommendation bench-churn bench-forecast bench-risk bench-load bench-load-inprocess build release clean help
 
 help:
 	@echo "make run    start all five services with the demo data (Ctrl-C stops)"
@@ -79,7 +79,15 @@ bench-risk:
 	$(CARGO) run --release -p augur-bench --bin risk-bench
 
 # Every service under load and overload (saturation, 0.5x and 2x open loop, shedding, memory).
+# Load: the platform as its own process pinned to LOAD_SERVER_CPUS, the generator on
+# LOAD_GENERATOR_CPUS (see BENCHMARKS.md); bench-load-inprocess runs both in one process.
+LOAD_SERVER_CPUS    ?= 0
+LOAD_GENERATOR_CPUS ?= 1
 bench-load:
+	$(CARGO) build --release -p augur-cli -p augur-bench
+	./target/release/load-bench --server-cpus $(LOAD_SERVER_CPUS) --generator-cpus $(LOAD_GENERATOR_CPUS)
+
+bench-load-inprocess:
 	$(CARGO) run --release -p augur-bench --bin load-bench
 
 clean:

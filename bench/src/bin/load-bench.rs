@@ -14,9 +14,21 @@
 //!
 //! Every request carries a 2 s deadline. The servers use `server.max_concurrent_requests`
 //! (`--max-concurrent`, default 64 as a CPU-sized production setting; the compiled default is
-//! 512). The load generator shares the machine's cores with the servers.
+//! 512).
 //!
-//!   cargo run --release -p augur-bench --bin load-bench [-- --seconds 10 --only churn]
+//! Two set-ups:
+//! - in process (default): the platform runs inside this process; the load generator shares the
+//!   machine's cores with the servers, and the RSS reported is that of both together;
+//! - split (`--server-cpus 0 --generator-cpus 1`): the platform is a separate `augur up --demo`
+//!   process pinned with `taskset` to the server CPUs (`TOKIO_WORKER_THREADS` = their number),
+//!   the generator pinned to the others, so neither steals the other's CPU and the RSS reported
+//!   is the platform process's alone (`VmRSS`, and its peak `VmHWM` at the end).
+//!
+//! ```text
+//! cargo run --release -p augur-bench --bin load-bench [-- --seconds 10 --only churn]
+//! cargo build --release -p augur-cli -p augur-bench
+//! target/release/load-bench --server-cpus 0 --generator-cpus 1
+//! ```
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -50,6 +62,17 @@ struct Args {
     /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
     #[arg(long)]
     only: Option<String>,
+    /// Split set-up: run the platform as a separate `augur up --demo` process pinned to these
+    /// CPUs (a `taskset -c` list such as `0` or `0-1`).
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// Split set-up: CPUs of this load generator (a `taskset -c` list).
+    #[arg(long, default_value = "1")]
+    generator_cpus: String,
+    /// Split set-up: the `augur` binary (default: next to this one, as `cargo build --release`
+    /// puts it).
+    #[arg(long)]
+    augur_bin: Option<std::path::PathBuf>,
 }
 
 /// Outcomes by gRPC code, shared by the requests of one phase.
@@ -88,16 +111,152 @@ impl Codes {
     }
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A `/proc/<pid>/status` memory figure (`VmRSS`, `VmHWM`) in MiB of the platform process (this
+/// one when it runs in process).
+fn proc_mib(pid: Option<u32>, key: &str) -> f64 {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_string(),
+        |p| format!("/proc/{p}/status"),
+    );
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Where the platform runs.
+enum Platform {
+    InProcess(augur_cli::up::Platform),
+    Child {
+        child: std::process::Child,
+        urls: BTreeMap<&'static str, String>,
+    },
+}
+
+impl Platform {
+    fn url(&self, name: &str) -> String {
+        match self {
+            Platform::InProcess(p) => p.url(name).unwrap_or_default(),
+            Platform::Child { urls, .. } => urls.get(name).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Platform::InProcess(_) => None,
+            Platform::Child { child, .. } => Some(child.id()),
+        }
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            Platform::InProcess(p) => p.shutdown().await,
+            Platform::Child { mut child, .. } => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                for _ in 0..300 {
+                    if child.try_wait()?.is_some() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                child.kill()?;
+                child.wait()?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Number of CPUs in a `taskset -c` list ("0", "0,2", "0-3").
+fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Starts `augur up --demo` pinned to `cpus` and waits (up to 15 min) for "Augur is up".
+fn spawn_platform(
+    args: &Args,
+    cpus: &str,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<Platform> {
+    use std::io::BufRead;
+    let bin = match &args.augur_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("augur"),
+    };
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p augur-cli` or pass --augur-bin",
+        bin.display()
+    );
+    let names = [
+        ("feature-store", "--feature-store-port"),
+        ("recommendation", "--recommendation-port"),
+        ("demand-forecast", "--forecast-port"),
+        ("churn", "--churn-port"),
+        ("risk", "--risk-port"),
+    ];
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.arg("-c").arg(cpus).arg(&bin).arg("up").arg("--demo");
+    cmd.arg("--data-dir").arg(dir.join("data"));
+    cmd.arg("--config").arg(config);
+    let mut urls = BTreeMap::new();
+    for (name, flag) in names {
+        let port = free_port()?;
+        cmd.arg(flag).arg(port.to_string());
+        urls.insert(name, format!("http://127.0.0.1:{port}"));
+    }
+    let log = dir.join("augur-up.log");
+    println!(
+        "load-bench: starting the platform (augur up --demo), its log: {}",
+        log.display()
+    );
+    cmd.env("TOKIO_WORKER_THREADS", cpu_count(cpus).to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log)?);
+    let mut child = cmd.spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout of augur up"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("Augur is up") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(900)).is_err() {
+        let _ = child.kill();
+        anyhow::bail!("augur up did not report \"Augur is up\" within 15 minutes");
+    }
+    Ok(Platform::Child { child, urls })
 }
 
 fn fmt_codes(c: &BTreeMap<String, u64>) -> String {
@@ -120,12 +279,13 @@ fn line(phase: &str, rate: f64, run: &augur_bench::Run, lag: f64, codes: &BTreeM
 }
 
 /// Runs the three phases for one RPC; `call(i)` makes the i-th request.
-async fn phases<F, Fut>(name: &str, args: &Args, call: F)
+async fn phases<F, Fut>(name: &str, args: &Args, pid: Option<u32>, call: F)
 where
     F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     println!("\n{name}");
+    let what = if pid.is_some() { "server" } else { "process" };
     let codes = Codes::default();
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let make = {
@@ -166,15 +326,16 @@ where
     }
     let d = Duration::from_secs(args.seconds);
     for (label, factor) in [("open loop 0.5x sat", 0.5), ("open loop 2x sat", 2.0)] {
-        let rss_before = rss_mib();
+        let rss_before = proc_mib(pid, "VmRSS:");
         let rate = saturation * factor;
         let (run, lag) = open_loop(rate, d, make.clone()).await;
         let c = codes.take();
         line(label, rate, &run, lag, &c);
         println!(
-            "  {:<22} RSS {rss_before:.0} MiB -> {:.0} MiB",
+            "  {:<22} {what} RSS {rss_before:.0} MiB -> {:.0} MiB (peak {:.0} MiB)",
             "",
-            rss_mib()
+            proc_mib(pid, "VmRSS:"),
+            proc_mib(pid, "VmHWM:"),
         );
     }
     for (code, msg) in codes.messages() {
@@ -198,9 +359,31 @@ fn sku(i: u64) -> String {
     format!("sku-{:05}", 1 + (i * 104_729) % 300)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if args.server_cpus.is_some() {
+        // Pin every thread of this process (the runtime is not started yet) to the generator CPUs.
+        let status = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &args.generator_cpus])
+            .arg(std::process::id().to_string())
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "taskset -p -c {} failed",
+            args.generator_cpus
+        );
+        workers = cpu_count(&args.generator_cpus);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("augur.toml");
     std::fs::write(
@@ -210,28 +393,45 @@ async fn main() -> anyhow::Result<()> {
             args.max_concurrent
         ),
     )?;
-    let up = augur_cli::up::UpArgs {
-        data_dir: dir.path().join("data"),
-        feature_store_port: 0,
-        recommendation_port: 0,
-        forecast_port: 0,
-        churn_port: 0,
-        risk_port: 0,
-        config: Some(config),
-        ..Default::default()
+    let p = match &args.server_cpus {
+        Some(cpus) => spawn_platform(&args, cpus, dir.path(), &config)?,
+        None => {
+            let up = augur_cli::up::UpArgs {
+                data_dir: dir.path().join("data"),
+                feature_store_port: 0,
+                recommendation_port: 0,
+                forecast_port: 0,
+                churn_port: 0,
+                risk_port: 0,
+                config: Some(config),
+                ..Default::default()
+            };
+            let p = Platform::InProcess(augur_cli::up::start(&up).await?);
+            augur_cli::demo::load(&p.url("feature-store"), 42, false).await?;
+            let models: Vec<_> = Model::ALL
+                .iter()
+                .filter(|m| m.risk == augur_cli::train::RiskModel::Order)
+                .map(|m| (*m, p.url(m.service.name())))
+                .collect();
+            train_missing(&models).await;
+            p
+        }
     };
-    let p = augur_cli::up::start(&up).await?;
-    let url = |n: &str| p.url(n).unwrap_or_default();
-    augur_cli::demo::load(&url("feature-store"), 42, false).await?;
-    let models: Vec<_> = Model::ALL
-        .iter()
-        .filter(|m| m.risk == augur_cli::train::RiskModel::Order)
-        .map(|m| (*m, url(m.service.name())))
-        .collect();
-    train_missing(&models).await;
+    let pid = p.pid();
+    let url = |n: &str| p.url(n);
     println!(
-        "\nload-bench: {} cores, max_concurrent_requests {}, {} s per open-loop phase, 2 s deadline",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "\nload-bench: {}, max_concurrent_requests {}, {} s per open-loop phase, 2 s deadline",
+        match &args.server_cpus {
+            Some(cpus) => format!(
+                "split: platform process {} on CPUs {cpus}, generator on CPUs {}",
+                pid.unwrap_or(0),
+                args.generator_cpus
+            ),
+            None => format!(
+                "in process on {} cores",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ),
+        },
         args.max_concurrent,
         args.seconds
     );
@@ -243,6 +443,7 @@ async fn main() -> anyhow::Result<()> {
         phases(
             "feature-store GetOnlineFeatures (1 customer)",
             &args,
+            pid,
             move |i| {
                 let mut c = c.clone();
                 async move {
@@ -262,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
         let c = rec::recommendation_client::RecommendationClient::new(
             channel(url("recommendation")).await?,
         );
-        phases("recommendation Recommend (k 10)", &args, move |i| {
+        phases("recommendation Recommend (k 10)", &args, pid, move |i| {
             let mut c = c.clone();
             async move {
                 c.recommend(rec::RecommendRequest {
@@ -283,6 +484,7 @@ async fn main() -> anyhow::Result<()> {
         phases(
             "demand-forecast Forecast (1 SKU, 14 days)",
             &args,
+            pid,
             move |i| {
                 let mut c = c.clone();
                 async move {
@@ -309,7 +511,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("churn") {
         let c = churn::churn_client::ChurnClient::new(channel(url("churn")).await?);
-        phases("churn PredictChurn (1 customer)", &args, move |i| {
+        phases("churn PredictChurn (1 customer)", &args, pid, move |i| {
             let mut c = c.clone();
             async move {
                 c.predict_churn(churn::PredictChurnRequest {
@@ -327,6 +529,7 @@ async fn main() -> anyhow::Result<()> {
         phases(
             "risk ScoreOrder (checkout order in the request)",
             &args,
+            pid,
             move |i| {
                 let mut c = c.clone();
                 async move {
