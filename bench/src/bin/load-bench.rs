@@ -66,6 +66,11 @@ struct Args {
     /// CPUs (a `taskset -c` list such as `0` or `0-1`).
     #[arg(long)]
     server_cpus: Option<String>,
+    /// Split set-up: also cap the platform process at this many CPUs' worth of time (CFS quota
+    /// through a cgroup; needs root), e.g. 0.25, so that a generator on one core can offer twice
+    /// what the servers take even for the cheapest RPCs.
+    #[arg(long)]
+    server_cpu_quota: Option<f64>,
     /// Split set-up: CPUs of this load generator (a `taskset -c` list).
     #[arg(long, default_value = "1")]
     generator_cpus: String,
@@ -160,14 +165,22 @@ impl Platform {
                 let _ = std::process::Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status();
+                let mut exited = false;
                 for _ in 0..300 {
                     if child.try_wait()?.is_some() {
-                        return Ok(());
+                        exited = true;
+                        break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                child.kill()?;
-                child.wait()?;
+                if !exited {
+                    child.kill()?;
+                    child.wait()?;
+                }
+                // The --server-cpu-quota cgroup, if any (empty now).
+                for d in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+                    let _ = std::fs::remove_dir(format!("{d}/augur-load-bench-{}", child.id()));
+                }
                 Ok(())
             }
         }
@@ -192,6 +205,39 @@ fn cpu_count(list: &str) -> usize {
         })
         .sum::<usize>()
         .max(1)
+}
+
+/// Puts `pid` in a new cgroup limited to `quota` CPUs (cgroup v1 `cpu` controller, or v2 with
+/// the `cpu` controller at /sys/fs/cgroup).
+fn cpu_quota(pid: u32, quota: f64) -> anyhow::Result<std::path::PathBuf> {
+    anyhow::ensure!(
+        quota > 0.0 && quota.is_finite(),
+        "must be a positive number"
+    );
+    let period = 100_000u64;
+    let us = ((quota * period as f64) as u64).max(1_000);
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+    let (dir, files): (std::path::PathBuf, Vec<(&str, String)>) =
+        if v1.join("cpu.cfs_quota_us").exists() {
+            (
+                v1.join(format!("augur-load-bench-{pid}")),
+                vec![
+                    ("cpu.cfs_period_us", period.to_string()),
+                    ("cpu.cfs_quota_us", us.to_string()),
+                ],
+            )
+        } else {
+            (
+                std::path::PathBuf::from(format!("/sys/fs/cgroup/augur-load-bench-{pid}")),
+                vec![("cpu.max", format!("{us} {period}"))],
+            )
+        };
+    std::fs::create_dir_all(&dir)?;
+    for (f, v) in files {
+        std::fs::write(dir.join(f), v)?;
+    }
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    Ok(dir)
 }
 
 /// Starts `augur up --demo` pinned to `cpus` and waits (up to 15 min) for "Augur is up".
@@ -255,6 +301,19 @@ fn spawn_platform(
     if rx.recv_timeout(Duration::from_secs(900)).is_err() {
         let _ = child.kill();
         anyhow::bail!("augur up did not report \"Augur is up\" within 15 minutes");
+    }
+    // Capped once it is up: demo loading and training run at full speed.
+    if let Some(q) = args.server_cpu_quota {
+        match cpu_quota(child.id(), q) {
+            Ok(dir) => println!(
+                "load-bench: platform capped at {q} CPU through {}",
+                dir.display()
+            ),
+            Err(e) => {
+                let _ = child.kill();
+                anyhow::bail!("--server-cpu-quota {q}: {e}");
+            }
+        }
     }
     Ok(Platform::Child { child, urls })
 }
