@@ -59,6 +59,10 @@ struct Args {
     /// `server.max_concurrent_requests` of every service.
     #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
+    /// `server.max_concurrent_streams` (HTTP/2 streams per connection) of every service; the
+    /// server's default when absent.
+    #[arg(long)]
+    max_streams: Option<u32>,
     /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
     #[arg(long)]
     only: Option<String>,
@@ -448,8 +452,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nmax_concurrent_requests = {}\n",
-            args.max_concurrent
+            "[server]\nmax_concurrent_requests = {}\n{}",
+            args.max_concurrent,
+            args.max_streams
+                .map(|n| format!("max_concurrent_streams = {n}\n"))
+                .unwrap_or_default()
         ),
     )?;
     let p = match &args.server_cpus {
@@ -479,7 +486,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pid = p.pid();
     let url = |n: &str| p.url(n);
     println!(
-        "\nload-bench: {}, max_concurrent_requests {}, {} s per open-loop phase, 2 s deadline",
+        "\nload-bench: {}, max_concurrent_requests {}, max_concurrent_streams {}, {} s per open-loop phase, 2 s deadline",
         match &args.server_cpus {
             Some(cpus) => format!(
                 "split: platform process {} on CPUs {cpus}, generator on CPUs {}",
@@ -492,6 +499,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ),
         },
         args.max_concurrent,
+        args.max_streams.map_or_else(
+            || format!(
+                "{} (default)",
+                augur_runtime::ServerConfig::default().max_concurrent_streams
+            ),
+            |n| n.to_string()
+        ),
         args.seconds
     );
     let want = |n: &str| args.only.as_deref().is_none_or(|o| o == n);

@@ -170,6 +170,11 @@ pub fn is_validation(id: &str, fraction: f64) -> bool {
 
 /// Fits BG/NBD and Pareto/NBD on the purchase summaries, grouping identical ones.
 pub fn fit_btyd(recs: &[&Record]) -> Btyd {
+    fit_btyd_summaries(&btyd_summaries(recs))
+}
+
+/// The distinct purchase summaries (x, t_x, T in weeks, to a day) of `recs`, each with its count.
+pub fn btyd_summaries(recs: &[&Record]) -> Vec<(Rfm, f64)> {
     let mut counts: BTreeMap<(i64, i64, i64), usize> = BTreeMap::new();
     for r in recs {
         if let Some(c) = r.rfm() {
@@ -182,7 +187,7 @@ pub fn fit_btyd(recs: &[&Record]) -> Btyd {
         }
     }
     // Weighted data: repeat each distinct summary by its count through a compact list.
-    let data: Vec<(Rfm, f64)> = counts
+    counts
         .into_iter()
         .map(|((x, tx, t), n)| {
             (
@@ -194,10 +199,14 @@ pub fn fit_btyd(recs: &[&Record]) -> Btyd {
                 n as f64,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Fits BG/NBD and Pareto/NBD on weighted purchase summaries (CPU-bound: seconds on big data).
+pub fn fit_btyd_summaries(data: &[(Rfm, f64)]) -> Btyd {
     Btyd {
-        bgnbd: BgNbd::fit_weighted(&data),
-        pareto: ParetoNbd::fit_weighted(&data),
+        bgnbd: BgNbd::fit_weighted(data),
+        pareto: ParetoNbd::fit_weighted(data),
     }
 }
 
@@ -295,7 +304,13 @@ pub async fn load(fs: &FeatureStore, p: &TrainParams, report: &mut dyn Report) -
                 "no customers known before this example cutoff",
             ));
         }
-        btyd_at.push(fit_btyd(&known));
+        // The fits are CPU-bound (seconds on large data): off the async workers, which must keep
+        // serving requests and answering HTTP/2 keep-alive pings meanwhile.
+        let summaries = btyd_summaries(&known);
+        let btyd = tokio::task::spawn_blocking(move || fit_btyd_summaries(&summaries))
+            .await
+            .map_err(|e| Error::Internal(format!("BTYD fit task: {e}")))?;
+        btyd_at.push(btyd);
         let window_weeks = (end - c) as f64 / (7 * DAY) as f64;
         for ((id, rc), re) in ids.iter().zip(at_c).zip(&at_e) {
             let Some(rec) = rc else { continue };

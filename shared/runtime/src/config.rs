@@ -71,6 +71,13 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once; more are shed with RESOURCE_EXHAUSTED.
     pub max_concurrent_requests: usize,
+    /// HTTP/2 streams one client connection may have open at once (advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS). A client past it waits for a free stream instead of
+    /// opening streams a busy server cannot take yet, which it would then cancel (and enough
+    /// cancelled, not-yet-accepted streams make the HTTP/2 layer tear the whole connection down).
+    /// Keep it above `max_concurrent_requests` so that the concurrency guard, not the transport,
+    /// decides what is shed.
+    pub max_concurrent_streams: u32,
     /// Largest request or response message accepted, in bytes.
     pub max_message_bytes: usize,
     /// On SIGTERM: time spent reporting NOT_SERVING (so load balancers stop routing) before the
@@ -111,6 +118,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             request_timeout_ms: 10_000,
             max_concurrent_requests: 512,
+            max_concurrent_streams: 1024,
             max_message_bytes: 32 * 1024 * 1024,
             drain_delay_ms: 0,
             shutdown_grace_ms: 10_000,
@@ -144,6 +152,12 @@ impl Validate for ServerConfig {
         if self.max_concurrent_requests == 0 {
             return Err(ConfigError::invalid(
                 "server.max_concurrent_requests",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_concurrent_streams",
                 "must be greater than 0",
             ));
         }
@@ -289,6 +303,13 @@ mod tests {
         let err = load(Sample::default(), Some(&path)).unwrap_err();
         assert!(
             err.to_string().contains("server.request_timeout_ms"),
+            "{err}"
+        );
+
+        std::fs::write(&path, "[server]\nmax_concurrent_streams = 0\n").unwrap();
+        let err = load(Sample::default(), Some(&path)).unwrap_err();
+        assert!(
+            err.to_string().contains("server.max_concurrent_streams"),
             "{err}"
         );
 

@@ -246,6 +246,7 @@ impl GrpcServer {
         }
         let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(config.max_concurrent_streams)
             .layer(guard)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move {
@@ -938,6 +939,44 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_past_the_stream_limit_waits_for_a_free_stream() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_concurrent_streams: 2,
+            ..ServerConfig::default()
+        };
+        let handle = GrpcServer::new("t", config).spawn().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(handle.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let req = || HealthCheckRequest {
+            service: String::new(),
+        };
+        // Two open Watch streams use up the connection's two streams.
+        let mut first = health.watch(req()).await.unwrap().into_inner();
+        let mut second = health.watch(req()).await.unwrap().into_inner();
+        assert!(first.message().await.unwrap().is_some());
+        assert!(second.message().await.unwrap().is_some());
+        // A third call on the same connection waits in the client; it is not refused.
+        let mut third = health.clone();
+        let waiting = tokio::spawn(async move { third.check(req()).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the stream limit was not applied");
+        drop(first);
+        let answered = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered once a stream is free")
+            .unwrap();
+        assert!(answered.is_ok(), "{answered:?}");
+        drop(second);
+        handle.shutdown().await.unwrap();
     }
 
     #[tokio::test]
