@@ -63,6 +63,10 @@ struct Args {
     /// server's default when absent.
     #[arg(long)]
     max_streams: Option<u32>,
+    /// `server.max_pending_accept_reset_streams` of every service; the server's default when
+    /// absent.
+    #[arg(long)]
+    max_pending_resets: Option<usize>,
     /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
     #[arg(long)]
     only: Option<String>,
@@ -457,6 +461,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.max_streams
                 .map(|n| format!("max_concurrent_streams = {n}\n"))
                 .unwrap_or_default()
+                + &args
+                    .max_pending_resets
+                    .map(|n| format!("max_pending_accept_reset_streams = {n}\n"))
+                    .unwrap_or_default()
         ),
     )?;
     let p = match &args.server_cpus {
@@ -486,7 +494,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pid = p.pid();
     let url = |n: &str| p.url(n);
     println!(
-        "\nload-bench: {}, max_concurrent_requests {}, max_concurrent_streams {}, {} s per open-loop phase, 2 s deadline",
+        "\nload-bench: {}, max_concurrent_requests {}, max_concurrent_streams {}, max_pending_accept_reset_streams {}, {} s per open-loop phase, 2 s deadline",
         match &args.server_cpus {
             Some(cpus) => format!(
                 "split: platform process {} on CPUs {cpus}, generator on CPUs {}",
@@ -503,6 +511,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             || format!(
                 "{} (default)",
                 augur_runtime::ServerConfig::default().max_concurrent_streams
+            ),
+            |n| n.to_string()
+        ),
+        args.max_pending_resets.map_or_else(
+            || format!(
+                "{} (default)",
+                augur_runtime::ServerConfig::default().max_pending_accept_reset_streams
             ),
             |n| n.to_string()
         ),

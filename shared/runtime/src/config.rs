@@ -78,6 +78,12 @@ pub struct ServerConfig {
     /// Keep it above `max_concurrent_requests` so that the concurrency guard, not the transport,
     /// decides what is shed.
     pub max_concurrent_streams: u32,
+    /// Streams a client may cancel before the server has taken them up, per connection, before
+    /// the server closes the connection (GOAWAY ENHANCE_YOUR_CALM): the HTTP/2 "rapid reset"
+    /// guard. An overloaded server takes streams up late and an honest client cancels those
+    /// whose deadline passed, so the HTTP/2 stack's default of 20 tears connections down under
+    /// overload; the stream limit above still bounds what one connection can hold.
+    pub max_pending_accept_reset_streams: usize,
     /// Largest request or response message accepted, in bytes.
     pub max_message_bytes: usize,
     /// On SIGTERM: time spent reporting NOT_SERVING (so load balancers stop routing) before the
@@ -119,6 +125,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             max_concurrent_requests: 512,
             max_concurrent_streams: 1024,
+            max_pending_accept_reset_streams: 1024,
             max_message_bytes: 32 * 1024 * 1024,
             drain_delay_ms: 0,
             shutdown_grace_ms: 10_000,

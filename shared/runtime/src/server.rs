@@ -247,6 +247,7 @@ impl GrpcServer {
         let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
             .layer(guard)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move {
