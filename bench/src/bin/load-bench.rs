@@ -453,20 +453,17 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("augur.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nmax_concurrent_requests = {}\n{}",
-            args.max_concurrent,
-            args.max_streams
-                .map(|n| format!("max_concurrent_streams = {n}\n"))
-                .unwrap_or_default()
-                + &args
-                    .max_pending_resets
-                    .map(|n| format!("max_pending_accept_reset_streams = {n}\n"))
-                    .unwrap_or_default()
-        ),
-    )?;
+    let mut server = format!(
+        "[server]\nmax_concurrent_requests = {}\n",
+        args.max_concurrent
+    );
+    if let Some(n) = args.max_streams {
+        server += &format!("max_concurrent_streams = {n}\n");
+    }
+    if let Some(n) = args.max_pending_resets {
+        server += &format!("max_pending_accept_reset_streams = {n}\n");
+    }
+    std::fs::write(&config, server)?;
     let p = match &args.server_cpus {
         Some(cpus) => spawn_platform(&args, cpus, dir.path(), &config)?,
         None => {
