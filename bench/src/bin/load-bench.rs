@@ -67,6 +67,10 @@ struct Args {
     /// absent.
     #[arg(long)]
     max_pending_resets: Option<usize>,
+    /// `server.saturation_busy_ratio` of every service (1 keeps the concurrency limit fixed);
+    /// the server's default when absent.
+    #[arg(long)]
+    busy_ratio: Option<f64>,
     /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
     #[arg(long)]
     only: Option<String>,
@@ -463,6 +467,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_pending_resets {
         server += &format!("max_pending_accept_reset_streams = {n}\n");
     }
+    if let Some(r) = args.busy_ratio {
+        server += &format!("saturation_busy_ratio = {r:?}\n");
+    }
     std::fs::write(&config, server)?;
     let p = match &args.server_cpus {
         Some(cpus) => spawn_platform(&args, cpus, dir.path(), &config)?,
@@ -491,7 +498,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pid = p.pid();
     let url = |n: &str| p.url(n);
     println!(
-        "\nload-bench: {}, max_concurrent_requests {}, max_concurrent_streams {}, max_pending_accept_reset_streams {}, {} s per open-loop phase, 2 s deadline",
+        "\nload-bench: {}, max_concurrent_requests {}, max_concurrent_streams {}, max_pending_accept_reset_streams {}, saturation_busy_ratio {}, {} s per open-loop phase, 2 s deadline",
         match &args.server_cpus {
             Some(cpus) => format!(
                 "split: platform process {} on CPUs {cpus}, generator on CPUs {}",
@@ -517,6 +524,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 augur_runtime::ServerConfig::default().max_pending_accept_reset_streams
             ),
             |n| n.to_string()
+        ),
+        args.busy_ratio.map_or_else(
+            || format!(
+                "{} (default)",
+                augur_runtime::ServerConfig::default().saturation_busy_ratio
+            ),
+            |r| r.to_string()
         ),
         args.seconds
     );

@@ -69,8 +69,19 @@ pub struct ServerConfig {
     /// Upper bound for a unary call (and for reading a client stream is exempt); the client's
     /// `grpc-timeout` wins when it is shorter.
     pub request_timeout_ms: u64,
-    /// Requests handled at once; more are shed with RESOURCE_EXHAUSTED.
+    /// Requests handled at once; more are shed with RESOURCE_EXHAUSTED. The ceiling of the
+    /// adaptive limit (see `saturation_busy_ratio`).
     pub max_concurrent_requests: usize,
+    /// Share of wall time the tokio workers spend running tasks at which the CPU counts as
+    /// saturated: sampled every 100 ms; while at or above it the concurrency limit is cut by a
+    /// quarter per sample (down to one call per worker), below it the limit grows back to
+    /// `max_concurrent_requests`. A cheap RPC offered more than the CPU can take otherwise
+    /// accepts every call late (the excess waits in front of the server, not in flight). 1.0
+    /// (the default) keeps the limit fixed: the busy time is the whole process's, so in one
+    /// process hosting several services (`augur up`) an expensive service's saturation would
+    /// cut the limit of the feature store under its own callers. Turn it on for a service in its
+    /// own pod whose RPCs are cheap (the feature store: 0.9 in `k8s/`).
+    pub saturation_busy_ratio: f64,
     /// HTTP/2 streams one client connection may have open at once (advertised as
     /// SETTINGS_MAX_CONCURRENT_STREAMS). A client past it waits for a free stream instead of
     /// opening streams a busy server cannot take yet, which it would then cancel (and enough
@@ -124,6 +135,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             request_timeout_ms: 10_000,
             max_concurrent_requests: 512,
+            saturation_busy_ratio: 1.0,
             max_concurrent_streams: 1024,
             max_pending_accept_reset_streams: 1024,
             max_message_bytes: 32 * 1024 * 1024,
@@ -160,6 +172,12 @@ impl Validate for ServerConfig {
             return Err(ConfigError::invalid(
                 "server.max_concurrent_requests",
                 "must be greater than 0",
+            ));
+        }
+        if !(self.saturation_busy_ratio > 0.0 && self.saturation_busy_ratio <= 1.0) {
+            return Err(ConfigError::invalid(
+                "server.saturation_busy_ratio",
+                "must be in (0, 1] (1 keeps the concurrency limit fixed)",
             ));
         }
         if self.max_concurrent_streams == 0 {
@@ -319,6 +337,15 @@ mod tests {
             err.to_string().contains("server.max_concurrent_streams"),
             "{err}"
         );
+
+        for bad in ["1.5", "0.0", "nan"] {
+            std::fs::write(&path, format!("[server]\nsaturation_busy_ratio = {bad}\n")).unwrap();
+            let err = load(Sample::default(), Some(&path)).unwrap_err();
+            assert!(
+                err.to_string().contains("server.saturation_busy_ratio"),
+                "{bad}: {err}"
+            );
+        }
 
         std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
         // A typo inside a table is an error.

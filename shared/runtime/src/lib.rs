@@ -5,12 +5,14 @@
 //! - [`telemetry`]: `tracing` logs plus OpenTelemetry traces over OTLP, W3C trace context.
 //! - [`server`]: one gRPC bootstrap: health, reflection (v1 and v1alpha), request timeout,
 //!   concurrency limit with load shedding, max message size, graceful shutdown.
+//! - [`limit`]: the concurrency limit, lowered while the process's CPU is saturated.
 //! - [`error`]: the shared vocabulary for gRPC errors with field violations.
 //! - [`client`]: channels to other Augur services that propagate the trace context.
 
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod metrics;
 pub mod security;
 pub mod server;

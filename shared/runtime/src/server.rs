@@ -6,7 +6,8 @@
 //! - server reflection, both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8 and Python's client
 //!   speak only v1alpha), listing only the services this server hosts;
 //! - a [`GuardLayer`]: a global concurrency limit that sheds excess requests at once with
-//!   RESOURCE_EXHAUSTED instead of queueing them, a request timeout (DEADLINE_EXCEEDED; the
+//!   RESOURCE_EXHAUSTED instead of queueing them (lowered while the CPU is saturated, so that a
+//!   server short of CPU refuses more and serves the rest promptly; see [`crate::limit`]), a request timeout (DEADLINE_EXCEEDED; the
 //!   client's shorter `grpc-timeout` wins), and a tracing span per call that continues the
 //!   caller's W3C trace;
 //! - graceful shutdown: NOT_SERVING, wait `drain_delay`, stop accepting, let in-flight calls
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -39,6 +40,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
+use crate::limit::{AdaptiveLimit, InFlight};
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_PREFIX: &str = "/grpc.reflection.";
@@ -197,7 +199,7 @@ impl GrpcServer {
             no_timeout,
             reporter,
             health,
-            background,
+            mut background,
             stopping,
         } = self;
         let local = listener.local_addr().ok();
@@ -234,6 +236,8 @@ impl GrpcServer {
         routes.add_service(reflection_alpha);
 
         let guard = GuardLayer::new(&config, no_timeout);
+        // The concurrency limit follows the CPU's saturation while the server runs.
+        background.push(Box::pin(guard.limit().run_sampler()));
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut builder = tonic::transport::Server::builder();
@@ -434,8 +438,7 @@ pub struct GuardLayer {
 struct GuardShared {
     metrics: crate::metrics::RpcMetrics,
     auth: crate::security::Authorizer,
-    permits: Arc<Semaphore>,
-    limit: usize,
+    limit: Arc<AdaptiveLimit>,
     timeout: Duration,
     no_timeout: HashSet<String>,
 }
@@ -454,12 +457,22 @@ impl GuardLayer {
             shared: Arc::new(GuardShared {
                 metrics,
                 auth: crate::security::Authorizer::new(&config.auth),
-                permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-                limit: config.max_concurrent_requests,
+                limit: AdaptiveLimit::new(
+                    tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers()),
+                    config.max_concurrent_requests,
+                    config.saturation_busy_ratio,
+                ),
                 timeout: config.request_timeout(),
                 no_timeout,
             }),
         }
+    }
+}
+
+impl GuardLayer {
+    /// The concurrency limit (lowered while the CPU is saturated, see [`crate::limit`]).
+    pub fn limit(&self) -> Arc<AdaptiveLimit> {
+        self.shared.limit.clone()
     }
 }
 
@@ -522,16 +535,24 @@ where
                 }
             };
         }
-        let permit: Option<OwnedSemaphorePermit> = if exempt {
+        let permit: Option<InFlight> = if exempt {
             None
         } else {
-            match self.shared.permits.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let status = Status::resource_exhausted(format!(
-                        "server overloaded: {} requests in flight; retry with backoff",
-                        self.shared.limit
-                    ));
+            match self.shared.limit.try_acquire() {
+                Some(p) => Some(p),
+                None => {
+                    let limit = &self.shared.limit;
+                    let current = limit.current();
+                    let status = Status::resource_exhausted(if current < limit.max() {
+                        format!(
+                            "server overloaded: {current} requests in flight (limit lowered from {} while the CPU is saturated); retry with backoff",
+                            limit.max()
+                        )
+                    } else {
+                        format!(
+                            "server overloaded: {current} requests in flight; retry with backoff"
+                        )
+                    });
                     span.record("rpc.grpc.status_code", Code::ResourceExhausted as i32);
                     record.set_code(Code::ResourceExhausted as i32);
                     record.finish();
@@ -644,7 +665,7 @@ pin_project_lite::pin_project! {
     struct PermitBody<B> {
         #[pin]
         inner: B,
-        _permit: Option<OwnedSemaphorePermit>,
+        _permit: Option<InFlight>,
         record: crate::metrics::CallRecord,
     }
 }
@@ -856,6 +877,35 @@ mod tests {
             Ok(http_body::Frame::data(bytes::Bytes::from_static(b"x"))),
             Ok(http_body::Frame::trailers(trailers)),
         ])
+    }
+
+    #[tokio::test]
+    async fn a_limit_lowered_by_cpu_saturation_sheds_earlier_and_says_why() {
+        let config = ServerConfig {
+            max_concurrent_requests: 8,
+            saturation_busy_ratio: 0.9,
+            ..ServerConfig::default()
+        };
+        let guard = GuardLayer::new(&config, HashSet::new());
+        let limit = guard.limit();
+        let svc = guard.layer(slow_service(Duration::from_millis(300)));
+        // Saturated samples while calls are being served: 8 -> 6 -> 5 -> 4 -> 3 -> 2 -> 1.
+        while limit.current() > 1 {
+            let _admitted = limit.try_acquire();
+            limit.observe(1.0);
+        }
+        let first = tokio::spawn(svc.clone().oneshot(request("/x.S/A")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shed = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some(Code::ResourceExhausted as i32));
+        let message = shed.headers()["grpc-message"].to_str().unwrap().to_string();
+        assert!(message.contains("saturated"), "{message}");
+        assert_eq!(grpc_status(&first.await.unwrap().unwrap()), None);
+        // Quiet samples bring the limit back up to the ceiling.
+        for _ in 0..40 {
+            limit.observe(0.1);
+        }
+        assert_eq!(limit.current(), 8);
     }
 
     #[tokio::test]
