@@ -71,6 +71,11 @@ struct Args {
     /// the server's default when absent.
     #[arg(long)]
     busy_ratio: Option<f64>,
+    /// Base rate of the open-loop phases (requests/s) instead of the measured closed-loop
+    /// saturation, e.g. to offer the same load with and without an adaptive limit (which sheds
+    /// in the closed loop too and so lowers the measured figure).
+    #[arg(long)]
+    base_rate: Option<f64>,
     /// Only this service (feature-store, recommendation, demand-forecast, churn, risk).
     #[arg(long)]
     only: Option<String>,
@@ -398,7 +403,7 @@ where
     let d = Duration::from_secs(args.seconds);
     for (label, factor) in [("open loop 0.5x sat", 0.5), ("open loop 2x sat", 2.0)] {
         let rss_before = proc_mib(pid, "VmRSS:");
-        let rate = saturation * factor;
+        let rate = args.base_rate.unwrap_or(saturation) * factor;
         let (run, lag) = open_loop(rate, d, make.clone()).await;
         let c = codes.take();
         line(label, rate, &run, lag, &c);
