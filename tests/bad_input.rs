@@ -1771,6 +1771,194 @@ async fn churn_rejects_bad_input_untrained() {
     finish();
 }
 
+/// Churn with a model (trained on the demo data through `Train`): hostile requests now reach
+/// validation and scoring instead of stopping at FAILED_PRECONDITION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_rejects_bad_input_trained() {
+    let (p, _dir) = augur_e2e::platform(true).await;
+    let mut c = churn::churn_client::ChurnClient::new(channel(p.url("churn").unwrap()).await);
+    let info = train_outcome(c.train(churn::TrainRequest::default()).await)
+        .await
+        .expect("churn trains on the demo data");
+    assert!(!info.model_version.is_empty());
+    // Known customers, from the model itself.
+    let known: Vec<String> = c
+        .list_at_risk(churn::ListAtRiskRequest {
+            min_probability: 0.0,
+            limit: 3,
+            segment: 0,
+        })
+        .await
+        .expect("ListAtRisk answers once trained")
+        .into_inner()
+        .customers
+        .into_iter()
+        .filter_map(|a| a.prediction.map(|p| p.customer_id))
+        .collect();
+    assert!(
+        !known.is_empty(),
+        "the demo data has customers at some risk"
+    );
+    let predict = |ids: Vec<String>, as_of: Option<Timestamp>| churn::PredictChurnRequest {
+        customer_ids: ids,
+        as_of,
+        max_factors: 0,
+    };
+    let one = || vec![known[0].clone()];
+    for (what, req, field) in [
+        (
+            "empty",
+            churn::PredictChurnRequest::default(),
+            "customer_ids",
+        ),
+        (
+            "empty id",
+            predict(vec![String::new()], None),
+            "customer_ids[0]",
+        ),
+        (
+            "10 MB id among good ones",
+            predict(vec![known[0].clone(), big()], None),
+            "customer_ids[1]",
+        ),
+        (
+            "10001 ids",
+            predict(vec![known[0].clone(); 10_001], None),
+            "customer_ids",
+        ),
+        ("as_of year 9999", predict(one(), ts(Y9999)), "as_of"),
+        ("as_of before 1970", predict(one(), ts(PRE_1970)), "as_of"),
+        ("as_of i64::MIN", predict(one(), ts(i64::MIN)), "as_of"),
+        ("as_of i64::MAX", predict(one(), ts(i64::MAX)), "as_of"),
+    ] {
+        invalid(
+            &format!("trained PredictChurn {what}"),
+            c.predict_churn(req).await,
+            field,
+        );
+    }
+    // Duplicates, unknown ids and a huge factor count: clear answers, the known id still scored.
+    for (what, req) in [
+        (
+            "duplicate ids",
+            predict(vec![known[0].clone(), known[0].clone()], None),
+        ),
+        (
+            "unknown id beside a known one",
+            predict(vec!["no-such-customer".into(), known[0].clone()], None),
+        ),
+        (
+            "max_factors u32::MAX",
+            churn::PredictChurnRequest {
+                max_factors: u32::MAX,
+                ..predict(one(), None)
+            },
+        ),
+    ] {
+        let r = c.predict_churn(req).await;
+        clear(&format!("trained PredictChurn {what}"), &r);
+        if let Ok(resp) = &r {
+            let resp = resp.get_ref();
+            if !resp.predictions.iter().any(|p| p.customer_id == known[0]) {
+                fail(format!(
+                    "trained PredictChurn {what}: {} not scored",
+                    known[0]
+                ));
+            }
+            for p in &resp.predictions {
+                if !(0.0..=1.0).contains(&p.churn_probability) {
+                    fail(format!(
+                        "trained PredictChurn {what}: probability {} outside [0, 1]",
+                        p.churn_probability
+                    ));
+                }
+            }
+        }
+    }
+    let unknown = c
+        .predict_churn(predict(
+            vec!["no-such-customer".into(), known[0].clone()],
+            None,
+        ))
+        .await;
+    match unknown {
+        Ok(r) => {
+            let r = r.into_inner();
+            if !r.errors.iter().any(|e| e.customer_id == "no-such-customer") {
+                fail("trained PredictChurn: unknown id not reported in errors".into());
+            }
+        }
+        Err(s) => fail(format!(
+            "trained PredictChurn with one unknown id failed as a whole: {:?}",
+            s.code()
+        )),
+    }
+    let list = |min_probability: f64, limit: u32, segment: i32| churn::ListAtRiskRequest {
+        min_probability,
+        limit,
+        segment,
+    };
+    for (what, req, field) in [
+        ("NaN probability", list(f64::NAN, 10, 0), "min_probability"),
+        ("negative probability", list(-0.5, 10, 0), "min_probability"),
+        ("probability 1.5", list(1.5, 10, 0), "min_probability"),
+        (
+            "inf probability",
+            list(f64::INFINITY, 10, 0),
+            "min_probability",
+        ),
+        ("limit u32::MAX", list(0.5, u32::MAX, 0), "limit"),
+        ("segment 999", list(0.5, 10, 999), "segment"),
+        ("segment -1", list(0.5, 10, -1), "segment"),
+    ] {
+        invalid(
+            &format!("trained ListAtRisk {what}"),
+            c.list_at_risk(req).await,
+            field,
+        );
+    }
+    clear(
+        "trained ListAtRisk empty",
+        &c.list_at_risk(churn::ListAtRiskRequest::default()).await,
+    );
+    // A hostile Train leaves the served model in place.
+    invalid(
+        "trained Train cutoff year 9999",
+        train_outcome(
+            c.train(churn::TrainRequest {
+                cutoff: ts(Y9999),
+                ..Default::default()
+            })
+            .await,
+        )
+        .await,
+        "cutoff",
+    );
+    let after = c
+        .get_model_info(churn::GetModelInfoRequest {})
+        .await
+        .expect("model info")
+        .into_inner()
+        .model
+        .map(|m| m.model_version)
+        .unwrap_or_default();
+    if after != info.model_version {
+        fail(format!(
+            "a refused Train replaced the model: {} -> {after}",
+            info.model_version
+        ));
+    }
+    // Good requests still answered after all of that.
+    let ok = c
+        .predict_churn(predict(one(), None))
+        .await
+        .expect("a good PredictChurn after hostile ones")
+        .into_inner();
+    assert_eq!(ok.predictions.len(), 1);
+    p.shutdown().await.unwrap();
+    finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn risk_rejects_bad_input_untrained() {
     let (p, _dir) = augur_e2e::platform(false).await;

@@ -12,6 +12,9 @@ use augur_proto::featurestore::Segment;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
+
+/// Longest customer id accepted (as the other services).
+const MAX_ID_BYTES: usize = 128;
 use crate::features;
 use crate::fs::{FeatureStore, ts};
 use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier, feature_vector};
@@ -245,11 +248,19 @@ impl Churn for Service {
         if let Some(i) = customer_ids.iter().position(|c| c.trim().is_empty()) {
             v.add(format!("customer_ids[{i}]"), "must not be empty");
         }
+        if let Some(i) = customer_ids.iter().position(|c| c.len() > MAX_ID_BYTES) {
+            v.add(
+                format!("customer_ids[{i}]"),
+                format!("longer than {MAX_ID_BYTES} bytes"),
+            );
+        }
         let now = now_secs();
-        if let Some(t) = &as_of
-            && secs(t) > now + 60
-        {
-            v.add("as_of", "must not be in the future");
+        if let Some(t) = &as_of {
+            if secs(t) > now + 60 {
+                v.add("as_of", "must not be in the future");
+            } else if secs(t) < 0 {
+                v.add("as_of", "must not be before 1970");
+            }
         }
         v.into_result().map_err(Status::from)?;
         let model = self.state.model()?;
@@ -291,14 +302,17 @@ impl Churn for Service {
         &self,
         req: Request<pb::ListAtRiskRequest>,
     ) -> Result<Response<pb::ListAtRiskResponse>, Status> {
-        let r = req.into_inner();
-        let segment = r.segment();
         let pb::ListAtRiskRequest {
             min_probability,
             limit,
-            ..
-        } = r;
+            segment,
+        } = req.into_inner();
         let mut v = augur_runtime::error::Violations::new();
+        // An unknown enum value is a mistake, not "any segment".
+        let segment = Segment::try_from(segment).unwrap_or_else(|_| {
+            v.add("segment", format!("unknown value {segment}"));
+            Segment::Unspecified
+        });
         if !(0.0..=1.0).contains(&min_probability) {
             v.add("min_probability", "must be in [0, 1]");
         }
