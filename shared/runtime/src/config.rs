@@ -80,7 +80,7 @@ pub struct ServerConfig {
     /// (the default) keeps the limit fixed: the busy time is the whole process's, so in one
     /// process hosting several services (`augur up`) an expensive service's saturation would
     /// cut the limit of the feature store under its own callers. Turn it on for a service in its
-    /// own pod whose RPCs are cheap (the feature store: 0.9 in `k8s/`).
+    /// own pod whose RPCs are cheap (feature store and recommendation: 0.9 in `k8s/`).
     pub saturation_busy_ratio: f64,
     /// HTTP/2 streams one client connection may have open at once (advertised as
     /// SETTINGS_MAX_CONCURRENT_STREAMS). A client past it waits for a free stream instead of
