@@ -1637,17 +1637,20 @@ async fn demand_forecast_rejects_bad_input_untrained_and_trained() {
     finish();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn churn_rejects_bad_input_untrained() {
-    let (p, _dir) = augur_e2e::platform(false).await;
-    let mut c = churn::churn_client::ChurnClient::new(channel(p.url("churn").unwrap()).await);
-    let predict = |ids: Vec<String>, as_of: Option<Timestamp>| churn::PredictChurnRequest {
+fn churn_predict(ids: Vec<String>, as_of: Option<Timestamp>) -> churn::PredictChurnRequest {
+    churn::PredictChurnRequest {
         customer_ids: ids,
         as_of,
         max_factors: 0,
-    };
-    let one = || vec!["C1".to_string()];
-    for (what, req, field) in [
+    }
+}
+
+/// Hostile `PredictChurn` requests around one good customer id, with the field each must name.
+fn churn_hostile_predicts(
+    good: &str,
+) -> Vec<(&'static str, churn::PredictChurnRequest, &'static str)> {
+    let one = || vec![good.to_string()];
+    vec![
         (
             "empty",
             churn::PredictChurnRequest::default(),
@@ -1655,19 +1658,65 @@ async fn churn_rejects_bad_input_untrained() {
         ),
         (
             "empty id",
-            predict(vec![String::new()], None),
+            churn_predict(vec![String::new()], None),
             "customer_ids[0]",
         ),
-        ("10 MB id", predict(vec![big()], None), "customer_ids[0]"),
+        (
+            "10 MB id among good ones",
+            churn_predict(vec![good.to_string(), big()], None),
+            "customer_ids[1]",
+        ),
         (
             "10001 ids",
-            predict(vec!["C1".into(); 10_001], None),
+            churn_predict(vec![good.to_string(); 10_001], None),
             "customer_ids",
         ),
-        ("as_of year 9999", predict(one(), ts(Y9999)), "as_of"),
-        ("as_of before 1970", predict(one(), ts(PRE_1970)), "as_of"),
-        ("as_of i64::MIN", predict(one(), ts(i64::MIN)), "as_of"),
-    ] {
+        ("as_of year 9999", churn_predict(one(), ts(Y9999)), "as_of"),
+        (
+            "as_of before 1970",
+            churn_predict(one(), ts(PRE_1970)),
+            "as_of",
+        ),
+        (
+            "as_of i64::MIN",
+            churn_predict(one(), ts(i64::MIN)),
+            "as_of",
+        ),
+        (
+            "as_of i64::MAX",
+            churn_predict(one(), ts(i64::MAX)),
+            "as_of",
+        ),
+    ]
+}
+
+/// Hostile `ListAtRisk` requests, with the field each must name.
+fn churn_hostile_lists() -> Vec<(&'static str, churn::ListAtRiskRequest, &'static str)> {
+    let list = |min_probability: f64, limit: u32, segment: i32| churn::ListAtRiskRequest {
+        min_probability,
+        limit,
+        segment,
+    };
+    vec![
+        ("NaN probability", list(f64::NAN, 10, 0), "min_probability"),
+        ("negative probability", list(-0.5, 10, 0), "min_probability"),
+        ("probability 1.5", list(1.5, 10, 0), "min_probability"),
+        (
+            "inf probability",
+            list(f64::INFINITY, 10, 0),
+            "min_probability",
+        ),
+        ("limit u32::MAX", list(0.5, u32::MAX, 0), "limit"),
+        ("segment 999", list(0.5, 10, 999), "segment"),
+        ("segment -1", list(0.5, 10, -1), "segment"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_rejects_bad_input_untrained() {
+    let (p, _dir) = augur_e2e::platform(false).await;
+    let mut c = churn::churn_client::ChurnClient::new(channel(p.url("churn").unwrap()).await);
+    for (what, req, field) in churn_hostile_predicts("C1") {
         invalid_or_untrained(
             &format!("PredictChurn {what}"),
             c.predict_churn(req).await,
@@ -1676,25 +1725,10 @@ async fn churn_rejects_bad_input_untrained() {
     }
     untrained(
         "PredictChurn duplicate ids",
-        c.predict_churn(predict(vec!["C1".into(), "C1".into()], None))
+        c.predict_churn(churn_predict(vec!["C1".into(), "C1".into()], None))
             .await,
     );
-    let list = |min_probability: f64, limit: u32, segment: i32| churn::ListAtRiskRequest {
-        min_probability,
-        limit,
-        segment,
-    };
-    for (what, req, field) in [
-        ("NaN probability", list(f64::NAN, 10, 0), "min_probability"),
-        ("negative probability", list(-0.5, 10, 0), "min_probability"),
-        (
-            "inf probability",
-            list(f64::INFINITY, 10, 0),
-            "min_probability",
-        ),
-        ("limit u32::MAX", list(0.5, u32::MAX, 0), "limit"),
-        ("segment 999", list(0.5, 10, 999), "segment"),
-    ] {
+    for (what, req, field) in churn_hostile_lists() {
         invalid_or_untrained(
             &format!("ListAtRisk {what}"),
             c.list_at_risk(req).await,
@@ -1799,38 +1833,8 @@ async fn churn_rejects_bad_input_trained() {
         !known.is_empty(),
         "the demo data has customers at some risk"
     );
-    let predict = |ids: Vec<String>, as_of: Option<Timestamp>| churn::PredictChurnRequest {
-        customer_ids: ids,
-        as_of,
-        max_factors: 0,
-    };
     let one = || vec![known[0].clone()];
-    for (what, req, field) in [
-        (
-            "empty",
-            churn::PredictChurnRequest::default(),
-            "customer_ids",
-        ),
-        (
-            "empty id",
-            predict(vec![String::new()], None),
-            "customer_ids[0]",
-        ),
-        (
-            "10 MB id among good ones",
-            predict(vec![known[0].clone(), big()], None),
-            "customer_ids[1]",
-        ),
-        (
-            "10001 ids",
-            predict(vec![known[0].clone(); 10_001], None),
-            "customer_ids",
-        ),
-        ("as_of year 9999", predict(one(), ts(Y9999)), "as_of"),
-        ("as_of before 1970", predict(one(), ts(PRE_1970)), "as_of"),
-        ("as_of i64::MIN", predict(one(), ts(i64::MIN)), "as_of"),
-        ("as_of i64::MAX", predict(one(), ts(i64::MAX)), "as_of"),
-    ] {
+    for (what, req, field) in churn_hostile_predicts(&known[0]) {
         invalid(
             &format!("trained PredictChurn {what}"),
             c.predict_churn(req).await,
@@ -1841,17 +1845,17 @@ async fn churn_rejects_bad_input_trained() {
     for (what, req) in [
         (
             "duplicate ids",
-            predict(vec![known[0].clone(), known[0].clone()], None),
+            churn_predict(vec![known[0].clone(), known[0].clone()], None),
         ),
         (
             "unknown id beside a known one",
-            predict(vec!["no-such-customer".into(), known[0].clone()], None),
+            churn_predict(vec!["no-such-customer".into(), known[0].clone()], None),
         ),
         (
             "max_factors u32::MAX",
             churn::PredictChurnRequest {
                 max_factors: u32::MAX,
-                ..predict(one(), None)
+                ..churn_predict(one(), None)
             },
         ),
     ] {
@@ -1876,7 +1880,7 @@ async fn churn_rejects_bad_input_trained() {
         }
     }
     let unknown = c
-        .predict_churn(predict(
+        .predict_churn(churn_predict(
             vec!["no-such-customer".into(), known[0].clone()],
             None,
         ))
@@ -1893,24 +1897,7 @@ async fn churn_rejects_bad_input_trained() {
             s.code()
         )),
     }
-    let list = |min_probability: f64, limit: u32, segment: i32| churn::ListAtRiskRequest {
-        min_probability,
-        limit,
-        segment,
-    };
-    for (what, req, field) in [
-        ("NaN probability", list(f64::NAN, 10, 0), "min_probability"),
-        ("negative probability", list(-0.5, 10, 0), "min_probability"),
-        ("probability 1.5", list(1.5, 10, 0), "min_probability"),
-        (
-            "inf probability",
-            list(f64::INFINITY, 10, 0),
-            "min_probability",
-        ),
-        ("limit u32::MAX", list(0.5, u32::MAX, 0), "limit"),
-        ("segment 999", list(0.5, 10, 999), "segment"),
-        ("segment -1", list(0.5, 10, -1), "segment"),
-    ] {
+    for (what, req, field) in churn_hostile_lists() {
         invalid(
             &format!("trained ListAtRisk {what}"),
             c.list_at_risk(req).await,
@@ -1950,7 +1937,7 @@ async fn churn_rejects_bad_input_trained() {
     }
     // Good requests still answered after all of that.
     let ok = c
-        .predict_churn(predict(one(), None))
+        .predict_churn(churn_predict(one(), None))
         .await
         .expect("a good PredictChurn after hostile ones")
         .into_inner();

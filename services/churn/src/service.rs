@@ -12,9 +12,6 @@ use augur_proto::featurestore::Segment;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
-
-/// Longest customer id accepted (as the other services).
-const MAX_ID_BYTES: usize = 128;
 use crate::features;
 use crate::fs::{FeatureStore, ts};
 use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier, feature_vector};
@@ -22,6 +19,8 @@ use crate::train::{self, TrainParams};
 
 /// Most customers per PredictChurn call.
 pub const MAX_BATCH: usize = 10_000;
+/// Longest customer id accepted (as the other services).
+const MAX_ID_BYTES: usize = 128;
 /// Most customers per ListAtRisk answer.
 pub const MAX_LIST: u32 = 10_000;
 /// PredictChurn customers the input drift statistics look back over.

@@ -6,10 +6,10 @@
 //! - server reflection, both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8 and Python's client
 //!   speak only v1alpha), listing only the services this server hosts;
 //! - a [`GuardLayer`]: a global concurrency limit that sheds excess requests at once with
-//!   RESOURCE_EXHAUSTED instead of queueing them (lowered while the CPU is saturated, so that a
-//!   server short of CPU refuses more and serves the rest promptly; see [`crate::limit`]), a request timeout (DEADLINE_EXCEEDED; the
-//!   client's shorter `grpc-timeout` wins), and a tracing span per call that continues the
-//!   caller's W3C trace;
+//!   RESOURCE_EXHAUSTED instead of queueing them (optionally lowered while the CPU is
+//!   saturated, see [`crate::limit`]), a request timeout (DEADLINE_EXCEEDED; the client's
+//!   shorter `grpc-timeout` wins), and a tracing span per call that continues the caller's W3C
+//!   trace;
 //! - graceful shutdown: NOT_SERVING, wait `drain_delay`, stop accepting, let in-flight calls
 //!   finish within `shutdown_grace`;
 //! - background tasks tied to the server's life ([`GrpcServer::with_background`], e.g. model
@@ -467,9 +467,7 @@ impl GuardLayer {
             }),
         }
     }
-}
 
-impl GuardLayer {
     /// The concurrency limit (lowered while the CPU is saturated, see [`crate::limit`]).
     pub fn limit(&self) -> Arc<AdaptiveLimit> {
         self.shared.limit.clone()
