@@ -810,6 +810,35 @@ def check_otel(cluster: Cluster, r: Report) -> None:
                 check_collector_config(cluster, col, target, r)
 
 
+def check_prometheus(cluster: Cluster, r: Report) -> None:
+    deps = [d for d in cluster.kind("Deployment") if is_augur(d)]
+    listens = {}
+    for d in deps:
+        env = container_env(cluster, ns_of(d), d["spec"]["template"]["spec"]["containers"][0])
+        listens[name_of(d)] = env.get("AUGUR_TELEMETRY__PROMETHEUS_LISTEN")
+    if not any(listens.values()):
+        return
+    r.section("Prometheus: every service serves /metrics where the monitoring namespace can scrape it")
+    monitoring = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    stranger = ("shop", {"app": "checkout"})
+    for d in deps:
+        name, listen = name_of(d), listens[name_of(d)]
+        m = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d{1,5})", str(listen or ""))
+        if not r.check(m is not None, f"{name}: prometheus listen address is ip:port", str(listen)):
+            continue
+        port = int(m.group(2))
+        r.check(m.group(1) not in ("127.0.0.1", "[::1]"), f"{name}: metrics listen beyond loopback", listen)
+        r.check(named_ports_of(d).get("metrics") == port,
+                f"{name}: metrics port {port} is the container port named metrics", str(named_ports_of(d)))
+        ann = d["spec"]["template"]["metadata"].get("annotations") or {}
+        r.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port),
+                f"{name}: prometheus.io annotations name port {port}", str(ann))
+        r.check(cluster.allowed(monitoring, pod_of(d), port, "TCP", named_ports_of(d)),
+                f"monitoring/prometheus -> {name}:{port} allowed by the NetworkPolicies")
+        r.check(not cluster.allowed(stranger, pod_of(d), port, "TCP", named_ports_of(d)),
+                f"unlabelled pod elsewhere -> {name}:{port} denied")
+
+
 def check_consul(cluster: Cluster, r: Report) -> None:
     deps = [d for d in cluster.kind("Deployment") if is_augur(d)]
     with_consul = []
@@ -908,6 +937,7 @@ def main() -> int:
     check_network(cluster, r)
     check_tls(cluster, r)
     check_otel(cluster, r)
+    check_prometheus(cluster, r)
     check_consul(cluster, r)
 
     for f in r.failures:

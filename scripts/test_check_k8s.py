@@ -4,7 +4,8 @@
 Usage: test_check_k8s.py RENDERED.yaml   (a rendering with TLS, the collector and Consul, e.g.
 `kubectl kustomize k8s/overlays/prod-consul`). The unmodified rendering must pass; each mutation
 below (a read-only mount made writable, a client path dropped, a gRPC probe under TLS, a too-open
-allow rule, a token in the config file, the collector egress removed, no advertised pod IP, ...)
+allow rule, a token in the config file, the collector egress removed, no advertised pod IP, the
+metrics port closed to or open beyond the monitoring namespace, ...)
 must make exactly the named check fail. Run by scripts/validate-k8s.sh.
 """
 
@@ -32,6 +33,7 @@ def run(docs: list[dict]) -> list[str]:
         check_k8s.check_network(cluster, r)
         check_k8s.check_tls(cluster, r)
         check_k8s.check_otel(cluster, r)
+        check_k8s.check_prometheus(cluster, r)
         check_k8s.check_consul(cluster, r)
     return r.failures
 
@@ -124,6 +126,29 @@ def no_agent_egress(docs):
                              if not any(p.get("port") == 8500 for p in e.get("ports") or [])]
 
 
+def metrics_closed(docs):
+    pol = obj(docs, "NetworkPolicy", "risk")
+    pol["spec"]["ingress"] = [i for i in pol["spec"]["ingress"]
+                              if not any(p.get("port") == 9464 for p in i.get("ports") or [])]
+
+
+def metrics_open_to_all(docs):
+    pol = obj(docs, "NetworkPolicy", "churn")
+    for i in pol["spec"]["ingress"]:
+        if any(p.get("port") == 9464 for p in i.get("ports") or []):
+            i.pop("from", None)
+
+
+def metrics_on_loopback(docs):
+    cm = cm_with(docs, "AUGUR_TELEMETRY__PROMETHEUS_LISTEN")
+    cm["data"]["AUGUR_TELEMETRY__PROMETHEUS_LISTEN"] = "127.0.0.1:9464"
+
+
+def metrics_port_undeclared(docs):
+    c = container(docs, "demand-forecast")
+    c["ports"] = [p for p in c["ports"] if p.get("name") != "metrics"]
+
+
 MUTATIONS = [
     (writable_tls_mount, "churn: augur-churn-tls mounted read-only"),
     (drop_client_ca, "certificate, key and CA paths set"),
@@ -139,6 +164,10 @@ MUTATIONS = [
     (undefined_exporter, "pipelines use only defined components"),
     (no_pod_ip, "demand-forecast: advertises the pod IP"),
     (no_agent_egress, "churn -> consul agent :8500 allowed"),
+    (metrics_closed, "monitoring/prometheus -> risk:9464 allowed"),
+    (metrics_open_to_all, "unlabelled pod elsewhere -> churn:9464 denied"),
+    (metrics_on_loopback, "metrics listen beyond loopback"),
+    (metrics_port_undeclared, "demand-forecast: metrics port 9464 is the container port named metrics"),
 ]
 
 

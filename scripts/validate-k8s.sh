@@ -9,7 +9,8 @@
 #      security context, Service / PDB / HPA / NetworkPolicy coverage, graceful-shutdown timing,
 #      Tokio threads, secrets by reference only, the overlay's own promises (dev: one
 #      replica, SQLite; prod and prod-*: autoscaling, PostgreSQL), and the components'
-#      (k8s/components: TLS and auth, OpenTelemetry Collector, Consul) where included;
+#      (k8s/components: TLS and auth, OpenTelemetry Collector, Prometheus scrape endpoint,
+#      Consul) where included;
 #   4. self-tests those checks (scripts/test_check_k8s.py): on the rendering with every
 #      component (overlays/prod-consul), each of a list of breakages must be caught;
 #   5. parses the example files that are not rendered (k8s/components/*/*.example.yaml:

@@ -768,3 +768,105 @@ async fn trained_model_services_answer_promptly_while_the_feature_store_hangs() 
     fc_handle.shutdown().await.unwrap();
     fs.shutdown().await.unwrap();
 }
+
+/// A feature store that refuses the model services (their principals are not on its allow
+/// list): a misconfiguration that retrying cannot fix. The model services must not report it
+/// as an outage (UNAVAILABLE invites callers to retry forever): they answer FAILED_PRECONDITION
+/// saying the feature store refused them, without echoing any token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_services_refused_by_the_feature_store_do_not_report_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = |who: &str| Secret::new(format!("{who}-token-0123456789abcdef"));
+    let mut server = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    server.auth.enabled = true;
+    for who in ["admin", "churn", "risk", "recommendation", "forecast"] {
+        server.auth.tokens.insert(who.into(), token(who));
+    }
+    server.auth.allow.insert("*".into(), vec!["admin".into()]);
+    let config = augur_feature_store::Config {
+        server,
+        data_dir: dir.path().join("fs"),
+        hash_key: Secret::new("test-hash-key-0123456789"),
+        ..augur_feature_store::Config::default()
+    };
+    let (fs_server, _app) = augur_feature_store::build(&config).await.unwrap();
+    let fs = fs_server.spawn().await.unwrap();
+
+    let config = |defaults: augur_runtime::config::ModelServiceConfig, who: &str| {
+        let mut c = defaults;
+        c.server.listen = "127.0.0.1:0".parse().unwrap();
+        c.data_dir = dir.path().join(who);
+        c.feature_store_url = fs.url();
+        c.client.token = token(who);
+        c
+    };
+    let rec = augur_recommendation::build(&config(
+        augur_recommendation::default_config(),
+        "recommendation",
+    ))
+    .spawn()
+    .await
+    .unwrap();
+    let ch = augur_churn::build(&config(augur_churn::default_config(), "churn"))
+        .spawn()
+        .await
+        .unwrap();
+    let rk = augur_risk::build(&config(augur_risk::default_config(), "risk"))
+        .spawn()
+        .await
+        .unwrap();
+    let fc =
+        augur_demand_forecast::build(&config(augur_demand_forecast::default_config(), "forecast"))
+            .spawn()
+            .await
+            .unwrap();
+    let mut fc_c = forecast::demand_forecast_client::DemandForecastClient::connect(fc.url())
+        .await
+        .unwrap();
+    let mut rec_c = recommendation::recommendation_client::RecommendationClient::connect(rec.url())
+        .await
+        .unwrap();
+    let mut churn_c = churn::churn_client::ChurnClient::connect(ch.url())
+        .await
+        .unwrap();
+    let mut risk_c = risk::risk_client::RiskClient::connect(rk.url())
+        .await
+        .unwrap();
+
+    let refused = |what: &str, e: tonic::Status| {
+        eprintln!("{what}: {:?} {}", e.code(), e.message());
+        assert_eq!(e.code(), Code::FailedPrecondition, "{what}: {e}");
+        assert!(
+            e.message()
+                .contains("feature store refused this service (PermissionDenied)"),
+            "{what}: {e}"
+        );
+        assert!(!e.message().contains("-token-"), "{what}: {e}");
+    };
+    for (what, r) in [
+        (
+            "recommendation Train",
+            train(rec_c.train(recommendation::TrainRequest::default())).await,
+        ),
+        (
+            "churn Train",
+            train(churn_c.train(churn::TrainRequest::default())).await,
+        ),
+        (
+            "risk Train",
+            train(risk_c.train(risk::TrainRequest::default())).await,
+        ),
+        (
+            "demand-forecast Train",
+            train(fc_c.train(forecast::TrainRequest::default())).await,
+        ),
+    ] {
+        refused(what, r.expect_err("the feature store refuses every read"));
+    }
+    for h in [rec, ch, rk, fc, fs] {
+        h.shutdown().await.unwrap();
+    }
+}

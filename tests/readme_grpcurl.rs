@@ -2,6 +2,8 @@
 //! ports replaced by the test's, so that the README stays true: the shell blocks between the
 //! `grpcurl-examples` markers on an untrained platform, and those between the
 //! `grpcurl-model-examples` markers after every model has been trained as `augur up --demo` does.
+//! The process also serves its metrics on a Prometheus endpoint (`telemetry.prometheus_listen`),
+//! scraped at the end: the calls just made must be in it.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
@@ -76,6 +78,15 @@ async fn readme_grpcurl_examples_work() {
     };
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README");
+    // Before the servers are built: their RPC metrics come from the global meter provider.
+    let telemetry = augur_runtime::telemetry::init(
+        "augur",
+        &augur_runtime::TelemetryConfig {
+            prometheus_listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+    )
+    .expect("telemetry");
     let (p, _dir) = augur_e2e::platform(true).await;
 
     let out = run(&p, &grpcurl, script(&readme, "grpcurl-examples")).await;
@@ -127,5 +138,42 @@ async fn readme_grpcurl_examples_work() {
             "{expected} missing in:\n{stdout}"
         );
     }
+    // The scrape endpoint has the calls the examples made, by service, method and code, and
+    // the models' own metrics.
+    let addr = telemetry
+        .metrics_addr()
+        .expect("prometheus endpoint installed");
+    let metrics = tokio::task::spawn_blocking(move || scrape(addr))
+        .await
+        .expect("join");
+    for expected in [
+        "# TYPE rpc_server_requests_total counter",
+        "# TYPE rpc_server_duration_milliseconds histogram",
+        "# TYPE rpc_server_active_requests gauge",
+        "rpc_method=\"PredictChurn\",rpc_service=\"augur.churn.v1.Churn\"",
+        "rpc_method=\"Recommend\",rpc_service=\"augur.recommendation.v1.Recommendation\"",
+        "rpc_method=\"GetOnlineFeatures\",rpc_service=\"augur.featurestore.v1.FeatureStore\"",
+        "model_inference_duration_milliseconds_count{model=\"churn\"}",
+        "model_prediction_score_bucket{",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing in the scrape:\n{metrics}"
+        );
+    }
     p.shutdown().await.expect("shutdown");
+}
+
+/// `GET /metrics` over plain HTTP/1.1; the body.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: augur\r\n\r\n")
+        .expect("write");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }

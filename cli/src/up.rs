@@ -174,7 +174,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         augur_feature_store::Config::default(),
         args.config.as_deref(),
     )?;
-    let _telemetry = augur_runtime::telemetry::init("augur", &fs_defaults.telemetry)?;
+    let telemetry = augur_runtime::telemetry::init("augur", &fs_defaults.telemetry)?;
     let platform = start(&args).await?;
     if args.demo {
         let (customers, products) = platform.feature_store.online().counts();
@@ -200,6 +200,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("Augur is up (data in {}):", args.data_dir.display());
     for (name, h) in &platform.servers {
         println!("  {name:<16} {}", h.addr());
+    }
+    if let Some(addr) = telemetry.metrics_addr() {
+        println!("  {:<16} http://{addr}/metrics", "metrics");
     }
     println!();
     println!(

@@ -11,8 +11,10 @@ pub enum Error {
     Invalid(Vec<FieldViolation>),
     #[error("no model trained yet: call Train")]
     NoModel,
-    #[error("feature store unavailable: {0}")]
-    FeatureStore(String),
+    /// A feature-store call failed; classified by [`augur_runtime::error::from_dependency`] (an
+    /// outage is UNAVAILABLE, a value it refused is INVALID_ARGUMENT, ...).
+    #[error("{0}")]
+    FeatureStore(ApiError),
     /// A request-path feature-store call got no answer within the configured bound (a hung
     /// feature store); answered UNAVAILABLE, like a feature store that is down.
     #[error("feature store did not answer within {} ms", .0.as_millis())]
@@ -38,9 +40,8 @@ impl From<Error> for ApiError {
         match e {
             Error::Invalid(v) => ApiError::InvalidArgument(v),
             Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
-            Error::FeatureStore(_) | Error::FeatureStoreTimeout(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            Error::FeatureStore(e) => e,
+            Error::FeatureStoreTimeout(_) => ApiError::Unavailable(e.to_string()),
             Error::Busy => ApiError::Unavailable(e.to_string()),
             Error::Model(_) | Error::Tensor(_) | Error::Internal(_) => {
                 ApiError::Internal(e.to_string())

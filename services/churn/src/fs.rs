@@ -45,8 +45,8 @@ pub fn ts(secs: i64) -> Timestamp {
     }
 }
 
-fn unavailable(e: tonic::Status) -> Error {
-    Error::FeatureStore(format!("{}: {}", e.code(), e.message()))
+fn fs_error(e: tonic::Status) -> Error {
+    Error::FeatureStore(augur_runtime::error::from_dependency("feature store", &e))
 }
 
 fn cell(v: &fpb::FeatureValue) -> Cell {
@@ -129,7 +129,7 @@ impl FeatureStore {
                 }),
             });
             let r = self
-                .within(async { call.await.map_err(unavailable) })
+                .within(async { call.await.map_err(fs_error) })
                 .await?
                 .into_inner();
             out.extend(r.entity_ids);
@@ -159,7 +159,7 @@ impl FeatureStore {
                         features: names.to_vec(),
                     });
                     let r = self
-                        .within(async { call.await.map_err(unavailable) })
+                        .within(async { call.await.map_err(fs_error) })
                         .await?
                         .into_inner();
                     convert(
@@ -186,7 +186,7 @@ impl FeatureStore {
                         features: names.to_vec(),
                     });
                     let r = self
-                        .within(async { call.await.map_err(unavailable) })
+                        .within(async { call.await.map_err(fs_error) })
                         .await?
                         .into_inner();
                     convert(r, &mut out);
@@ -219,11 +219,11 @@ impl FeatureStore {
                     order_id: String::new(),
                 })
                 .await
-                .map_err(unavailable)?
+                .map_err(fs_error)?
                 .into_inner();
             let mut keys = BTreeSet::new();
             while let Some(batch) = stream.next().await {
-                for e in batch.map_err(unavailable)?.events {
+                for e in batch.map_err(fs_error)?.events {
                     if let Some(fpb::event::Payload::Customer(c)) = e.event.and_then(|e| e.payload)
                     {
                         keys.extend(c.attributes.into_keys());
@@ -242,7 +242,7 @@ impl FeatureStore {
             customer_id: id.to_string(),
         });
         let r = self
-            .within(async { call.await.map_err(unavailable) })
+            .within(async { call.await.map_err(fs_error) })
             .await?
             .into_inner();
         Ok(r.profile

@@ -16,11 +16,10 @@ use crate::features;
 use crate::fs::{FeatureStore, ts};
 use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier, feature_vector};
 use crate::train::{self, TrainParams};
+use augur_runtime::error::MAX_ID_BYTES;
 
 /// Most customers per PredictChurn call.
 pub const MAX_BATCH: usize = 10_000;
-/// Longest customer id accepted (as the other services).
-const MAX_ID_BYTES: usize = 128;
 /// Most customers per ListAtRisk answer.
 pub const MAX_LIST: u32 = 10_000;
 /// PredictChurn customers the input drift statistics look back over.

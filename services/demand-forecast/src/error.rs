@@ -17,6 +17,9 @@ pub enum Error {
     /// The feature store cannot be reached.
     #[error("feature store unavailable: {0}")]
     Unavailable(String),
+    /// A feature-store call failed (see [`from_feature_store`]).
+    #[error("{0}")]
+    FeatureStore(ApiError),
     /// A request-path feature-store call got no answer within the configured bound (a hung
     /// feature store); answered UNAVAILABLE, like a feature store that is down.
     #[error("feature store did not answer within {} ms", .0.as_millis())]
@@ -41,6 +44,7 @@ impl From<Error> for ApiError {
             e @ (Error::Unavailable(_) | Error::FeatureStoreTimeout(_)) => {
                 ApiError::Unavailable(e.to_string())
             }
+            Error::FeatureStore(e) => e,
             Error::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -56,12 +60,12 @@ impl From<Error> for tonic::Status {
     }
 }
 
-/// A feature-store call failed: NOT_FOUND and INVALID_ARGUMENT are passed on, anything else means
-/// the store cannot serve us now.
+/// A feature-store call failed, classified by [`augur_runtime::error::from_dependency`]: NOT_FOUND
+/// and INVALID_ARGUMENT are passed on, an outage is UNAVAILABLE, this service's own
+/// misconfiguration INTERNAL.
 pub fn from_feature_store(status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::NotFound => Error::NotFound(status.message().to_string()),
-        tonic::Code::InvalidArgument => Error::invalid("feature_store", status.message()),
-        _ => Error::Unavailable(format!("{}: {}", status.code(), status.message())),
-    }
+    Error::FeatureStore(augur_runtime::error::from_dependency(
+        "feature store",
+        &status,
+    ))
 }

@@ -490,10 +490,10 @@ impl Service {
         if key.sku.is_empty() {
             return Err(Error::invalid(format!("{field}.sku"), "required"));
         }
-        if key.sku.len() > 128 {
+        if key.sku.len() > augur_runtime::error::MAX_ID_BYTES {
             return Err(Error::invalid(
                 format!("{field}.sku"),
-                "longer than 128 bytes",
+                format!("longer than {} bytes", augur_runtime::error::MAX_ID_BYTES),
             ));
         }
         let all = self

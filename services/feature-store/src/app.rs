@@ -1,6 +1,7 @@
 //! The feature store's domain API, independent of gRPC: ingest, features, series, profiles,
 //! erasure. The tonic handlers in `service` only convert to and from protobuf.
 
+use augur_runtime::error::MAX_ID_BYTES;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -425,8 +426,11 @@ fn check_id(field: &str, id: &str) -> Result<(), Error> {
     if id.is_empty() {
         return Err(Error::invalid(field, "missing id"));
     }
-    if id.len() > 128 {
-        return Err(Error::invalid(field, "id longer than 128 bytes"));
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("id longer than {MAX_ID_BYTES} bytes"),
+        ));
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_id_len: 128,
+            max_id_len: augur_runtime::error::MAX_ID_BYTES,
             max_text_bytes: 20_000,
             max_title_bytes: 500,
             max_lines: 1_000,

@@ -1,5 +1,6 @@
 //! The gRPC surface: thin handlers that convert protobuf to domain calls and back.
 
+use augur_runtime::error::MAX_ID_BYTES;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -280,8 +281,12 @@ impl FeatureStore for FeatureStoreService {
             }
         };
         for (i, s) in skus.iter().enumerate() {
-            if s.is_empty() || s.len() > 128 {
-                return Err(Error::invalid(format!("skus[{i}]"), "must be 1 to 128 bytes").into());
+            if s.is_empty() || s.len() > MAX_ID_BYTES {
+                return Err(Error::invalid(
+                    format!("skus[{i}]"),
+                    format!("must be 1 to {MAX_ID_BYTES} bytes"),
+                )
+                .into());
             }
         }
         let q = SeriesQuery {
@@ -408,11 +413,17 @@ impl FeatureStore for FeatureStoreService {
                 EventKind::Customer,
             ];
         }
-        if customer_id.len() > 128 {
-            return Err(Error::invalid("customer_id", "id longer than 128 bytes").into());
+        if customer_id.len() > MAX_ID_BYTES {
+            return Err(Error::invalid(
+                "customer_id",
+                format!("id longer than {MAX_ID_BYTES} bytes"),
+            )
+            .into());
         }
-        if order_id.len() > 128 {
-            return Err(Error::invalid("order_id", "id longer than 128 bytes").into());
+        if order_id.len() > MAX_ID_BYTES {
+            return Err(
+                Error::invalid("order_id", format!("id longer than {MAX_ID_BYTES} bytes")).into(),
+            );
         }
         if order_id.chars().any(char::is_control) {
             return Err(Error::invalid("order_id", "id contains control characters").into());
@@ -487,8 +498,12 @@ impl FeatureStore for FeatureStoreService {
         if customer_id.is_empty() {
             return Err(Error::invalid("customer_id", "missing id").into());
         }
-        if customer_id.len() > 128 {
-            return Err(Error::invalid("customer_id", "id longer than 128 bytes").into());
+        if customer_id.len() > MAX_ID_BYTES {
+            return Err(Error::invalid(
+                "customer_id",
+                format!("id longer than {MAX_ID_BYTES} bytes"),
+            )
+            .into());
         }
         let profile = crate::reads::profile(&self.app, &customer_id, now_micros())
             .ok_or_else(|| Error::NotFound(format!("customer {customer_id:?} not found")))?;

@@ -74,7 +74,7 @@ impl Catalog {
 const FEATURES: [&str; 5] = ["price", "stock", "active", "category", "units_7d"];
 
 /// One feature-store call, bounded by `limit`: a hung feature store answers
-/// [`Error::FeatureStoreTimeout`], a failed call [`Error::Unavailable`].
+/// [`Error::FeatureStoreTimeout`], a failed call [`Error::FeatureStore`].
 async fn within<T>(
     limit: Duration,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -82,7 +82,7 @@ async fn within<T>(
     match tokio::time::timeout(limit, call).await {
         Ok(r) => r
             .map(tonic::Response::into_inner)
-            .map_err(|e| Error::Unavailable(format!("{}: {}", e.code(), e.message()))),
+            .map_err(Error::feature_store),
         Err(_) => Err(Error::FeatureStoreTimeout(limit)),
     }
 }

@@ -10,8 +10,10 @@ pub enum Error {
     NoModel,
     #[error("{0}")]
     NotFound(String),
-    #[error("feature store unavailable: {0}")]
-    Unavailable(String),
+    /// A feature-store call failed, classified by [`augur_runtime::error::from_dependency`]
+    /// (an outage is UNAVAILABLE, a value it refused INVALID_ARGUMENT, ...).
+    #[error("{0}")]
+    FeatureStore(ApiError),
     /// A feature-store call got no answer within the configured bound (a hung feature store).
     #[error("feature store did not answer within {} ms", .0.as_millis())]
     FeatureStoreTimeout(std::time::Duration),
@@ -36,6 +38,16 @@ impl From<augur_runtime::error::Violations> for Error {
     }
 }
 
+impl Error {
+    /// A failed feature-store call.
+    pub fn feature_store(status: tonic::Status) -> Self {
+        Error::FeatureStore(augur_runtime::error::from_dependency(
+            "feature store",
+            &status,
+        ))
+    }
+}
+
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
         Error::Internal(e.to_string())
@@ -54,9 +66,8 @@ impl From<Error> for ApiError {
             Error::InvalidArgument(v) => ApiError::InvalidArgument(v),
             e @ Error::NoModel => ApiError::FailedPrecondition(e.to_string()),
             Error::NotFound(m) => ApiError::NotFound(m),
-            e @ (Error::Unavailable(_) | Error::FeatureStoreTimeout(_)) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            Error::FeatureStore(e) => e,
+            e @ Error::FeatureStoreTimeout(_) => ApiError::Unavailable(e.to_string()),
             Error::Busy => ApiError::Internal("busy".into()),
             Error::Internal(m) => ApiError::Internal(m),
         }

@@ -24,7 +24,7 @@ use crate::serve::{self, Options, check_k};
 use crate::train::{TrainOptions, fit};
 
 /// Longest customer id or SKU accepted (as in the feature store).
-const MAX_ID: usize = 128;
+use augur_runtime::error::MAX_ID_BYTES as MAX_ID;
 
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -341,15 +341,11 @@ impl Service {
                 let mut stream = client
                     .scan_interactions(req.clone())
                     .await
-                    .map_err(|e| Error::Unavailable(e.message().to_string()))?
+                    .map_err(Error::feature_store)?
                     .into_inner();
                 let mut out = Vec::new();
                 while let Some(batch) = stream.next().await {
-                    out.extend(
-                        batch
-                            .map_err(|e| Error::Unavailable(e.message().to_string()))?
-                            .interactions,
-                    );
+                    out.extend(batch.map_err(Error::feature_store)?.interactions);
                 }
                 Ok(out)
             }

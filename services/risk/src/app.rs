@@ -719,7 +719,7 @@ impl std::fmt::Debug for App {
 
 /// Limits on scored orders and reviews: the feature store's defaults for incoming events, so an
 /// order the feature store would refuse to store is refused for scoring too.
-pub const MAX_ID_BYTES: usize = 128;
+pub use augur_runtime::error::MAX_ID_BYTES;
 pub const MAX_LINES: usize = 1_000;
 pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_AMOUNT: f64 = 1e12;

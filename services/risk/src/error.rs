@@ -15,8 +15,10 @@ pub enum Error {
     /// No model (or no embedding model) to answer with.
     #[error("{0}")]
     NoModel(String),
-    #[error("feature store unavailable: {0}")]
-    FeatureStore(String),
+    /// A feature-store call failed; classified by [`augur_runtime::error::from_dependency`] (an
+    /// outage is UNAVAILABLE, a value it refused is INVALID_ARGUMENT, ...).
+    #[error("{0}")]
+    FeatureStore(ApiError),
     /// A request-path feature-store call got no answer within the configured bound (a hung
     /// feature store); answered UNAVAILABLE, like a feature store that is down.
     #[error("feature store did not answer within {} ms", .0.as_millis())]
@@ -55,7 +57,7 @@ impl Error {
             Error::Invalid(f, r) => ApiError::invalid(f.clone(), r.clone()),
             Error::NotFound(m) => ApiError::NotFound(m.clone()),
             Error::NoModel(m) => ApiError::FailedPrecondition(m.clone()),
-            Error::FeatureStore(m) => ApiError::Unavailable(format!("feature store: {m}")),
+            Error::FeatureStore(e) => e.clone(),
             Error::FeatureStoreTimeout(_) => ApiError::Unavailable(self.to_string()),
             Error::Busy => ApiError::FailedPrecondition(self.to_string()),
             Error::NotEnoughData(m) => {

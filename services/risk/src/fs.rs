@@ -41,8 +41,8 @@ fn ts(secs: i64) -> Timestamp {
     }
 }
 
-fn unavailable(e: tonic::Status) -> Error {
-    Error::FeatureStore(format!("{}: {}", e.code(), e.message()))
+fn fs_error(e: tonic::Status) -> Error {
+    Error::FeatureStore(augur_runtime::error::from_dependency("feature store", &e))
 }
 
 fn history(row: &fpb::FeatureRow, names: &[String]) -> CustomerHistory {
@@ -115,11 +115,11 @@ impl FeatureStore {
                 .clone()
                 .scan_events(req)
                 .await
-                .map_err(unavailable)?
+                .map_err(fs_error)?
                 .into_inner();
             let mut out = Vec::new();
             while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(unavailable)?;
+                let batch = batch.map_err(fs_error)?;
                 out.extend(batch.events.into_iter().filter_map(|e| e.event));
             }
             Ok(out)
@@ -174,7 +174,7 @@ impl FeatureStore {
                     .clone()
                     .get_online_features(req)
                     .await
-                    .map_err(unavailable)
+                    .map_err(fs_error)
             })
             .await?
             .into_inner();
@@ -212,7 +212,7 @@ impl FeatureStore {
                         .clone()
                         .get_historical_features(req)
                         .await
-                        .map_err(unavailable)
+                        .map_err(fs_error)
                 })
                 .await?
                 .into_inner();

@@ -9,6 +9,7 @@ use augur_proto::common::TrainProgress;
 use augur_proto::featurestore::feature_value::Value;
 use augur_proto::risk as pb;
 use augur_proto::risk::risk_server::Risk;
+use augur_runtime::ApiError;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
@@ -336,14 +337,25 @@ impl Risk for Service {
                         order_id,
                         outcome: Some(pb::score_order_stream_response::Outcome::Result(r)),
                     }),
-                    Err(
-                        e @ (Error::NoModel(_)
-                        | Error::FeatureStore(_)
-                        | Error::FeatureStoreTimeout(_)),
-                    ) => Err(Status::from(e)),
+                    // What no later message could get past ends the stream; a value the
+                    // feature store refused is this message's own error.
+                    Err(e @ (Error::NoModel(_) | Error::FeatureStoreTimeout(_))) => {
+                        Err(Status::from(e))
+                    }
+                    Err(Error::FeatureStore(a))
+                        if !matches!(
+                            a.code(),
+                            tonic::Code::InvalidArgument | tonic::Code::NotFound
+                        ) =>
+                    {
+                        Err(Status::from(Error::FeatureStore(a)))
+                    }
                     Err(e) => {
                         let field = match &e {
                             Error::Invalid(f, _) => f.clone(),
+                            Error::FeatureStore(ApiError::InvalidArgument(v)) => {
+                                v.first().map(|v| v.field.clone()).unwrap_or_default()
+                            }
                             _ => String::new(),
                         };
                         Ok(pb::ScoreOrderStreamResponse {

@@ -221,6 +221,9 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
     /// How often metrics are pushed to the OTLP endpoint, in seconds.
     pub metrics_interval_s: u64,
+    /// Address of a Prometheus scrape endpoint (`GET /metrics`), e.g. `0.0.0.0:9464`; empty: none.
+    /// Independent of OTLP: either, both or neither.
+    pub prometheus_listen: String,
 }
 
 impl Default for TelemetryConfig {
@@ -230,6 +233,7 @@ impl Default for TelemetryConfig {
             log_filter: "info".into(),
             otlp_endpoint: String::new(),
             metrics_interval_s: 15,
+            prometheus_listen: String::new(),
         }
     }
 }
@@ -247,6 +251,13 @@ impl TelemetryConfig {
     }
 }
 
+impl TelemetryConfig {
+    /// The Prometheus scrape address, if one is configured.
+    pub fn prometheus_listen(&self) -> Option<&str> {
+        Some(self.prometheus_listen.trim()).filter(|a| !a.is_empty())
+    }
+}
+
 impl Validate for TelemetryConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(ep) = self.otlp_endpoint()
@@ -255,6 +266,14 @@ impl Validate for TelemetryConfig {
             return Err(ConfigError::invalid(
                 "telemetry.otlp_endpoint",
                 format!("must start with http:// or https://, got {ep:?}"),
+            ));
+        }
+        if let Some(addr) = self.prometheus_listen()
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "telemetry.prometheus_listen",
+                format!("must be host:port with an IP address (e.g. 0.0.0.0:9464), got {addr:?}"),
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_filter).map_err(|e| {

@@ -33,7 +33,7 @@ impl fmt::Display for FieldViolation {
 }
 
 /// An error as a client sees it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed; at least one violation names the field.
     #[error("{}", describe_violations(.0))]
@@ -145,6 +145,67 @@ impl From<ApiError> for Status {
     }
 }
 
+/// The longest entity id (customer, SKU, order, review, device) any Augur service accepts, in
+/// bytes. One limit for the platform, so that an id the feature store accepted is never refused by
+/// a model service (or the other way round).
+pub const MAX_ID_BYTES: usize = 128;
+
+/// What a service answers when a call it made to another service (`dependency`, e.g.
+/// `"feature store"`) failed with `status`. Only outages become UNAVAILABLE (the caller may retry):
+/// - INVALID_ARGUMENT / OUT_OF_RANGE: the dependency refused a value that came from the caller's
+///   request, so the caller is told INVALID_ARGUMENT, with the dependency's field violations
+///   under a field named after the dependency (its field paths are not the caller's);
+/// - NOT_FOUND and FAILED_PRECONDITION are passed on;
+/// - PERMISSION_DENIED, UNAUTHENTICATED, UNIMPLEMENTED: this service is misconfigured (credentials,
+///   allow list, version skew), which retrying cannot fix: FAILED_PRECONDITION saying so, for the
+///   operator (also logged as a warning; the dependency's message never carries a token);
+/// - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED from its load shedding,
+///   CANCELLED, UNKNOWN, INTERNAL, ...): UNAVAILABLE "<dependency> unavailable: <code>: <message>".
+pub fn from_dependency(dependency: &str, status: &Status) -> ApiError {
+    let field = dependency.replace(' ', "_");
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => {
+            let details = status.get_error_details();
+            let violations: Vec<FieldViolation> = details
+                .bad_request()
+                .map(|b| {
+                    b.field_violations
+                        .iter()
+                        .map(|v| {
+                            FieldViolation::new(
+                                field.clone(),
+                                format!("{dependency} refused {}: {}", v.field, v.description),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if violations.is_empty() {
+                ApiError::invalid(field, format!("{dependency} refused: {}", status.message()))
+            } else {
+                ApiError::InvalidArgument(violations)
+            }
+        }
+        Code::NotFound => ApiError::NotFound(status.message().to_string()),
+        Code::FailedPrecondition => {
+            ApiError::FailedPrecondition(format!("{dependency}: {}", status.message()))
+        }
+        code @ (Code::PermissionDenied | Code::Unauthenticated | Code::Unimplemented) => {
+            let message = format!(
+                "{dependency} refused this service ({code:?}): {}; check this service's [client] \
+                 credentials, the {dependency}'s allow list and both versions",
+                status.message()
+            );
+            tracing::warn!(%message, "misconfigured dependency");
+            ApiError::FailedPrecondition(message)
+        }
+        code => ApiError::Unavailable(format!(
+            "{dependency} unavailable: {code:?}: {}",
+            status.message()
+        )),
+    }
+}
+
 /// Collects field violations while a request is validated, so that a client learns about every
 /// bad field at once.
 #[derive(Debug, Default)]
@@ -205,6 +266,67 @@ mod tests {
         let bad = details.bad_request().expect("bad request details");
         assert_eq!(bad.field_violations.len(), 2);
         assert_eq!(bad.field_violations[1].field, "filters.min_price");
+    }
+
+    #[test]
+    fn dependency_errors_keep_the_callers_mistakes_apart_from_outages() {
+        // The feature store refused a value with field violations: the caller hears
+        // INVALID_ARGUMENT naming the dependency and what it refused.
+        let refused: Status = ApiError::invalid("as_of", "before 1970").into();
+        let e = from_dependency("feature store", &refused);
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let status: Status = e.into();
+        assert!(
+            status
+                .message()
+                .starts_with("feature_store: feature store refused as_of")
+        );
+        let bad = status.get_error_details();
+        assert_eq!(
+            bad.bad_request().expect("details").field_violations[0].field,
+            "feature_store"
+        );
+        // Without details, the message is kept.
+        let e = from_dependency("feature store", &Status::out_of_range("page_size too big"));
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.to_string().contains("page_size too big"));
+        assert_eq!(
+            from_dependency("feature store", &Status::not_found("no customer c1")).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            from_dependency("feature store", &Status::failed_precondition("x")).code(),
+            Code::FailedPrecondition
+        );
+        // Our own misconfiguration: not retryable, said so for the operator.
+        for s in [
+            Status::permission_denied("churn may not call GetHistoricalFeatures"),
+            Status::unauthenticated("no credentials"),
+            Status::unimplemented("unknown method"),
+        ] {
+            let status: Status = from_dependency("feature store", &s).into();
+            assert_eq!(status.code(), Code::FailedPrecondition, "{s:?}");
+            assert!(
+                status
+                    .message()
+                    .starts_with("feature store refused this service ("),
+                "{status:?}"
+            );
+            assert!(status.message().contains(s.message()), "{status:?}");
+        }
+        // Outages and overload: UNAVAILABLE, saying which dependency.
+        for s in [
+            Status::unavailable("connection refused"),
+            Status::deadline_exceeded("timeout"),
+            Status::resource_exhausted("server busy"),
+            Status::cancelled("reset"),
+            Status::internal("boom"),
+            Status::unknown("h2 error"),
+        ] {
+            let e = from_dependency("feature store", &s);
+            assert_eq!(e.code(), Code::Unavailable, "{s:?}");
+            assert!(e.to_string().starts_with("feature store unavailable: "));
+        }
     }
 
     #[test]

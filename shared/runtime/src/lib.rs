@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod limit;
 pub mod metrics;
+pub mod prometheus;
 pub mod security;
 pub mod server;
 pub mod shutdown;

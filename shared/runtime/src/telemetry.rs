@@ -3,7 +3,9 @@
 //! `tracing` is the API everywhere. `init` installs an env filter, a log formatter (compact,
 //! pretty or JSON) and an OpenTelemetry layer. When an OTLP endpoint is configured
 //! (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`) spans are exported over OTLP/gRPC
-//! with `service.name` set. The W3C trace-context propagator is always installed: servers pick up
+//! with `service.name` set, and metrics pushed every `telemetry.metrics_interval_s`. When
+//! `telemetry.prometheus_listen` is set, the same metrics are also served for scraping at
+//! `http://<addr>/metrics` (see [`crate::prometheus`]). The W3C trace-context propagator is always installed: servers pick up
 //! the caller's `traceparent` ([`server_span`]) and clients send theirs ([`inject_context`]).
 
 use opentelemetry::propagation::{Extractor, Injector};
@@ -24,6 +26,8 @@ pub enum TelemetryError {
     Exporter { endpoint: String, reason: String },
     #[error("invalid log filter: {0}")]
     Filter(String),
+    #[error("cannot serve Prometheus metrics on {addr}: {reason}")]
+    Prometheus { addr: String, reason: String },
 }
 
 /// Flushes and shuts down the trace pipeline when dropped.
@@ -31,6 +35,15 @@ pub enum TelemetryError {
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl TelemetryGuard {
+    /// Where the Prometheus scrape endpoint listens (`telemetry.prometheus_listen`, with the port
+    /// the OS chose for `:0`), when this call installed one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
 }
 
 impl Drop for TelemetryGuard {
@@ -64,7 +77,22 @@ pub fn init(
         .with_service_name(service_name.to_string())
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
-    let mut meters = None;
+    let mut meter_builder =
+        opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_resource(resource);
+    let mut has_reader = false;
+    // Bound now, so that a taken port fails the start instead of silently serving nothing.
+    let mut scrape = None;
+    if let Some(addr) = config.prometheus_listen() {
+        let failed = |reason: String| TelemetryError::Prometheus {
+            addr: addr.to_string(),
+            reason,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| failed(e.to_string()))?;
+        let (reader, scraper) = crate::prometheus::PullReader::new();
+        meter_builder = meter_builder.with_reader(reader);
+        has_reader = true;
+        scrape = Some((listener, scraper, failed));
+    }
     if let Some(endpoint) = config.otlp_endpoint() {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
@@ -79,12 +107,8 @@ pub fn init(
                 config.metrics_interval_s.max(1),
             ))
             .build();
-        meters = Some(
-            opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-                .with_resource(resource)
-                .with_reader(reader)
-                .build(),
-        );
+        meter_builder = meter_builder.with_reader(reader);
+        has_reader = true;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -95,6 +119,7 @@ pub fn init(
             })?;
         builder = builder.with_batch_exporter(exporter);
     }
+    let meters = has_reader.then(|| meter_builder.build());
     let provider = builder.build();
     let tracer = provider.tracer(service_name.to_string());
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
@@ -122,9 +147,18 @@ pub fn init(
         if let Some(m) = &meters {
             opentelemetry::global::set_meter_provider(m.clone());
         }
+        let mut metrics_addr = None;
+        if let Some((listener, scraper, failed)) = scrape {
+            metrics_addr = listener.local_addr().ok();
+            crate::prometheus::serve(listener, scraper).map_err(|e| failed(e.to_string()))?;
+            if let Some(addr) = metrics_addr {
+                tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            }
+        }
         Ok(TelemetryGuard {
             provider: Some(provider),
             meters,
+            metrics_addr,
         })
     } else {
         let _ = provider.shutdown();
@@ -134,6 +168,7 @@ pub fn init(
         Ok(TelemetryGuard {
             provider: None,
             meters: None,
+            metrics_addr: None,
         })
     }
 }
