@@ -432,6 +432,9 @@ fn prepare(
         .into_iter()
         .map(&back)
         .collect();
+    // The GRU's slot: its forecast, or without a network no member at all (NaN, which `combine`
+    // skips).
+    members[Method::Gru as usize] = vec![f64::NAN; h];
     if let Some(g) = gru {
         // The network reads the level series with the covariate effects removed.
         let lvl: Vec<f64> = y
@@ -461,7 +464,7 @@ fn prepare(
                     .collect()
             })
             .unwrap_or_else(|| members[Method::Theta as usize].clone());
-        members.push(f);
+        members[Method::Gru as usize] = f;
     }
     let croston = intermittent.then(|| {
         let lvl: Vec<f64> = y

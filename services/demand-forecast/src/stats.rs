@@ -1,8 +1,10 @@
 //! Statistical forecasting models in plain Rust: naive, seasonal naive, Naive2 (classical
 //! decomposition with the 90% seasonality test of the M competitions), simple / Holt / damped
 //! exponential smoothing with parameters and initial states fitted by Nelder-Mead, ETS selection
-//! among them by AICc, the standard Theta method (theta = 2), and Croston/SBA for intermittent
-//! demand. Every function returns finite values for any finite input.
+//! among them by AICc (all on the seasonally adjusted series), the standard Theta method
+//! (theta = 2), Croston/SBA for intermittent demand, and as a member AutoETS, the full state-space
+//! ETS family with multiplicative errors and seasons (see [`crate::ets`]). Every function returns
+//! finite values for any finite input.
 
 /// The members a combination is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,9 +19,11 @@ pub enum Method {
     Ets = 7,
     /// The global GRU (computed by the model, not here).
     Gru = 8,
+    /// AutoETS: the state-space ETS family fitted on the raw series, chosen by AICc ([`crate::ets`]).
+    AutoEts = 9,
 }
 
-pub const METHODS: [Method; 9] = [
+pub const METHODS: [Method; 10] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -29,6 +33,7 @@ pub const METHODS: [Method; 9] = [
     Method::Theta,
     Method::Ets,
     Method::Gru,
+    Method::AutoEts,
 ];
 
 impl Method {
@@ -43,6 +48,7 @@ impl Method {
             Method::Theta => "theta",
             Method::Ets => "ets",
             Method::Gru => "global_gru",
+            Method::AutoEts => "auto_ets",
         }
     }
 }
@@ -454,8 +460,8 @@ pub fn is_intermittent(y: &[f64]) -> bool {
     zeros as f64 >= 0.3 * y.len() as f64
 }
 
-/// Forecasts of every statistical method in [`METHODS`] (all but the GRU) for `h` steps (index =
-/// method as usize).
+/// Forecasts of every method in [`METHODS`] for `h` steps (index = method as usize). The GRU's slot
+/// holds a copy of Theta (its stand-in when the network gives no forecast); the model fills it.
 pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
     let n = y.len();
     let last = y.last().copied().unwrap_or(0.0);
@@ -466,11 +472,18 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
         naive.clone()
     };
     if n < 4 {
-        let mut out = vec![naive.clone(); METHODS.len() - 1];
+        let mut out = vec![naive.clone(); METHODS.len()];
         out[Method::SeasonalNaive as usize] = snaive;
         // Short history: the mean is steadier than the last value.
         let avg = vec![mean(y); h];
-        for k in [Method::Ses, Method::Theta, Method::Ets, Method::Damped] {
+        for k in [
+            Method::Ses,
+            Method::Theta,
+            Method::Ets,
+            Method::Damped,
+            Method::Gru,
+            Method::AutoEts,
+        ] {
             out[k as usize] = avg.clone();
         }
         return out;
@@ -509,7 +522,19 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
             .map(|i| l + 0.5 * b * ((i as f64 - 1.0) + 1.0 / a - (1.0 - a).powi(n as i32) / a))
             .collect(),
     );
-    vec![naive, snaive, naive2, ses, holt, damped, theta, ets]
+    let auto_ets = crate::ets::forecast(y, m, h);
+    vec![
+        naive,
+        snaive,
+        naive2,
+        ses,
+        holt,
+        damped,
+        theta.clone(),
+        ets,
+        theta,
+        auto_ets,
+    ]
 }
 
 /// Equal-weight mean of the members in `mask`, made finite and non-negative when `nonneg`.
@@ -565,7 +590,13 @@ mod tests {
         let y = seasonal_series(96);
         let truth: Vec<f64> = seasonal_series(114)[96..].to_vec();
         let all = all_forecasts(&y, 12, 18);
-        for m in [Method::Theta, Method::Damped, Method::Ets, Method::Naive2] {
+        for m in [
+            Method::Theta,
+            Method::Damped,
+            Method::Ets,
+            Method::Naive2,
+            Method::AutoEts,
+        ] {
             let f = &all[m as usize];
             let mape: f64 = f
                 .iter()
@@ -587,6 +618,7 @@ mod tests {
             vec![1e12, -1e12, 1e12, -1e12, 0.0],
         ] {
             let all = all_forecasts(&y, 7, 5);
+            assert_eq!(all.len(), METHODS.len());
             for f in &all {
                 assert!(f.iter().all(|v| v.is_finite()), "{y:?} {f:?}");
             }
