@@ -13,8 +13,10 @@
 //!    at 1,000 requests/s (features from the feature store); ScoreReview single 100-word review
 //!    latency and concurrent throughput.
 //!
-//! Env: `RISK_BENCH` = comma list of `credit,spam,speed` (default all); `SPAM_LIMIT` (docs, for a
-//! quick run); `ORDER_RPS` (default 1000), `ORDER_SECS` (default 10).
+//! Env: `RISK_BENCH` = comma list of `credit,spam,speed` (default all); `CREDIT_SEEDS` (comma
+//! list: also run the credit rows on these split seeds and print mean +- sd, a robustness check
+//! beside the seed-42 protocol); `SPAM_LIMIT` (docs, for a quick run); `ORDER_RPS` (default
+//! 1000), `ORDER_SECS` (default 10).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,6 +73,116 @@ fn eval(name: &str, p: &[f64], y: &[bool], extra: String) -> Row {
 
 // ---------------------------------------------------------------------------------- credit
 
+/// The supervised rows of the credit table for one split seed (70/30, then 20% of the 70% for
+/// validation, both stratified with `seed`); also the split itself.
+fn credit_split(
+    seed: u64,
+    columns: &[String],
+    rows: &[Vec<Cell>],
+    y: &[bool],
+    verbose: bool,
+) -> (Vec<Row>, Vec<usize>, Vec<usize>) {
+    let (train, test) = stratified_split(y, 0.3, seed);
+    let (tr, va) = stratified_split(&train.iter().map(|&i| y[i]).collect::<Vec<_>>(), 0.2, seed);
+    let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
+        (
+            ix.iter().map(|&i| &rows[i]).collect(),
+            ix.iter().map(|&i| y[i]).collect(),
+        )
+    };
+    let (trx, try_) = pick(&tr.iter().map(|&k| train[k]).collect::<Vec<_>>());
+    let (vax, vay) = pick(&va.iter().map(|&k| train[k]).collect::<Vec<_>>());
+    let (tex, tey) = pick(&test);
+    if verbose {
+        println!(
+            "split: train {} (fit {} + validation {}), test {}",
+            train.len(),
+            trx.len(),
+            vax.len(),
+            tex.len()
+        );
+    }
+    let mut out = Vec::new();
+    let base = FitOptions {
+        epochs: 150,
+        l2: vec![1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        ..FitOptions::default()
+    };
+    let all = vec![
+        Learner::Linear,
+        Learner::Spline,
+        Learner::Gbdt,
+        Learner::Blend,
+    ];
+    // (row, learners, with the pairwise log-ratio features as a validation choice)
+    let candidates: Vec<(&str, Vec<Learner>, bool)> = vec![
+        (
+            "logistic regression (one-hot, scaling, imputation) [anchor]",
+            vec![Learner::Linear],
+            false,
+        ),
+        (
+            "gradient-boosted trees [anchor: HistGB / LightGBM]",
+            vec![Learner::Gbdt],
+            false,
+        ),
+        (
+            "logistic regression + linear splines",
+            vec![Learner::Spline],
+            false,
+        ),
+        (
+            "blend: spline logistic + trees",
+            vec![Learner::Blend],
+            false,
+        ),
+        (
+            "SELECTED on validation log loss among the four (no ratio features)",
+            all.clone(),
+            false,
+        ),
+        (
+            "logistic regression, ratio features offered",
+            vec![Learner::Linear],
+            true,
+        ),
+        ("blend, ratio features offered", vec![Learner::Blend], true),
+        (
+            "SELECTED on validation log loss among the four, each with and without ratio features (what Train serves)",
+            all,
+            true,
+        ),
+    ];
+    for (name, learners, ratio_features) in candidates {
+        let t = Instant::now();
+        let o = FitOptions {
+            learners,
+            ratio_features,
+            ..base.clone()
+        };
+        let (m, vm) = TabularModel::fit(&columns, (&trx, &try_), (&vax, &vay), &o);
+        let p: Vec<f64> = tex.iter().map(|r| m.predict(r)).collect();
+        out.push(eval(
+            name,
+            &p,
+            &tey,
+            format!(
+                "picked {}{} l2={} (validation ROC-AUC {:.3}); fit {:.1}s",
+                m.learner.name(),
+                if m.encoder.ratios.is_empty() {
+                    ""
+                } else {
+                    " + ratios"
+                },
+                m.l2,
+                vm.get("roc_auc").copied().unwrap_or(f64::NAN),
+                t.elapsed().as_secs_f64()
+            ),
+        ));
+    }
+    (out, train, test)
+}
+
 fn credit() -> anyhow::Result<()> {
     let Some(path) = datasets::require("credit/credit_data.csv") else {
         return Ok(());
@@ -121,75 +233,11 @@ fn credit() -> anyhow::Result<()> {
         y.iter().filter(|&&b| b).count(),
         missing
     );
-    let (train, test) = stratified_split(&y, 0.3, 42);
-    let (tr, va) = stratified_split(&train.iter().map(|&i| y[i]).collect::<Vec<_>>(), 0.2, 42);
-    let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
-        (
-            ix.iter().map(|&i| &rows[i]).collect(),
-            ix.iter().map(|&i| y[i]).collect(),
-        )
-    };
-    let (trx, try_) = pick(&tr.iter().map(|&k| train[k]).collect::<Vec<_>>());
-    let (vax, vay) = pick(&va.iter().map(|&k| train[k]).collect::<Vec<_>>());
-    let (tex, tey) = pick(&test);
-    println!(
-        "split: train {} (fit {} + validation {}), test {}",
-        train.len(),
-        trx.len(),
-        vax.len(),
-        tex.len()
+    let (mut out, train, test) = credit_split(42, &columns, &rows, &y, true);
+    let (tex, tey): (Vec<&Vec<Cell>>, Vec<bool>) = (
+        test.iter().map(|&i| &rows[i]).collect(),
+        test.iter().map(|&i| y[i]).collect(),
     );
-    let mut out = Vec::new();
-    let base = FitOptions {
-        epochs: 150,
-        l2: vec![1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-        ..FitOptions::default()
-    };
-    let candidates: Vec<(&str, Vec<Learner>)> = vec![
-        (
-            "logistic regression (one-hot, scaling, imputation) [anchor]",
-            vec![Learner::Linear],
-        ),
-        (
-            "gradient-boosted trees [anchor: HistGB / LightGBM]",
-            vec![Learner::Gbdt],
-        ),
-        (
-            "logistic regression + linear splines",
-            vec![Learner::Spline],
-        ),
-        ("blend: spline logistic + trees", vec![Learner::Blend]),
-        (
-            "SELECTED on validation log loss among the four",
-            vec![
-                Learner::Linear,
-                Learner::Spline,
-                Learner::Gbdt,
-                Learner::Blend,
-            ],
-        ),
-    ];
-    for (name, learners) in candidates {
-        let t = Instant::now();
-        let o = FitOptions {
-            learners,
-            ..base.clone()
-        };
-        let (m, vm) = TabularModel::fit(&columns, (&trx, &try_), (&vax, &vay), &o);
-        let p: Vec<f64> = tex.iter().map(|r| m.predict(r)).collect();
-        out.push(eval(
-            name,
-            &p,
-            &tey,
-            format!(
-                "picked {} l2={} (validation ROC-AUC {:.3}); fit {:.1}s",
-                m.learner.name(),
-                m.l2,
-                vm.get("roc_auc").copied().unwrap_or(f64::NAN),
-                t.elapsed().as_secs_f64()
-            ),
-        ));
-    }
     // Unsupervised: the isolation forest of the same pipeline, fitted on the 70% without labels.
     let train_rows: Vec<Vec<Cell>> = train.iter().map(|&i| rows[i].clone()).collect();
     let unl: Vec<Option<bool>> = vec![None; train_rows.len()];
@@ -207,6 +255,41 @@ fn credit() -> anyhow::Result<()> {
             .into(),
     ));
     report(&out);
+    // Robustness: the same protocol on other split seeds (CREDIT_SEEDS=1,2,...), mean and
+    // standard deviation of each row's test figures. Not the protocol's figure (seed 42 is).
+    let seeds: Vec<u64> = std::env::var("CREDIT_SEEDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    if !seeds.is_empty() {
+        let mut per_row: BTreeMap<usize, (String, Vec<(f64, f64)>)> = BTreeMap::new();
+        for &seed in &seeds {
+            let (rows_out, _, _) = credit_split(seed, &columns, &rows, &y, false);
+            for (i, r) in rows_out.into_iter().enumerate() {
+                per_row
+                    .entry(i)
+                    .or_insert_with(|| (r.name.clone(), Vec::new()))
+                    .1
+                    .push((r.roc, r.brier));
+            }
+        }
+        println!(
+            "\n### Credit over {} split seeds {seeds:?} (test ROC-AUC / Brier, mean +- sd)",
+            seeds.len()
+        );
+        println!("| model | ROC-AUC | Brier |\n|---|---|---|");
+        let ms = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+            (m, sd)
+        };
+        for (name, v) in per_row.values() {
+            let (rm, rs) = ms(&v.iter().map(|p| p.0).collect::<Vec<_>>());
+            let (bm, bs) = ms(&v.iter().map(|p| p.1).collect::<Vec<_>>());
+            println!("| {name} | {rm:.4} +- {rs:.4} | {bm:.4} +- {bs:.4} |");
+        }
+    }
     Ok(())
 }
 

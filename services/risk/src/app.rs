@@ -73,6 +73,7 @@ pub const HYPERPARAMETERS: &[&str] = &[
     "decision.review",
     "decision.reject",
     "learners",
+    "ratio_features",
     "lr.l2",
     "lr.epochs",
     "spline.knots",
@@ -128,6 +129,9 @@ impl TrainOptions {
                         });
                     }
                     o.fit.learners = ls;
+                }
+                "ratio_features" => {
+                    o.fit.ratio_features = v.parse().map_err(|_| bad("expected true or false"))?
                 }
                 "lr.l2" => {
                     o.fit.l2 = vec![
@@ -215,7 +219,7 @@ pub fn fit_table(
         return Err(Error::NotEnoughData("no examples".into()));
     }
     let all: Vec<&Vec<Cell>> = rows.iter().collect();
-    let anomaly_encoder = Encoder::fit(columns, &all, 0, 5, false);
+    let anomaly_encoder = Encoder::fit(columns, &all, 0, 5, false, false);
     let ax: Vec<Vec<f32>> = all.iter().map(|r| anomaly_encoder.encode(r)).collect();
     let anomaly = IsolationForest::fit(&ax, o.forest_trees, 256, o.seed);
     let labelled: Vec<usize> = (0..rows.len()).filter(|&i| labels[i].is_some()).collect();

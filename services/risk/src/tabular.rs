@@ -51,14 +51,33 @@ pub enum ColumnEncoding {
     },
 }
 
+/// A pairwise log-ratio feature `ln(1 + a) - ln(1 + b)` of two non-negative numeric columns
+/// (missing values imputed with the column median first), standardised. Ratios such as loan
+/// amount to price or expenses to income carry risk that neither column shows alone, and a
+/// linear model cannot form them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioFeature {
+    pub a: usize,
+    pub b: usize,
+    pub mean: f64,
+    pub std: f64,
+}
+
 /// The fitted encoder: cells to a dense vector, with the source column of every output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Encoder {
     pub columns: Vec<String>,
     pub encodings: Vec<ColumnEncoding>,
-    /// Source column of each output dimension.
+    /// Source column of each output dimension (for a ratio feature: its numerator column; its
+    /// denominator is in [`Encoder::ratios`]).
     pub owner: Vec<usize>,
+    /// Pairwise log-ratio features, encoded after every column's own dimensions.
+    #[serde(default)]
+    pub ratios: Vec<RatioFeature>,
 }
+
+/// At most this many numeric columns take part in ratio features (n(n-1)/2 features).
+pub const MAX_RATIO_COLUMNS: usize = 16;
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -73,13 +92,16 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 impl Encoder {
     /// Fits on the given rows. `knots` hinges per numeric column (0 = linear only);
     /// categorical levels need at least `min_level` rows.
-    /// `log_skewed` adds a standardised `ln(1 + x)` feature to skewed non-negative columns.
+    /// `log_skewed` adds a standardised `ln(1 + x)` feature to skewed non-negative columns;
+    /// `ratios` adds the [`RatioFeature`] of every pair of non-negative numeric columns (at most
+    /// [`MAX_RATIO_COLUMNS`] columns take part: the first ones).
     pub fn fit(
         columns: &[String],
         rows: &[&Vec<Cell>],
         knots: usize,
         min_level: usize,
         log_skewed: bool,
+        ratios: bool,
     ) -> Self {
         let mut encodings = Vec::new();
         let mut owner = Vec::new();
@@ -141,10 +163,75 @@ impl Encoder {
                 });
             }
         }
-        Encoder {
+        let mut encoder = Encoder {
             columns: columns.to_vec(),
             encodings,
             owner,
+            ratios: Vec::new(),
+        };
+        if ratios {
+            encoder.fit_ratios(rows);
+        }
+        encoder
+    }
+
+    /// `ln(1 + x)` of a numeric cell, the median standing in for a missing value.
+    fn log_value(&self, c: usize, cell: &Cell) -> f64 {
+        let median = match self.encodings.get(c) {
+            Some(ColumnEncoding::Numeric { median, .. }) => *median,
+            _ => 0.0,
+        };
+        let v = match cell {
+            Cell::Num(v) if v.is_finite() => *v,
+            _ => median,
+        };
+        v.max(0.0).ln_1p()
+    }
+
+    fn fit_ratios(&mut self, rows: &[&Vec<Cell>]) {
+        let eligible: Vec<usize> = (0..self.columns.len())
+            .filter(|&c| {
+                matches!(self.encodings[c], ColumnEncoding::Numeric { .. })
+                    && rows.iter().all(|r| match r.get(c) {
+                        Some(Cell::Num(v)) if v.is_finite() => *v >= 0.0,
+                        _ => true,
+                    })
+            })
+            .take(MAX_RATIO_COLUMNS)
+            .collect();
+        let n = rows.len().max(1) as f64;
+        for (i, &a) in eligible.iter().enumerate() {
+            for &b in &eligible[i + 1..] {
+                let vals: Vec<f64> = rows
+                    .iter()
+                    .map(|r| {
+                        let m = &Cell::Missing;
+                        self.log_value(a, r.get(a).unwrap_or(m))
+                            - self.log_value(b, r.get(b).unwrap_or(m))
+                    })
+                    .collect();
+                let mean = vals.iter().sum::<f64>() / n;
+                let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                if sd < 1e-9 {
+                    continue;
+                }
+                self.ratios.push(RatioFeature {
+                    a,
+                    b,
+                    mean,
+                    std: sd,
+                });
+                self.owner.push(a);
+            }
+        }
+    }
+
+    /// The columns an output dimension depends on (two for a ratio feature).
+    pub fn owners(&self, j: usize) -> (usize, Option<usize>) {
+        let base = self.owner.len() - self.ratios.len();
+        match j.checked_sub(base).and_then(|k| self.ratios.get(k)) {
+            Some(r) => (r.a, Some(r.b)),
+            None => (self.owner[j], None),
         }
     }
 
@@ -195,6 +282,12 @@ impl Encoder {
                     out[start + slot] = 1.0;
                 }
             }
+        }
+        for r in &self.ratios {
+            let m = &Cell::Missing;
+            let v = self.log_value(r.a, row.get(r.a).unwrap_or(m))
+                - self.log_value(r.b, row.get(r.b).unwrap_or(m));
+            out.push(((v - r.mean) / r.std).clamp(-8.0, 8.0) as f32);
         }
         out
     }
@@ -609,6 +702,9 @@ pub struct FitOptions {
     pub gbdt: GbdtParams,
     pub epochs: usize,
     pub seed: u64,
+    /// Also try every learner with pairwise log-ratio features ([`RatioFeature`]); validation
+    /// decides.
+    pub ratio_features: bool,
 }
 
 impl Default for FitOptions {
@@ -625,6 +721,7 @@ impl Default for FitOptions {
             gbdt: GbdtParams::default(),
             epochs: 60,
             seed: 42,
+            ratio_features: true,
         }
     }
 }
@@ -693,7 +790,15 @@ impl TabularModel {
             let share = if self.gbdt.is_some() { 0.5 } else { 1.0 };
             for (j, (&v, &mu)) in x.iter().zip(&self.means).enumerate() {
                 let w = m.weights.get(j).copied().unwrap_or(0.0);
-                out[self.encoder.owner[j]] += share * (w * (v - mu)) as f64;
+                let c = share * (w * (v - mu)) as f64;
+                // A ratio feature's share is split evenly between its two columns.
+                match self.encoder.owners(j) {
+                    (a, Some(b)) => {
+                        out[a] += c / 2.0;
+                        out[b] += c / 2.0;
+                    }
+                    (a, None) => out[a] += c,
+                }
             }
         }
         if let Some(g) = &self.gbdt {
@@ -702,7 +807,8 @@ impl TabularModel {
             for (c, o) in out.iter_mut().enumerate() {
                 let mut y = x.clone();
                 for (j, v) in y.iter_mut().enumerate() {
-                    if self.encoder.owner[j] == c {
+                    let (a, b) = self.encoder.owners(j);
+                    if a == c || b == Some(c) {
                         *v = self.means[j];
                     }
                 }
@@ -719,8 +825,7 @@ impl TabularModel {
         table_cols: &[String],
         rows: &[&Vec<Cell>],
         y: &[bool],
-        learner: Learner,
-        l2: f32,
+        (learner, l2, ratios): (Learner, f32, bool),
         o: &FitOptions,
     ) -> TabularModel {
         let knots = if learner == Learner::Linear || learner == Learner::Gbdt {
@@ -734,6 +839,7 @@ impl TabularModel {
             knots,
             5,
             matches!(learner, Learner::Spline | Learner::Blend),
+            ratios,
         );
         let x: Vec<Vec<f32>> = rows.iter().map(|r| encoder.encode(r)).collect();
         let dim = encoder.dim();
@@ -785,21 +891,36 @@ impl TabularModel {
         o: &FitOptions,
     ) -> (TabularModel, std::collections::BTreeMap<String, f64>) {
         let mut best: Option<(f64, TabularModel)> = None;
-        for &learner in &o.learners {
+        let ratio_choices: &[bool] = if o.ratio_features {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for (&learner, &ratios) in o
+            .learners
+            .iter()
+            .flat_map(|l| ratio_choices.iter().map(move |r| (l, r)))
+        {
             let l2s: &[f32] = if learner == Learner::Gbdt {
                 &[0.0]
             } else {
                 &o.l2
             };
             for &l2 in l2s {
-                let m = Self::fit_one(columns, train.0, train.1, learner, l2, o);
+                let m = Self::fit_one(columns, train.0, train.1, (learner, l2, ratios), o);
                 let p: Vec<f64> = valid
                     .0
                     .iter()
                     .map(|r| augur_model::calibrate::sigmoid(m.raw_margin(&m.encoder.encode(r))))
                     .collect();
                 let ll = metrics::log_loss(&p, valid.1);
-                tracing::debug!(learner = learner.name(), l2, log_loss = ll, "candidate");
+                tracing::debug!(
+                    learner = learner.name(),
+                    l2,
+                    ratios,
+                    log_loss = ll,
+                    "candidate"
+                );
                 if best.as_ref().is_none_or(|(b, _)| ll < *b) {
                     best = Some((ll, m));
                 }
@@ -807,7 +928,7 @@ impl TabularModel {
         }
         let Some((_, mut model)) = best else {
             return (
-                Self::fit_one(columns, train.0, train.1, Learner::Linear, 1e-3, o),
+                Self::fit_one(columns, train.0, train.1, (Learner::Linear, 1e-3, false), o),
                 Default::default(),
             );
         };
@@ -899,6 +1020,96 @@ mod tests {
         assert!(c[0].value > 0.0, "{c:?}");
         // missing values and unknown levels are handled
         let _ = m.predict(&[Cell::Missing, Cell::Cat("zzz".into())]);
+    }
+
+    /// Risk that depends on a ratio (amount against price) and on neither column alone: a
+    /// logistic regression finds it only with the ratio features, validation picks them, and
+    /// the linear contributions (split between the two columns) still add up to the margin.
+    #[test]
+    fn ratio_features_are_chosen_when_the_signal_is_a_ratio() {
+        let cols = vec![
+            "amount".to_string(),
+            "price".to_string(),
+            "noise".to_string(),
+        ];
+        let mut r = rng(3);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..2000 {
+            let price: f64 = (r.random_range(4.0..9.0f64)).exp();
+            let amount = price * r.random_range(0.2..1.2f64);
+            let z = 6.0 * ((1.0 + amount).ln() - (1.0 + price).ln() + 0.45);
+            y.push(r.random_bool(1.0 / (1.0 + (-z).exp())));
+            let amount = if r.random_bool(0.05) {
+                Cell::Missing
+            } else {
+                Cell::Num(amount)
+            };
+            rows.push(vec![
+                amount,
+                Cell::Num(price),
+                Cell::Num(r.random_range(0.0..1.0)),
+            ]);
+        }
+        let refs: Vec<&Vec<Cell>> = rows.iter().collect();
+        let (tr, va) = stratified_split(&y, 0.3, 7);
+        let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
+            (
+                ix.iter().map(|&i| refs[i]).collect(),
+                ix.iter().map(|&i| y[i]).collect(),
+            )
+        };
+        let (trx, try_) = pick(&tr);
+        let (vax, vay) = pick(&va);
+        let o = FitOptions {
+            learners: vec![Learner::Linear],
+            l2: vec![1e-3],
+            ..Default::default()
+        };
+        let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
+        assert_eq!(
+            m.encoder.ratios.len(),
+            3,
+            "three non-negative columns, three pairs"
+        );
+        assert!(vm["roc_auc"] > 0.85, "{vm:?}");
+        let without = TabularModel::fit(
+            &cols,
+            (&trx, &try_),
+            (&vax, &vay),
+            &FitOptions {
+                ratio_features: false,
+                ..o.clone()
+            },
+        );
+        assert!(without.0.encoder.ratios.is_empty());
+        assert!(
+            vm["log_loss"] < without.1["log_loss"] - 0.04 && vm["roc_auc"] > without.1["roc_auc"],
+            "with ratios {vm:?}, without {:?}",
+            without.1
+        );
+        // Linear contributions sum to the margin minus the margin at the training means.
+        let row = vec![Cell::Num(900.0), Cell::Num(1000.0), Cell::Num(0.5)];
+        let x = m.encoder.encode(&row);
+        assert_eq!(x.len(), m.encoder.dim());
+        let lin = m.linear.as_ref().expect("linear");
+        let margin = lin.margin(&sparse(&x)) as f64;
+        let base = lin.margin(&sparse(&m.means)) as f64;
+        let total: f64 = m.contributions(&row).iter().map(|c| c.value).sum();
+        assert!(
+            (total - (margin - base)).abs() < 1e-3,
+            "{total} vs {}",
+            margin - base
+        );
+        // A high amount-to-price ratio is riskier than a low one at the same price.
+        assert!(
+            m.predict(&row) > m.predict(&[Cell::Num(300.0), Cell::Num(1000.0), Cell::Num(0.5)])
+        );
+        // A negative value never seen in training is still encoded finitely.
+        let odd = m
+            .encoder
+            .encode(&[Cell::Num(-5.0), Cell::Missing, Cell::Num(f64::NAN)]);
+        assert!(odd.iter().all(|v| v.is_finite()));
     }
 
     #[test]
