@@ -678,9 +678,10 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     } else {
         None
     };
-    let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
+    // The validation windows of a slice of the series (every member model fitted on each).
+    let windows_of = |part: &[SeriesIn], cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
         let mut vals: Vec<ValWindow> = Vec::new();
-        for s in series {
+        for s in part {
             let n = s.values.len();
             for w in 0..windows {
                 let origin = n as isize - (h * (windows - w)) as isize;
@@ -706,6 +707,28 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             }
         }
         vals
+    };
+    // Fitting the members (AutoETS above all) dominates Train: the series are split over the
+    // cores, the windows kept in series order so the choice does not depend on the core count.
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .min(series.len().max(1));
+    let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
+        if threads <= 1 {
+            return windows_of(series, cov_val, log);
+        }
+        let chunk = series.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = series
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || windows_of(part, cov_val, log)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
     };
     // Choose the combination: relative sMAPE + relative MASE against Naive2 (the M4 OWA).
     let score_of = |vals: &[ValWindow], mask: u32| -> (f64, f64) {
