@@ -160,7 +160,7 @@ fn credit_split(
             ratio_features,
             ..base.clone()
         };
-        let (m, vm) = TabularModel::fit(&columns, (&trx, &try_), (&vax, &vay), &o);
+        let (m, vm) = TabularModel::fit(columns, (&trx, &try_), (&vax, &vay), &o);
         let p: Vec<f64> = tex.iter().map(|r| m.predict(r)).collect();
         out.push(eval(
             name,
