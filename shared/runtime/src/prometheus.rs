@@ -325,13 +325,23 @@ pub fn serve(
         })
 }
 
-/// Reads one request head (at most 8 KiB) and answers it; the connection is then closed.
+/// Longest a client may take to send its request head (in all, not per read: a client
+/// trickling bytes cannot hold the one-connection-at-a-time endpoint).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads one request head (at most 8 KiB, within [`HEAD_TIMEOUT`]) and answers it; the
+/// connection is then closed.
 fn answer(mut conn: TcpStream, scraper: &Scraper) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let deadline = std::time::Instant::now() + HEAD_TIMEOUT;
+    conn.set_write_timeout(Some(HEAD_TIMEOUT))?;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
         let n = conn.read(&mut buf)?;
         if n == 0 {
             break;
@@ -525,5 +535,23 @@ mod tests {
         assert!(get(addr, "\u{0}\u{1}garbage\r\n\r\n").starts_with("HTTP/1.1 405"));
         drop(TcpStream::connect(addr).expect("connect"));
         assert!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+        // A client trickling its head a byte at a time is cut off after HEAD_TIMEOUT in all,
+        // and the next scrape is answered.
+        let trickle = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            let start = std::time::Instant::now();
+            for b in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                if c.write_all(&[*b]).is_err() || start.elapsed() > 4 * HEAD_TIMEOUT {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = std::time::Instant::now();
+        assert!(get(addr, "GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        assert!(t.elapsed() < 2 * HEAD_TIMEOUT, "waited {:?}", t.elapsed());
+        assert!(trickle.join().expect("join") < 4 * HEAD_TIMEOUT);
     }
 }
