@@ -10,10 +10,21 @@ use crate::error::Error;
 use crate::features::{Column, CustomerState, ProductState, Value, select};
 use crate::model::{self, Event, Micros};
 use crate::online::Online;
-use crate::storage::{Store, StoredEvent};
+use crate::storage::{LineRow, Store, StoredEvent};
 
 fn decode(row: &StoredEvent) -> Result<Option<Event>, Error> {
     Ok(model::from_stored(&row.decode()?))
+}
+
+/// Runs a replay on the blocking pool: it decodes and applies every event of up to a batch of
+/// entities (seconds of CPU for a training read), which must not stall an async worker that also
+/// serves online reads.
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("historical replay task: {e}")))?
 }
 
 /// Customer rows as of each row's time. Product categories come from the current catalogue.
@@ -23,19 +34,30 @@ pub async fn customers(
     rows: &[(String, Micros)],
     cols: &[Column],
 ) -> Result<Vec<Option<Vec<Value>>>, Error> {
-    let by_entity = group_rows(rows);
-    let ids: Vec<String> = by_entity.keys().map(|s| s.to_string()).collect();
+    let ids: Vec<String> = group_rows(rows).keys().map(|s| s.to_string()).collect();
     let up_to = rows.iter().map(|r| r.1).max().unwrap_or(0);
     let events = store
         .events_by_seq(&online.customer_seqs(&ids), None, up_to)
         .await?;
+    let categories = online.category_snapshot();
+    let (rows, cols) = (rows.to_vec(), cols.to_vec());
+    off_workers(move || replay_customers(&events, &rows, &cols, &categories)).await
+}
+
+fn replay_customers(
+    events: &[StoredEvent],
+    rows: &[(String, Micros)],
+    cols: &[Column],
+    categories: &HashMap<Arc<str>, Arc<str>>,
+) -> Result<Vec<Option<Vec<Value>>>, Error> {
+    let by_entity = group_rows(rows);
     let mut per: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
-    for e in &events {
+    for e in events {
         if let Some(c) = e.customer_id.as_deref() {
             per.entry(c).or_default().push(e);
         }
     }
-    let category_of = online.category_lookup();
+    let category_of = |sku: &str| categories.get(sku).cloned();
     let mut out: Vec<Option<Vec<Value>>> = vec![None; rows.len()];
     let mut intern = |s: &str| Arc::<str>::from(s);
     for (id, mut idx) in by_entity {
@@ -75,13 +97,23 @@ pub async fn products(
     rows: &[(String, Micros)],
     cols: &[Column],
 ) -> Result<Vec<Option<Vec<Value>>>, Error> {
-    let by_entity = group_rows(rows);
-    let skus: Vec<String> = by_entity.keys().map(|s| s.to_string()).collect();
+    let skus: Vec<String> = group_rows(rows).keys().map(|s| s.to_string()).collect();
     let up_to = rows.iter().map(|r| r.1).max().unwrap_or(0);
     let events = store
         .events_by_seq(&online.product_seqs(&skus), None, up_to)
         .await?;
     let lines = store.sku_lines(&skus, up_to).await?;
+    let (rows, cols) = (rows.to_vec(), cols.to_vec());
+    off_workers(move || replay_products(&events, &lines, &rows, &cols)).await
+}
+
+fn replay_products(
+    events: &[StoredEvent],
+    lines: &[LineRow],
+    rows: &[(String, Micros)],
+    cols: &[Column],
+) -> Result<Vec<Option<Vec<Value>>>, Error> {
+    let by_entity = group_rows(rows);
 
     /// One change to a product's state, in time order.
     enum Change<'a> {
@@ -89,14 +121,14 @@ pub async fn products(
         Sale { quantity: i64, unit_price: f64 },
     }
     let mut per: HashMap<String, Vec<(Micros, Change<'_>)>> = HashMap::new();
-    for e in &events {
+    for e in events {
         if let Some(sku) = &e.sku {
             per.entry(sku.clone())
                 .or_default()
                 .push((e.ts, Change::Event(e)));
         }
     }
-    for l in &lines {
+    for l in lines {
         per.entry(l.sku.clone()).or_default().push((
             l.ts,
             Change::Sale {

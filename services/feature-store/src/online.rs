@@ -254,6 +254,11 @@ impl Online {
         }
     }
 
+    /// An owned copy of the product -> category map (for work moved off the async workers).
+    pub fn category_snapshot(&self) -> HashMap<Arc<str>, Arc<str>> {
+        read(&self.categories).clone()
+    }
+
     pub fn category_lookup(&self) -> impl Fn(&str) -> Option<Arc<str>> + '_ {
         let cats = read(&self.categories);
         move |sku: &str| cats.get(sku).cloned()
