@@ -47,6 +47,14 @@ struct Args {
     /// Only measure ingest (for profiling).
     #[arg(long)]
     ingest_only: bool,
+    /// Also measure single-customer GetOnlineFeatures at this rate (req/s) alone and while a
+    /// caller keeps reading point-in-time features of `--historical-batch` customers (a model
+    /// service's Train); 0 = skip.
+    #[arg(long, default_value_t = 1_000.0)]
+    interference_rate: f64,
+    /// Customers per GetHistoricalFeatures call of the interference measurement.
+    #[arg(long, default_value_t = 2_000)]
+    historical_batch: usize,
 }
 
 /// The server runs on its own runtime (two worker threads, like a 2-CPU pod), so the load
@@ -324,7 +332,119 @@ async fn main() -> anyhow::Result<()> {
             l.errors
         );
     }
+    if args.interference_rate > 0.0 {
+        interference(&args, &clients, &customers).await?;
+    }
     drop(client);
     handle.shutdown().await?;
+    Ok(())
+}
+
+/// Online reads of one customer, open loop, alone and while another connection keeps asking for
+/// point-in-time features of `historical_batch` customers (as a churn Train does): the
+/// historical replay must not stall the online path.
+async fn interference(
+    args: &Args,
+    clients: &[FeatureStoreClient<Channel>],
+    customers: &[String],
+) -> anyhow::Result<()> {
+    let rate = args.interference_rate;
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "\n## GetOnlineFeatures (1 customer, open loop {rate:.0} req/s) while point-in-time reads run\n"
+    );
+    println!(
+        "| background | online requests | p50 ms | p99 ms | p99.9 ms | errors | historical calls (customers each) | historical p50 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let make = {
+        let clients = clients.to_vec();
+        let customers = customers.to_vec();
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        move || {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut c = clients[i % clients.len()].clone();
+            let id = customers[(i * 7919) % customers.len()].clone();
+            async move {
+                c.get_online_features(pb::GetOnlineFeaturesRequest {
+                    view: "customer".into(),
+                    entity_ids: vec![id],
+                    features: vec![],
+                })
+                .await
+                .is_ok()
+            }
+        }
+    };
+    let _ = closed_loop(4, Duration::from_secs(1), make.clone()).await;
+    for background in [false, true] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hist = background.then(|| {
+            // Its own connection, as a model service's channel would be.
+            let mut c = clients[0].clone();
+            let ids: Vec<String> = customers
+                .iter()
+                .take(args.historical_batch)
+                .cloned()
+                .collect();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                let as_of = prost_types::Timestamp {
+                    seconds: 4_102_444_800, // 2100-01-01: every event replayed
+                    nanos: 0,
+                };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = c
+                        .get_historical_features(pb::GetHistoricalFeaturesRequest {
+                            view: "customer".into(),
+                            rows: ids
+                                .iter()
+                                .map(|id| pb::EntityAt {
+                                    entity_id: id.clone(),
+                                    as_of: Some(as_of),
+                                })
+                                .collect(),
+                            features: vec![],
+                        })
+                        .await;
+                    if r.is_err() {
+                        break;
+                    }
+                    took.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                took
+            })
+        });
+        let (run, _) = open_loop(rate, duration, make.clone()).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (calls, p50) = match hist {
+            Some(h) => {
+                let mut took = h.await?;
+                took.sort_by(f64::total_cmp);
+                let p50 = took.get(took.len() / 2).copied().unwrap_or(f64::NAN);
+                (
+                    format!("{} ({})", took.len(), args.historical_batch),
+                    format!("{p50:.0}"),
+                )
+            }
+            None => ("-".into(), "-".into()),
+        };
+        let l = &run.latencies;
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {calls} | {p50} |",
+            if background {
+                "GetHistoricalFeatures in a loop"
+            } else {
+                "none"
+            },
+            run.requests,
+            l.percentile(50.0),
+            l.percentile(99.0),
+            l.percentile(99.9),
+            l.errors
+        );
+    }
     Ok(())
 }
