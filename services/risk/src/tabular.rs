@@ -983,20 +983,30 @@ mod tests {
         (rows, y)
     }
 
+    /// A stratified 70/30 (train, validation) split of test rows.
+    #[allow(clippy::type_complexity)]
+    fn split_70_30<'a>(
+        rows: &'a [Vec<Cell>],
+        y: &[bool],
+    ) -> (
+        (Vec<&'a Vec<Cell>>, Vec<bool>),
+        (Vec<&'a Vec<Cell>>, Vec<bool>),
+    ) {
+        let (tr, va) = stratified_split(y, 0.3, 7);
+        let pick = |ix: &[usize]| -> (Vec<&'a Vec<Cell>>, Vec<bool>) {
+            (
+                ix.iter().map(|&i| &rows[i]).collect(),
+                ix.iter().map(|&i| y[i]).collect(),
+            )
+        };
+        (pick(&tr), pick(&va))
+    }
+
     #[test]
     fn selects_a_nonlinear_learner_and_calibrates() {
         let cols = vec!["a".to_string(), "c".to_string()];
         let (rows, y) = toy(1500, 1);
-        let refs: Vec<&Vec<Cell>> = rows.iter().collect();
-        let (tr, va) = stratified_split(&y, 0.3, 7);
-        let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
-            (
-                ix.iter().map(|&i| refs[i]).collect(),
-                ix.iter().map(|&i| y[i]).collect(),
-            )
-        };
-        let (trx, try_) = pick(&tr);
-        let (vax, vay) = pick(&va);
+        let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
         let o = FitOptions {
             gbdt: GbdtParams {
                 trees: 40,
@@ -1051,16 +1061,7 @@ mod tests {
                 Cell::Num(r.random_range(0.0..1.0)),
             ]);
         }
-        let refs: Vec<&Vec<Cell>> = rows.iter().collect();
-        let (tr, va) = stratified_split(&y, 0.3, 7);
-        let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
-            (
-                ix.iter().map(|&i| refs[i]).collect(),
-                ix.iter().map(|&i| y[i]).collect(),
-            )
-        };
-        let (trx, try_) = pick(&tr);
-        let (vax, vay) = pick(&va);
+        let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
         let o = FitOptions {
             learners: vec![Learner::Linear],
             l2: vec![1e-3],
