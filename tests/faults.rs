@@ -64,22 +64,45 @@ struct Models {
 }
 
 async fn model_services(dir: &std::path::Path, fs_url: &str) -> Models {
-    let config = |defaults: augur_runtime::config::ModelServiceConfig| {
-        let mut c = defaults;
-        c.server.listen = "127.0.0.1:0".parse().unwrap();
-        c.data_dir = dir.to_path_buf();
-        c.feature_store_url = fs_url.to_string();
-        c
-    };
-    let rec = augur_recommendation::build(&config(augur_recommendation::default_config()))
+    model_services_with(dir, fs_url, |_, _| {}).await
+}
+
+/// A model service's test configuration: on 127.0.0.1:0, data in `dir`, the feature store at
+/// `fs_url`, then `tweak(config, service name)`.
+fn model_config(
+    defaults: augur_runtime::config::ModelServiceConfig,
+    who: &str,
+    dir: &std::path::Path,
+    fs_url: &str,
+    tweak: &impl Fn(&mut augur_runtime::config::ModelServiceConfig, &str),
+) -> augur_runtime::config::ModelServiceConfig {
+    let mut c = defaults;
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.data_dir = dir.to_path_buf();
+    c.feature_store_url = fs_url.to_string();
+    tweak(&mut c, who);
+    c
+}
+
+/// [`model_services`] with each configuration adjusted by `tweak(config, service name)`.
+async fn model_services_with(
+    dir: &std::path::Path,
+    fs_url: &str,
+    tweak: impl Fn(&mut augur_runtime::config::ModelServiceConfig, &str),
+) -> Models {
+    let config = |defaults, who| model_config(defaults, who, dir, fs_url, &tweak);
+    let rec = augur_recommendation::build(&config(
+        augur_recommendation::default_config(),
+        "recommendation",
+    ))
+    .spawn()
+    .await
+    .unwrap();
+    let ch = augur_churn::build(&config(augur_churn::default_config(), "churn"))
         .spawn()
         .await
         .unwrap();
-    let ch = augur_churn::build(&config(augur_churn::default_config()))
-        .spawn()
-        .await
-        .unwrap();
-    let rk = augur_risk::build(&config(augur_risk::default_config()))
+    let rk = augur_risk::build(&config(augur_risk::default_config(), "risk"))
         .spawn()
         .await
         .unwrap();
@@ -528,10 +551,25 @@ async fn forecast_service(
     ServerHandle,
     forecast::demand_forecast_client::DemandForecastClient<tonic::transport::Channel>,
 ) {
-    let mut c = augur_demand_forecast::default_config();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.to_path_buf();
-    c.feature_store_url = fs_url.to_string();
+    forecast_service_with(dir, fs_url, |_, _| {}).await
+}
+
+/// [`forecast_service`] with its configuration adjusted by `tweak(config, "forecast")`.
+async fn forecast_service_with(
+    dir: &std::path::Path,
+    fs_url: &str,
+    tweak: impl Fn(&mut augur_runtime::config::ModelServiceConfig, &str),
+) -> (
+    ServerHandle,
+    forecast::demand_forecast_client::DemandForecastClient<tonic::transport::Channel>,
+) {
+    let c = model_config(
+        augur_demand_forecast::default_config(),
+        "forecast",
+        dir,
+        fs_url,
+        &tweak,
+    );
     let h = augur_demand_forecast::build(&c).spawn().await.unwrap();
     let client = forecast::demand_forecast_client::DemandForecastClient::connect(h.url())
         .await
@@ -795,46 +833,13 @@ async fn model_services_refused_by_the_feature_store_do_not_report_an_outage() {
     let (fs_server, _app) = augur_feature_store::build(&config).await.unwrap();
     let fs = fs_server.spawn().await.unwrap();
 
-    let config = |defaults: augur_runtime::config::ModelServiceConfig, who: &str| {
-        let mut c = defaults;
-        c.server.listen = "127.0.0.1:0".parse().unwrap();
-        c.data_dir = dir.path().join(who);
-        c.feature_store_url = fs.url();
+    // Each model service calls with its own principal's token.
+    let as_itself = |c: &mut augur_runtime::config::ModelServiceConfig, who: &str| {
         c.client.token = token(who);
-        c
     };
-    let rec = augur_recommendation::build(&config(
-        augur_recommendation::default_config(),
-        "recommendation",
-    ))
-    .spawn()
-    .await
-    .unwrap();
-    let ch = augur_churn::build(&config(augur_churn::default_config(), "churn"))
-        .spawn()
-        .await
-        .unwrap();
-    let rk = augur_risk::build(&config(augur_risk::default_config(), "risk"))
-        .spawn()
-        .await
-        .unwrap();
-    let fc =
-        augur_demand_forecast::build(&config(augur_demand_forecast::default_config(), "forecast"))
-            .spawn()
-            .await
-            .unwrap();
-    let mut fc_c = forecast::demand_forecast_client::DemandForecastClient::connect(fc.url())
-        .await
-        .unwrap();
-    let mut rec_c = recommendation::recommendation_client::RecommendationClient::connect(rec.url())
-        .await
-        .unwrap();
-    let mut churn_c = churn::churn_client::ChurnClient::connect(ch.url())
-        .await
-        .unwrap();
-    let mut risk_c = risk::risk_client::RiskClient::connect(rk.url())
-        .await
-        .unwrap();
+    let models = dir.path().join("models");
+    let mut m = model_services_with(&models, &fs.url(), as_itself).await;
+    let (fc, mut fc_c) = forecast_service_with(&models, &fs.url(), as_itself).await;
 
     let refused = |what: &str, e: tonic::Status| {
         eprintln!("{what}: {:?} {}", e.code(), e.message());
@@ -849,15 +854,15 @@ async fn model_services_refused_by_the_feature_store_do_not_report_an_outage() {
     for (what, r) in [
         (
             "recommendation Train",
-            train(rec_c.train(recommendation::TrainRequest::default())).await,
+            train(m.rec.train(recommendation::TrainRequest::default())).await,
         ),
         (
             "churn Train",
-            train(churn_c.train(churn::TrainRequest::default())).await,
+            train(m.churn.train(churn::TrainRequest::default())).await,
         ),
         (
             "risk Train",
-            train(risk_c.train(risk::TrainRequest::default())).await,
+            train(m.risk.train(risk::TrainRequest::default())).await,
         ),
         (
             "demand-forecast Train",
@@ -866,7 +871,7 @@ async fn model_services_refused_by_the_feature_store_do_not_report_an_outage() {
     ] {
         refused(what, r.expect_err("the feature store refuses every read"));
     }
-    for h in [rec, ch, rk, fc, fs] {
+    for h in m.handles.into_iter().chain([fc, fs]) {
         h.shutdown().await.unwrap();
     }
 }

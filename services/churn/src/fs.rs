@@ -46,7 +46,7 @@ pub fn ts(secs: i64) -> Timestamp {
 }
 
 fn fs_error(e: tonic::Status) -> Error {
-    Error::FeatureStore(augur_runtime::error::from_dependency("feature store", &e))
+    Error::FeatureStore(augur_runtime::error::from_feature_store(&e))
 }
 
 fn cell(v: &fpb::FeatureValue) -> Cell {

@@ -62,10 +62,7 @@ impl From<Error> for tonic::Status {
 
 /// A feature-store call failed, classified by [`augur_runtime::error::from_dependency`]: NOT_FOUND
 /// and INVALID_ARGUMENT are passed on, an outage is UNAVAILABLE, this service's own
-/// misconfiguration INTERNAL.
+/// misconfiguration (not on the allow list, bad credentials) FAILED_PRECONDITION.
 pub fn from_feature_store(status: tonic::Status) -> Error {
-    Error::FeatureStore(augur_runtime::error::from_dependency(
-        "feature store",
-        &status,
-    ))
+    Error::FeatureStore(augur_runtime::error::from_feature_store(&status))
 }

@@ -36,6 +36,8 @@
 //!   windows (MASE 0.881 / 0.878 / 0.887 / 0.891 / 0.900 at 5 / 10 / 20 / 30 / 60 evaluations per
 //!   coordinate; the free seasonal states overfit) and costs proportionally more time.
 
+use crate::stats::{classical_figure, mean};
+
 /// Error component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -367,14 +369,6 @@ fn neg2_loglik(pass: &Pass, n: usize, spec: Spec) -> f64 {
     lik
 }
 
-fn mean(x: &[f64]) -> f64 {
-    if x.is_empty() {
-        0.0
-    } else {
-        x.iter().sum::<f64>() / x.len() as f64
-    }
-}
-
 /// Least-squares line through `(1, y[0]), (2, y[1]), ...`: (intercept at 0, slope).
 fn line(y: &[f64]) -> (f64, f64) {
     let n = y.len();
@@ -391,52 +385,6 @@ fn line(y: &[f64]) -> (f64, f64) {
     }
     let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     (ybar - b * tbar, b)
-}
-
-/// Seasonal figure of a classical decomposition of `y` (centred moving average), normalised to
-/// mean 0 (additive) or 1 (multiplicative); `figure[t % m]` applies at time `t`.
-fn classical_figure(y: &[f64], m: usize, mult: bool) -> Option<Vec<f64>> {
-    let n = y.len();
-    let half = m / 2;
-    let (mut sums, mut counts) = (vec![0.0; m], vec![0usize; m]);
-    for t in half..n.saturating_sub(half) {
-        let trend = if m.is_multiple_of(2) {
-            if t + half >= n {
-                continue;
-            }
-            let inner: f64 = y[t + 1 - half..t + half].iter().sum();
-            (0.5 * y[t - half] + inner + 0.5 * y[t + half]) / m as f64
-        } else {
-            y[t - half..=t + half].iter().sum::<f64>() / m as f64
-        };
-        let r = if mult {
-            if trend.is_nan() || trend <= 0.0 {
-                return None;
-            }
-            y[t] / trend
-        } else {
-            y[t] - trend
-        };
-        sums[t % m] += r;
-        counts[t % m] += 1;
-    }
-    if counts.contains(&0) {
-        return None;
-    }
-    let mut fig: Vec<f64> = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, c)| s / *c as f64)
-        .collect();
-    let avg = mean(&fig);
-    for v in &mut fig {
-        if mult {
-            *v /= avg;
-        } else {
-            *v -= avg;
-        }
-    }
-    fig.iter().all(|v| v.is_finite()).then_some(fig)
 }
 
 /// Seasonal values of a regression of `y` on a line and one Fourier pair (for series shorter than

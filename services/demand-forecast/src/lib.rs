@@ -4,7 +4,8 @@
 //! statistical models (seasonal naive, Naive2, exponential smoothing with AICc selection, AutoETS
 //! over the state-space ETS family, Theta, Croston/SBA for intermittent demand) chosen on
 //! validation windows, a global covariate model for known future prices and promotions, and
-//! empirical prediction intervals; rolling-origin backtests and reorder advice. See `model` for the method and BENCHMARKS.md for the figures.
+//! empirical prediction intervals; rolling-origin backtests and reorder advice. See `model` for
+//! the method and BENCHMARKS.md for the figures.
 
 pub mod datasets;
 pub mod error;

@@ -63,7 +63,7 @@ pub fn combo_name(mask: u32) -> String {
     names.join("+")
 }
 
-fn mean(x: &[f64]) -> f64 {
+pub(crate) fn mean(x: &[f64]) -> f64 {
     if x.is_empty() {
         0.0
     } else {
@@ -97,6 +97,52 @@ pub fn is_seasonal(y: &[f64], m: usize) -> bool {
 
 /// Seasonal indices from a classical decomposition (multiplicative when the series is positive,
 /// additive otherwise).
+/// Seasonal figure of a classical decomposition of `y` (centred moving average), normalised to
+/// mean 0 (additive) or 1 (multiplicative); `figure[t % m]` applies at time `t`.
+pub(crate) fn classical_figure(y: &[f64], m: usize, mult: bool) -> Option<Vec<f64>> {
+    let n = y.len();
+    let half = m / 2;
+    let (mut sums, mut counts) = (vec![0.0; m], vec![0usize; m]);
+    for t in half..n.saturating_sub(half) {
+        let trend = if m.is_multiple_of(2) {
+            if t + half >= n {
+                continue;
+            }
+            let inner: f64 = y[t + 1 - half..t + half].iter().sum();
+            (0.5 * y[t - half] + inner + 0.5 * y[t + half]) / m as f64
+        } else {
+            y[t - half..=t + half].iter().sum::<f64>() / m as f64
+        };
+        let r = if mult {
+            if trend.is_nan() || trend <= 0.0 {
+                return None;
+            }
+            y[t] / trend
+        } else {
+            y[t] - trend
+        };
+        sums[t % m] += r;
+        counts[t % m] += 1;
+    }
+    if counts.contains(&0) {
+        return None;
+    }
+    let mut fig: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, c)| s / *c as f64)
+        .collect();
+    let avg = mean(&fig);
+    for v in &mut fig {
+        if mult {
+            *v /= avg;
+        } else {
+            *v -= avg;
+        }
+    }
+    fig.iter().all(|v| v.is_finite()).then_some(fig)
+}
+
 #[derive(Debug, Clone)]
 pub struct Season {
     idx: Vec<f64>,
@@ -118,46 +164,7 @@ impl Season {
             return None;
         }
         let mult = y.iter().all(|v| *v > 0.0);
-        let half = m / 2;
-        let mut sums = vec![0.0; m];
-        let mut counts = vec![0usize; m];
-        for t in half..n.saturating_sub(half) {
-            let cma = if m.is_multiple_of(2) {
-                if t + half >= n {
-                    continue;
-                }
-                let inner: f64 = y[t + 1 - half..t + half].iter().sum();
-                (0.5 * y[t - half] + inner + 0.5 * y[t + half]) / m as f64
-            } else {
-                y[t - half..=t + half].iter().sum::<f64>() / m as f64
-            };
-            let r = if mult {
-                if cma <= 0.0 {
-                    continue;
-                }
-                y[t] / cma
-            } else {
-                y[t] - cma
-            };
-            sums[t % m] += r;
-            counts[t % m] += 1;
-        }
-        if counts.contains(&0) {
-            return None;
-        }
-        let mut idx: Vec<f64> = sums
-            .iter()
-            .zip(&counts)
-            .map(|(s, c)| s / *c as f64)
-            .collect();
-        let avg = mean(&idx);
-        for v in &mut idx {
-            if mult {
-                *v /= avg;
-            } else {
-                *v -= avg;
-            }
-        }
+        let idx = classical_figure(y, m, mult)?;
         if idx.iter().any(|v| !v.is_finite() || (mult && *v <= 0.0)) {
             return None;
         }

@@ -41,10 +41,7 @@ impl From<augur_runtime::error::Violations> for Error {
 impl Error {
     /// A failed feature-store call.
     pub fn feature_store(status: tonic::Status) -> Self {
-        Error::FeatureStore(augur_runtime::error::from_dependency(
-            "feature store",
-            &status,
-        ))
+        Error::FeatureStore(augur_runtime::error::from_feature_store(&status))
     }
 }
 

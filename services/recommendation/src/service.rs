@@ -1,5 +1,6 @@
 //! The tonic handlers: validate, call the domain code, map errors.
 
+use augur_runtime::error::MAX_ID_BYTES;
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,9 +23,6 @@ use crate::error::Error;
 use crate::recommender::Recommender;
 use crate::serve::{self, Options, check_k};
 use crate::train::{TrainOptions, fit};
-
-/// Longest customer id or SKU accepted (as in the feature store).
-use augur_runtime::error::MAX_ID_BYTES as MAX_ID;
 
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -236,8 +234,8 @@ impl TryFrom<pb::TrainRequest> for TrainJob {
                     for (name, id) in [("customer_id", &x.customer_id), ("sku", &x.sku)] {
                         if id.is_empty() {
                             v.add(f(name), "required");
-                        } else if id.len() > MAX_ID {
-                            v.add(f(name), format!("longer than {MAX_ID} bytes"));
+                        } else if id.len() > MAX_ID_BYTES {
+                            v.add(f(name), format!("longer than {MAX_ID_BYTES} bytes"));
                         }
                     }
                     if x.kind == 0 || InteractionKind::try_from(x.kind).is_err() {
@@ -438,9 +436,9 @@ impl Recommendation for Service {
             options,
         } = req.into_inner();
         let k = check_k(k)?;
-        if customer_id.len() > MAX_ID {
+        if customer_id.len() > MAX_ID_BYTES {
             return Err(
-                Error::invalid("customer_id", format!("longer than {MAX_ID} bytes")).into(),
+                Error::invalid("customer_id", format!("longer than {MAX_ID_BYTES} bytes")).into(),
             );
         }
         let opts = Options::try_from(options)?;
@@ -466,8 +464,8 @@ impl Recommendation for Service {
         if sku.trim().is_empty() {
             return Err(Error::invalid("sku", "required").into());
         }
-        if sku.len() > MAX_ID {
-            return Err(Error::invalid("sku", format!("longer than {MAX_ID} bytes")).into());
+        if sku.len() > MAX_ID_BYTES {
+            return Err(Error::invalid("sku", format!("longer than {MAX_ID_BYTES} bytes")).into());
         }
         let model = self.app.slot.get().ok_or(Error::NoModel)?;
         let (cat, _) = self.app.catalog.snapshot().await;

@@ -42,7 +42,7 @@ fn ts(secs: i64) -> Timestamp {
 }
 
 fn fs_error(e: tonic::Status) -> Error {
-    Error::FeatureStore(augur_runtime::error::from_dependency("feature store", &e))
+    Error::FeatureStore(augur_runtime::error::from_feature_store(&e))
 }
 
 fn history(row: &fpb::FeatureRow, names: &[String]) -> CustomerHistory {

@@ -68,8 +68,8 @@ pub struct RatioFeature {
 pub struct Encoder {
     pub columns: Vec<String>,
     pub encodings: Vec<ColumnEncoding>,
-    /// Source column of each output dimension (for a ratio feature: its numerator column; its
-    /// denominator is in [`Encoder::ratios`]).
+    /// Source column of each of the columns' own output dimensions (the ratio features, encoded
+    /// after them, name their two columns in [`Encoder::ratios`]; see [`Encoder::owners`]).
     pub owner: Vec<usize>,
     /// Pairwise log-ratio features, encoded after every column's own dimensions.
     #[serde(default)]
@@ -221,22 +221,23 @@ impl Encoder {
                     mean,
                     std: sd,
                 });
-                self.owner.push(a);
             }
         }
     }
 
     /// The columns an output dimension depends on (two for a ratio feature).
     pub fn owners(&self, j: usize) -> (usize, Option<usize>) {
-        let base = self.owner.len() - self.ratios.len();
-        match j.checked_sub(base).and_then(|k| self.ratios.get(k)) {
-            Some(r) => (r.a, Some(r.b)),
-            None => (self.owner[j], None),
+        match self.owner.get(j) {
+            Some(&c) => (c, None),
+            None => {
+                let r = &self.ratios[j - self.owner.len()];
+                (r.a, Some(r.b))
+            }
         }
     }
 
     pub fn dim(&self) -> usize {
-        self.owner.len()
+        self.owner.len() + self.ratios.len()
     }
 
     /// Encodes one row (cells in column order; absent cells are missing).

@@ -249,9 +249,7 @@ impl TelemetryConfig {
             .ok()
             .filter(|v| !v.trim().is_empty())
     }
-}
 
-impl TelemetryConfig {
     /// The Prometheus scrape address, if one is configured.
     pub fn prometheus_listen(&self) -> Option<&str> {
         Some(self.prometheus_listen.trim()).filter(|a| !a.is_empty())

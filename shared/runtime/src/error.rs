@@ -206,6 +206,11 @@ pub fn from_dependency(dependency: &str, status: &Status) -> ApiError {
     }
 }
 
+/// [`from_dependency`] for the feature store, the dependency of every model service.
+pub fn from_feature_store(status: &Status) -> ApiError {
+    from_dependency("feature store", status)
+}
+
 /// Collects field violations while a request is validated, so that a client learns about every
 /// bad field at once.
 #[derive(Debug, Default)]

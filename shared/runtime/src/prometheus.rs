@@ -137,29 +137,35 @@ fn number(v: f64) -> String {
     }
 }
 
-/// `{k="v",...}` from attributes plus extra pairs (e.g. `le`), or "" when there are none.
-fn labels<'a>(
-    attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>,
-    extra: &[(&str, String)],
-) -> String {
-    let mut pairs: Vec<(String, String)> = attrs
+/// `k="v",...` from attributes, sorted by label name ("" when there are none).
+fn label_body<'a>(attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) -> String {
+    let mut pairs: Vec<String> = attrs
         .map(|kv| {
-            (
+            format!(
+                "{}=\"{}\"",
                 sanitize(kv.key.as_str()),
-                escape_label(&value_text(&kv.value)),
+                escape_label(&value_text(&kv.value))
             )
         })
         .collect();
     pairs.sort();
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), escape_label(v))));
-    if pairs.is_empty() {
-        return String::new();
+    pairs.join(",")
+}
+
+/// `{body}`, `{body,extra}` or `{extra}` (no braces when both are empty).
+fn braced(body: &str, extra: Option<(&str, &str)>) -> String {
+    let extra = extra.map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)));
+    match (body.is_empty(), extra) {
+        (true, None) => String::new(),
+        (true, Some(e)) => format!("{{{e}}}"),
+        (false, None) => format!("{{{body}}}"),
+        (false, Some(e)) => format!("{{{body},{e}}}"),
     }
-    let body: Vec<String> = pairs
-        .into_iter()
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
-    format!("{{{}}}", body.join(","))
+}
+
+/// `{k="v",...}` from attributes, or "" when there are none.
+fn labels<'a>(attrs: impl Iterator<Item = &'a opentelemetry::KeyValue>) -> String {
+    braced(&label_body(attrs), None)
 }
 
 /// One metric family: its type, help and sample lines (several scopes may add to it).
@@ -202,7 +208,7 @@ fn add<T: Num>(families: &mut BTreeMap<String, Family>, m: &Metric, data: &Metri
             for p in g.data_points() {
                 fam.samples.push(format!(
                     "{base}{} {}",
-                    labels(p.attributes(), &[]),
+                    labels(p.attributes()),
                     number(p.value().f())
                 ));
             }
@@ -217,7 +223,7 @@ fn add<T: Num>(families: &mut BTreeMap<String, Family>, m: &Metric, data: &Metri
             for p in s.data_points() {
                 fam.samples.push(format!(
                     "{name}{} {}",
-                    labels(p.attributes(), &[]),
+                    labels(p.attributes()),
                     number(p.value().f())
                 ));
             }
@@ -225,21 +231,23 @@ fn add<T: Num>(families: &mut BTreeMap<String, Family>, m: &Metric, data: &Metri
         MetricData::Histogram(h) => {
             let fam = family(families, &base, "histogram", m.description());
             for p in h.data_points() {
+                // The point's labels, rendered once for its buckets, sum and count.
+                let body = label_body(p.attributes());
                 let mut cumulative = 0u64;
                 let counts: Vec<u64> = p.bucket_counts().collect();
                 for (i, bound) in p.bounds().enumerate() {
                     cumulative += counts.get(i).copied().unwrap_or(0);
                     fam.samples.push(format!(
                         "{base}_bucket{} {cumulative}",
-                        labels(p.attributes(), &[("le", number(bound))])
+                        braced(&body, Some(("le", &number(bound))))
                     ));
                 }
                 fam.samples.push(format!(
                     "{base}_bucket{} {}",
-                    labels(p.attributes(), &[("le", "+Inf".into())]),
+                    braced(&body, Some(("le", "+Inf"))),
                     p.count()
                 ));
-                let l = labels(p.attributes(), &[]);
+                let l = braced(&body, None);
                 fam.samples
                     .push(format!("{base}_sum{l} {}", number(p.sum().f())));
                 fam.samples.push(format!("{base}_count{l} {}", p.count()));

@@ -5,8 +5,9 @@
 //! (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`) spans are exported over OTLP/gRPC
 //! with `service.name` set, and metrics pushed every `telemetry.metrics_interval_s`. When
 //! `telemetry.prometheus_listen` is set, the same metrics are also served for scraping at
-//! `http://<addr>/metrics` (see [`crate::prometheus`]). The W3C trace-context propagator is always installed: servers pick up
-//! the caller's `traceparent` ([`server_span`]) and clients send theirs ([`inject_context`]).
+//! `http://<addr>/metrics` (see [`crate::prometheus`]). The W3C trace-context propagator is
+//! always installed: servers pick up the caller's `traceparent` ([`server_span`]) and clients
+//! send theirs ([`inject_context`]).
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
@@ -79,7 +80,6 @@ pub fn init(
     let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut meter_builder =
         opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_resource(resource);
-    let mut has_reader = false;
     // Bound now, so that a taken port fails the start instead of silently serving nothing.
     let mut scrape = None;
     if let Some(addr) = config.prometheus_listen() {
@@ -90,10 +90,10 @@ pub fn init(
         let listener = std::net::TcpListener::bind(addr).map_err(|e| failed(e.to_string()))?;
         let (reader, scraper) = crate::prometheus::PullReader::new();
         meter_builder = meter_builder.with_reader(reader);
-        has_reader = true;
         scrape = Some((listener, scraper, failed));
     }
-    if let Some(endpoint) = config.otlp_endpoint() {
+    let otlp = config.otlp_endpoint();
+    if let Some(endpoint) = &otlp {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -108,7 +108,6 @@ pub fn init(
             ))
             .build();
         meter_builder = meter_builder.with_reader(reader);
-        has_reader = true;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -119,7 +118,7 @@ pub fn init(
             })?;
         builder = builder.with_batch_exporter(exporter);
     }
-    let meters = has_reader.then(|| meter_builder.build());
+    let meters = (scrape.is_some() || otlp.is_some()).then(|| meter_builder.build());
     let provider = builder.build();
     let tracer = provider.tracer(service_name.to_string());
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
