@@ -13,6 +13,10 @@
 //!   timeout (`feature_store_timeout_ms`), never DEADLINE_EXCEEDED; the same for services that
 //!   start against a feature store that never answered once. Once it answers again, every RPC
 //!   works without a restart.
+//! - Hung during training: a Train of each model service (demand-forecast included) whose
+//!   feature-store read hears nothing for `training_read_idle_timeout_ms` fails UNAVAILABLE
+//!   naming that setting, instead of waiting out the channel's long timeout; once the feature
+//!   store answers again the same services train without a restart.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -872,6 +876,112 @@ async fn model_services_refused_by_the_feature_store_do_not_report_an_outage() {
         refused(what, r.expect_err("the feature store refuses every read"));
     }
     for h in m.handles.into_iter().chain([fc, fs]) {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// The four Train RPCs against the feature store (demand-forecast from its series, without the
+/// GRU and the grid to keep the debug build quick), each bounded by `limit`; their outcomes and
+/// how long each took.
+async fn train_four(
+    m: &mut Models,
+    fc: &mut forecast::demand_forecast_client::DemandForecastClient<tonic::transport::Channel>,
+    limit: Duration,
+) -> Vec<(&'static str, Duration, Result<String, tonic::Status>)> {
+    async fn timed(
+        limit: Duration,
+        run: impl std::future::Future<Output = Result<augur_proto::common::ModelInfo, tonic::Status>>,
+    ) -> (Duration, Result<String, tonic::Status>) {
+        let t = Instant::now();
+        let r = tokio::time::timeout(limit, run)
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("test gave up waiting")));
+        (t.elapsed(), r.map(|i| i.model_version))
+    }
+    let quick: std::collections::BTreeMap<String, String> = [
+        ("gru".to_string(), "false".to_string()),
+        ("grid".to_string(), "false".to_string()),
+    ]
+    .into();
+    let (a, b) = timed(
+        limit,
+        train(m.rec.train(recommendation::TrainRequest::default())),
+    )
+    .await;
+    let (c, d) = timed(limit, train(m.churn.train(churn::TrainRequest::default()))).await;
+    let (e, f) = timed(limit, train(m.risk.train(risk::TrainRequest::default()))).await;
+    let (g, h) = timed(
+        limit,
+        train(fc.train(forecast::TrainRequest {
+            hyperparameters: quick,
+            ..Default::default()
+        })),
+    )
+    .await;
+    vec![
+        ("recommendation Train", a, b),
+        ("churn Train", c, d),
+        ("risk Train", e, f),
+        ("demand-forecast Train", g, h),
+    ]
+}
+
+/// A feature store that hangs while the model services train (their connections open, no
+/// answer on them): each Train fails UNAVAILABLE after `training_read_idle_timeout_ms` of
+/// silence, naming it; it used to wait out the channel's timeout (up to 120 s, and a stalled
+/// scan for ever). Once the feature store answers again, the same processes train.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trains_fail_promptly_while_the_feature_store_hangs_and_work_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = feature_store(&dir.path().join("fs"), free_port()).await;
+    demo_shop(&fs.url()).await;
+    let proxy = HangingProxy::start(fs.addr()).await;
+    let idle = Duration::from_millis(1_500);
+    let short_idle = |c: &mut augur_runtime::config::ModelServiceConfig, _: &str| {
+        c.training_read_idle_timeout_ms = idle.as_millis() as u64;
+    };
+    let models = dir.path().join("models");
+    let mut m = model_services_with(&models, &proxy.url, short_idle).await;
+    let (fc_handle, mut fc) = forecast_service_with(&models, &proxy.url, short_idle).await;
+
+    // Connections up: every Train works (and its reads, slower than nothing, are not cut).
+    for (what, took, r) in train_four(&mut m, &mut fc, Duration::from_secs(300)).await {
+        eprintln!(
+            "{what} (feature store answering): {:?} in {took:?}",
+            r.as_ref().map_err(|e| e.message().to_string())
+        );
+        r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+
+    proxy.hang();
+    for (what, took, r) in train_four(&mut m, &mut fc, Duration::from_secs(60)).await {
+        eprintln!(
+            "{what} (feature store hung): {:?} after {took:?}",
+            r.as_ref().map_err(|e| (e.code(), e.message().to_string()))
+        );
+        let e = r.expect_err("a Train cannot read from a hung feature store");
+        assert_eq!(e.code(), Code::Unavailable, "{what}: {e}");
+        assert!(
+            e.message().contains("training_read_idle_timeout_ms"),
+            "{what}: {e}"
+        );
+        // The idle timeout plus slack for a debug build on loaded cores.
+        assert!(
+            took >= idle && took < idle + Duration::from_secs(6),
+            "{what} took {took:?} against a hung feature store"
+        );
+    }
+
+    proxy.resume();
+    for (what, took, r) in train_four(&mut m, &mut fc, Duration::from_secs(300)).await {
+        eprintln!(
+            "{what} (feature store back): {:?} in {took:?}",
+            r.as_ref().map_err(|e| e.message().to_string())
+        );
+        r.unwrap_or_else(|e| panic!("{what} after the feature store came back: {e}"));
+    }
+
+    for h in m.handles.into_iter().chain([fc_handle, fs]) {
         h.shutdown().await.unwrap();
     }
 }

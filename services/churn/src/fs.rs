@@ -11,7 +11,6 @@ use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
 use augur_runtime::client::ServiceChannel;
 use prost_types::Timestamp;
-use tokio_stream::StreamExt;
 
 use crate::error::{Error, Result};
 
@@ -71,11 +70,14 @@ fn convert(resp: fpb::GetHistoricalFeaturesResponse, out: &mut Rows) {
 
 /// A feature-store client. Each call waits at most the call timeout (request path: a hung
 /// feature store answers [`Error::FeatureStoreTimeout`] well before the server's deadline);
-/// [`FeatureStore::for_training`] drops it for training's long reads, which keep the channel's.
+/// [`FeatureStore::for_training`] drops it for training's long reads. Every answer (a reply,
+/// a scan's opening and each of its messages) must also come within the idle timeout
+/// (`training_read_idle_timeout_ms`), so a hung feature store cannot hold a Train.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
     client: FeatureStoreClient<ServiceChannel>,
     call_timeout: Option<Duration>,
+    idle_timeout: Duration,
 }
 
 const HISTORICAL_BATCH: usize = 4_000;
@@ -87,7 +89,14 @@ impl FeatureStore {
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(64 << 20),
             call_timeout: Some(augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT),
+            idle_timeout: augur_runtime::config::DEFAULT_TRAINING_READ_IDLE_TIMEOUT,
         }
+    }
+
+    /// The same client, each answer due within `limit` (`training_read_idle_timeout_ms`).
+    pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = limit;
+        self
     }
 
     /// The same client, each call bounded by `limit` (`feature_store_timeout_ms`).
@@ -96,13 +105,25 @@ impl FeatureStore {
         self
     }
 
-    /// The same client without the per-call bound, for training reads (long scans; the
-    /// channel's request timeout still applies).
+    /// The same client without the per-call bound, for training reads (long scans); the idle
+    /// timeout still applies to every answer.
     pub fn for_training(&self) -> Self {
         FeatureStore {
             client: self.client.clone(),
             call_timeout: None,
+            idle_timeout: self.idle_timeout,
         }
+    }
+
+    /// One reply within the idle timeout, feature-store errors mapped.
+    async fn answer<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        augur_runtime::client::answer_within(self.idle_timeout, call)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(fs_error)
     }
 
     /// Runs one feature-store call within the call timeout, if any.
@@ -128,10 +149,7 @@ impl FeatureStore {
                     page_token: token,
                 }),
             });
-            let r = self
-                .within(async { call.await.map_err(fs_error) })
-                .await?
-                .into_inner();
+            let r = self.within(self.answer(call)).await?;
             out.extend(r.entity_ids);
             if r.next_page_token.is_empty() {
                 return Ok(out);
@@ -158,10 +176,7 @@ impl FeatureStore {
                         entity_ids: chunk.to_vec(),
                         features: names.to_vec(),
                     });
-                    let r = self
-                        .within(async { call.await.map_err(fs_error) })
-                        .await?
-                        .into_inner();
+                    let r = self.within(self.answer(call)).await?;
                     convert(
                         fpb::GetHistoricalFeaturesResponse {
                             feature_names: r.feature_names,
@@ -185,10 +200,7 @@ impl FeatureStore {
                             .collect(),
                         features: names.to_vec(),
                     });
-                    let r = self
-                        .within(async { call.await.map_err(fs_error) })
-                        .await?
-                        .into_inner();
+                    let r = self.within(self.answer(call)).await?;
                     convert(r, &mut out);
                 }
             }
@@ -204,10 +216,9 @@ impl FeatureStore {
     pub async fn attribute_keys(&self, until: i64) -> Result<BTreeSet<String>> {
         // A whole scan counts as one call.
         self.within(async {
+            let mut client = self.client.clone();
             let mut stream = self
-                .client
-                .clone()
-                .scan_events(fpb::ScanEventsRequest {
+                .answer(client.scan_events(fpb::ScanEventsRequest {
                     kinds: vec![fpb::EventKind::Customer as i32],
                     range: Some(TimeRange {
                         start: None,
@@ -217,12 +228,12 @@ impl FeatureStore {
                     customer_id: String::new(),
                     batch_size: 5_000,
                     order_id: String::new(),
-                })
-                .await
-                .map_err(fs_error)?
-                .into_inner();
+                }))
+                .await?;
             let mut keys = BTreeSet::new();
-            while let Some(batch) = stream.next().await {
+            while let Some(batch) =
+                augur_runtime::client::next_within(&mut stream, self.idle_timeout).await
+            {
                 for e in batch.map_err(fs_error)?.events {
                     if let Some(fpb::event::Payload::Customer(c)) = e.event.and_then(|e| e.payload)
                     {
@@ -241,10 +252,7 @@ impl FeatureStore {
         let call = client.get_customer_profile(fpb::GetCustomerProfileRequest {
             customer_id: id.to_string(),
         });
-        let r = self
-            .within(async { call.await.map_err(fs_error) })
-            .await?
-            .into_inner();
+        let r = self.within(self.answer(call)).await?;
         Ok(r.profile
             .map(|p| p.segment())
             .unwrap_or(fpb::Segment::Unspecified))

@@ -72,7 +72,9 @@ pub fn state(config: &Config) -> anyhow::Result<Arc<State>> {
     let loaded = load_latest(&store);
     Ok(Arc::new(State::new(
         loaded,
-        fs::FeatureStore::new(channel).with_call_timeout(config.feature_store_timeout()),
+        fs::FeatureStore::new(channel)
+            .with_call_timeout(config.feature_store_timeout())
+            .with_idle_timeout(config.training_read_idle_timeout()),
         store,
     )))
 }
@@ -88,7 +90,8 @@ pub fn build(config: &Config) -> GrpcServer {
         Arc::new(State::new(
             load_latest(&store),
             fs::FeatureStore::new(augur_runtime::client::intercepted(channel))
-                .with_call_timeout(config.feature_store_timeout()),
+                .with_call_timeout(config.feature_store_timeout())
+                .with_idle_timeout(config.training_read_idle_timeout()),
             store,
         ))
     });

@@ -44,9 +44,11 @@ pub struct Served {
 #[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
-    /// Bound of a request-path feature-store call (`feature_store_timeout_ms`); training's
-    /// series read keeps the channel's timeout.
+    /// Bound of a request-path feature-store call (`feature_store_timeout_ms`).
     feature_store_timeout: Duration,
+    /// Longest wait for any feature-store answer, training's series read included
+    /// (`training_read_idle_timeout_ms`).
+    training_read_idle_timeout: Duration,
 }
 
 struct Inner {
@@ -149,7 +151,15 @@ impl Service {
                 monitor: ModelMonitor::global(MODEL_NAME, 1),
             }),
             feature_store_timeout: augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT,
+            training_read_idle_timeout: augur_runtime::config::DEFAULT_TRAINING_READ_IDLE_TIMEOUT,
         }
+    }
+
+    /// The same service, failing a training read of series when the feature store sends
+    /// nothing for `limit` (`training_read_idle_timeout_ms`).
+    pub fn with_training_read_idle_timeout(mut self, limit: Duration) -> Self {
+        self.training_read_idle_timeout = limit;
+        self
     }
 
     /// The same service, each request-path feature-store call bounded by `limit`.
@@ -184,14 +194,18 @@ impl Service {
     }
 
     /// Series from the feature store; with a `limit`, a feature store that does not answer
-    /// within it gives [`Error::FeatureStoreTimeout`].
+    /// within it gives [`Error::FeatureStoreTimeout`]. Without one (training) the answer is
+    /// still due within the idle timeout (`training_read_idle_timeout_ms`).
     async fn get_series(
         &self,
         req: fs::GetSeriesRequest,
         limit: Option<Duration>,
     ) -> Result<Vec<fs::Series>, Error> {
         let mut client = self.fs_client()?;
-        let call = client.get_series(req);
+        let call = augur_runtime::client::answer_within(
+            self.training_read_idle_timeout,
+            client.get_series(req),
+        );
         let r = match limit {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await

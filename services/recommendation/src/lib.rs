@@ -56,7 +56,9 @@ pub fn app(config: &Config) -> anyhow::Result<Arc<App>> {
         FeatureStoreClient::new(channel).max_decoding_message_size(config.server.max_message_bytes);
     let store = ArtifactStore::new(&config.data_dir, recommender::MODEL_NAME);
     Ok(Arc::new(
-        App::new(store, client).with_feature_store_timeout(config.feature_store_timeout()),
+        App::new(store, client)
+            .with_feature_store_timeout(config.feature_store_timeout())
+            .with_training_read_idle_timeout(config.training_read_idle_timeout()),
     ))
 }
 

@@ -14,7 +14,6 @@ use augur_proto::recommendation as pb;
 use augur_proto::recommendation::recommendation_server::Recommendation;
 use augur_runtime::client::ServiceChannel;
 use chrono::{TimeZone, Utc};
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::CatalogCache;
@@ -34,6 +33,9 @@ pub struct App {
     pub gate: TrainGate,
     pub catalog: Arc<CatalogCache>,
     pub feature_store: FeatureStoreClient<ServiceChannel>,
+    /// Longest silence of the feature store during training's interaction scan
+    /// (`training_read_idle_timeout_ms`).
+    pub training_read_idle_timeout: std::time::Duration,
     /// Inference latency (`model.inference.duration`). The scores are blend / popularity values,
     /// not probabilities, so no score distribution; no input drift either.
     pub monitor: ModelMonitor,
@@ -65,12 +67,20 @@ impl App {
             gate: TrainGate::default(),
             catalog: Arc::new(CatalogCache::new(feature_store.clone())),
             feature_store,
+            training_read_idle_timeout: augur_runtime::config::DEFAULT_TRAINING_READ_IDLE_TIMEOUT,
             monitor: ModelMonitor::global("recommendation", 1),
         }
     }
 
+    /// Fails a Train whose interaction scan hears nothing from the feature store for `limit`
+    /// (`training_read_idle_timeout_ms`; the opening and every message of the scan).
+    pub fn with_training_read_idle_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.training_read_idle_timeout = limit;
+        self
+    }
+
     /// Bounds each feature-store call of a catalogue refresh by `limit`
-    /// (`feature_store_timeout_ms`); training's interaction scan keeps the channel's timeout.
+    /// (`feature_store_timeout_ms`); training's interaction scan has the idle timeout instead.
     pub fn with_feature_store_timeout(mut self, limit: std::time::Duration) -> Self {
         self.catalog =
             Arc::new(CatalogCache::new(self.feature_store.clone()).with_call_timeout(limit));
@@ -335,14 +345,18 @@ impl Service {
         match source {
             Source::Inline(v) => Ok(v.clone()),
             Source::FeatureStore(req) => {
+                let idle = self.app.training_read_idle_timeout;
                 let mut client = self.app.feature_store.clone();
-                let mut stream = client
-                    .scan_interactions(req.clone())
-                    .await
-                    .map_err(Error::feature_store)?
-                    .into_inner();
+                let mut stream = augur_runtime::client::answer_within(
+                    idle,
+                    client.scan_interactions(req.clone()),
+                )
+                .await
+                .map_err(Error::feature_store)?
+                .into_inner();
                 let mut out = Vec::new();
-                while let Some(batch) = stream.next().await {
+                while let Some(batch) = augur_runtime::client::next_within(&mut stream, idle).await
+                {
                     out.extend(batch.map_err(Error::feature_store)?.interactions);
                 }
                 Ok(out)

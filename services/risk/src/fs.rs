@@ -10,7 +10,6 @@ use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::featurestore::feature_value::Value;
 use augur_runtime::client::ServiceChannel;
 use prost_types::Timestamp;
-use tokio_stream::StreamExt;
 
 use crate::error::Error;
 use crate::orders::CustomerHistory;
@@ -26,12 +25,14 @@ pub const CUSTOMER_FEATURES: &[&str] = &[
 
 /// A feature-store client. Each call (a whole scan counting as one) waits at most the call
 /// timeout, so a hung feature store answers [`Error::FeatureStoreTimeout`] well before the
-/// server's deadline; [`FeatureStore::for_training`] drops it for training's long reads, which
-/// keep the channel's timeout.
+/// server's deadline; [`FeatureStore::for_training`] drops it for training's long reads. Every
+/// answer (a reply, a scan's opening and each of its messages) must also come within the idle
+/// timeout (`training_read_idle_timeout_ms`), so a hung feature store cannot hold a Train.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
     client: FeatureStoreClient<ServiceChannel>,
     call_timeout: Option<Duration>,
+    idle_timeout: Duration,
 }
 
 fn ts(secs: i64) -> Timestamp {
@@ -79,7 +80,14 @@ impl FeatureStore {
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(64 << 20),
             call_timeout: Some(augur_runtime::config::DEFAULT_FEATURE_STORE_TIMEOUT),
+            idle_timeout: augur_runtime::config::DEFAULT_TRAINING_READ_IDLE_TIMEOUT,
         }
+    }
+
+    /// The same client, each answer due within `limit` (`training_read_idle_timeout_ms`).
+    pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = limit;
+        self
     }
 
     /// The same client, each call bounded by `limit` (`feature_store_timeout_ms`).
@@ -88,13 +96,25 @@ impl FeatureStore {
         self
     }
 
-    /// The same client without the per-call bound, for training reads (long scans; the
-    /// channel's request timeout still applies).
+    /// The same client without the per-call bound, for training reads (long scans); the idle
+    /// timeout still applies to every answer.
     pub fn for_training(&self) -> Self {
         FeatureStore {
             client: self.client.clone(),
             call_timeout: None,
+            idle_timeout: self.idle_timeout,
         }
+    }
+
+    /// One reply within the idle timeout, feature-store errors mapped.
+    async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        augur_runtime::client::answer_within(self.idle_timeout, call)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(fs_error)
     }
 
     /// Runs one feature-store call within the call timeout, if any.
@@ -110,15 +130,12 @@ impl FeatureStore {
     /// The events a ScanEvents request streams, read to the end as one call.
     async fn events(&self, req: fpb::ScanEventsRequest) -> Result<Vec<fpb::Event>, Error> {
         self.within(async {
-            let mut stream = self
-                .client
-                .clone()
-                .scan_events(req)
-                .await
-                .map_err(fs_error)?
-                .into_inner();
+            let mut client = self.client.clone();
+            let mut stream = self.answer(client.scan_events(req)).await?;
             let mut out = Vec::new();
-            while let Some(batch) = stream.next().await {
+            while let Some(batch) =
+                augur_runtime::client::next_within(&mut stream, self.idle_timeout).await
+            {
                 let batch = batch.map_err(fs_error)?;
                 out.extend(batch.events.into_iter().filter_map(|e| e.event));
             }
@@ -168,16 +185,10 @@ impl FeatureStore {
             entity_ids: vec![customer_id.to_string()],
             features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
         };
+        let mut client = self.client.clone();
         let resp = self
-            .within(async {
-                self.client
-                    .clone()
-                    .get_online_features(req)
-                    .await
-                    .map_err(fs_error)
-            })
-            .await?
-            .into_inner();
+            .within(self.answer(client.get_online_features(req)))
+            .await?;
         Ok(resp
             .rows
             .first()
@@ -206,16 +217,10 @@ impl FeatureStore {
                     .collect(),
                 features: CUSTOMER_FEATURES.iter().map(|s| s.to_string()).collect(),
             };
+            let mut client = self.client.clone();
             let resp = self
-                .within(async {
-                    self.client
-                        .clone()
-                        .get_historical_features(req)
-                        .await
-                        .map_err(fs_error)
-                })
-                .await?
-                .into_inner();
+                .within(self.answer(client.get_historical_features(req)))
+                .await?;
             out.extend(resp.rows.iter().map(|r| history(r, &resp.feature_names)));
         }
         Ok(out)

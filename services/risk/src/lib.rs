@@ -43,7 +43,9 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<app::App>> {
         &config.server.consul,
         &config.client,
     )?;
-    let fs = fs::FeatureStore::new(channel).with_call_timeout(config.feature_store_timeout());
+    let fs = fs::FeatureStore::new(channel)
+        .with_call_timeout(config.feature_store_timeout())
+        .with_idle_timeout(config.training_read_idle_timeout());
     Ok(Arc::new(app::App::open(&config.data_dir, fs)?))
 }
 
@@ -73,8 +75,9 @@ pub fn build(config: &Config) -> GrpcServer {
                 &config.client,
             )
             .unwrap_or_else(|_| fallback());
-            let fs =
-                fs::FeatureStore::new(channel).with_call_timeout(config.feature_store_timeout());
+            let fs = fs::FeatureStore::new(channel)
+                .with_call_timeout(config.feature_store_timeout())
+                .with_idle_timeout(config.training_read_idle_timeout());
             let app = app::App::empty(&config.data_dir, fs);
             build_with(config, Arc::new(app))
         }

@@ -1,7 +1,9 @@
 //! Channels to other Augur services.
 
+use std::future::Future;
 use std::time::Duration;
 
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
@@ -149,4 +151,110 @@ pub fn lazy_channel(
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy())
+}
+
+/// What a dependency that stayed silent for `limit` during a training read answers, as the
+/// status the caller's usual mapping turns into UNAVAILABLE (a deadline, not a refusal).
+fn silence(limit: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!(
+        "nothing received for {} ms during a training read (training_read_idle_timeout_ms)",
+        limit.as_millis()
+    ))
+}
+
+/// One answer of a training read (a unary reply or the opening of a stream) within `limit`;
+/// a dependency that sends nothing for that long gives DEADLINE_EXCEEDED naming the setting.
+pub async fn answer_within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(silence(limit)))
+}
+
+/// The next message of a streamed training read, due within `limit` of asking: a dependency
+/// that stalls mid-stream (alive, answering HTTP/2 pings, sending nothing) ends the read with
+/// DEADLINE_EXCEEDED instead of holding it for ever. `None` at the stream's end.
+pub async fn next_within<S, T>(stream: &mut S, limit: Duration) -> Option<Result<T, tonic::Status>>
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    tokio::time::timeout(limit, stream.next())
+        .await
+        .unwrap_or_else(|_| Some(Err(silence(limit))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_silent_answer_is_a_deadline_naming_the_setting() {
+        let limit = Duration::from_millis(500);
+        let ok = answer_within(limit, async { Ok::<_, tonic::Status>(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+        let slow = answer_within(limit, async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, tonic::Status>(8)
+        })
+        .await;
+        assert_eq!(slow.unwrap(), 8, "an answer inside the limit is taken");
+        let hung = answer_within(limit, std::future::pending::<Result<u8, tonic::Status>>()).await;
+        let e = hung.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        assert!(e.message().contains("500 ms"), "{e}");
+        assert!(e.message().contains("training_read_idle_timeout_ms"), "{e}");
+        // The dependency's own error passes through unchanged.
+        let refused = answer_within(limit, async {
+            Err::<u8, _>(tonic::Status::permission_denied("no"))
+        })
+        .await;
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_stalls_mid_way_ends_with_a_deadline() {
+        let limit = Duration::from_millis(1_000);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<u32, tonic::Status>>(4);
+        let mut stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        // A slow but steady producer: every message well inside the limit, the whole read
+        // longer than it.
+        let producer = tokio::spawn(async move {
+            for i in 0..5 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                tx.send(Ok(i)).await.unwrap();
+            }
+            // Then it stalls with the stream still open.
+            std::future::pending::<()>().await;
+        });
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let end = loop {
+            match next_within(&mut stream, limit).await {
+                Some(Ok(i)) => got.push(i),
+                Some(Err(e)) => break Some(e),
+                None => break None,
+            }
+        };
+        assert_eq!(
+            got,
+            vec![0, 1, 2, 3, 4],
+            "a slow steady stream is read whole"
+        );
+        let e = end.expect("the stall is reported, not taken for the end");
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            started.elapsed() >= Duration::from_millis(5 * 250 + 1_000),
+            "{:?}",
+            started.elapsed()
+        );
+        producer.abort();
+
+        // A stream that ends is not an error.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<u32, tonic::Status>>(1);
+        drop(tx);
+        let mut stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        assert!(next_within(&mut stream, limit).await.is_none());
+    }
 }

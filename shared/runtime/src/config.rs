@@ -427,6 +427,10 @@ mod secret_tests {
 /// ([`ModelServiceConfig::feature_store_timeout_ms`]).
 pub const DEFAULT_FEATURE_STORE_TIMEOUT: Duration = Duration::from_millis(2_000);
 
+/// Default longest silence of the feature store during a training read
+/// ([`ModelServiceConfig::training_read_idle_timeout_ms`]).
+pub const DEFAULT_TRAINING_READ_IDLE_TIMEOUT: Duration = Duration::from_millis(30_000);
+
 /// Settings shared by the model services (recommendation, demand forecast, churn, risk).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -443,6 +447,11 @@ pub struct ModelServiceConfig {
     /// below `server.request_timeout_ms`, so a hung feature store is reported well before the
     /// server's own deadline. Training scans are not bound by it.
     pub feature_store_timeout_ms: u64,
+    /// Longest silence of the feature store during a training read: each answer (a unary reply,
+    /// one page, the opening of a scan and every message of it) must come within it, however
+    /// long the whole read takes; env `AUGUR_TRAINING_READ_IDLE_TIMEOUT_MS`. A hung feature
+    /// store fails the Train with UNAVAILABLE after this long instead of holding it.
+    pub training_read_idle_timeout_ms: u64,
     /// How this service calls the feature store: TLS and bearer token (`[client]`).
     pub client: crate::client::ClientConfig,
     /// How often the model store under `data_dir` is checked for a version newer than the one
@@ -460,6 +469,7 @@ impl ModelServiceConfig {
             data_dir: "data".into(),
             feature_store_url: "http://127.0.0.1:50051".into(),
             feature_store_timeout_ms: DEFAULT_FEATURE_STORE_TIMEOUT.as_millis() as u64,
+            training_read_idle_timeout_ms: DEFAULT_TRAINING_READ_IDLE_TIMEOUT.as_millis() as u64,
             client: Default::default(),
             model_reload_interval_ms: 30_000,
         }
@@ -474,6 +484,11 @@ impl ModelServiceConfig {
     /// Bound of one request-path feature-store call.
     pub fn feature_store_timeout(&self) -> Duration {
         Duration::from_millis(self.feature_store_timeout_ms)
+    }
+
+    /// Longest silence of the feature store during a training read.
+    pub fn training_read_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.training_read_idle_timeout_ms)
     }
 }
 
@@ -500,6 +515,12 @@ impl Validate for ModelServiceConfig {
                     "must be below server.request_timeout_ms ({} ms), got {} ms",
                     self.server.request_timeout_ms, self.feature_store_timeout_ms
                 ),
+            ));
+        }
+        if self.training_read_idle_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "training_read_idle_timeout_ms",
+                "must be greater than 0",
             ));
         }
         if (1..MIN_MODEL_RELOAD_INTERVAL_MS).contains(&self.model_reload_interval_ms) {
@@ -577,5 +598,22 @@ mod model_service_tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn training_read_idle_timeout_defaults_and_must_be_positive() {
+        let c = ModelServiceConfig::default();
+        assert_eq!(c.training_read_idle_timeout(), Duration::from_secs(30));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "training_read_idle_timeout_ms = 750\n").unwrap();
+        let c = load(ModelServiceConfig::default(), Some(&path)).unwrap();
+        assert_eq!(c.training_read_idle_timeout(), Duration::from_millis(750));
+        std::fs::write(&path, "training_read_idle_timeout_ms = 0\n").unwrap();
+        let err = load(ModelServiceConfig::default(), Some(&path)).unwrap_err();
+        assert!(
+            err.to_string().contains("training_read_idle_timeout_ms"),
+            "{err}"
+        );
     }
 }
