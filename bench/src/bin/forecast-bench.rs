@@ -119,6 +119,8 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         Method::Ets,
         Method::Theta,
         Method::AutoEts,
+        Method::Dotm,
+        Method::AutoTheta,
     ] {
         let mut sc = Score::default();
         for (s, f) in data.iter().zip(&all) {
@@ -126,6 +128,8 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         }
         let name = match m {
             Method::AutoEts => "auto_ets: AutoETS (state space, AICc over the family)",
+            Method::Dotm => "dotm: dynamic optimised Theta (seasonally adjusted)",
+            Method::AutoTheta => "auto_theta: best of STM / OTM / DSTM / DOTM by in-sample MSE",
             _ => m.name(),
         };
         println!("{}", sc.row(name, None));

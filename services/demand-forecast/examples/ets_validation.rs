@@ -1,4 +1,4 @@
-//! AutoETS on M3 monthly validation windows only (the last 18 points of each training part `x`;
+//! AutoETS (and the other members) on M3 monthly validation windows only (the last 18 points of each training part `x`;
 //! the test part `xx` is never read): the members for reference, then accuracy, time and the
 //! chosen models for a few optimiser settings. The defaults of `ets::Options` were chosen with it.
 //!
@@ -44,7 +44,14 @@ fn main() -> anyhow::Result<()> {
         windows.len(),
         t0.elapsed().as_secs_f64()
     );
-    for m in [Method::Ets, Method::Damped, Method::Theta, Method::AutoEts] {
+    for m in [
+        Method::Ets,
+        Method::Damped,
+        Method::Theta,
+        Method::AutoEts,
+        Method::Dotm,
+        Method::AutoTheta,
+    ] {
         let fs: Vec<Vec<f64>> = all.iter().map(|a| a[m as usize].clone()).collect();
         let (s, q) = score(&fs);
         println!("{:>10}: sMAPE {s:.2} MASE {q:.3}", m.name());

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod service;
 pub mod stats;
+pub mod theta;
 
 use std::future::Future;
 
@@ -41,7 +42,8 @@ pub fn build(config: &Config) -> GrpcServer {
     )
     .map_err(|e| format!("feature store {:?}: {e}", config.feature_store_url));
     let service = Service::new(&config.data_dir, channel)
-        .with_feature_store_timeout(config.feature_store_timeout());
+        .with_feature_store_timeout(config.feature_store_timeout())
+        .with_training_read_idle_timeout(config.training_read_idle_timeout());
     let reload = config
         .model_reload_interval()
         .map(|every| (every, service.reload_watcher()));

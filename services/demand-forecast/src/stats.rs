@@ -21,9 +21,13 @@ pub enum Method {
     Gru = 8,
     /// AutoETS: the state-space ETS family fitted on the raw series, chosen by AICc ([`crate::ets`]).
     AutoEts = 9,
+    /// The dynamic optimised Theta model on the seasonally adjusted series ([`crate::theta`]).
+    Dotm = 10,
+    /// The Theta family (STM / OTM / DSTM / DOTM) member with the lowest in-sample error.
+    AutoTheta = 11,
 }
 
-pub const METHODS: [Method; 10] = [
+pub const METHODS: [Method; 12] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -34,6 +38,8 @@ pub const METHODS: [Method; 10] = [
     Method::Ets,
     Method::Gru,
     Method::AutoEts,
+    Method::Dotm,
+    Method::AutoTheta,
 ];
 
 impl Method {
@@ -49,6 +55,8 @@ impl Method {
             Method::Ets => "ets",
             Method::Gru => "global_gru",
             Method::AutoEts => "auto_ets",
+            Method::Dotm => "dotm",
+            Method::AutoTheta => "auto_theta",
         }
     }
 }
@@ -490,6 +498,8 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
             Method::Damped,
             Method::Gru,
             Method::AutoEts,
+            Method::Dotm,
+            Method::AutoTheta,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -530,6 +540,13 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
             .collect(),
     );
     let auto_ets = crate::ets::forecast(y, m, h);
+    let (auto_theta, dotm) = match crate::theta::auto(&adj) {
+        Some((best, dotm)) => (
+            restore(crate::theta::forecast(&adj, &best, h)),
+            restore(crate::theta::forecast(&adj, &dotm, h)),
+        ),
+        None => (theta.clone(), theta.clone()),
+    };
     vec![
         naive,
         snaive,
@@ -541,6 +558,8 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
         ets,
         theta,
         auto_ets,
+        dotm,
+        auto_theta,
     ]
 }
 
@@ -603,6 +622,8 @@ mod tests {
             Method::Ets,
             Method::Naive2,
             Method::AutoEts,
+            Method::Dotm,
+            Method::AutoTheta,
         ] {
             let f = &all[m as usize];
             let mape: f64 = f
