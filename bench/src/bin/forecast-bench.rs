@@ -43,6 +43,7 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
             "ridge" => o.ridge = v.parse().unwrap_or(o.ridge),
             "window" => o.window = v.parse().unwrap_or(o.window),
             "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
+            "mase_weight" => o.mase_weight = v.parse().unwrap_or(o.mase_weight),
             "grid" => o.grid = v.parse().unwrap_or(o.grid),
             "windows" => o.windows = v.parse().unwrap_or(o.windows),
             "gru" => o.gru = v.parse().unwrap_or(o.gru),

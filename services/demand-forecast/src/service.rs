@@ -820,6 +820,15 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             }
             "window" => opts.window = v.parse::<usize>().map_err(|_| bad())?,
             "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
+            "mase_weight" => {
+                opts.mase_weight = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| (0.0..=1.0).contains(w))
+                    .ok_or_else(|| {
+                        Error::invalid(field.clone(), format!("{v:?} is not a number in [0, 1]"))
+                    })?
+            }
             "grid" => opts.grid = v.parse::<bool>().map_err(|_| bad())?,
             "lags" => opts.lags = v.parse::<bool>().map_err(|_| bad())?,
             "gru" => opts.gru = v.parse::<bool>().map_err(|_| bad())?,
@@ -827,7 +836,7 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, grid, lags, gru, gru.epochs)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs)",
                 ));
             }
         }

@@ -478,6 +478,14 @@ pub fn is_intermittent(y: &[f64]) -> bool {
 /// Forecasts of every method in [`METHODS`] for `h` steps (index = method as usize). The GRU's slot
 /// holds a copy of Theta (its stand-in when the network gives no forecast); the model fills it.
 pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
+    some_forecasts(y, m, h, u32::MAX)
+}
+
+/// [`all_forecasts`] where the costly members (AutoETS and the Theta family's fits) are fitted
+/// only when `needed` (a bit set over [`METHODS`]) has them; otherwise their slots hold the
+/// Theta forecast. Serving needs only the chosen combination's members.
+pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64>> {
+    let wants = |k: Method| needed & (1 << k as u32) != 0;
     let n = y.len();
     let last = y.last().copied().unwrap_or(0.0);
     let naive = vec![last; h];
@@ -539,8 +547,19 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
             .map(|i| l + 0.5 * b * ((i as f64 - 1.0) + 1.0 / a - (1.0 - a).powi(n as i32) / a))
             .collect(),
     );
-    let auto_ets = crate::ets::forecast(y, m, h);
-    let (auto_theta, dotm) = match crate::theta::auto(&adj) {
+    let auto_ets = if wants(Method::AutoEts) {
+        crate::ets::forecast(y, m, h)
+    } else {
+        theta.clone()
+    };
+    let theta_family = if wants(Method::AutoTheta) {
+        crate::theta::auto(&adj)
+    } else if wants(Method::Dotm) {
+        crate::theta::fit(&adj, crate::theta::DOTM).map(|f| (f, f))
+    } else {
+        None
+    };
+    let (auto_theta, dotm) = match theta_family {
         Some((best, dotm)) => (
             restore(crate::theta::forecast(&adj, &best, h)),
             restore(crate::theta::forecast(&adj, &dotm, h)),
@@ -633,6 +652,26 @@ mod tests {
                 .sum::<f64>()
                 / 18.0;
             assert!(mape < 0.1, "{m:?} {mape} {f:?}");
+        }
+    }
+
+    #[test]
+    fn serving_fits_only_the_needed_members_and_they_match() {
+        let y = seasonal_series(90);
+        let all = all_forecasts(&y, 12, 18);
+        for needed in [
+            1 << Method::AutoEts as u32,
+            1 << Method::Dotm as u32,
+            1 << Method::AutoTheta as u32,
+            (1 << Method::Damped as u32) | (1 << Method::Dotm as u32),
+        ] {
+            let some = some_forecasts(&y, 12, 18, needed);
+            assert_eq!(some.len(), all.len());
+            for m in METHODS {
+                if needed & (1 << m as u32) != 0 {
+                    assert_eq!(some[m as usize], all[m as usize], "{m:?}");
+                }
+            }
         }
     }
 
