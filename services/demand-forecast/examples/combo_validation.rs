@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use augur_demand_forecast::datasets;
-use augur_demand_forecast::metrics::{mase, naive_scale, smape};
+use augur_demand_forecast::metrics::mean_smape_mase;
 use augur_demand_forecast::model::{self, SeriesIn, TrainOptions};
 use augur_demand_forecast::stats::{self, METHODS};
 
@@ -19,24 +19,12 @@ fn main() -> anyhow::Result<()> {
     let dir = augur_testkit::datasets::dir();
     let data = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
     let h = 18;
-    let outer: Vec<(Vec<f64>, Vec<f64>)> = data
-        .iter()
-        .filter(|s| s.x.len() > h)
-        .map(|s| {
-            let cut = s.x.len() - h;
-            (s.x[..cut].to_vec(), s.x[cut..].to_vec())
-        })
-        .collect();
-    let score = |fs: &[Vec<f64>]| -> (f64, f64) {
-        let (mut a, mut b) = (0.0, 0.0);
-        for ((y, actual), f) in outer.iter().zip(fs) {
-            a += smape(actual, f);
-            b += mase(actual, f, naive_scale(y, 12));
-        }
-        let n = outer.len().max(1) as f64;
-        (a / n, b / n)
-    };
-    println!("{} series; outer window = the last {h} points of x", outer.len());
+    let outer = datasets::m3_validation_windows(&data, h);
+    let score = |fs: &[Vec<f64>]| mean_smape_mase(&outer, fs, 12);
+    println!(
+        "{} series; outer window = the last {h} points of x",
+        outer.len()
+    );
     let all: Vec<Vec<Vec<f64>>> = outer
         .iter()
         .map(|(y, _)| stats::all_forecasts(y, 12, h))

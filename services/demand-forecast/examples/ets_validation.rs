@@ -10,30 +10,15 @@ use std::time::Instant;
 
 use augur_demand_forecast::datasets;
 use augur_demand_forecast::ets::{self, Options};
-use augur_demand_forecast::metrics::{mase, naive_scale, smape};
+use augur_demand_forecast::metrics::mean_smape_mase;
 use augur_demand_forecast::stats::{self, Method};
 
 fn main() -> anyhow::Result<()> {
     let dir = augur_testkit::datasets::dir();
     let data = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
     let h = 18;
-    let windows: Vec<(Vec<f64>, Vec<f64>)> = data
-        .iter()
-        .filter(|s| s.x.len() > h)
-        .map(|s| {
-            let cut = s.x.len() - h;
-            (s.x[..cut].to_vec(), s.x[cut..].to_vec())
-        })
-        .collect();
-    let score = |fs: &[Vec<f64>]| -> (f64, f64) {
-        let (mut a, mut b) = (0.0, 0.0);
-        for ((y, actual), f) in windows.iter().zip(fs) {
-            a += smape(actual, f);
-            b += mase(actual, f, naive_scale(y, 12));
-        }
-        let n = windows.len().max(1) as f64;
-        (a / n, b / n)
-    };
+    let windows = datasets::m3_validation_windows(&data, h);
+    let score = |fs: &[Vec<f64>]| mean_smape_mase(&windows, fs, 12);
     let t0 = Instant::now();
     let all: Vec<Vec<Vec<f64>>> = windows
         .iter()

@@ -14,6 +14,19 @@ pub struct M3Series {
     pub xx: Vec<f64>,
 }
 
+/// Validation windows from the training parts alone (the test parts `xx` untouched): each `x`
+/// without its last `h` points, and those points; series with `x` no longer than `h` are left
+/// out.
+pub fn m3_validation_windows(data: &[M3Series], h: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+    data.iter()
+        .filter(|s| s.x.len() > h)
+        .map(|s| {
+            let cut = s.x.len() - h;
+            (s.x[..cut].to_vec(), s.x[cut..].to_vec())
+        })
+        .collect()
+}
+
 /// Reads `m3_monthly.json` (a map of id -> {x, xx, ...}), sorted by id.
 pub fn m3_monthly(path: &Path) -> anyhow::Result<Vec<M3Series>> {
     let bytes = std::fs::read(path)?;

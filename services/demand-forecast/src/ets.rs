@@ -370,7 +370,7 @@ fn neg2_loglik(pass: &Pass, n: usize, spec: Spec) -> f64 {
 }
 
 /// Least-squares line through `(1, y[0]), (2, y[1]), ...`: (intercept at 0, slope).
-fn line(y: &[f64]) -> (f64, f64) {
+pub(crate) fn line(y: &[f64]) -> (f64, f64) {
     let n = y.len();
     if n < 2 {
         return (y.first().copied().unwrap_or(0.0), 0.0);

@@ -101,6 +101,22 @@ impl Pooled {
     }
 }
 
+/// Mean sMAPE and mean MASE (seasonal naive scale with period `m`) of `forecasts` against
+/// `(history, actual)` windows, in order.
+pub fn mean_smape_mase(
+    windows: &[(Vec<f64>, Vec<f64>)],
+    forecasts: &[Vec<f64>],
+    m: usize,
+) -> (f64, f64) {
+    let (mut a, mut b) = (0.0, 0.0);
+    for ((y, actual), f) in windows.iter().zip(forecasts) {
+        a += smape(actual, f);
+        b += mase(actual, f, naive_scale(y, m));
+    }
+    let n = windows.len().max(1) as f64;
+    (a / n, b / n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,9 @@
 //!
 //! Forecasts continue the recursion with y replaced by mu.
 
+// Least-squares intercept (at t = 0) and slope of y against t = 1..n.
+use crate::ets::line as ols;
+
 /// Which member of the family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
@@ -58,21 +61,6 @@ const ALPHA_MIN: f64 = 0.1;
 const ALPHA_MAX: f64 = 0.99;
 const THETA_MIN: f64 = 1.0;
 const THETA_MAX: f64 = 20.0;
-
-/// Least-squares intercept (at t = 0) and slope of y against t = 1..n.
-fn ols(y: &[f64]) -> (f64, f64) {
-    let n = y.len() as f64;
-    let tbar = (n + 1.0) / 2.0;
-    let ybar = y.iter().sum::<f64>() / n;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, v) in y.iter().enumerate() {
-        let d = i as f64 + 1.0 - tbar;
-        sxy += d * (v - ybar);
-        sxx += d * d;
-    }
-    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-    (ybar - b * tbar, b)
-}
 
 /// The recursion's state after t observations.
 #[derive(Debug, Clone, Copy)]
