@@ -27,9 +27,15 @@ struct Args {
     /// Only these parts (m3, dominicks, latency); empty means all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Training hyper-parameter overrides as key=value (ridge, window, max_members).
+    /// Training hyper-parameter overrides as key=value (ridge, window, max_members, mase_weight,
+    /// grid, windows, gru, gru_epochs).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
+    /// Never read the test parts: drop them, and score on the last horizon of each training part
+    /// instead (M3: the last 18 points of `x`; Dominick's: the 12 weeks before the test weeks).
+    /// For comparing settings of the model without looking at the test figures.
+    #[arg(long)]
+    nested: bool,
 }
 
 fn options(args: &Args, horizon: usize) -> TrainOptions {
@@ -102,6 +108,20 @@ fn header() {
 fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let data = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
     let h = 18;
+    let data: Vec<datasets::M3Series> = if args.nested {
+        println!("\n(nested: the test parts are dropped; scored on the last {h} points of each x)");
+        datasets::m3_validation_windows(&data, h)
+            .into_iter()
+            .zip(data.iter().filter(|s| s.x.len() > h))
+            .map(|((x, xx), s)| datasets::M3Series {
+                id: s.id.clone(),
+                x,
+                xx,
+            })
+            .collect()
+    } else {
+        data
+    };
     println!("\n## M3 monthly: {} series, horizon {h}\n", data.len());
     header();
     // Anchors: the members, each fitted and forecast from `x` alone.
@@ -216,6 +236,15 @@ fn regression_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Vec<f64> {
 fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let data = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?;
     let h = 12;
+    let data: Vec<_> = if args.nested {
+        println!("\n(nested: the test weeks are dropped; scored on the {h} weeks before them)");
+        data.into_iter()
+            .filter(|s| s.units.len() > h)
+            .map(|s| s.truncated(s.units.len() - h))
+            .collect()
+    } else {
+        data
+    };
     let data: Vec<_> = data.into_iter().filter(|s| s.units.len() > h + 8).collect();
     println!(
         "\n## Dominick's orange juice: {} store x brand series, last {h} weeks held out\n",

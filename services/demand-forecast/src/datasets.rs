@@ -84,6 +84,19 @@ impl OjSeries {
         }
     }
 
+    /// The first `n` weeks only.
+    pub fn truncated(&self, n: usize) -> OjSeries {
+        OjSeries {
+            store: self.store.clone(),
+            brand: self.brand.clone(),
+            weeks: self.weeks[..n].to_vec(),
+            units: self.units[..n].to_vec(),
+            price: self.price[..n].to_vec(),
+            deal: self.deal[..n].to_vec(),
+            feat: self.feat[..n].to_vec(),
+        }
+    }
+
     /// Known covariates of weeks `from..to`.
     pub fn future(&self, from: usize, to: usize) -> BTreeMap<String, Vec<f64>> {
         BTreeMap::from([
