@@ -349,7 +349,12 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    while stream.message().await?.is_some() {}
+    let mut combination = String::from("?");
+    while let Some(p) = stream.message().await? {
+        if let Some(c) = p.model.as_ref().and_then(|m| m.parameters.get("combination")) {
+            combination = c.clone();
+        }
+    }
     let req = pb::ForecastRequest {
         series: vec![inline(series.clone())],
         horizon: 18,
@@ -378,6 +383,7 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
         q(0.99),
         q(1.0)
     );
+    println!("\nServed combination (trained on 20 scaled copies of the series): {combination}");
     server.shutdown().await?;
     Ok(())
 }
