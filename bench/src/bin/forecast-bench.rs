@@ -351,7 +351,11 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
         .into_inner();
     let mut combination = String::from("?");
     while let Some(p) = stream.message().await? {
-        if let Some(c) = p.model.as_ref().and_then(|m| m.parameters.get("combination")) {
+        if let Some(c) = p
+            .model
+            .as_ref()
+            .and_then(|m| m.parameters.get("combination"))
+        {
             combination = c.clone();
         }
     }
