@@ -208,8 +208,12 @@ async fn main() -> anyhow::Result<()> {
     ch_config.data_dir = dir.path().join("churn");
     ch_config.feature_store_url = fs_handle.url();
     let ch_handle = augur_churn::build(&ch_config).spawn().await?;
+    // HTTP/2 receive windows sized for a 1,000-customer answer (h2's default is 64 KiB, which
+    // makes a large response wait for window updates), as the services' own channels have them.
     let channel = tonic::transport::Endpoint::from_shared(ch_handle.url())?
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(augur_runtime::client::STREAM_WINDOW))
+        .initial_connection_window_size(Some(augur_runtime::client::CONNECTION_WINDOW))
         .connect()
         .await?;
     let mut churn = ChurnClient::new(channel.clone()).max_decoding_message_size(256 << 20);

@@ -107,7 +107,7 @@ impl State {
     /// probabilities and inputs count in the score distribution and the drift statistics.
     pub async fn predict(
         &self,
-        model: &ChurnModel,
+        model: &Arc<ChurnModel>,
         ids: &[String],
         as_of: Option<i64>,
         described: usize,
@@ -136,7 +136,7 @@ impl State {
     /// customer (ListAtRisk), which would swamp the request-driven statistics.
     pub async fn predict_quietly(
         &self,
-        model: &ChurnModel,
+        model: &Arc<ChurnModel>,
         ids: &[String],
         as_of: Option<i64>,
         described: usize,
@@ -146,20 +146,64 @@ impl State {
             .features(ids, as_of, &model.needed_features())
             .await?;
         let recs = features::records(&rows);
-        Ok(self.monitor.infer(&model.meta.version, ids.len(), || {
-            ids.iter()
-                .cloned()
-                .zip(recs)
-                .map(|(id, r)| {
-                    let p = r.map(|r| {
-                        let p = model.predict_top(&r, described);
-                        (r, p)
-                    });
-                    (id, p)
-                })
-                .collect()
-        }))
+        let span = self.monitor.span(&model.meta.version, ids.len());
+        let started = std::time::Instant::now();
+        let preds = predict_records(model, recs, described, &span).await?;
+        self.monitor.inference(started.elapsed());
+        Ok(ids.iter().cloned().zip(preds).collect())
     }
+}
+
+/// Batches at least this large are scored off the async workers, split over the cores.
+const PARALLEL_BATCH: usize = 128;
+
+/// The model's prediction for each record (`None` stays `None`), in order. A small batch is
+/// scored on the request's task; a large one (about 7 us a customer: 7 ms for 1,000) on the
+/// blocking pool in one chunk per available core, so it neither stalls an async worker nor
+/// waits for one core alone.
+async fn predict_records(
+    model: &Arc<ChurnModel>,
+    recs: Vec<Option<features::Record>>,
+    described: usize,
+    span: &tracing::Span,
+) -> Result<Vec<Option<(features::Record, Prediction)>>> {
+    fn score(
+        model: &ChurnModel,
+        recs: Vec<Option<features::Record>>,
+        described: usize,
+    ) -> Vec<Option<(features::Record, Prediction)>> {
+        recs.into_iter()
+            .map(|r| {
+                r.map(|r| {
+                    let p = model.predict_top(&r, described);
+                    (r, p)
+                })
+            })
+            .collect()
+    }
+    if recs.len() < PARALLEL_BATCH {
+        return Ok(span.in_scope(|| score(model, recs, described)));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_task = recs.len().div_ceil(cores);
+    let mut rest = recs;
+    let mut tasks = Vec::with_capacity(cores);
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_task.min(rest.len()));
+        let chunk = std::mem::replace(&mut rest, tail);
+        let (model, span) = (model.clone(), span.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            span.in_scope(|| score(&model, chunk, described))
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(
+            t.await
+                .map_err(|e| Error::Internal(format!("prediction task: {e}")))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The gRPC service.
@@ -184,25 +228,27 @@ fn money(amount: f64, currency: &str) -> Option<Money> {
     })
 }
 
+/// The answer for one customer; the prediction's texts move into it (a 1,000-customer answer
+/// has 5,000 factors).
 pub fn to_proto(
-    id: &str,
-    p: &Prediction,
+    id: String,
+    p: Prediction,
     max_factors: usize,
     currency: &str,
 ) -> pb::ChurnPrediction {
     pb::ChurnPrediction {
-        customer_id: id.to_string(),
+        customer_id: id,
         churn_probability: p.probability,
         tier: tier(p.tier) as i32,
         factors: p
             .factors
-            .iter()
+            .into_iter()
             .take(max_factors)
             .map(|f| Factor {
-                name: f.name.clone(),
+                name: f.name,
                 contribution: f.contribution,
-                value: f.value.clone(),
-                description: f.description.clone(),
+                value: f.value,
+                description: f.description,
                 unit: "log_odds".into(),
             })
             .collect(),
@@ -285,7 +331,7 @@ impl Churn for Service {
             match p {
                 Some((_, p)) => resp
                     .predictions
-                    .push(to_proto(&id, &p, max_factors, &currency)),
+                    .push(to_proto(id, p, max_factors, &currency)),
                 None => resp.errors.push(pb::CustomerError {
                     message: format!("customer {id} is unknown to the feature store (at as_of)"),
                     customer_id: id,
@@ -366,7 +412,7 @@ impl Churn for Service {
             .into_iter()
             .map(|(id, p, seg)| pb::AtRiskCustomer {
                 value_at_risk: money(var(&p), &currency),
-                prediction: Some(to_proto(&id, &p, 5, &currency)),
+                prediction: Some(to_proto(id, p, 5, &currency)),
                 segment: seg as i32,
             })
             .collect();

@@ -58,6 +58,12 @@ impl Target {
     }
 }
 
+/// HTTP/2 receive window per stream of every channel built here (h2's default, 64 KiB, makes a
+/// batch answer of a few hundred KiB wait for window updates).
+pub const STREAM_WINDOW: u32 = 2 << 20;
+/// HTTP/2 receive window per connection: bounds the unread data of all its streams.
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+
 fn endpoint(
     url: String,
     request_timeout: Duration,
@@ -75,6 +81,8 @@ fn endpoint(
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true))
 }

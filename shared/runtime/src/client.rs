@@ -138,6 +138,13 @@ pub fn service_channel(
     ))
 }
 
+/// HTTP/2 receive window per stream of the channels to other services: a batch answer (1,000
+/// customers' features, a page of historical features) arrives without waiting for window
+/// updates, which h2's default of 64 KiB would need every 64 KiB.
+pub const STREAM_WINDOW: u32 = augur_discovery::STREAM_WINDOW;
+/// HTTP/2 receive window per connection (bounds the unread data of all its streams).
+pub const CONNECTION_WINDOW: u32 = augur_discovery::CONNECTION_WINDOW;
+
 /// A channel that connects lazily (the caller starts even when the dependency is down, and
 /// reconnects by itself), with connect and request timeouts.
 pub fn lazy_channel(
@@ -148,6 +155,8 @@ pub fn lazy_channel(
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy())
