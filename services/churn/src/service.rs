@@ -569,6 +569,39 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_batch_scored_over_the_cores_matches_one_by_one_in_order() {
+        let mut p = TrainParams::new(90 * 86_400);
+        p.nam.epochs = 2;
+        p.variants = vec!["nam_no_btyd".into()];
+        let model =
+            Arc::new(train::fit(&dataset(600), &p, &mut |_: &str, _: f64, _: String| {}).unwrap());
+        // Unknown customers (None) interleaved, so order and gaps both matter.
+        let recs: Vec<Option<Record>> = (0..3 * PARALLEL_BATCH + 7)
+            .map(|i| (i % 11 != 3).then(|| record(i, 0.0)))
+            .collect();
+        let span = tracing::Span::none();
+        let split = predict_records(&model, recs.clone(), 5, &span)
+            .await
+            .unwrap();
+        assert_eq!(split.len(), recs.len());
+        for (i, (r, got)) in recs.iter().zip(&split).enumerate() {
+            match (r, got) {
+                (None, None) => {}
+                (Some(r), Some((echo, p))) => {
+                    assert_eq!(echo, r, "record {i} out of place");
+                    assert_eq!(*p, model.predict_top(r, 5), "prediction {i}");
+                }
+                _ => panic!("record {i}: known/unknown mixed up"),
+            }
+        }
+        // A small batch takes the inline path and gives the same.
+        let small = predict_records(&model, recs[..5].to_vec(), 5, &span)
+            .await
+            .unwrap();
+        assert_eq!(small, split[..5].to_vec());
+    }
+
     #[tokio::test]
     async fn saved_model_restores_its_feature_reference_and_shifted_inputs_drift() {
         let mut p = TrainParams::new(90 * 86_400);
