@@ -184,7 +184,11 @@ async fn predict_records(
     if recs.len() < PARALLEL_BATCH {
         return Ok(span.in_scope(|| score(model, recs, described)));
     }
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Read once: on Linux each call reads the cgroup's CPU quota from files.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let per_task = recs.len().div_ceil(cores);
     let mut rest = recs;
     let mut tasks = Vec::with_capacity(cores);
