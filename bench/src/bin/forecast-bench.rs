@@ -110,15 +110,7 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let h = 18;
     let data: Vec<datasets::M3Series> = if args.nested {
         println!("\n(nested: the test parts are dropped; scored on the last {h} points of each x)");
-        datasets::m3_validation_windows(&data, h)
-            .into_iter()
-            .zip(data.iter().filter(|s| s.x.len() > h))
-            .map(|((x, xx), s)| datasets::M3Series {
-                id: s.id.clone(),
-                x,
-                xx,
-            })
-            .collect()
+        datasets::m3_nested(&data, h)
     } else {
         data
     };

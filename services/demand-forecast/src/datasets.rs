@@ -14,16 +14,28 @@ pub struct M3Series {
     pub xx: Vec<f64>,
 }
 
-/// Validation windows from the training parts alone (the test parts `xx` untouched): each `x`
-/// without its last `h` points, and those points; series with `x` no longer than `h` are left
-/// out.
-pub fn m3_validation_windows(data: &[M3Series], h: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+/// The series as if their training parts were all there is (the test parts `xx` dropped): each
+/// `x` without its last `h` points as the new `x`, those points as the new `xx`; series with `x`
+/// no longer than `h` are left out.
+pub fn m3_nested(data: &[M3Series], h: usize) -> Vec<M3Series> {
     data.iter()
         .filter(|s| s.x.len() > h)
         .map(|s| {
             let cut = s.x.len() - h;
-            (s.x[..cut].to_vec(), s.x[cut..].to_vec())
+            M3Series {
+                id: s.id.clone(),
+                x: s.x[..cut].to_vec(),
+                xx: s.x[cut..].to_vec(),
+            }
         })
+        .collect()
+}
+
+/// [`m3_nested`] as (history, actual) validation windows.
+pub fn m3_validation_windows(data: &[M3Series], h: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+    m3_nested(data, h)
+        .into_iter()
+        .map(|s| (s.x, s.xx))
         .collect()
 }
 

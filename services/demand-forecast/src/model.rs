@@ -760,6 +760,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     }
     let (ref_s, ref_m) = score_of(&candidates[0].2, 1 << Method::Naive2 as u32);
     let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
+    let w = opts.mase_weight.clamp(0.0, 1.0);
     for (k, (_, _, vals)) in candidates.iter().enumerate() {
         for mask in 1u32..(1 << METHODS.len()) {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
@@ -767,7 +768,6 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 continue;
             }
             let (s, m) = score_of(vals, mask);
-            let w = opts.mase_weight.clamp(0.0, 1.0);
             let owa = (1.0 - w) * s / ref_s.max(1e-9) + w * m / ref_m.max(1e-9);
             if owa < best.0 {
                 best = (owa, mask, k);

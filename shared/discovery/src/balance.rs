@@ -77,14 +77,19 @@ fn endpoint(
     if let Some(tls) = tls {
         ep = ep.tls_config(tls.clone())?;
     }
-    Ok(ep
-        .connect_timeout(Duration::from_secs(2))
+    Ok(tuned(ep, request_timeout))
+}
+
+/// The settings of every channel to another service: connect and request timeouts, no Nagle,
+/// the HTTP/2 receive windows above, keep-alive pings while idle.
+pub fn tuned(ep: Endpoint, request_timeout: Duration) -> Endpoint {
+    ep.connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
 }
 
 /// A channel to `target` that balances requests over its instances and follows changes in the

@@ -13,7 +13,7 @@
 mod balance;
 mod consul;
 
-pub use balance::{CONNECTION_WINDOW, STREAM_WINDOW, Target, balanced_channel};
+pub use balance::{CONNECTION_WINDOW, STREAM_WINDOW, Target, balanced_channel, tuned};
 pub use consul::{Consul, ConsulSettings, Instance, Registration};
 
 /// Errors of discovery.

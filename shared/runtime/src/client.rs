@@ -146,20 +146,16 @@ pub const STREAM_WINDOW: u32 = augur_discovery::STREAM_WINDOW;
 pub const CONNECTION_WINDOW: u32 = augur_discovery::CONNECTION_WINDOW;
 
 /// A channel that connects lazily (the caller starts even when the dependency is down, and
-/// reconnects by itself), with connect and request timeouts.
+/// reconnects by itself), with the settings of every service channel
+/// ([`augur_discovery::tuned`]: timeouts, HTTP/2 windows, keep-alive).
 pub fn lazy_channel(
     url: &str,
     request_timeout: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(request_timeout)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+    Ok(
+        augur_discovery::tuned(Endpoint::from_shared(url.to_string())?, request_timeout)
+            .connect_lazy(),
+    )
 }
 
 /// What a dependency that stayed silent for `limit` during a training read answers, as the
