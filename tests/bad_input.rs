@@ -1572,6 +1572,22 @@ async fn fc_hostile_train(c: &mut fc::demand_forecast_client::DemandForecastClie
             "hyperparameters[window]".into(),
         ),
         (
+            "MASE weight above 1",
+            fc::TrainRequest {
+                hyperparameters: [("mase_weight".to_string(), "1.5".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[mase_weight]".into(),
+        ),
+        (
+            "NaN MASE weight",
+            fc::TrainRequest {
+                hyperparameters: [("mase_weight".to_string(), "NaN".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[mase_weight]".into(),
+        ),
+        (
             "10 MB hyper-parameter name",
             fc::TrainRequest {
                 hyperparameters: [(big(), "1".to_string())].into(),
