@@ -348,36 +348,65 @@ impl ParetoNbd {
         (pa * v).max(0.0)
     }
 
-    /// P(no purchase in the next `h` weeks). Given alive now, lambda ~ Gamma(r+x, alpha+T) and
-    /// mu ~ Gamma(s, beta+T) independently; P(none | lambda, mu) = mu/(lambda+mu) +
-    /// lambda/(lambda+mu) exp(-(lambda+mu) h), integrated by Gauss-Laguerre quadrature on each
-    /// gamma posterior.
+    /// P(no purchase in the next `h` weeks). Given alive now, lambda ~ Gamma(r+x, alpha+T) =:
+    /// Gamma(a1, b1) and mu ~ Gamma(s, beta+T) =: Gamma(a2, b2) independently, and
+    /// P(a purchase within h | lambda, mu) = lambda * int_0^h e^-(lambda+mu)t dt, so by independence
+    /// P(a purchase within h | alive) = int_0^h E[lambda e^-lambda t] E[e^-mu t] dt
+    ///   = a1 int_0^h (b1/(b1+t))^(a1+1) (b2/(b2+t))^a2 dt / b1,
+    /// a smooth one-dimensional integral, computed by Gauss-Legendre quadrature in u = ln(b1+t).
     pub fn p_no_purchase(&self, c: &Rfm, h: f64) -> f64 {
         let pa = self.p_alive(c);
-        let lam = gamma_nodes(self.r + c.x, self.alpha + c.t);
-        let mu = gamma_nodes(self.s, self.beta + c.t);
-        let mu_e: Vec<(f64, f64, f64)> = mu.iter().map(|&(m, w)| (m, w, (-m * h).exp())).collect();
-        let mut none = 0.0;
-        for &(l, wl) in &lam {
-            let el = (-l * h).exp();
-            for &(m, wm, em) in &mu_e {
-                let tot = l + m;
-                let p = if tot <= 0.0 {
-                    1.0
-                } else {
-                    (m + l * el * em) / tot
-                };
-                none += wl * wm * p;
+        (1.0 - pa * self.p_purchase_if_alive(c, h)).clamp(0.0, 1.0)
+    }
+
+    /// P(at least one purchase in the next `h` weeks | alive now); see [`Self::p_no_purchase`].
+    fn p_purchase_if_alive(&self, c: &Rfm, h: f64) -> f64 {
+        let (a1, b1) = (self.r + c.x, self.alpha + c.t);
+        let (a2, b2) = (self.s, self.beta + c.t);
+        if !(h > 0.0 && a1 > 0.0 && b1 > 0.0 && b2 > 0.0) {
+            return 0.0;
+        }
+        // With u = ln(b1+t), dt = (b1+t) du: the integrand is
+        // a1 exp(a1 (ln b1 - u) + a2 (ln b2 - ln(b2+t))) over u in [ln b1, ln(b1+h)].
+        let (lo, hi) = (b1.ln(), (b1 + h).ln());
+        let ln_b2 = b2.ln();
+        // Pieces short enough for the exponent to change by at most about 2 in each (it changes by
+        // a1 per unit of u, and by a2 times at most b1/b2).
+        let slope = a1 + a2 * (b1 / b2).max(1.0);
+        let pieces = ((hi - lo) * slope / 2.0).ceil().clamp(1.0, 512.0) as usize;
+        let width = (hi - lo) / pieces as f64;
+        let mut sum = 0.0;
+        for k in 0..pieces {
+            let mid = lo + (k as f64 + 0.5) * width;
+            for &(x, w) in &GAUSS_LEGENDRE_8 {
+                let u = mid + 0.5 * width * x;
+                let t = (u.exp() - b1).max(0.0);
+                sum += w * (a1 * (lo - u) + a2 * (ln_b2 - (b2 + t).ln())).exp();
             }
         }
-        (1.0 - pa + pa * none.clamp(0.0, 1.0)).clamp(0.0, 1.0)
+        (a1 * 0.5 * width * sum).clamp(0.0, 1.0)
     }
 }
 
+/// Nodes and weights of the 8-point Gauss-Legendre rule on [-1, 1].
+const GAUSS_LEGENDRE_8: [(f64, f64); 8] = [
+    (-0.960_289_856_497_536_2, 0.101_228_536_290_376_26),
+    (-0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (-0.525_532_409_916_329_0, 0.313_706_645_877_887_3),
+    (-0.183_434_642_495_649_8, 0.362_683_783_378_362_0),
+    (0.183_434_642_495_649_8, 0.362_683_783_378_362_0),
+    (0.525_532_409_916_329_0, 0.313_706_645_877_887_3),
+    (0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (0.960_289_856_497_536_2, 0.101_228_536_290_376_26),
+];
+
+#[cfg(test)]
 type NodeCache = std::cell::RefCell<std::collections::HashMap<u64, std::rc::Rc<Vec<(f64, f64)>>>>;
 
 /// Quadrature nodes and weights (summing to 1) for a Gamma(shape, rate) distribution. The nodes of
-/// Gamma(shape, 1) are computed once per shape (per thread) and scaled by 1 / rate.
+/// Gamma(shape, 1) are computed once per shape (per thread) and scaled by 1 / rate. The reference
+/// the closed-form integral of [`ParetoNbd::p_no_purchase`] is tested against.
+#[cfg(test)]
 fn gamma_nodes(shape: f64, rate: f64) -> Vec<(f64, f64)> {
     thread_local! {
         static CACHE: NodeCache =
@@ -398,6 +427,7 @@ fn gamma_nodes(shape: f64, rate: f64) -> Vec<(f64, f64)> {
 /// Gamma(shape, 1): fine equal-width bins of u = ln(lambda) (density exp(shape u - e^u) /
 /// Gamma(shape)) integrated numerically, merged into `K` nodes of equal probability, each at its
 /// conditional mean.
+#[cfg(test)]
 fn unit_gamma_nodes(shape: f64) -> Vec<(f64, f64)> {
     const N: usize = 2_000;
     const K: usize = 32;
@@ -456,6 +486,103 @@ mod tests {
             assert!((m - shape / rate).abs() < 1e-3 * shape / rate, "{m}");
             let want = (rate / (rate + h)).powf(shape);
             assert!((e - want).abs() < 2e-3, "{e} vs {want}");
+        }
+    }
+
+    /// The former computation: both gamma posteriors discretised (32 nodes each) and
+    /// P(none | lambda, mu) summed over the grid.
+    fn pareto_p_none_by_double_quadrature(m: &ParetoNbd, c: &Rfm, h: f64) -> f64 {
+        let lam = gamma_nodes(m.r + c.x, m.alpha + c.t);
+        let mu = gamma_nodes(m.s, m.beta + c.t);
+        let mut none = 0.0;
+        for &(l, wl) in &lam {
+            for &(u, wu) in &mu {
+                none += wl * wu * (u + l * (-(l + u) * h).exp()) / (l + u);
+            }
+        }
+        none
+    }
+
+    /// P(a purchase within h | alive): the integral over t in [0, h] of
+    /// a1/b1 (b1/(b1+t))^(a1+1) (b2/(b2+t))^a2 by a fine midpoint rule (in ln(b1+t), which
+    /// spreads the points where the integrand changes fastest).
+    fn pareto_p_buy_by_midpoint(m: &ParetoNbd, c: &Rfm, h: f64) -> f64 {
+        let (a1, b1, a2, b2) = (m.r + c.x, m.alpha + c.t, m.s, m.beta + c.t);
+        let (lo, hi) = (b1.ln(), (b1 + h).ln());
+        let n = 400_000;
+        let du = (hi - lo) / n as f64;
+        (0..n)
+            .map(|i| {
+                let t = (lo + (i as f64 + 0.5) * du).exp() - b1;
+                let density = a1 / b1 * (b1 / (b1 + t)).powf(a1 + 1.0) * (b2 / (b2 + t)).powf(a2);
+                density * (b1 + t) * du
+            })
+            .sum()
+    }
+
+    #[test]
+    fn pareto_p_no_purchase_matches_direct_integration() {
+        let models = [
+            // Our CDNOW fit, and extreme shapes and scales.
+            ParetoNbd {
+                r: 0.616,
+                alpha: 10.58,
+                s: 0.439,
+                beta: 5.22,
+            },
+            ParetoNbd {
+                r: 2.0,
+                alpha: 0.5,
+                s: 3.0,
+                beta: 0.2,
+            },
+            ParetoNbd {
+                r: 0.05,
+                alpha: 40.0,
+                s: 0.05,
+                beta: 80.0,
+            },
+        ];
+        let customers = [
+            Rfm {
+                x: 0.0,
+                t_x: 0.0,
+                t: 0.0,
+            },
+            Rfm {
+                x: 0.0,
+                t_x: 0.0,
+                t: 30.0,
+            },
+            Rfm {
+                x: 3.0,
+                t_x: 20.0,
+                t: 38.0,
+            },
+            Rfm {
+                x: 40.0,
+                t_x: 38.0,
+                t: 39.0,
+            },
+        ];
+        for m in &models {
+            for c in &customers {
+                for h in [0.5, 13.0, 39.0, 156.0] {
+                    let pa = m.p_alive(c);
+                    let got = m.p_no_purchase(c, h);
+                    let direct = 1.0 - pa * pareto_p_buy_by_midpoint(m, c, h);
+                    assert!(
+                        (got - direct).abs() < 1e-6,
+                        "{m:?} {c:?} h {h}: {got} vs {direct}"
+                    );
+                    let grid = 1.0 - pa + pa * pareto_p_none_by_double_quadrature(m, c, h);
+                    assert!(
+                        (got - grid).abs() < 5e-3,
+                        "{m:?} {c:?} h {h}: {got} vs grid {grid}"
+                    );
+                }
+                assert_eq!(m.p_no_purchase(c, 0.0), 1.0);
+            }
         }
     }
 

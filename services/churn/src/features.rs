@@ -146,15 +146,21 @@ pub struct BtydValues {
     pub bg_churn_logit: f64,
     pub pareto_churn_logit: f64,
     pub bg_log_expected: f64,
+    /// BG/NBD P(alive now) and expected purchases in the horizon (also used by the answer).
+    pub bg_p_alive: f64,
+    pub bg_expected: f64,
 }
 
 impl BtydValues {
     pub fn of(rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Option<BtydValues> {
         let c = rec.rfm()?;
+        let bg_expected = btyd.bgnbd.expected(&c, horizon_weeks);
         Some(BtydValues {
             bg_churn_logit: logit(btyd.bgnbd.p_no_purchase(&c, horizon_weeks)),
             pareto_churn_logit: logit(btyd.pareto.p_no_purchase(&c, horizon_weeks)),
-            bg_log_expected: (0.01 + btyd.bgnbd.expected(&c, horizon_weeks)).ln(),
+            bg_log_expected: (0.01 + bg_expected).ln(),
+            bg_p_alive: btyd.bgnbd.p_alive(&c),
+            bg_expected,
         })
     }
 }
@@ -282,11 +288,13 @@ pub fn fit_columns(cands: Vec<Column>, raws: impl Fn(&Source) -> Vec<Option<f64>
 
 /// Standardised input row (missing -> 0, the training mean).
 pub fn encode(cols: &[Column], rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Vec<f32> {
-    let vals = BtydValues::of(rec, btyd, horizon_weeks);
+    encode_with(cols, rec, BtydValues::of(rec, btyd, horizon_weeks).as_ref())
+}
+
+/// [`encode`] with the BTYD outputs already computed.
+pub fn encode_with(cols: &[Column], rec: &Record, vals: Option<&BtydValues>) -> Vec<f32> {
     cols.iter()
-        .map(|c| {
-            raw_with(&c.source, rec, vals.as_ref()).map_or(0.0, |v| ((v - c.mean) / c.std) as f32)
-        })
+        .map(|c| raw_with(&c.source, rec, vals).map_or(0.0, |v| ((v - c.mean) / c.std) as f32))
         .collect()
 }
 
@@ -321,8 +329,14 @@ pub fn needed_features(cols: &[Column]) -> Vec<String> {
     out
 }
 
-/// A sentence for people about a factor group.
-pub fn describe(group: &str, rec: &Record, btyd: &Btyd, horizon_days: u32) -> (String, String) {
+/// A sentence for people about a factor group (`vals`: the customer's BTYD outputs over the
+/// horizon, `None` without a purchase history).
+pub fn describe(
+    group: &str,
+    rec: &Record,
+    vals: Option<&BtydValues>,
+    horizon_days: u32,
+) -> (String, String) {
     let g = |n: &str| rec.get(n);
     let d = |v: f64| format!("{v:.0}");
     match group {
@@ -337,10 +351,9 @@ pub fn describe(group: &str, rec: &Record, btyd: &Btyd, horizon_days: u32) -> (S
             ),
             _ => ("".into(), "no order yet".into()),
         },
-        BTYD_GROUP => match rec.rfm() {
-            Some(c) => {
-                let pa = btyd.bgnbd.p_alive(&c);
-                let e = btyd.bgnbd.expected(&c, f64::from(horizon_days) / 7.0);
+        BTYD_GROUP => match vals {
+            Some(v) => {
+                let (pa, e) = (v.bg_p_alive, v.bg_expected);
                 (
                     format!("{:.2}", pa),
                     format!(

@@ -191,7 +191,8 @@ impl ChurnModel {
     pub fn predict_top(&self, rec: &Record, described: usize) -> Prediction {
         let hd = self.spec.horizon_days;
         let hw = f64::from(hd) / 7.0;
-        let x = features::encode(&self.spec.columns, rec, &self.spec.btyd, hw);
+        let btyd = features::BtydValues::of(rec, &self.spec.btyd, hw);
+        let x = features::encode_with(&self.spec.columns, rec, btyd.as_ref());
         let (base, contrib) = self.nam.explain(&x);
         let logit = base + contrib.iter().sum::<f64>();
         let probability = self.spec.platt.apply(logit);
@@ -210,17 +211,16 @@ impl ChurnModel {
             .collect();
         factors.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
         for f in factors.iter_mut().take(described) {
-            (f.value, f.description) = features::describe(&f.name, rec, &self.spec.btyd, hd);
+            (f.value, f.description) = features::describe(&f.name, rec, btyd.as_ref(), hd);
         }
         let aov = rec
             .get("avg_order_value")
             .filter(|v| *v > 0.0)
             .unwrap_or(self.spec.default_order_value);
-        let (expected_purchases, if_alive) = match rec.rfm() {
-            Some(c) => {
-                let e = self.spec.btyd.bgnbd.expected(&c, hw) * self.spec.purchase_scale;
-                let pa = self.spec.btyd.bgnbd.p_alive(&c).max(1e-3);
-                (e, e / pa)
+        let (expected_purchases, if_alive) = match &btyd {
+            Some(v) => {
+                let e = v.bg_expected * self.spec.purchase_scale;
+                (e, e / v.bg_p_alive.max(1e-3))
             }
             None => (0.0, 0.0),
         };

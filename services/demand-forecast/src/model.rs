@@ -108,7 +108,22 @@ pub struct Model {
     /// The global GRU (weights in the safetensors file).
     #[serde(skip)]
     pub gru: Option<Arc<GlobalGru>>,
+    /// Season lengths of the training series, sorted. A series of another season is forecast by
+    /// [`FALLBACK_COMBO`]: `combo` was chosen on series of other frequencies and never validated on
+    /// such a series (a model trained on daily demo data would answer a monthly series with the
+    /// daily winner). Empty in models saved before the field existed: every season counts as seen.
+    #[serde(default)]
+    pub seasons: Vec<usize>,
 }
+
+/// The combination served to a series whose season length the training series did not have: the
+/// mean of SES, Holt and damped trend on the seasonally adjusted series, the M4 competition's
+/// "Comb" benchmark (a robust default across frequencies that needs no validation).
+pub const FALLBACK_COMBO: u32 =
+    (1 << Method::Ses as u32) | (1 << Method::Holt as u32) | (1 << Method::Damped as u32);
+
+/// The `method` reported for a series answered by [`FALLBACK_COMBO`].
+pub const FALLBACK_NAME: &str = "comb_fallback";
 
 fn transform(name: &str, v: f64) -> f64 {
     if name.contains("price") {
@@ -503,15 +518,27 @@ fn grid_value(row: &[f64], level: f64) -> f64 {
 }
 
 impl Model {
-    fn point_of(&self, p: &Prepared) -> (Vec<f64>, String) {
+    /// The combination that answers a series of season length `season`: the trained one, or
+    /// [`FALLBACK_COMBO`] for a season no training series had.
+    pub fn combo_for(&self, season: usize) -> u32 {
+        if self.seasons.is_empty() || self.seasons.contains(&season) {
+            self.combo
+        } else {
+            FALLBACK_COMBO
+        }
+    }
+
+    fn point_of(&self, p: &Prepared, combo: u32) -> (Vec<f64>, String) {
         match &p.croston {
             Some(c) => (c.clone(), "croston".to_string()),
             None => (
-                stats::combine(&p.members, self.combo, p.nonneg),
-                if self.combo.count_ones() > 1 {
+                stats::combine(&p.members, combo, p.nonneg),
+                if combo != self.combo {
+                    FALLBACK_NAME.to_string()
+                } else if combo.count_ones() > 1 {
                     "ensemble".to_string()
                 } else {
-                    stats::combo_name(self.combo)
+                    stats::combo_name(combo)
                 },
             ),
         }
@@ -551,13 +578,14 @@ impl Model {
         h: usize,
         levels: &[f64],
     ) -> Output {
-        // The GRU runs only when the chosen combination uses it.
+        let combo = self.combo_for(s.season);
+        // The GRU runs only when the combination uses it.
         let gru = self
             .gru
             .as_deref()
-            .filter(|_| self.combo & (1 << Method::Gru as u32) != 0);
-        let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h, self.combo);
-        let (point, method) = self.point_of(&p);
+            .filter(|_| combo & (1 << Method::Gru as u32) != 0);
+        let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h, combo);
+        let (point, method) = self.point_of(&p, combo);
         let quantiles = self.quantiles_of(&p, &point, levels);
         Output {
             point,
@@ -786,10 +814,19 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         log,
         gru_shape: gru.as_ref().map(|g| (g.input, g.hidden, g.horizon)),
         gru: gru.clone(),
+        seasons: series
+            .iter()
+            .map(|s| s.season)
+            .collect::<BTreeSet<usize>>()
+            .into_iter()
+            .collect(),
     };
     // Interval quantiles per step from the scaled validation errors.
     let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
-    let points: Vec<Vec<f64>> = vals.iter().map(|v| model.point_of(&v.prep).0).collect();
+    let points: Vec<Vec<f64>> = vals
+        .iter()
+        .map(|v| model.point_of(&v.prep, combo).0)
+        .collect();
     for (v, f) in vals.iter().zip(&points) {
         for i in 0..h {
             let e = (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]);
@@ -877,6 +914,49 @@ mod tests {
             covariates: BTreeMap::from([("promotion".to_string(), promo)]),
             attributes: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_series_of_an_unseen_season_gets_the_fallback_combination() {
+        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let t = train(
+            &series,
+            &TrainOptions {
+                horizon: 7,
+                gru: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(t.model.seasons, vec![7]);
+        let none = BTreeMap::new();
+        // A monthly series with trend and a yearly pattern: never seen in training.
+        let monthly = SeriesIn {
+            values: (0..96)
+                .map(|t| 100.0 + t as f64 + 20.0 * (t as f64 * std::f64::consts::PI / 6.0).sin())
+                .collect(),
+            season: 12,
+            covariates: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+        };
+        let f = t.model.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
+        assert_eq!(f.method, FALLBACK_NAME);
+        // The same as a model whose chosen combination is the fallback one.
+        let mut direct = t.model.clone();
+        direct.combo = FALLBACK_COMBO;
+        direct.seasons = vec![12];
+        let expected = direct.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
+        assert_eq!(f.point, expected.point);
+        assert_eq!(f.quantiles, expected.quantiles);
+        assert!(f.point.iter().all(|v| v.is_finite()));
+        // The trained season keeps the trained combination.
+        let weekly = promo_series(99, 120);
+        let w = t.model.forecast(&weekly, &none, 7, &[0.5]);
+        assert_ne!(w.method, FALLBACK_NAME);
+        // A model saved before `seasons` existed serves its combination everywhere.
+        let mut old = t.model.clone();
+        old.seasons.clear();
+        assert_eq!(old.combo_for(12), t.model.combo);
+        assert_eq!(t.model.combo_for(12), FALLBACK_COMBO);
     }
 
     #[test]

@@ -967,6 +967,21 @@ impl Service {
             ("horizon".to_string(), m.horizon.to_string()),
             ("max_horizon".to_string(), m.horizon.to_string()),
             ("combination".to_string(), crate::stats::combo_name(m.combo)),
+            (
+                "seasons".to_string(),
+                m.seasons
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "fallback_combination".to_string(),
+                format!(
+                    "{} (series of another season length)",
+                    crate::stats::combo_name(crate::model::FALLBACK_COMBO)
+                ),
+            ),
             ("log_scale".to_string(), m.log.to_string()),
             ("global_gru".to_string(), format!("{:?}", m.gru_shape)),
             (
