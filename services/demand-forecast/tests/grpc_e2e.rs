@@ -269,6 +269,8 @@ async fn train_forecast_promotions_backtest_reorder_and_restart() {
         .into_inner();
     let f = &resp.forecasts[0];
     assert_eq!(f.id, "inline");
+    // The model was trained on daily SKUs (season 7): a monthly series gets the fallback.
+    assert_eq!(f.method, "comb_fallback");
     assert!(f.points[0].period_start.is_none());
     let first = f.points[0].point;
     assert!((230.0..270.0).contains(&first), "{first}");
