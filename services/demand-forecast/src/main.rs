@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// mimalloc, as in the feature store and `augur`: fewer page faults and less zeroing for the
+/// large, short-lived buffers of model inference and the many small ones of gRPC (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Augur DemandForecast service (gRPC)")]
 struct Args {

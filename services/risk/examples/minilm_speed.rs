@@ -10,15 +10,30 @@ use std::time::Instant;
 
 use augur_risk::embed::{self, Embedder};
 
+/// The allocator of the service binaries (see `services/risk/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn main() -> anyhow::Result<()> {
     let dir = embed::default_dir();
-    anyhow::ensure!(embed::present(&dir), "MiniLM not found in {} (make minilm)", dir.display());
+    anyhow::ensure!(
+        embed::present(&dir),
+        "MiniLM not found in {} (make minilm)",
+        dir.display()
+    );
     let data = augur_testkit::datasets::dir().join("spam/spamassassin_dev.jsonl");
-    anyhow::ensure!(data.is_file(), "spam dataset not found at {}", data.display());
+    anyhow::ensure!(
+        data.is_file(),
+        "spam dataset not found at {}",
+        data.display()
+    );
     let mut e = Embedder::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let docs: Vec<String> = std::fs::read_to_string(&data)?
         .lines()
