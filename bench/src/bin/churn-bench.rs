@@ -311,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
         Channel::from_shared(fs_handle.url())?.connect().await?,
     ));
     let at_cut: Vec<Record> =
-        features::records(&store.features(&customers, Some(cutoff), &names).await?)
+        features::records(store.features(&customers, Some(cutoff), &names).await?)
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect();
@@ -355,9 +355,9 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     // RFM logistic regression, trained past-only: features as of 1997-06-30, label Jul-Sep.
     let c0 = end_of(date("1997-06-30")?);
-    let at_c0 = features::records(&store.features(&customers, Some(c0), &names).await?);
+    let at_c0 = features::records(store.features(&customers, Some(c0), &names).await?);
     let at_c0_end = features::records(
-        &store
+        store
             .features(
                 &customers,
                 Some(cutoff),
@@ -509,12 +509,12 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let fetched = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let recs = features::records(&rows);
-        let n = recs
+        let recs = features::records(rows);
+        let n = served
+            .predict_batch(recs, 5)
             .iter()
             .flatten()
-            .map(|r| served.predict_top(r, 5).probability)
-            .filter(|p| *p >= 0.0)
+            .filter(|(_, p)| p.probability >= 0.0)
             .count();
         let computed = t.elapsed().as_secs_f64() * 1e3;
         anyhow::ensure!(n == 1000);

@@ -5,6 +5,7 @@
 //! with a missing-value indicator or a categorical one-hot encoding is one factor.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,50 +89,135 @@ pub struct Btyd {
     pub pareto: ParetoNbd,
 }
 
-/// Raw values of one customer at one moment, by feature name.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The feature names of one feature-store answer, shared by all its records (a batch of 1,000
+/// customers has one name list and one index, not 1,000 maps).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Schema {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Schema {
+    pub fn new(names: Vec<String>) -> Schema {
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            // A repeated name: the first one counts.
+            index.entry(n.clone()).or_insert(i);
+        }
+        Schema { names, index }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Where `name` sits in the records of this schema.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// [`Self::position`] of each name.
+    pub fn positions(&self, names: &[String]) -> Vec<Option<usize>> {
+        names.iter().map(|n| self.position(n)).collect()
+    }
+}
+
+/// Raw values of one customer at one moment: one cell per feature of its schema.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub num: HashMap<String, f64>,
-    pub text: HashMap<String, String>,
+    schema: Arc<Schema>,
+    cells: Vec<Cell>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            schema: Arc::new(Schema::default()),
+            cells: Vec::new(),
+        }
+    }
 }
 
 impl Record {
+    /// A record of `schema` (cells beyond the schema are dropped, missing ones are `Missing`).
+    pub fn new(schema: Arc<Schema>, mut cells: Vec<Cell>) -> Record {
+        cells.resize(schema.names.len(), Cell::Missing);
+        Record { schema, cells }
+    }
+
+    /// A record with its own schema from name/value pairs (tests and tools).
+    pub fn from_values(num: &[(&str, f64)], text: &[(&str, &str)]) -> Record {
+        let names = num
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(text.iter().map(|(n, _)| n.to_string()))
+            .collect();
+        let cells = num
+            .iter()
+            .map(|(_, v)| Cell::Num(*v))
+            .chain(text.iter().map(|(_, v)| Cell::Str(v.to_string())))
+            .collect();
+        Record::new(Arc::new(Schema::new(names)), cells)
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.num.get(name).copied()
+        self.schema.position(name).and_then(|i| self.num_at(i))
+    }
+
+    /// The number at a schema position.
+    pub fn num_at(&self, i: usize) -> Option<f64> {
+        match self.cells.get(i) {
+            Some(Cell::Num(x)) => Some(*x),
+            _ => None,
+        }
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.schema.position(name).and_then(|i| self.text_at(i))
+    }
+
+    /// The string at a schema position.
+    pub fn text_at(&self, i: usize) -> Option<&str> {
+        match self.cells.get(i) {
+            Some(Cell::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The numbers at `positions` (from [`Schema::positions`]), NaN where missing.
+    pub fn values_at(&self, positions: &[Option<usize>]) -> Vec<f64> {
+        positions
+            .iter()
+            .map(|p| p.and_then(|i| self.num_at(i)).unwrap_or(f64::NAN))
+            .collect()
     }
 
     /// The BTYD summary, when the customer has orders.
     pub fn rfm(&self) -> Option<Rfm> {
-        let orders = self.get("frequency_lifetime").filter(|&o| o >= 1.0)?;
-        Some(Rfm::from_features(
-            orders,
-            self.get("recency_days")?,
-            self.get("days_since_first_order")?,
-        ))
+        rfm_of(
+            self.get("frequency_lifetime"),
+            self.get("recency_days"),
+            self.get("days_since_first_order"),
+        )
     }
 }
 
-/// Splits a feature-store response into records (`None`: unknown customer).
-pub fn records(rows: &Rows) -> Vec<Option<Record>> {
+fn rfm_of(orders: Option<f64>, recency: Option<f64>, first: Option<f64>) -> Option<Rfm> {
+    let orders = orders.filter(|&o| o >= 1.0)?;
+    Some(Rfm::from_features(orders, recency?, first?))
+}
+
+/// Splits a feature-store response into records (`None`: unknown customer); the records share
+/// the response's feature names and take its rows without copying.
+pub fn records(rows: Rows) -> Vec<Option<Record>> {
+    let schema = Arc::new(Schema::new(rows.names));
     rows.rows
-        .iter()
-        .map(|r| {
-            r.as_ref().map(|vals| {
-                let mut rec = Record::default();
-                for (name, v) in rows.names.iter().zip(vals) {
-                    match v {
-                        Cell::Num(x) => {
-                            rec.num.insert(name.clone(), *x);
-                        }
-                        Cell::Str(s) => {
-                            rec.text.insert(name.clone(), s.clone());
-                        }
-                        Cell::Missing => {}
-                    }
-                }
-                rec
-            })
-        })
+        .into_iter()
+        .map(|r| r.map(|cells| Record::new(schema.clone(), cells)))
         .collect()
 }
 
@@ -153,15 +239,80 @@ pub struct BtydValues {
 
 impl BtydValues {
     pub fn of(rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Option<BtydValues> {
-        let c = rec.rfm()?;
-        let bg_expected = btyd.bgnbd.expected(&c, horizon_weeks);
-        Some(BtydValues {
-            bg_churn_logit: logit(btyd.bgnbd.p_no_purchase(&c, horizon_weeks)),
-            pareto_churn_logit: logit(btyd.pareto.p_no_purchase(&c, horizon_weeks)),
+        rec.rfm()
+            .map(|c| BtydValues::of_rfm(&c, btyd, horizon_weeks))
+    }
+
+    /// The outputs for a purchase summary.
+    pub fn of_rfm(c: &Rfm, btyd: &Btyd, horizon_weeks: f64) -> BtydValues {
+        let bg_expected = btyd.bgnbd.expected(c, horizon_weeks);
+        BtydValues {
+            bg_churn_logit: logit(btyd.bgnbd.p_no_purchase(c, horizon_weeks)),
+            pareto_churn_logit: logit(btyd.pareto.p_no_purchase(c, horizon_weeks)),
             bg_log_expected: (0.01 + bg_expected).ln(),
-            bg_p_alive: btyd.bgnbd.p_alive(&c),
+            bg_p_alive: btyd.bgnbd.p_alive(c),
             bg_expected,
-        })
+        }
+    }
+}
+
+/// Where the features of a set of columns sit in one [`Schema`]: resolved once per
+/// feature-store answer, so encoding a customer looks nothing up by name.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    schema: Arc<Schema>,
+    /// Per column: the position of its feature (for `Overdue`: of the mean gap and of recency).
+    slots: Vec<[Option<usize>; 2]>,
+    /// Positions of frequency_lifetime, recency_days, days_since_first_order.
+    rfm: [Option<usize>; 3],
+    /// Factor groups in name order, and the group of each column.
+    pub groups: Vec<Arc<str>>,
+    pub group_of: Vec<usize>,
+}
+
+impl Plan {
+    pub fn new(cols: &[Column], schema: &Arc<Schema>) -> Plan {
+        let at = |n: &str| schema.position(n);
+        let mut groups: Vec<&str> = cols.iter().map(|c| c.group.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let group_of = cols
+            .iter()
+            .map(|c| groups.binary_search(&c.group.as_str()).unwrap_or(0))
+            .collect();
+        Plan {
+            groups: groups.into_iter().map(Arc::from).collect(),
+            group_of,
+            schema: schema.clone(),
+            slots: cols.iter().map(|c| slot(&c.source, schema)).collect(),
+            rfm: [
+                at("frequency_lifetime"),
+                at("recency_days"),
+                at("days_since_first_order"),
+            ],
+        }
+    }
+
+    /// Whether this plan was made for `rec`'s schema (the same answer's names).
+    pub fn fits(&self, rec: &Record) -> bool {
+        Arc::ptr_eq(&self.schema, &rec.schema)
+    }
+
+    /// The record's BTYD summary ([`Record::rfm`] without lookups).
+    pub fn rfm(&self, rec: &Record) -> Option<Rfm> {
+        let g = |p: Option<usize>| p.and_then(|i| rec.num_at(i));
+        rfm_of(g(self.rfm[0]), g(self.rfm[1]), g(self.rfm[2]))
+    }
+
+    /// The standardised input row of `rec` (missing -> 0, the training mean); `cols` are the
+    /// columns the plan was made for.
+    pub fn encode(&self, cols: &[Column], rec: &Record, vals: Option<&BtydValues>) -> Vec<f32> {
+        cols.iter()
+            .zip(&self.slots)
+            .map(|(c, slot)| {
+                raw_at(&c.source, rec, slot, vals).map_or(0.0, |v| ((v - c.mean) / c.std) as f32)
+            })
+            .collect()
     }
 }
 
@@ -181,17 +332,44 @@ pub fn raw(source: &Source, rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Op
 
 /// [`raw`] with the BTYD outputs already computed.
 pub fn raw_with(source: &Source, rec: &Record, b: Option<&BtydValues>) -> Option<f64> {
+    raw_at(source, rec, &slot(source, &rec.schema), b)
+}
+
+/// Where a column's feature sits in `schema` (for `Overdue`: the mean gap and recency).
+fn slot(source: &Source, schema: &Schema) -> [Option<usize>; 2] {
+    let at = |n: &str| schema.position(n);
     match source {
-        Source::Numeric { feature, log } => rec
-            .get(feature)
-            .map(|v| if *log { v.max(0.0).ln_1p() } else { v }),
-        Source::IsMissing { feature } => Some(f64::from(u8::from(rec.get(feature).is_none()))),
-        Source::OneHot { feature, value } => Some(f64::from(u8::from(
-            rec.text.get(feature).is_some_and(|v| v == value),
+        Source::Numeric { feature, .. }
+        | Source::IsMissing { feature }
+        | Source::OneHot { feature, .. } => [at(feature), None],
+        Source::Overdue => [at("interpurchase_mean_days"), at("recency_days")],
+        Source::BgNbdChurnLogit | Source::ParetoChurnLogit | Source::BgNbdLogExpected => {
+            [None, None]
+        }
+    }
+}
+
+/// [`raw_with`] with the feature positions resolved.
+fn raw_at(
+    source: &Source,
+    rec: &Record,
+    slot: &[Option<usize>; 2],
+    b: Option<&BtydValues>,
+) -> Option<f64> {
+    let num = |p: Option<usize>| p.and_then(|i| rec.num_at(i));
+    match source {
+        Source::Numeric { log, .. } => {
+            num(slot[0]).map(|v| if *log { v.max(0.0).ln_1p() } else { v })
+        }
+        Source::IsMissing { .. } => Some(f64::from(u8::from(num(slot[0]).is_none()))),
+        Source::OneHot { value, .. } => Some(f64::from(u8::from(
+            slot[0]
+                .and_then(|i| rec.text_at(i))
+                .is_some_and(|v| v == value),
         ))),
         Source::Overdue => {
-            let gap = rec.get("interpurchase_mean_days")?;
-            let r = rec.get("recency_days")?;
+            let gap = num(slot[0])?;
+            let r = num(slot[1])?;
             Some((r.max(0.0) / gap.max(1.0)).ln_1p())
         }
         Source::BgNbdChurnLogit => b.map(|b| b.bg_churn_logit),
@@ -246,8 +424,8 @@ pub fn candidates(names: &[String], recs: &[&Record]) -> Vec<Column> {
     {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for r in recs {
-            if let Some(v) = r.text.get(name) {
-                *counts.entry(v.as_str()).or_default() += 1;
+            if let Some(v) = r.text(name) {
+                *counts.entry(v).or_default() += 1;
             }
         }
         let mut vals: Vec<(&str, usize)> = counts.into_iter().collect();
@@ -291,11 +469,10 @@ pub fn encode(cols: &[Column], rec: &Record, btyd: &Btyd, horizon_weeks: f64) ->
     encode_with(cols, rec, BtydValues::of(rec, btyd, horizon_weeks).as_ref())
 }
 
-/// [`encode`] with the BTYD outputs already computed.
+/// [`encode`] with the BTYD outputs already computed (resolves the positions for this one
+/// record: a batch uses one [`Plan`]).
 pub fn encode_with(cols: &[Column], rec: &Record, vals: Option<&BtydValues>) -> Vec<f32> {
-    cols.iter()
-        .map(|c| raw_with(&c.source, rec, vals).map_or(0.0, |v| ((v - c.mean) / c.std) as f32))
-        .collect()
+    Plan::new(cols, &rec.schema).encode(cols, rec, vals)
 }
 
 /// Feature-store features the columns need.
@@ -382,8 +559,8 @@ pub fn describe(
             (v, text)
         }
         _ => {
-            if let Some(t) = rec.text.get(group) {
-                return (t.clone(), format!("{group} is {t}"));
+            if let Some(t) = rec.text(group) {
+                return (t.to_string(), format!("{group} is {t}"));
             }
             match g(group) {
                 Some(v) => {

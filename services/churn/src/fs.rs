@@ -48,12 +48,12 @@ fn fs_error(e: tonic::Status) -> Error {
     Error::FeatureStore(augur_runtime::error::from_feature_store(&e))
 }
 
-fn cell(v: &fpb::FeatureValue) -> Cell {
-    match &v.value {
-        Some(Value::DoubleValue(d)) if d.is_finite() => Cell::Num(*d),
-        Some(Value::Int64Value(i)) => Cell::Num(*i as f64),
-        Some(Value::BoolValue(b)) => Cell::Num(f64::from(u8::from(*b))),
-        Some(Value::StringValue(s)) => Cell::Str(s.clone()),
+fn cell(v: fpb::FeatureValue) -> Cell {
+    match v.value {
+        Some(Value::DoubleValue(d)) if d.is_finite() => Cell::Num(d),
+        Some(Value::Int64Value(i)) => Cell::Num(i as f64),
+        Some(Value::BoolValue(b)) => Cell::Num(f64::from(u8::from(b))),
+        Some(Value::StringValue(s)) => Cell::Str(s),
         _ => Cell::Missing,
     }
 }
@@ -64,7 +64,7 @@ fn convert(resp: fpb::GetHistoricalFeaturesResponse, out: &mut Rows) {
     }
     out.rows.extend(resp.rows.into_iter().map(|r| {
         r.found
-            .then(|| r.values.iter().map(cell).collect::<Vec<_>>())
+            .then(|| r.values.into_iter().map(cell).collect::<Vec<_>>())
     }));
 }
 

@@ -1,7 +1,8 @@
 //! The served churn model: input columns, fitted BTYD models, the neural additive model, the
 //! calibration, and what a prediction for one customer is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use augur_model::calibrate::Platt;
 use augur_model::monitor::FeatureReference;
@@ -10,7 +11,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::features::{self, Btyd, Column, Record};
+use crate::features::{self, Btyd, Column, Plan, Record};
 use crate::nam::Nam;
 
 pub const MODEL_NAME: &str = "churn";
@@ -40,7 +41,8 @@ pub struct Spec {
 /// One factor of an explanation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Factor {
-    pub name: String,
+    /// The factor group (shared by every prediction of a batch).
+    pub name: Arc<str>,
     pub contribution: f64,
     pub value: String,
     pub description: String,
@@ -189,21 +191,58 @@ impl ChurnModel {
     /// The prediction with every factor's contribution, but only the `described` largest ones
     /// carrying a value and a sentence (the rest keep empty texts).
     pub fn predict_top(&self, rec: &Record, described: usize) -> Prediction {
+        self.predict_with(&self.plan(rec), rec, described)
+    }
+
+    /// Where this model's inputs sit in `rec`'s feature names (valid for every record of the
+    /// same feature-store answer).
+    pub fn plan(&self, rec: &Record) -> Plan {
+        Plan::new(&self.spec.columns, rec.schema())
+    }
+
+    /// [`Self::predict_top`] of every record (`None` stays `None`), in order, with one plan per
+    /// feature-store answer instead of name lookups per customer.
+    pub fn predict_batch(
+        &self,
+        recs: Vec<Option<Record>>,
+        described: usize,
+    ) -> Vec<Option<(Record, Prediction)>> {
+        let mut plan: Option<Plan> = None;
+        recs.into_iter()
+            .map(|r| {
+                r.map(|r| {
+                    let plan = match plan.take() {
+                        Some(p) if p.fits(&r) => plan.insert(p),
+                        _ => plan.insert(self.plan(&r)),
+                    };
+                    let p = self.predict_with(plan, &r, described);
+                    (r, p)
+                })
+            })
+            .collect()
+    }
+
+    /// [`Self::predict_top`] with the plan for `rec`'s schema.
+    pub fn predict_with(&self, plan: &Plan, rec: &Record, described: usize) -> Prediction {
         let hd = self.spec.horizon_days;
         let hw = f64::from(hd) / 7.0;
-        let btyd = features::BtydValues::of(rec, &self.spec.btyd, hw);
-        let x = features::encode_with(&self.spec.columns, rec, btyd.as_ref());
+        let btyd = plan
+            .rfm(rec)
+            .map(|c| features::BtydValues::of_rfm(&c, &self.spec.btyd, hw));
+        let x = plan.encode(&self.spec.columns, rec, btyd.as_ref());
         let (base, contrib) = self.nam.explain(&x);
         let logit = base + contrib.iter().sum::<f64>();
         let probability = self.spec.platt.apply(logit);
-        let mut groups: BTreeMap<&str, f64> = BTreeMap::new();
-        for (c, v) in self.spec.columns.iter().zip(&contrib) {
-            *groups.entry(c.group.as_str()).or_default() += v;
+        let mut sums = vec![0.0; plan.groups.len()];
+        for (&g, v) in plan.group_of.iter().zip(&contrib) {
+            sums[g] += v;
         }
-        let mut factors: Vec<Factor> = groups
-            .into_iter()
+        let mut factors: Vec<Factor> = plan
+            .groups
+            .iter()
+            .zip(sums)
             .map(|(g, v)| Factor {
-                name: g.to_string(),
+                name: g.clone(),
                 contribution: v,
                 value: String::new(),
                 description: String::new(),

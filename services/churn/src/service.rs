@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::features;
 use crate::fs::{FeatureStore, ts};
-use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier, feature_vector};
+use crate::model::{ChurnModel, MODEL_NAME, Prediction, Tier};
 use crate::train::{self, TrainParams};
 use augur_runtime::error::MAX_ID_BYTES;
 
@@ -124,10 +124,16 @@ impl State {
         served: &[(String, Option<(features::Record, Prediction)>)],
     ) {
         let names = model.reference.as_ref().map(|r| &r.names);
+        // Positions of the monitored features, resolved once per feature-store answer.
+        let mut at: Option<(&Arc<features::Schema>, Vec<Option<usize>>)> = None;
         for (r, p) in served.iter().filter_map(|(_, p)| p.as_ref()) {
             self.monitor.score(p.probability);
             if let Some(names) = names {
-                self.monitor.features(&feature_vector(names, r));
+                let positions = match at.take() {
+                    Some((s, v)) if Arc::ptr_eq(s, r.schema()) => at.insert((s, v)),
+                    _ => at.insert((r.schema(), r.schema().positions(names))),
+                };
+                self.monitor.features(&r.values_at(&positions.1));
             }
         }
     }
@@ -145,7 +151,7 @@ impl State {
             .fs
             .features(ids, as_of, &model.needed_features())
             .await?;
-        let recs = features::records(&rows);
+        let recs = features::records(rows);
         let span = self.monitor.span(&model.meta.version, ids.len());
         let started = std::time::Instant::now();
         let preds = predict_records(model, recs, described, &span).await?;
@@ -172,14 +178,7 @@ async fn predict_records(
         recs: Vec<Option<features::Record>>,
         described: usize,
     ) -> Vec<Option<(features::Record, Prediction)>> {
-        recs.into_iter()
-            .map(|r| {
-                r.map(|r| {
-                    let p = model.predict_top(&r, described);
-                    (r, p)
-                })
-            })
-            .collect()
+        model.predict_batch(recs, described)
     }
     if recs.len() < PARALLEL_BATCH {
         return Ok(span.in_scope(|| score(model, recs, described)));
@@ -249,7 +248,7 @@ pub fn to_proto(
             .into_iter()
             .take(max_factors)
             .map(|f| Factor {
-                name: f.name,
+                name: f.name.to_string(),
                 contribution: f.contribution,
                 value: f.value,
                 description: f.description,
@@ -522,18 +521,17 @@ mod tests {
     /// Customers with a few behavioural features; `views_shift` is added to `views_30d`. No
     /// `days_since_first_order`, so no BTYD fit (maximum likelihood is slow unoptimised).
     fn record(i: usize, views_shift: f64) -> Record {
-        let mut r = Record::default();
         let orders = 1.0 + (i % 7) as f64;
         let recency = ((i * 37) % 59) as f64 * 3.0;
-        for (k, v) in [
-            ("frequency_lifetime", orders),
-            ("recency_days", recency),
-            ("monetary_lifetime", orders * (20.0 + (i % 13) as f64)),
-            ("views_30d", (i % 23) as f64 + views_shift),
-        ] {
-            r.num.insert(k.to_string(), v);
-        }
-        r
+        Record::from_values(
+            &[
+                ("frequency_lifetime", orders),
+                ("recency_days", recency),
+                ("monetary_lifetime", orders * (20.0 + (i % 13) as f64)),
+                ("views_30d", (i % 23) as f64 + views_shift),
+            ],
+            &[],
+        )
     }
 
     fn dataset(n: usize) -> Dataset {
@@ -604,6 +602,92 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(small, split[..5].to_vec());
+    }
+
+    #[test]
+    fn a_batch_sharing_one_plan_scores_as_records_with_their_own_names() {
+        let mut p = TrainParams::new(90 * 86_400);
+        p.nam.epochs = 2;
+        p.variants = vec!["nam_no_btyd".into()];
+        let model = train::fit(&dataset(600), &p, &mut |_: &str, _: f64, _: String| {}).unwrap();
+        // One feature-store answer: names in another order than the training records, an extra
+        // numeric and a string feature the model does not use, gaps.
+        let names: Vec<String> = [
+            "views_30d",
+            "country",
+            "monetary_lifetime",
+            "unused",
+            "recency_days",
+            "frequency_lifetime",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows = crate::fs::Rows {
+            names,
+            rows: (0..40)
+                .map(|i| {
+                    let r = record(i, 0.0);
+                    let num = |n: &str| match r.get(n) {
+                        // Every fifth customer has no views.
+                        Some(_) if n == "views_30d" && i % 5 == 0 => crate::fs::Cell::Missing,
+                        Some(v) => crate::fs::Cell::Num(v),
+                        None => crate::fs::Cell::Missing,
+                    };
+                    (i % 9 != 4).then(|| {
+                        vec![
+                            num("views_30d"),
+                            crate::fs::Cell::Str("DE".into()),
+                            num("monetary_lifetime"),
+                            crate::fs::Cell::Num(7.0),
+                            num("recency_days"),
+                            num("frequency_lifetime"),
+                        ]
+                    })
+                })
+                .collect(),
+        };
+        let mut recs = features::records(rows);
+        // A record of another answer in the middle: the plan must not carry over.
+        recs.insert(20, Some(record(99, 3.0)));
+        let batch = model.predict_batch(recs.clone(), 5);
+        assert_eq!(batch.len(), recs.len());
+        let mut missing = 0;
+        for (i, (r, got)) in recs.iter().zip(&batch).enumerate() {
+            match (r, got) {
+                (None, None) => {}
+                (Some(r), Some((echo, p))) => {
+                    assert_eq!(echo, r);
+                    assert_eq!(*p, model.predict_top(r, 5), "record {i}");
+                    // The same customer with its own names, as one record alone.
+                    let j = if i == 20 {
+                        99
+                    } else if i > 20 {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    let mut own = vec![
+                        ("frequency_lifetime", r.get("frequency_lifetime").unwrap()),
+                        ("recency_days", r.get("recency_days").unwrap()),
+                        ("monetary_lifetime", r.get("monetary_lifetime").unwrap()),
+                    ];
+                    if let Some(v) = r.get("views_30d") {
+                        own.push(("views_30d", v));
+                    } else {
+                        missing += 1;
+                    }
+                    let alone = model.predict_top(&Record::from_values(&own, &[]), 5);
+                    assert_eq!(
+                        p.probability, alone.probability,
+                        "record {i} (customer {j})"
+                    );
+                    assert_eq!(p.factors, alone.factors, "record {i}");
+                }
+                _ => panic!("record {i}: known/unknown mixed up"),
+            }
+        }
+        assert!(missing > 0, "the test should include missing values");
     }
 
     #[tokio::test]

@@ -236,8 +236,8 @@ pub async fn load(fs: &FeatureStore, p: &TrainParams, report: &mut dyn Report) -
         format!("features of {} customers as of the cutoff", ids.len()),
     );
     let rows = fs.features(&ids, Some(p.cutoff), &names).await?;
-    let at_cut = features::records(&rows);
     let names = rows.names.clone();
+    let at_cut = features::records(rows);
     let data_start = at_cut
         .iter()
         .flatten()
@@ -294,9 +294,9 @@ pub async fn load(fs: &FeatureStore, p: &TrainParams, report: &mut dyn Report) -
                 fmt_ts(end)
             ),
         );
-        let at_c = features::records(&fs.features(&ids, Some(c), &names).await?);
+        let at_c = features::records(fs.features(&ids, Some(c), &names).await?);
         let label_names = vec!["frequency_lifetime".to_string()];
-        let at_e = features::records(&fs.features(&ids, Some(end), &label_names).await?);
+        let at_e = features::records(fs.features(&ids, Some(end), &label_names).await?);
         let known: Vec<&Record> = at_c.iter().flatten().collect();
         if known.is_empty() {
             return Err(Error::invalid(

@@ -245,7 +245,7 @@ async fn cdnow_train_with_cutoff_then_predict_over_grpc() {
             .unwrap(),
     ));
     let recs = features::records(
-        &fsc.features(&ids[..200], Some(cutoff), &model.needed_features())
+        fsc.features(&ids[..200], Some(cutoff), &model.needed_features())
             .await
             .unwrap(),
     );
