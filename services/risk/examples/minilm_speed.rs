@@ -41,7 +41,14 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|v| v["text"].as_str().map(str::to_string))
         .collect();
     let all: Vec<&str> = docs.iter().map(String::as_str).collect();
+    let t = Instant::now();
     let tokens = e.token_counts(&all).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "tokenised the {} corpus documents ({:.1} MB) in {:.2} s",
+        all.len(),
+        all.iter().map(|d| d.len()).sum::<usize>() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
     let n: usize = env_or("MINILM_DOCS", 64);
     let long: Vec<&str> = (0..all.len())
         .filter(|&i| tokens[i] == embed::MAX_TOKENS)

@@ -73,3 +73,88 @@ fn embeddings_match_sentence_transformers() {
     assert!(embed::dot(&single[0], &got[0]) > 0.99999);
     assert_eq!(e.token_counts(&refs[4..5]).unwrap()[0], embed::MAX_TOKENS);
 }
+
+/// Long texts are tokenised from a prefix (`Embedder::token_ids`): the ids must be exactly those
+/// of the whole text, truncated, whatever the text looks like around the cut.
+#[test]
+fn prefix_tokenisation_gives_the_whole_texts_ids() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let Some(dir) = model_dir() else { return };
+    let e = Embedder::load(&dir).unwrap();
+    let mut whole = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    whole
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: embed::MAX_TOKENS,
+            ..Default::default()
+        }))
+        .unwrap();
+    whole.with_padding(None);
+
+    let words = [
+        "order",
+        "refund",
+        "Ünïcödé",
+        "naïve",
+        "東京",
+        "déjà-vu",
+        "e-mail:",
+        "https://x.example/a?b=c",
+        "ROFL!!!",
+        "42.5%",
+        "can't",
+        "\u{1F600}",
+        "antidisestablishmentarianism",
+        "\t",
+        "\n\n",
+    ];
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut texts: Vec<String> = Vec::new();
+    for n in [10, 300, 420, 600, 900, 3_000] {
+        for _ in 0..4 {
+            let mut t = String::new();
+            for _ in 0..n {
+                t.push_str(words[rng.random_range(0..words.len())]);
+                t.push(if rng.random_bool(0.9) { ' ' } else { '.' });
+            }
+            texts.push(t);
+        }
+    }
+    let b = embed::PREFIX_BYTES;
+    // No whitespace at all; whitespace only past the first cut; a short word run then a long
+    // blank stretch (the first prefix falls short of 256 tokens and must be lengthened); a cut
+    // exactly at the budget; CJK without spaces.
+    texts.push("x".repeat(3 * b));
+    texts.push(format!("{} {}", "y".repeat(b + 10), "word ".repeat(400)));
+    texts.push(format!(
+        "few words {} {}",
+        " ".repeat(3 * b),
+        "later ".repeat(400)
+    ));
+    texts.push(format!("{} {}", "z".repeat(b - 1), "tail ".repeat(400)));
+    texts.push("東京タワー".repeat(b));
+    // Real long documents, when the dataset is here.
+    let spam = augur_testkit::datasets::dir().join("spam/spamassassin_dev.jsonl");
+    if let Ok(raw) = std::fs::read_to_string(&spam) {
+        texts.extend(
+            raw.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["text"].as_str().map(str::to_string))
+                .take(300),
+        );
+    } else {
+        eprintln!(
+            "spam corpus not found at {}: synthetic texts only",
+            spam.display()
+        );
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let got = e.token_ids(&refs).unwrap();
+    let mut long = 0;
+    for (i, t) in refs.iter().enumerate() {
+        let want = whole.encode(*t, true).unwrap().get_ids().to_vec();
+        assert_eq!(got[i], want, "text {i} ({} bytes)", t.len());
+        long += usize::from(t.len() > b && want.len() == embed::MAX_TOKENS);
+    }
+    assert!(long >= 16, "only {long} texts went through the prefix path");
+}
