@@ -875,6 +875,47 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
         &c.list_segments(fs::ListSegmentsRequest {}).await,
     );
 
+    // --- GetCustomerSegments
+    let segs = |ids: Vec<String>| fs::GetCustomerSegmentsRequest { customer_ids: ids };
+    invalid(
+        "GetCustomerSegments empty",
+        c.get_customer_segments(segs(vec![])).await,
+        "customer_ids",
+    );
+    invalid(
+        "GetCustomerSegments empty id",
+        c.get_customer_segments(segs(vec!["C1".into(), String::new()]))
+            .await,
+        "customer_ids[1]",
+    );
+    invalid(
+        "GetCustomerSegments 10 MB id",
+        c.get_customer_segments(segs(vec![big()])).await,
+        "customer_ids[0]",
+    );
+    invalid(
+        "GetCustomerSegments too many ids",
+        c.get_customer_segments(segs(vec!["C1".into(); 100_001]))
+            .await,
+        "customer_ids",
+    );
+    let r = c
+        .get_customer_segments(segs(vec!["C1".into(), "nobody".into(), "C1".into()]))
+        .await;
+    clear("GetCustomerSegments duplicate and unknown ids", &r);
+    let found: Vec<bool> = r
+        .unwrap()
+        .into_inner()
+        .segments
+        .iter()
+        .map(|s| s.found)
+        .collect();
+    assert_eq!(
+        found,
+        vec![true, false, true],
+        "unknown ids are answered, not refused"
+    );
+
     // --- DeleteCustomer
     invalid(
         "DeleteCustomer empty",
@@ -2624,6 +2665,14 @@ mod props {
                         "GetCustomerProfile",
                         c.get_customer_profile(fs::GetCustomerProfileRequest {
                             customer_id: s.clone(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    )?;
+                    check(
+                        "GetCustomerSegments",
+                        c.get_customer_segments(fs::GetCustomerSegmentsRequest {
+                            customer_ids: ids.clone(),
                         })
                         .await
                         .map(|_| ()),

@@ -560,6 +560,32 @@ async fn main() -> anyhow::Result<()> {
             pct(v, 0.99)
         );
     }
+    // ListAtRisk over every known customer (23,570), without and with a segment filter.
+    println!();
+    println!("| ListAtRisk (min_probability 0.5, limit 100) | matching | wall s |");
+    println!("|---|---|---|");
+    let mut c = ChurnClient::new(channel.clone());
+    for (name, segment) in [
+        ("any segment", fpb::Segment::Unspecified),
+        ("any segment (again)", fpb::Segment::Unspecified),
+        ("segment AT_RISK", fpb::Segment::AtRisk),
+        ("segment HIBERNATING", fpb::Segment::Hibernating),
+    ] {
+        let t = Instant::now();
+        let r = c
+            .list_at_risk(cpb::ListAtRiskRequest {
+                min_probability: 0.5,
+                limit: 100,
+                segment: segment as i32,
+            })
+            .await?
+            .into_inner();
+        println!(
+            "| {name} | {} | {:.2} |",
+            r.total_matching,
+            t.elapsed().as_secs_f64()
+        );
+    }
     let _ = ch_handle.shutdown().await;
     let _ = fs_handle.shutdown().await;
     Ok(())

@@ -246,15 +246,25 @@ impl FeatureStore {
         .await
     }
 
-    /// The RFM segment the feature store assigns to a customer now.
-    pub async fn segment(&self, id: &str) -> Result<fpb::Segment> {
-        let mut client = self.client.clone();
-        let call = client.get_customer_profile(fpb::GetCustomerProfileRequest {
-            customer_id: id.to_string(),
-        });
-        let r = self.within(self.answer(call)).await?;
-        Ok(r.profile
-            .map(|p| p.segment())
-            .unwrap_or(fpb::Segment::Unspecified))
+    /// The RFM segment the feature store assigns to each customer now, in order (UNSPECIFIED
+    /// for a customer it no longer knows), a few thousand per call.
+    pub async fn segments(&self, ids: &[String]) -> Result<Vec<fpb::Segment>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(HISTORICAL_BATCH) {
+            let mut client = self.client.clone();
+            let call = client.get_customer_segments(fpb::GetCustomerSegmentsRequest {
+                customer_ids: chunk.to_vec(),
+            });
+            let r = self.within(self.answer(call)).await?;
+            if r.segments.len() != chunk.len() {
+                return Err(Error::Internal(format!(
+                    "the feature store answered {} segments for {} customers",
+                    r.segments.len(),
+                    chunk.len()
+                )));
+            }
+            out.extend(r.segments.iter().map(|s| s.segment()));
+        }
+        Ok(out)
     }
 }

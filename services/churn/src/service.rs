@@ -388,7 +388,7 @@ impl Churn for Service {
                 .then(b.1.probability.total_cmp(&a.1.probability))
                 .then(a.0.cmp(&b.0))
         });
-        // Segment of each candidate (only fetched when filtering, else for the returned ones).
+        // Segments in batches: of every candidate when filtering, else of the returned ones.
         let mut out = Vec::new();
         let mut total_matching = 0u64;
         let mut total_var = 0.0;
@@ -396,18 +396,18 @@ impl Churn for Service {
         if segment == Segment::Unspecified {
             total_matching = scored.len() as u64;
             total_var = scored.iter().map(|(_, p)| var(p)).sum();
-            for (id, p) in scored.iter().take(limit) {
-                let seg = self.state.fs.segment(id).await?;
-                out.push((id.clone(), p.clone(), seg));
-            }
-        } else {
-            for (id, p) in scored {
-                if self.state.fs.segment(&id).await? == segment {
-                    total_matching += 1;
-                    total_var += var(&p);
-                    if out.len() < limit {
-                        out.push((id, p, segment));
-                    }
+            scored.truncate(limit);
+        }
+        let ids: Vec<String> = scored.iter().map(|(id, _)| id.clone()).collect();
+        let segments = self.state.fs.segments(&ids).await?;
+        for ((id, p), seg) in scored.into_iter().zip(segments) {
+            if segment == Segment::Unspecified {
+                out.push((id, p, seg));
+            } else if seg == segment {
+                total_matching += 1;
+                total_var += var(&p);
+                if out.len() < limit {
+                    out.push((id, p, segment));
                 }
             }
         }

@@ -313,6 +313,16 @@ impl App {
         Ok(FeatureTable { names, rows })
     }
 
+    /// The RFM segment of each customer now (`None`: unknown), in order.
+    pub fn customer_segments(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<crate::profile::Segment>>, Error> {
+        self.check_rows("customer_ids", ids.len())?;
+        check_ids("customer_ids", ids)?;
+        Ok(crate::reads::segments_of(self, ids, now_micros()))
+    }
+
     /// Point-in-time feature values: each row sees only events at or before its `as_of`.
     pub async fn historical_features(
         &self,

@@ -216,6 +216,16 @@ pub async fn events(
     }
 }
 
+/// The RFM segment of each customer as of `now` (`None`: unknown), in order; the same segment
+/// [`profile`] gives, against one population snapshot.
+pub fn segments_of(app: &App, ids: &[String], now: Micros) -> Vec<Option<Segment>> {
+    let online = app.online();
+    let pop = online.population(now);
+    ids.iter()
+        .map(|id| online.customer(id, |s| profile::scores(s, now, &pop).3))
+        .collect()
+}
+
 /// The behaviour profile of a customer, or `None` when unknown.
 pub fn profile(app: &App, id: &str, now: Micros) -> Option<pb::CustomerProfile> {
     let online = app.online();

@@ -522,6 +522,25 @@ impl FeatureStore for FeatureStoreService {
         )))
     }
 
+    async fn get_customer_segments(
+        &self,
+        req: Request<pb::GetCustomerSegmentsRequest>,
+    ) -> Result<Response<pb::GetCustomerSegmentsResponse>, Status> {
+        let pb::GetCustomerSegmentsRequest { customer_ids } = req.into_inner();
+        let segments = self.app.customer_segments(&customer_ids)?;
+        Ok(Response::new(pb::GetCustomerSegmentsResponse {
+            segments: customer_ids
+                .into_iter()
+                .zip(segments)
+                .map(|(customer_id, s)| pb::CustomerSegment {
+                    customer_id,
+                    found: s.is_some(),
+                    segment: s.map_or(pb::Segment::Unspecified, |s| s.to_proto()) as i32,
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_customer(
         &self,
         req: Request<pb::DeleteCustomerRequest>,

@@ -336,6 +336,56 @@ async fn scenario(backend: Backend) {
     assert_eq!(profile.favourite_categories[0].share, 0.5);
     assert_eq!(profile.country, "DE");
 
+    // --- Segments of many customers in one call: each the segment of the customer's profile,
+    // in request order, an unknown id answered as not found.
+    let mut ids = c
+        .list_entities(pb::ListEntitiesRequest {
+            entity: "customer".into(),
+            page: None,
+        })
+        .await
+        .expect("customers")
+        .into_inner()
+        .entity_ids;
+    assert!(!ids.is_empty(), "{ids:?}");
+    ids.reverse();
+    ids.insert(1.min(ids.len()), "nobody".into());
+    ids.push(ids[0].clone());
+    let segments = c
+        .get_customer_segments(pb::GetCustomerSegmentsRequest {
+            customer_ids: ids.clone(),
+        })
+        .await
+        .expect("segments")
+        .into_inner()
+        .segments;
+    assert_eq!(segments.len(), ids.len());
+    for (id, s) in ids.iter().zip(&segments) {
+        assert_eq!(&s.customer_id, id);
+        if id == "nobody" {
+            assert!(!s.found);
+            assert_eq!(s.segment(), pb::Segment::Unspecified);
+            continue;
+        }
+        let p = c
+            .get_customer_profile(pb::GetCustomerProfileRequest {
+                customer_id: id.clone(),
+            })
+            .await
+            .expect("profile")
+            .into_inner()
+            .profile
+            .expect("profile");
+        assert!(s.found, "{id}");
+        assert_eq!(s.segment, p.segment, "{id}");
+    }
+    assert!(
+        segments
+            .iter()
+            .any(|s| s.segment() != pb::Segment::NoPurchase && s.found),
+        "some customer with orders: {segments:?}"
+    );
+
     // --- Restart: everything acknowledged is still there.
     drop(fs.client);
     fs.handle.shutdown().await.expect("shutdown");
