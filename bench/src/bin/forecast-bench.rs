@@ -548,6 +548,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 gru_shape: None,
                 gru: None,
                 seasons: Vec::new(),
+                season_combos: BTreeMap::new(),
             };
             let old: Vec<Vec<f64>> = data
                 .iter()

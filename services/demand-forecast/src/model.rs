@@ -114,6 +114,11 @@ pub struct Model {
     /// daily winner). Empty in models saved before the field existed: every season counts as seen.
     #[serde(default)]
     pub seasons: Vec<usize>,
+    /// When the training series had several season lengths: the combination chosen on the
+    /// validation windows of each season's series alone (`combo` is the one chosen on all of
+    /// them). Empty with a single season, and in models saved before the field existed.
+    #[serde(default)]
+    pub season_combos: BTreeMap<usize, u32>,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -521,19 +526,28 @@ impl Model {
     /// The combination that answers a series of season length `season`: the trained one, or
     /// [`FALLBACK_COMBO`] for a season no training series had.
     pub fn combo_for(&self, season: usize) -> u32 {
-        if self.seasons.is_empty() || self.seasons.contains(&season) {
-            self.combo
+        if self.seen(season) {
+            self.season_combos
+                .get(&season)
+                .copied()
+                .unwrap_or(self.combo)
         } else {
             FALLBACK_COMBO
         }
     }
 
-    fn point_of(&self, p: &Prepared, combo: u32) -> (Vec<f64>, String) {
+    /// Whether training had series of this season length (models saved before `seasons`
+    /// existed: every season counts as seen).
+    fn seen(&self, season: usize) -> bool {
+        self.seasons.is_empty() || self.seasons.contains(&season)
+    }
+
+    fn point_of(&self, p: &Prepared, combo: u32, fallback: bool) -> (Vec<f64>, String) {
         match &p.croston {
             Some(c) => (c.clone(), "croston".to_string()),
             None => (
                 stats::combine(&p.members, combo, p.nonneg),
-                if combo != self.combo {
+                if fallback {
                     FALLBACK_NAME.to_string()
                 } else if combo.count_ones() > 1 {
                     "ensemble".to_string()
@@ -585,7 +599,7 @@ impl Model {
             .as_deref()
             .filter(|_| combo & (1 << Method::Gru as u32) != 0);
         let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h, combo);
-        let (point, method) = self.point_of(&p, combo);
+        let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
         let quantiles = self.quantiles_of(&p, &point, levels);
         Output {
             point,
@@ -612,6 +626,7 @@ pub struct Trained {
 struct ValWindow {
     prep: Prepared,
     actual: Vec<f64>,
+    season: usize,
 }
 
 fn slice_series(s: &SeriesIn, n: usize) -> SeriesIn {
@@ -737,6 +752,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 vals.push(ValWindow {
                     prep: prepare(cov_val, gru.as_deref(), log, &prefix, &future, h, u32::MAX),
                     actual,
+                    season: s.season,
                 });
             }
         }
@@ -765,9 +781,9 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         })
     };
     // Choose the combination: relative sMAPE + relative MASE against Naive2 (the M4 OWA).
-    let score_of = |vals: &[ValWindow], mask: u32| -> (f64, f64) {
+    fn score_of<'a>(vals: impl Iterator<Item = &'a ValWindow>, mask: u32) -> (f64, f64) {
         let (mut s_sum, mut m_sum, mut c) = (0.0, 0.0, 0usize);
-        for v in vals.iter().filter(|v| v.prep.croston.is_none()) {
+        for v in vals.filter(|v| v.prep.croston.is_none()) {
             let f = stats::combine(&v.prep.members, mask, v.prep.nonneg);
             s_sum += smape(&v.actual, &f);
             m_sum += mase(&v.actual, &f, v.prep.scale);
@@ -775,7 +791,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         }
         let c = c.max(1) as f64;
         (s_sum / c, m_sum / c)
-    };
+    }
     let any_positive = series
         .iter()
         .any(|s| s.values.iter().all(|v| !v.is_finite() || *v >= 0.0));
@@ -786,26 +802,60 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             candidates.push((ci, true, windows_for(cov.as_ref(), true)));
         }
     }
-    let (ref_s, ref_m) = score_of(&candidates[0].2, 1 << Method::Naive2 as u32);
-    let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
+    let (ref_s, ref_m) = score_of(candidates[0].2.iter(), 1 << Method::Naive2 as u32);
     let w = opts.mase_weight.clamp(0.0, 1.0);
-    for (k, (_, _, vals)) in candidates.iter().enumerate() {
-        for mask in 1u32..(1 << METHODS.len()) {
+    let allowed: Vec<u32> = (1u32..(1 << METHODS.len()))
+        .filter(|&mask| {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
-            if mask.count_ones() > opts.max_members || (needs_gru && gru.is_none()) {
-                continue;
-            }
-            let (s, m) = score_of(vals, mask);
+            mask.count_ones() <= opts.max_members && !(needs_gru && gru.is_none())
+        })
+        .collect();
+    // The lowest OWA (against Naive2 on the same windows) of the allowed combinations.
+    let best_of = |vals: &[&ValWindow], ref_s: f64, ref_m: f64| -> (f64, u32) {
+        let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32);
+        for &mask in &allowed {
+            let (s, m) = score_of(vals.iter().copied(), mask);
             let owa = (1.0 - w) * s / ref_s.max(1e-9) + w * m / ref_m.max(1e-9);
             if owa < best.0 {
-                best = (owa, mask, k);
+                best = (owa, mask);
             }
+        }
+        best
+    };
+    let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
+    for (k, (_, _, vals)) in candidates.iter().enumerate() {
+        let refs: Vec<&ValWindow> = vals.iter().collect();
+        let (owa, mask) = best_of(&refs, ref_s, ref_m);
+        if owa < best.0 {
+            best = (owa, mask, k);
         }
     }
     let (ci, log, vals) = candidates.swap_remove(best.2);
     let (ridge, window, lags) = settings[ci];
     let cov_val = covs.into_iter().nth(ci).flatten();
     let combo = best.1;
+    let seasons: Vec<usize> = series
+        .iter()
+        .map(|s| s.season)
+        .collect::<BTreeSet<usize>>()
+        .into_iter()
+        .collect();
+    // Several season lengths: each gets the combination its own series' windows prefer (with
+    // the covariate model and scale chosen on all of them).
+    let mut season_combos = BTreeMap::new();
+    if seasons.len() > 1 {
+        for &season in &seasons {
+            let part: Vec<&ValWindow> = vals
+                .iter()
+                .filter(|v| v.season == season && v.prep.croston.is_none())
+                .collect();
+            if part.is_empty() {
+                continue;
+            }
+            let (rs, rm) = score_of(part.iter().copied(), 1 << Method::Naive2 as u32);
+            season_combos.insert(season, best_of(&part, rs, rm).1);
+        }
+    }
     let mut model = Model {
         horizon: h,
         combo,
@@ -814,18 +864,14 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         log,
         gru_shape: gru.as_ref().map(|g| (g.input, g.hidden, g.horizon)),
         gru: gru.clone(),
-        seasons: series
-            .iter()
-            .map(|s| s.season)
-            .collect::<BTreeSet<usize>>()
-            .into_iter()
-            .collect(),
+        seasons,
+        season_combos,
     };
     // Interval quantiles per step from the scaled validation errors.
     let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
     let points: Vec<Vec<f64>> = vals
         .iter()
-        .map(|v| model.point_of(&v.prep, combo).0)
+        .map(|v| model.point_of(&v.prep, model.combo_for(v.season), false).0)
         .collect();
     for (v, f) in vals.iter().zip(&points) {
         for i in 0..h {
@@ -957,6 +1003,80 @@ mod tests {
         old.seasons.clear();
         assert_eq!(old.combo_for(12), t.model.combo);
         assert_eq!(t.model.combo_for(12), FALLBACK_COMBO);
+    }
+
+    #[test]
+    fn each_season_of_a_mixed_training_set_gets_its_own_combination() {
+        let none = BTreeMap::new();
+        // Weekly-season series: a strong, exactly repeating pattern (seasonal naive is exact).
+        let pattern = |i: u64, t: usize| {
+            50.0 + 10.0 * i as f64 + [0.0, 30.0, -20.0, 5.0, 40.0, -35.0, 10.0][t % 7]
+        };
+        let weekly: Vec<SeriesIn> = (0..10)
+            .map(|i| SeriesIn {
+                values: (0..140).map(|t| pattern(i, t)).collect(),
+                season: 7,
+                ..Default::default()
+            })
+            .collect();
+        // Non-seasonal series with a steady trend (a trend method is exact, seasonal naive
+        // lags behind).
+        let trend: Vec<SeriesIn> = (0..10)
+            .map(|i| SeriesIn {
+                values: (0..120)
+                    .map(|t| 100.0 + (2.0 + i as f64) * t as f64)
+                    .collect(),
+                season: 1,
+                ..Default::default()
+            })
+            .collect();
+        let opts = TrainOptions {
+            horizon: 7,
+            gru: false,
+            grid: false,
+            ..Default::default()
+        };
+        let mixed: Vec<SeriesIn> = weekly.iter().chain(&trend).cloned().collect();
+        let t = train(&mixed, &opts);
+        assert_eq!(t.model.seasons, vec![1, 7]);
+        assert_eq!(
+            t.model.season_combos.keys().copied().collect::<Vec<_>>(),
+            vec![1, 7]
+        );
+        // Each season gets what its series alone would have chosen.
+        let alone_w = train(&weekly, &opts).model;
+        let alone_t = train(&trend, &opts).model;
+        assert!(alone_w.season_combos.is_empty() && alone_t.season_combos.is_empty());
+        assert_eq!(t.model.combo_for(7), alone_w.combo);
+        assert_eq!(t.model.combo_for(1), alone_t.combo);
+        assert_ne!(t.model.combo_for(7), t.model.combo_for(1));
+        // Served: each season forecast with its own combination, nearly exact on both; an
+        // unseen season still gets the fallback.
+        let w = t.model.forecast(&weekly[3], &none, 7, &[0.5]);
+        let expect_w: Vec<f64> = (140..147).map(|t| pattern(3, t)).collect();
+        for (f, e) in w.point.iter().zip(&expect_w) {
+            assert!(
+                (f - e).abs() < 0.05 * e.abs(),
+                "{:?} vs {expect_w:?}",
+                w.point
+            );
+        }
+        let tr = t.model.forecast(&trend[3], &none, 7, &[0.5]);
+        for (k, f) in tr.point.iter().enumerate() {
+            let e = 100.0 + 5.0 * (120 + k) as f64;
+            assert!((f - e).abs() < 0.02 * e, "{:?}", tr.point);
+        }
+        assert_ne!(w.method, FALLBACK_NAME);
+        assert_ne!(tr.method, FALLBACK_NAME);
+        let monthly = SeriesIn {
+            values: (0..60).map(|t| 10.0 + t as f64).collect(),
+            season: 12,
+            ..Default::default()
+        };
+        assert_eq!(
+            t.model.forecast(&monthly, &none, 6, &[0.5]).method,
+            FALLBACK_NAME
+        );
     }
 
     #[test]

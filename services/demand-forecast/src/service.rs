@@ -976,6 +976,14 @@ impl Service {
                     .join(","),
             ),
             (
+                "combination_by_season".to_string(),
+                m.season_combos
+                    .iter()
+                    .map(|(season, c)| format!("{season}: {}", crate::stats::combo_name(*c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (
                 "fallback_combination".to_string(),
                 format!(
                     "{} (series of another season length)",
