@@ -24,7 +24,7 @@ struct Args {
     /// Forecast calls in the latency measurement.
     #[arg(long, default_value_t = 2000)]
     calls: usize,
-    /// Only these parts (m3, dominicks, latency); empty means all.
+    /// Only these parts (m3, dominicks, demo, latency; `mixed` only when named); empty means all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, mase_weight,
@@ -575,6 +575,86 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
     Ok(())
 }
 
+/// `--only mixed`: one Train over M3 monthly (season 12) and Dominick's units (weekly, no season,
+/// covariates left out) together, horizon 12; each set scored on its first 12 test points with the
+/// per-season combinations and with the one combination chosen over both.
+fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let h = 12;
+    let m3 = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
+    let oj: Vec<_> = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?
+        .into_iter()
+        .filter(|s| s.units.len() > h + 8)
+        .collect();
+    let mut inputs: Vec<SeriesIn> = m3
+        .iter()
+        .map(|s| SeriesIn {
+            values: s.x.clone(),
+            season: 12,
+            ..Default::default()
+        })
+        .collect();
+    inputs.extend(oj.iter().map(|s| SeriesIn {
+        values: s.units[..s.units.len() - h].to_vec(),
+        season: 1,
+        ..Default::default()
+    }));
+    let t0 = Instant::now();
+    let trained = model::train(&inputs, &options(args, h));
+    let train_secs = t0.elapsed().as_secs_f64();
+    let per_season = &trained.model;
+    let mut single = per_season.clone();
+    single.season_combos.clear();
+    let name = augur_demand_forecast::stats::combo_name;
+    println!(
+        "\n## Mixed Train: {} M3 monthly + {} Dominick's series (no covariates), horizon {h}, trained in {train_secs:.1} s\n",
+        m3.len(),
+        oj.len()
+    );
+    println!(
+        "One combination over both: {}; per season: {:?}\n",
+        name(per_season.combo),
+        per_season
+            .season_combos
+            .iter()
+            .map(|(k, c)| (*k, name(*c)))
+            .collect::<Vec<_>>()
+    );
+    header();
+    let none = BTreeMap::new();
+    for (label, model) in [("per-season", per_season), ("one combination", &single)] {
+        let mut sc = Score::default();
+        for (s, inp) in m3.iter().zip(&inputs) {
+            let o = model.forecast(inp, &none, h, &[0.1, 0.9]);
+            sc.add(
+                &s.xx[..h],
+                &o.point,
+                naive_scale(&s.x, 12),
+                Some((&o.quantiles[0], &o.quantiles[1])),
+            );
+        }
+        println!(
+            "{}",
+            sc.row(&format!("M3 monthly, first {h} test points: {label}"), None)
+        );
+        let mut sc = Score::default();
+        for (s, inp) in oj.iter().zip(&inputs[m3.len()..]) {
+            let n = s.units.len() - h;
+            let o = model.forecast(inp, &none, h, &[0.1, 0.9]);
+            sc.add(
+                &s.units[n..],
+                &o.point,
+                naive_scale(&s.units[..n], 1),
+                Some((&o.quantiles[0], &o.quantiles[1])),
+            );
+        }
+        println!(
+            "{}",
+            sc.row(&format!("Dominick's units, last {h} weeks: {label}"), None)
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -592,6 +672,13 @@ async fn main() -> anyhow::Result<()> {
         dominicks(&args, &dir)?;
     } else {
         println!("\nDominick's dataset not found: skipped");
+    }
+    if !args.only.iter().any(|o| o == "mixed") {
+    } else if dir.join("m3/m3_monthly.json").is_file() && dir.join("dominicks/oj_yx.csv").is_file()
+    {
+        mixed(&args, &dir)?;
+    } else {
+        println!("\nM3 or Dominick's dataset not found: mixed skipped");
     }
     if want("demo") {
         demo().await?;
