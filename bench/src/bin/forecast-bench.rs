@@ -549,6 +549,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 gru: None,
                 seasons: Vec::new(),
                 season_combos: BTreeMap::new(),
+                season_err_q: BTreeMap::new(),
             };
             let old: Vec<Vec<f64>> = data
                 .iter()
@@ -577,7 +578,8 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
 
 /// `--only mixed`: one Train over M3 monthly (season 12) and Dominick's units (weekly, no season,
 /// covariates left out) together, horizon 12; each set scored on its first 12 test points with the
-/// per-season combinations and with the one combination chosen over both.
+/// per-season combinations and interval quantiles, and with the one combination and the pooled
+/// quantiles chosen over both.
 fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let h = 12;
     let m3 = datasets::m3_monthly(&dir.join("m3/m3_monthly.json"))?;
@@ -604,6 +606,7 @@ fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let per_season = &trained.model;
     let mut single = per_season.clone();
     single.season_combos.clear();
+    single.season_err_q.clear();
     let name = augur_demand_forecast::stats::combo_name;
     println!(
         "\n## Mixed Train: {} M3 monthly + {} Dominick's series (no covariates), horizon {h}, trained in {train_secs:.1} s\n",

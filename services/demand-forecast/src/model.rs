@@ -119,6 +119,10 @@ pub struct Model {
     /// them). Empty with a single season, and in models saved before the field existed.
     #[serde(default)]
     pub season_combos: BTreeMap<usize, u32>,
+    /// With several season lengths: each season's own interval quantiles (as `err_q`, from its
+    /// series' validation errors); `err_q` (all of them) serves the others.
+    #[serde(default)]
+    pub season_err_q: BTreeMap<usize, Vec<Vec<f64>>>,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -558,7 +562,14 @@ impl Model {
         }
     }
 
-    fn quantiles_of(&self, p: &Prepared, point: &[f64], levels: &[f64]) -> Vec<Vec<f64>> {
+    fn quantiles_of(
+        &self,
+        p: &Prepared,
+        point: &[f64],
+        levels: &[f64],
+        season: usize,
+    ) -> Vec<Vec<f64>> {
+        let err_q = self.season_err_q.get(&season).unwrap_or(&self.err_q);
         let mut out: Vec<Vec<f64>> = levels
             .iter()
             .map(|l| {
@@ -566,7 +577,7 @@ impl Model {
                     .iter()
                     .enumerate()
                     .map(|(i, f)| {
-                        let row = &self.err_q[i.min(self.err_q.len().saturating_sub(1))];
+                        let row = &err_q[i.min(err_q.len().saturating_sub(1))];
                         let v = f + grid_value(row, *l) * p.scale * p.lift[i];
                         let v = if v.is_finite() { v } else { *f };
                         if p.nonneg { v.max(0.0) } else { v }
@@ -600,7 +611,7 @@ impl Model {
             .filter(|_| combo & (1 << Method::Gru as u32) != 0);
         let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h, combo);
         let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
-        let quantiles = self.quantiles_of(&p, &point, levels);
+        let quantiles = self.quantiles_of(&p, &point, levels, s.season);
         Output {
             point,
             quantiles,
@@ -866,47 +877,62 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         gru: gru.clone(),
         seasons,
         season_combos,
+        season_err_q: BTreeMap::new(),
     };
-    // Interval quantiles per step from the scaled validation errors.
-    let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
+    // Interval quantiles per step from the scaled validation errors (of all windows, and of
+    // each season's own when there are several).
     let points: Vec<Vec<f64>> = vals
         .iter()
         .map(|v| model.point_of(&v.prep, model.combo_for(v.season), false).0)
         .collect();
-    for (v, f) in vals.iter().zip(&points) {
-        for i in 0..h {
-            let e = (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]);
-            if e.is_finite() {
-                errs[i].push(e);
+    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
+        let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
+        for (v, f) in vals.iter().zip(&points) {
+            if season.is_some_and(|s| s != v.season) {
+                continue;
+            }
+            for i in 0..h {
+                let e = (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]);
+                if e.is_finite() {
+                    errs[i].push(e);
+                }
             }
         }
+        errs.into_iter()
+            .map(|mut e| {
+                e.sort_by(f64::total_cmp);
+                (1..=GRID)
+                    .map(|g| {
+                        if e.is_empty() {
+                            // No validation data: a wide symmetric band.
+                            let z = (g as f64 / 100.0 - 0.5) * 4.0;
+                            return z;
+                        }
+                        let pos = g as f64 / 100.0 * (e.len() - 1) as f64;
+                        let i = pos.floor() as usize;
+                        let j = (i + 1).min(e.len() - 1);
+                        e[i] + (e[j] - e[i]) * (pos - i as f64)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    model.err_q = err_grid(None);
+    if model.seasons.len() > 1 {
+        model.season_err_q = model
+            .seasons
+            .iter()
+            .filter(|&&season| vals.iter().any(|v| v.season == season))
+            .map(|&season| (season, err_grid(Some(season))))
+            .collect();
     }
-    model.err_q = errs
-        .into_iter()
-        .map(|mut e| {
-            e.sort_by(f64::total_cmp);
-            (1..=GRID)
-                .map(|g| {
-                    if e.is_empty() {
-                        // No validation data: a wide symmetric band.
-                        let z = (g as f64 / 100.0 - 0.5) * 4.0;
-                        return z;
-                    }
-                    let pos = g as f64 / 100.0 * (e.len() - 1) as f64;
-                    let i = pos.floor() as usize;
-                    let j = (i + 1).min(e.len() - 1);
-                    e[i] + (e[j] - e[i]) * (pos - i as f64)
-                })
-                .collect()
-        })
-        .collect();
     // Validation metrics of the chosen model.
     let (mut s_sum, mut m_sum) = (0.0, 0.0);
     let mut pooled = Pooled::default();
     for (v, f) in vals.iter().zip(&points) {
         s_sum += smape(&v.actual, f);
         m_sum += mase(&v.actual, f, v.prep.scale);
-        let q = model.quantiles_of(&v.prep, f, &[0.1, 0.9]);
+        let q = model.quantiles_of(&v.prep, f, &[0.1, 0.9], v.season);
         pooled.add(&v.actual, f, &q[0], &q[1]);
     }
     let c = vals.len().max(1) as f64;
@@ -1047,6 +1073,20 @@ mod tests {
         let alone_w = train(&weekly, &opts).model;
         let alone_t = train(&trend, &opts).model;
         assert!(alone_w.season_combos.is_empty() && alone_t.season_combos.is_empty());
+        // Intervals too: each season's own validation errors, pooled ones for a single season.
+        assert_eq!(
+            t.model.season_err_q.keys().copied().collect::<Vec<_>>(),
+            vec![1, 7]
+        );
+        assert!(alone_w.season_err_q.is_empty());
+        let mut pooled = t.model.clone();
+        pooled.season_err_q.clear();
+        let q_own = t
+            .model
+            .forecast(&weekly[3], &none, 7, &[0.1, 0.9])
+            .quantiles;
+        let q_pooled = pooled.forecast(&weekly[3], &none, 7, &[0.1, 0.9]).quantiles;
+        assert_ne!(q_own, q_pooled, "season 7 answered with its own quantiles");
         assert_eq!(t.model.combo_for(7), alone_w.combo);
         assert_eq!(t.model.combo_for(1), alone_t.combo);
         assert_ne!(t.model.combo_for(7), t.model.combo_for(1));
