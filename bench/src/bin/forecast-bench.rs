@@ -157,14 +157,7 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     let auto_secs = t0.elapsed().as_secs_f64();
     // The trained model: validation = the last 18 points of `x`; test = `xx`.
-    let inputs: Vec<SeriesIn> = data
-        .iter()
-        .map(|s| SeriesIn {
-            values: s.x.clone(),
-            season: 12,
-            ..Default::default()
-        })
-        .collect();
+    let inputs: Vec<SeriesIn> = data.iter().map(datasets::M3Series::input).collect();
     let t0 = Instant::now();
     let trained = model::train(&inputs, &options(args, h));
     let train_secs = t0.elapsed().as_secs_f64();
@@ -553,15 +546,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
             };
             let old: Vec<Vec<f64>> = data
                 .iter()
-                .map(|s| {
-                    let input = SeriesIn {
-                        values: s.x.clone(),
-                        season: 12,
-                        covariates: BTreeMap::new(),
-                        attributes: BTreeMap::new(),
-                    };
-                    m.forecast(&input, &BTreeMap::new(), h, &[0.5]).point
-                })
+                .map(|s| m.forecast(&s.input(), &BTreeMap::new(), h, &[0.5]).point)
                 .collect();
             let (s_old, m_old) =
                 augur_demand_forecast::metrics::mean_smape_mase(&windows, &old, 12);
@@ -587,14 +572,7 @@ fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| s.units.len() > h + 8)
         .collect();
-    let mut inputs: Vec<SeriesIn> = m3
-        .iter()
-        .map(|s| SeriesIn {
-            values: s.x.clone(),
-            season: 12,
-            ..Default::default()
-        })
-        .collect();
+    let mut inputs: Vec<SeriesIn> = m3.iter().map(datasets::M3Series::input).collect();
     inputs.extend(oj.iter().map(|s| SeriesIn {
         values: s.units[..s.units.len() - h].to_vec(),
         season: 1,

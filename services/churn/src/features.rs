@@ -107,10 +107,6 @@ impl Schema {
         Schema { names, index }
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Where `name` sits in the records of this schema.
     pub fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
@@ -129,6 +125,7 @@ pub struct Record {
     cells: Vec<Cell>,
 }
 
+/// A record with no features (every value missing).
 impl Default for Record {
     fn default() -> Self {
         Record {
@@ -211,6 +208,31 @@ fn rfm_of(orders: Option<f64>, recency: Option<f64>, first: Option<f64>) -> Opti
     Some(Rfm::from_features(orders, recency?, first?))
 }
 
+/// Something worked out from a schema (a [`Plan`], feature positions), kept while the records
+/// that come through share that schema: once per feature-store answer, not once per customer.
+#[derive(Debug)]
+pub struct PerAnswer<T> {
+    at: Option<(Arc<Schema>, T)>,
+}
+
+impl<T> Default for PerAnswer<T> {
+    fn default() -> Self {
+        PerAnswer { at: None }
+    }
+}
+
+impl<T> PerAnswer<T> {
+    /// The value for `rec`'s schema, made by `make` when the schema differs from the last one.
+    pub fn get(&mut self, rec: &Record, make: impl FnOnce(&Schema) -> T) -> &T {
+        let schema = &rec.schema;
+        let (_, value) = match self.at.take() {
+            Some(kept) if Arc::ptr_eq(&kept.0, schema) => self.at.insert(kept),
+            _ => self.at.insert((schema.clone(), make(schema))),
+        };
+        value
+    }
+}
+
 /// Splits a feature-store response into records (`None`: unknown customer); the records share
 /// the response's feature names and take its rows without copying.
 pub fn records(rows: Rows) -> Vec<Option<Record>> {
@@ -256,34 +278,43 @@ impl BtydValues {
     }
 }
 
+/// The factor groups of a set of columns: their names in order, and each column's group.
+#[derive(Debug, Clone)]
+pub struct Groups {
+    pub names: Vec<Arc<str>>,
+    pub of: Vec<usize>,
+}
+
+impl Groups {
+    pub fn new(cols: &[Column]) -> Groups {
+        let mut names: Vec<&str> = cols.iter().map(|c| c.group.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let of = cols
+            .iter()
+            .map(|c| names.binary_search(&c.group.as_str()).unwrap_or(0))
+            .collect();
+        Groups {
+            names: names.into_iter().map(Arc::from).collect(),
+            of,
+        }
+    }
+}
+
 /// Where the features of a set of columns sit in one [`Schema`]: resolved once per
-/// feature-store answer, so encoding a customer looks nothing up by name.
+/// feature-store answer (see [`PerAnswer`]), so encoding a customer looks nothing up by name.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    schema: Arc<Schema>,
     /// Per column: the position of its feature (for `Overdue`: of the mean gap and of recency).
     slots: Vec<[Option<usize>; 2]>,
     /// Positions of frequency_lifetime, recency_days, days_since_first_order.
     rfm: [Option<usize>; 3],
-    /// Factor groups in name order, and the group of each column.
-    pub groups: Vec<Arc<str>>,
-    pub group_of: Vec<usize>,
 }
 
 impl Plan {
-    pub fn new(cols: &[Column], schema: &Arc<Schema>) -> Plan {
+    pub fn new(cols: &[Column], schema: &Schema) -> Plan {
         let at = |n: &str| schema.position(n);
-        let mut groups: Vec<&str> = cols.iter().map(|c| c.group.as_str()).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        let group_of = cols
-            .iter()
-            .map(|c| groups.binary_search(&c.group.as_str()).unwrap_or(0))
-            .collect();
         Plan {
-            groups: groups.into_iter().map(Arc::from).collect(),
-            group_of,
-            schema: schema.clone(),
             slots: cols.iter().map(|c| slot(&c.source, schema)).collect(),
             rfm: [
                 at("frequency_lifetime"),
@@ -291,11 +322,6 @@ impl Plan {
                 at("days_since_first_order"),
             ],
         }
-    }
-
-    /// Whether this plan was made for `rec`'s schema (the same answer's names).
-    pub fn fits(&self, rec: &Record) -> bool {
-        Arc::ptr_eq(&self.schema, &rec.schema)
     }
 
     /// The record's BTYD summary ([`Record::rfm`] without lookups).
@@ -327,12 +353,7 @@ pub fn raw(source: &Source, rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Op
     } else {
         None
     };
-    raw_with(source, rec, vals.as_ref())
-}
-
-/// [`raw`] with the BTYD outputs already computed.
-pub fn raw_with(source: &Source, rec: &Record, b: Option<&BtydValues>) -> Option<f64> {
-    raw_at(source, rec, &slot(source, &rec.schema), b)
+    raw_at(source, rec, &slot(source, &rec.schema), vals.as_ref())
 }
 
 /// Where a column's feature sits in `schema` (for `Overdue`: the mean gap and recency).
@@ -349,7 +370,7 @@ fn slot(source: &Source, schema: &Schema) -> [Option<usize>; 2] {
     }
 }
 
-/// [`raw_with`] with the feature positions resolved.
+/// [`raw`] with the feature positions resolved and the BTYD outputs computed.
 fn raw_at(
     source: &Source,
     rec: &Record,
@@ -464,15 +485,11 @@ pub fn fit_columns(cands: Vec<Column>, raws: impl Fn(&Source) -> Vec<Option<f64>
     out
 }
 
-/// Standardised input row (missing -> 0, the training mean).
+/// Standardised input row (missing -> 0, the training mean), the positions resolved for this
+/// one record (a batch shares one [`Plan`]).
 pub fn encode(cols: &[Column], rec: &Record, btyd: &Btyd, horizon_weeks: f64) -> Vec<f32> {
-    encode_with(cols, rec, BtydValues::of(rec, btyd, horizon_weeks).as_ref())
-}
-
-/// [`encode`] with the BTYD outputs already computed (resolves the positions for this one
-/// record: a batch uses one [`Plan`]).
-pub fn encode_with(cols: &[Column], rec: &Record, vals: Option<&BtydValues>) -> Vec<f32> {
-    Plan::new(cols, &rec.schema).encode(cols, rec, vals)
+    let vals = BtydValues::of(rec, btyd, horizon_weeks);
+    Plan::new(cols, &rec.schema).encode(cols, rec, vals.as_ref())
 }
 
 /// Feature-store features the columns need.

@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::features::{self, Btyd, Column, Plan, Record};
+use crate::features::{self, Btyd, Column, Groups, PerAnswer, Plan, Record};
 use crate::nam::Nam;
 
 pub const MODEL_NAME: &str = "churn";
@@ -191,13 +191,8 @@ impl ChurnModel {
     /// The prediction with every factor's contribution, but only the `described` largest ones
     /// carrying a value and a sentence (the rest keep empty texts).
     pub fn predict_top(&self, rec: &Record, described: usize) -> Prediction {
-        self.predict_with(&self.plan(rec), rec, described)
-    }
-
-    /// Where this model's inputs sit in `rec`'s feature names (valid for every record of the
-    /// same feature-store answer).
-    pub fn plan(&self, rec: &Record) -> Plan {
-        Plan::new(&self.spec.columns, rec.schema())
+        let plan = Plan::new(&self.spec.columns, rec.schema());
+        self.predict_with(&plan, &Groups::new(&self.spec.columns), rec, described)
     }
 
     /// [`Self::predict_top`] of every record (`None` stays `None`), in order, with one plan per
@@ -207,23 +202,27 @@ impl ChurnModel {
         recs: Vec<Option<Record>>,
         described: usize,
     ) -> Vec<Option<(Record, Prediction)>> {
-        let mut plan: Option<Plan> = None;
+        let groups = Groups::new(&self.spec.columns);
+        let mut plans = PerAnswer::default();
         recs.into_iter()
             .map(|r| {
                 r.map(|r| {
-                    let plan = match plan.take() {
-                        Some(p) if p.fits(&r) => plan.insert(p),
-                        _ => plan.insert(self.plan(&r)),
-                    };
-                    let p = self.predict_with(plan, &r, described);
+                    let plan = plans.get(&r, |s| Plan::new(&self.spec.columns, s));
+                    let p = self.predict_with(plan, &groups, &r, described);
                     (r, p)
                 })
             })
             .collect()
     }
 
-    /// [`Self::predict_top`] with the plan for `rec`'s schema.
-    pub fn predict_with(&self, plan: &Plan, rec: &Record, described: usize) -> Prediction {
+    /// [`Self::predict_top`] with the plan for `rec`'s schema and the model's factor groups.
+    fn predict_with(
+        &self,
+        plan: &Plan,
+        groups: &Groups,
+        rec: &Record,
+        described: usize,
+    ) -> Prediction {
         let hd = self.spec.horizon_days;
         let hw = f64::from(hd) / 7.0;
         let btyd = plan
@@ -233,12 +232,12 @@ impl ChurnModel {
         let (base, contrib) = self.nam.explain(&x);
         let logit = base + contrib.iter().sum::<f64>();
         let probability = self.spec.platt.apply(logit);
-        let mut sums = vec![0.0; plan.groups.len()];
-        for (&g, v) in plan.group_of.iter().zip(&contrib) {
+        let mut sums = vec![0.0; groups.names.len()];
+        for (&g, v) in groups.of.iter().zip(&contrib) {
             sums[g] += v;
         }
-        let mut factors: Vec<Factor> = plan
-            .groups
+        let mut factors: Vec<Factor> = groups
+            .names
             .iter()
             .zip(sums)
             .map(|(g, v)| Factor {

@@ -125,15 +125,12 @@ impl State {
     ) {
         let names = model.reference.as_ref().map(|r| &r.names);
         // Positions of the monitored features, resolved once per feature-store answer.
-        let mut at: Option<(&Arc<features::Schema>, Vec<Option<usize>>)> = None;
+        let mut positions = features::PerAnswer::default();
         for (r, p) in served.iter().filter_map(|(_, p)| p.as_ref()) {
             self.monitor.score(p.probability);
             if let Some(names) = names {
-                let positions = match at.take() {
-                    Some((s, v)) if Arc::ptr_eq(s, r.schema()) => at.insert((s, v)),
-                    _ => at.insert((r.schema(), r.schema().positions(names))),
-                };
-                self.monitor.features(&r.values_at(&positions.1));
+                let at = positions.get(r, |s| s.positions(names));
+                self.monitor.features(&r.values_at(at));
             }
         }
     }

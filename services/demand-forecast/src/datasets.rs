@@ -14,6 +14,17 @@ pub struct M3Series {
     pub xx: Vec<f64>,
 }
 
+impl M3Series {
+    /// The training part `x` as model input (monthly: season 12).
+    pub fn input(&self) -> SeriesIn {
+        SeriesIn {
+            values: self.x.clone(),
+            season: 12,
+            ..Default::default()
+        }
+    }
+}
+
 /// The series as if their training parts were all there is (the test parts `xx` dropped): each
 /// `x` without its last `h` points as the new `x`, those points as the new `xx`; series with `x`
 /// no longer than `h` are left out.

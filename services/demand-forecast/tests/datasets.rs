@@ -19,14 +19,7 @@ fn m3_monthly_subset_beats_naive2() {
     assert_eq!(data.len(), 1428);
     // Every 7th series.
     let data: Vec<_> = data.into_iter().step_by(7).collect();
-    let inputs: Vec<SeriesIn> = data
-        .iter()
-        .map(|s| SeriesIn {
-            values: s.x.clone(),
-            season: 12,
-            ..Default::default()
-        })
-        .collect();
+    let inputs: Vec<SeriesIn> = data.iter().map(datasets::M3Series::input).collect();
     let t = train(
         &inputs,
         &TrainOptions {
