@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p augur-risk --example minilm_speed` (needs `make minilm` and the spam
 //! dataset under `AUGUR_DATASETS`, default `../shared/datasets`). Env: `MINILM_DOCS` (default 64),
-//! `MINILM_BATCHES` (default `1,8,16,32`), `MINILM_SINGLE` (single calls, default 50).
+//! `MINILM_BATCHES` (tokens per forward pass, default `256,512,1024,4096`), `MINILM_SINGLE` (single calls, default 50),
+//! `AUGUR_MINILM_PRECISION` (`f32` to compare with the AMX bf16 products).
 
 use std::time::Instant;
 
@@ -56,12 +57,13 @@ fn main() -> anyhow::Result<()> {
         .map(|i| all[i])
         .collect();
     println!(
-        "MiniLM speed: {} CPU(s), {} documents of 256 tokens",
+        "MiniLM speed: {} CPU(s), {} matrix products, {} documents of 256 tokens",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        e.precision().name(),
         long.len()
     );
     let batches: Vec<usize> = std::env::var("MINILM_BATCHES")
-        .unwrap_or_else(|_| "1,8,16,32".into())
+        .unwrap_or_else(|_| "256,512,1024,4096".into())
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
@@ -69,12 +71,12 @@ fn main() -> anyhow::Result<()> {
     e.embed(&long[..long.len().min(4)])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for b in batches {
-        e.batch = b;
+        e.batch_tokens = b;
         let t = Instant::now();
         e.embed(&long).map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = t.elapsed().as_secs_f64();
         println!(
-            "batch {b:>2}: {:.1} docs/s at 256 tokens ({:.1} ms per document)",
+            "{b:>4} tokens per pass: {:.1} docs/s at 256 tokens ({:.1} ms per document)",
             long.len() as f64 / s,
             1e3 * s / long.len() as f64
         );

@@ -918,7 +918,11 @@ impl App {
         let (embedder, embed_error) = match dirs.iter().find(|d| embed::present(d)) {
             Some(d) => match Embedder::load(d) {
                 Ok(e) => {
-                    tracing::info!(dir = %d.display(), "MiniLM loaded");
+                    tracing::info!(
+                        dir = %d.display(),
+                        precision = e.precision().name(),
+                        "MiniLM loaded"
+                    );
                     (Some(Arc::new(e)), String::new())
                 }
                 Err(e) => (None, e.to_string()),
@@ -1435,7 +1439,7 @@ impl App {
             .insert("features".into(), model.columns.join(","));
         meta.parameters.insert(
             "embedding".into(),
-            "all-MiniLM-L6-v2 (candle BERT, mean pooling, L2 normalised)".into(),
+            "all-MiniLM-L6-v2 (BERT, mean pooling, L2 normalised)".into(),
         );
         meta.parameters.insert(
             "scorer".into(),

@@ -1,13 +1,14 @@
 //! The Augur Risk service (`augur.risk.v1.Risk`): order fraud scores with reasons, review spam
-//! scores from all-MiniLM-L6-v2 embeddings (candle) and behaviour signals, unsupervised anomaly
+//! scores from all-MiniLM-L6-v2 embeddings and behaviour signals, unsupervised anomaly
 //! scores, training from the feature store or from data in the request.
 //!
 //! Modules: [`orders`] and [`reviews`] (features, rules, models), [`tabular`] (encoding
 //! pipeline, logistic regression / boosted trees / isolation forest), [`linear`], [`text`]
-//! (TF-IDF, promotional signals), [`embed`] (MiniLM), [`fs`] (feature-store reads), [`app`]
+//! (TF-IDF, promotional signals), [`embed`] (MiniLM) over [`bert`] (the encoder), [`fs`] (feature-store reads), [`app`]
 //! (serving state, training, persistence), [`service`] (the tonic handlers).
 
 pub mod app;
+pub mod bert;
 pub mod embed;
 pub mod error;
 pub mod fs;

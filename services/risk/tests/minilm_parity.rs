@@ -1,4 +1,5 @@
-//! MiniLM in candle matches the reference sentence-transformers output.
+//! Our MiniLM encoder matches the reference sentence-transformers output, in f32 and, where the
+//! CPU has AMX, in bf16 products.
 //!
 //! Reference vectors (`minilm_reference.json`, full 384-d, 7 decimals) were produced once,
 //! outside the repository, in a throwaway venv (`python3 -m venv /tmp/stv; /tmp/stv/bin/pip
@@ -14,6 +15,7 @@
 //! is longer than 256 tokens, so truncation is checked as well.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use augur_kernels::Precision;
 use augur_risk::embed::{self, Embedder};
 
 fn model_dir() -> Option<std::path::PathBuf> {
@@ -55,22 +57,36 @@ fn embeddings_match_sentence_transformers() {
                 .collect()
         })
         .collect();
-    let e = Embedder::load(&dir).unwrap();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let got = e.embed(&refs).unwrap();
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g.len(), embed::DIM);
-        let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "text {i}: norm {norm}");
-        let wn: f32 = w.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let cos = embed::dot(g, w) / wn;
-        assert!(cos >= 0.999, "text {i}: cosine {cos} to the reference");
-        eprintln!("text {i}: cosine {cos:.6}");
+    for precision in [Precision::F32, Precision::Bf16Amx] {
+        let e = Embedder::load_with(&dir, precision).unwrap();
+        if e.precision() != precision {
+            eprintln!(
+                "\n*** SKIPPED {}: this CPU has no AMX bf16 ***\n",
+                precision.name()
+            );
+            continue;
+        }
+        let got = e.embed(&refs).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), embed::DIM);
+            let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "text {i}: norm {norm}");
+            let wn: f32 = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cos = embed::dot(g, w) / wn;
+            assert!(
+                cos >= 0.999,
+                "{}: text {i}: cosine {cos} to the reference",
+                precision.name()
+            );
+            eprintln!("{}: text {i}: cosine {cos:.6}", precision.name());
+        }
+        // Batched and one-by-one give the same vectors (other texts do not leak in).
+        let single = e.embed(&refs[..1]).unwrap();
+        assert!(embed::dot(&single[0], &got[0]) > 0.99999);
     }
-    // Batched and one-by-one give the same vectors (padding does not leak into the mean).
-    let single = e.embed(&refs[..1]).unwrap();
-    assert!(embed::dot(&single[0], &got[0]) > 0.99999);
+    let e = Embedder::load_with(&dir, Precision::F32).unwrap();
     assert_eq!(e.token_counts(&refs[4..5]).unwrap()[0], embed::MAX_TOKENS);
 }
 

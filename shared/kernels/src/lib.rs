@@ -1,0 +1,428 @@
+//! Numeric kernels for transformer inference on CPU (the MiniLM sentence encoder of the risk
+//! service): a linear layer that multiplies in bf16 on Intel AMX where the CPU has it and in
+//! f32 through the `gemm` crate elsewhere, multi-head self-attention over unpadded sequences,
+//! and the element-wise steps in [`math`].
+//!
+//! This is the workspace's only crate with `unsafe` code (inline assembly, raw-pointer matrix
+//! products, target-feature dispatch); each block says why it is sound, and the tests compare
+//! every kernel with a plain reference.
+
+pub mod amx;
+pub mod math;
+
+use rayon::prelude::*;
+
+/// How a [`Linear`] multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout (the `gemm` crate's kernels; every x86-64 CPU).
+    F32,
+    /// Weights and activations rounded to bf16, products accumulated in f32 on AMX tiles.
+    Bf16Amx,
+}
+
+impl Precision {
+    /// The fastest precision this CPU runs: [`Precision::Bf16Amx`] where AMX bf16 is
+    /// [`amx::available`], else [`Precision::F32`].
+    pub fn best() -> Precision {
+        if amx::available() {
+            Precision::Bf16Amx
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// Short name for logs and metadata (`f32`, `bf16-amx`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16Amx => "bf16-amx",
+        }
+    }
+}
+
+/// Rows an activation buffer needs for `rows` tokens (AMX writes whole 32-row blocks).
+pub fn padded_rows(rows: usize) -> usize {
+    rows.div_ceil(amx::BLOCK) * amx::BLOCK
+}
+
+/// A dense layer `y = x W^T + b` with `W` stored `[n x k]` (PyTorch's layout).
+pub struct Linear {
+    n: usize,
+    k: usize,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    packed: Option<amx::Packed>,
+}
+
+impl std::fmt::Debug for Linear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Linear({} -> {}, {})",
+            self.k,
+            self.n,
+            self.precision().name()
+        )
+    }
+}
+
+impl Linear {
+    /// A layer from its `[n x k]` weight and `n` biases; with [`Precision::Bf16Amx`] the weight
+    /// is packed for AMX (falling back to f32 when AMX is unavailable or the sizes are not
+    /// multiples of 32). `None` when the lengths disagree.
+    pub fn new(
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        n: usize,
+        k: usize,
+        precision: Precision,
+    ) -> Option<Linear> {
+        if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
+            return None;
+        }
+        let packed = match precision {
+            Precision::Bf16Amx if amx::available() => amx::Packed::new(&w, n, k),
+            _ => None,
+        };
+        Some(Linear {
+            n,
+            k,
+            w,
+            bias,
+            packed,
+        })
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The precision this layer actually multiplies in.
+    pub fn precision(&self) -> Precision {
+        if self.packed.is_some() {
+            Precision::Bf16Amx
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// `out[r] = x[r] W^T (+ b, then GELU when `gelu`)` for the first `rows` rows of `x`
+    /// (row-major, [`Linear::k`] columns). `out` is row-major with [`Linear::n`] columns and
+    /// must hold [`padded_rows`]`(rows)` rows; rows past `rows` are scratch. With `add_bias`
+    /// false the bias is left to the caller (e.g. fused into a residual layer norm).
+    pub fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        add_bias: bool,
+        gelu: bool,
+        scratch: &mut Vec<u16>,
+    ) {
+        assert!(x.len() >= rows * self.k, "input too short");
+        assert!(out.len() >= padded_rows(rows) * self.n, "output too short");
+        if rows == 0 {
+            return;
+        }
+        match &self.packed {
+            Some(p) => {
+                let padded = amx::to_bf16_padded(x, rows, self.k, scratch);
+                amx::matmul(scratch, padded, p, out);
+            }
+            None => {
+                let par = if rows * self.n * self.k >= 1 << 20 {
+                    gemm::Parallelism::Rayon(0)
+                } else {
+                    gemm::Parallelism::None
+                };
+                // SAFETY: dst is `rows x n` row-major inside `out`, lhs `rows x k` row-major
+                // inside `x`, rhs(i, c) = w[c * k + i] inside `w` (all asserted above); the
+                // three do not overlap (distinct allocations, `out` borrowed mutably).
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        self.n,
+                        self.k,
+                        out.as_mut_ptr(),
+                        1,
+                        self.n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        self.k as isize,
+                        self.w.as_ptr(),
+                        self.k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
+            }
+        }
+        if add_bias || gelu {
+            let chunk = 64 * self.n;
+            let bias = if add_bias { &self.bias[..] } else { &[][..] };
+            let zeros;
+            let bias = if bias.is_empty() {
+                zeros = vec![0.0; self.n];
+                &zeros[..]
+            } else {
+                bias
+            };
+            out[..rows * self.n]
+                .par_chunks_mut(chunk)
+                .for_each(|c| math::bias_act(c, bias, gelu));
+        }
+    }
+
+    /// The bias, for callers that fuse it into a later step.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+}
+
+/// Multi-head self-attention over unpadded sequences.
+///
+/// `qkv` holds, for every token row, its query, key and value (`3 x hidden` columns, head
+/// `h` at columns `h * d..(h + 1) * d` of each part, `d = hidden / heads`); `seqs` lists each
+/// sequence's first row and length. Writes `softmax(Q K^T / sqrt(d)) V` per sequence and head
+/// into `ctx` (`hidden` columns). Sequences and heads run in parallel.
+pub fn attention(
+    qkv: &[f32],
+    hidden: usize,
+    heads: usize,
+    seqs: &[(usize, usize)],
+    ctx: &mut [f32],
+) {
+    assert!(
+        heads > 0 && hidden.is_multiple_of(heads),
+        "hidden must split into heads"
+    );
+    let rows = seqs.iter().map(|&(s, l)| s + l).max().unwrap_or(0);
+    assert!(qkv.len() >= rows * 3 * hidden, "qkv too short");
+    assert!(ctx.len() >= rows * hidden, "ctx too short");
+    for (i, &(s, l)) in seqs.iter().enumerate() {
+        for &(s2, l2) in &seqs[i + 1..] {
+            assert!(s + l <= s2 || s2 + l2 <= s, "sequences overlap");
+        }
+    }
+    let d = hidden / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let out = SendPtr(ctx.as_mut_ptr());
+    let jobs: Vec<(usize, usize, usize)> = seqs
+        .iter()
+        .filter(|&&(_, l)| l > 0)
+        .flat_map(|&(s, l)| (0..heads).map(move |h| (s, l, h)))
+        .collect();
+    thread_local! {
+        // One score matrix per worker thread, kept between calls (a fresh 256 KiB buffer per
+        // call costs page faults).
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    jobs.par_iter().for_each(|&(start, len, h)| {
+        SCORES.with_borrow_mut(|scores| {
+            scores.resize(len * len, 0.0);
+            let scores = &mut scores[..len * len];
+            let stride = (3 * hidden) as isize;
+            let q = qkv[start * 3 * hidden + h * d..].as_ptr();
+            let k = qkv[start * 3 * hidden + hidden + h * d..].as_ptr();
+            let v = qkv[start * 3 * hidden + 2 * hidden + h * d..].as_ptr();
+            // SAFETY: Q, K and V of this sequence are rows start..start+len of `qkv` (asserted
+            // above); `scores` is len x len; the gemm reads Q (len x d, row stride 3 hidden) and
+            // K^T (d x len: element (i, j) = K[j][i]).
+            unsafe {
+                gemm::gemm(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q,
+                    1,
+                    stride,
+                    k,
+                    stride,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            math::softmax_rows(scores, len, scale);
+            // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`: inside it
+            // (asserted above) and disjoint from every other job (sequences do not overlap, each
+            // (sequence, head) is one job); reads `scores` (len x len) and V (len x d).
+            unsafe {
+                gemm::gemm(
+                    len,
+                    d,
+                    len,
+                    out.get().add(start * hidden + h * d),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v,
+                    1,
+                    stride,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        })
+    });
+}
+
+/// `x[r] = layer_norm(x[r] + add[r] + bias) * gamma + beta` for every row (`gamma.len()`
+/// columns), rows in parallel; `add` is empty or as long as `x`.
+pub fn add_layer_norm(
+    x: &mut [f32],
+    add: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let n = gamma.len();
+    assert!(n > 0 && x.len().is_multiple_of(n), "x must be whole rows");
+    assert!(add.is_empty() || add.len() == x.len(), "add must match x");
+    let chunk = 64 * n;
+    if add.is_empty() {
+        x.par_chunks_mut(chunk)
+            .for_each(|c| math::add_layer_norm(c, &[], bias, gamma, beta, eps));
+    } else {
+        x.par_chunks_mut(chunk)
+            .zip(add.par_chunks(chunk))
+            .for_each(|(c, a)| math::add_layer_norm(c, a, bias, gamma, beta, eps));
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: hands disjoint (sequence, head) blocks of one output to rayon workers.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn plain_linear(x: &[f32], rows: usize, w: &[f32], b: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0.0; rows * n];
+        for r in 0..rows {
+            for c in 0..n {
+                y[r * n + c] = b[c] + (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum::<f32>();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn linear_matches_the_plain_product_in_each_precision() {
+        let (rows, n, k) = (37, 64, 96);
+        let mut s = 3;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s)).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+        let b: Vec<f32> = (0..n).map(|_| lcg(&mut s)).collect();
+        let want = plain_linear(&x, rows, &w, &b, n, k);
+        for p in [Precision::F32, Precision::Bf16Amx] {
+            let l = Linear::new(w.clone(), b.clone(), n, k, p).unwrap();
+            if p == Precision::Bf16Amx && l.precision() != p {
+                eprintln!("\n*** SKIPPED bf16-amx: not available on this CPU ***\n");
+                continue;
+            }
+            let mut out = vec![0.0; padded_rows(rows) * n];
+            l.forward(&x, rows, &mut out, true, false, &mut Vec::new());
+            // bf16 keeps 8 significant bits: 96 products of |x| <= 1 stay within ~0.1.
+            let tol = if p == Precision::F32 { 1e-4 } else { 0.1 };
+            for (g, w) in out.iter().zip(&want) {
+                assert!((g - w).abs() < tol, "{p:?}: {g} vs {w}");
+            }
+            let mut act = vec![0.0; padded_rows(rows) * n];
+            l.forward(&x, rows, &mut act, true, true, &mut Vec::new());
+            for (a, o) in act.iter().zip(&out).take(rows * n) {
+                assert!((a - math::gelu(*o)).abs() < 1e-6);
+            }
+        }
+        assert!(Linear::new(vec![0.0; 5], vec![0.0; 2], 2, 3, Precision::F32).is_none());
+    }
+
+    #[test]
+    fn attention_matches_the_plain_formula_per_sequence() {
+        let (hidden, heads) = (64, 4);
+        let d = hidden / heads;
+        let seqs = [(0usize, 5usize), (5, 1), (6, 40)];
+        let rows = 46;
+        let mut s = 11;
+        let qkv: Vec<f32> = (0..rows * 3 * hidden).map(|_| lcg(&mut s) * 2.0).collect();
+        let mut ctx = vec![f32::NAN; rows * hidden];
+        attention(&qkv, hidden, heads, &seqs, &mut ctx);
+        for &(start, len) in &seqs {
+            for h in 0..heads {
+                for i in 0..len {
+                    let q = &qkv[(start + i) * 3 * hidden + h * d..][..d];
+                    let logits: Vec<f64> = (0..len)
+                        .map(|j| {
+                            let k = &qkv[(start + j) * 3 * hidden + hidden + h * d..][..d];
+                            q.iter().zip(k).map(|(a, b)| (*a * *b) as f64).sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+                    for c in 0..d {
+                        let want: f64 = (0..len)
+                            .map(|j| {
+                                (logits[j] - m).exp() / z
+                                    * qkv[(start + j) * 3 * hidden + 2 * hidden + h * d + c] as f64
+                            })
+                            .sum();
+                        let got = ctx[(start + i) * hidden + h * d + c] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "seq {start} head {h} [{i}][{c}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
