@@ -100,7 +100,7 @@ pub fn default_engine() -> Engine {
 
 enum Model {
     Kernels(Encoder),
-    Candle(Box<BertModel>),
+    Candle(BertModel),
 }
 
 /// The loaded sentence encoder.
@@ -156,7 +156,7 @@ impl Embedder {
                 let config: CandleBertConfig =
                     serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
                 let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-                Model::Candle(Box::new(BertModel::load(vb, &config)?))
+                Model::Candle(BertModel::load(vb, &config)?)
             }
         };
         Ok(Embedder {
