@@ -706,6 +706,11 @@ pub struct FitOptions {
     /// Also try every learner with pairwise log-ratio features ([`RatioFeature`]); validation
     /// decides.
     pub ratio_features: bool,
+    /// After the choice on the validation split, refit the chosen candidate on training +
+    /// validation rows, calibrated (Platt) on the out-of-fold margins of this many stratified
+    /// folds of them. 0 or 1: serve the candidate fitted on the training rows, calibrated on
+    /// the validation rows.
+    pub refit_folds: usize,
 }
 
 impl Default for FitOptions {
@@ -723,6 +728,7 @@ impl Default for FitOptions {
             epochs: 60,
             seed: 42,
             ratio_features: true,
+            refit_folds: 5,
         }
     }
 }
@@ -745,6 +751,24 @@ pub struct TabularModel {
 pub struct Contribution {
     pub column: usize,
     pub value: f64,
+}
+
+/// A fold number in `0..k` for each row, each class spread evenly over the folds (seeded
+/// shuffle within each class, then round robin).
+pub fn stratified_folds(labels: &[bool], k: usize, seed: u64) -> Vec<usize> {
+    let k = k.max(1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fold = vec![0; labels.len()];
+    let mut next = 0;
+    for class in [false, true] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        for i in idx {
+            fold[i] = next % k;
+            next += 1;
+        }
+    }
+    fold
 }
 
 /// Stratified split of `0..labels.len()` into (first, second) with `fraction` in the second.
@@ -884,7 +908,10 @@ impl TabularModel {
     }
 
     /// Fits every candidate (learner x L2) on `train`, picks the one with the lowest validation
-    /// log loss, calibrates it (Platt) on `valid`. Returns the model and its validation metrics.
+    /// log loss, calibrates it (Platt) on `valid`; then, with [`FitOptions::refit_folds`] >= 2,
+    /// refits that candidate on `train` + `valid` and calibrates it on out-of-fold margins (see
+    /// [`TabularModel::refit`]). Returns the model and the chosen candidate's validation metrics
+    /// (plus `refit_rows` and the out-of-fold `oof_roc_auc` / `oof_log_loss` when refitted).
     pub fn fit(
         columns: &[String],
         train: (&[&Vec<Cell>], &[bool]),
@@ -951,7 +978,56 @@ impl TabularModel {
         }
         vm.insert("brier".into(), metrics::brier(&p, valid.1));
         vm.insert("log_loss".into(), metrics::log_loss(&p, valid.1));
+        if o.refit_folds >= 2 {
+            let rows: Vec<&Vec<Cell>> = train.0.iter().chain(valid.0).copied().collect();
+            let y: Vec<bool> = train.1.iter().chain(valid.1).copied().collect();
+            if let Some((refit, oof)) = Self::refit(columns, &rows, &y, &model, o) {
+                vm.insert("refit_rows".into(), rows.len() as f64);
+                if let Some(a) = metrics::roc_auc(&oof, &y) {
+                    vm.insert("oof_roc_auc".into(), a);
+                }
+                vm.insert("oof_log_loss".into(), metrics::log_loss(&oof, &y));
+                model = refit;
+            }
+        }
         (model, vm)
+    }
+
+    /// `chosen`'s learner, L2 and ratio features fitted on all `rows`, with the Platt
+    /// calibration of the out-of-fold margins of [`FitOptions::refit_folds`] stratified folds
+    /// (each margin from the same candidate fitted without that row's fold), and those
+    /// calibrated out-of-fold probabilities. `None` when a class is missing or a fold would
+    /// hold no row of one class.
+    pub fn refit(
+        columns: &[String],
+        rows: &[&Vec<Cell>],
+        y: &[bool],
+        chosen: &TabularModel,
+        o: &FitOptions,
+    ) -> Option<(TabularModel, Vec<f64>)> {
+        let k = o.refit_folds;
+        let positives = y.iter().filter(|&&b| b).count();
+        if k < 2 || positives < k || y.len() - positives < k {
+            return None;
+        }
+        let config = (chosen.learner, chosen.l2, !chosen.encoder.ratios.is_empty());
+        let fold = stratified_folds(y, k, o.seed);
+        let mut oof = vec![0.0f64; rows.len()];
+        for f in 0..k {
+            let (fit_rows, fit_y): (Vec<&Vec<Cell>>, Vec<bool>) = (0..rows.len())
+                .filter(|&i| fold[i] != f)
+                .map(|i| (rows[i], y[i]))
+                .unzip();
+            let m = Self::fit_one(columns, &fit_rows, &fit_y, config, o);
+            for i in (0..rows.len()).filter(|&i| fold[i] == f) {
+                oof[i] = m.raw_margin(&m.encoder.encode(rows[i]));
+            }
+        }
+        let platt = Platt::fit(&oof, y);
+        let mut model = Self::fit_one(columns, rows, y, config, o);
+        model.platt = platt;
+        let p = oof.iter().map(|&m| model.platt.apply(m)).collect();
+        Some((model, p))
     }
 }
 
@@ -1001,6 +1077,60 @@ mod tests {
             )
         };
         (pick(&tr), pick(&va))
+    }
+
+    #[test]
+    fn stratified_folds_spread_each_class_evenly() {
+        let y: Vec<bool> = (0..103).map(|i| i % 7 == 0).collect();
+        let f = stratified_folds(&y, 5, 3);
+        for k in 0..5 {
+            let n = f.iter().filter(|&&x| x == k).count();
+            let pos = (0..y.len()).filter(|&i| f[i] == k && y[i]).count();
+            assert!((20..=21).contains(&n), "fold {k}: {n} rows");
+            assert!((2..=4).contains(&pos), "fold {k}: {pos} positives");
+        }
+        assert_eq!(f, stratified_folds(&y, 5, 3));
+    }
+
+    /// The refit keeps the chosen candidate, uses every row, and its out-of-fold probabilities
+    /// are calibrated; too few positives for the folds keeps the model fitted on `train`.
+    #[test]
+    fn refit_keeps_the_choice_and_uses_all_rows() {
+        let cols = vec!["a".to_string(), "c".to_string()];
+        let (rows, y) = toy(600, 5);
+        let ((trx, tryy), (vax, vay)) = split_70_30(&rows, &y);
+        let base = FitOptions {
+            gbdt: GbdtParams {
+                trees: 40,
+                ..Default::default()
+            },
+            epochs: 30,
+            l2: vec![1e-3],
+            refit_folds: 0,
+            ..Default::default()
+        };
+        let (plain, vm0) = TabularModel::fit(&cols, (&trx, &tryy), (&vax, &vay), &base);
+        let (refit, vm) = TabularModel::fit(
+            &cols,
+            (&trx, &tryy),
+            (&vax, &vay),
+            &FitOptions {
+                refit_folds: 5,
+                ..base.clone()
+            },
+        );
+        assert_eq!((refit.learner, refit.l2), (plain.learner, plain.l2));
+        assert_eq!(vm["refit_rows"], (trx.len() + vax.len()) as f64);
+        assert_eq!(vm0.get("refit_rows"), None);
+        assert!(vm["oof_roc_auc"] > 0.75, "{vm:?}");
+        assert!(refit.platt != plain.platt);
+        // Too few positives for 5 folds: no refit.
+        let few: Vec<bool> = (0..vay.len()).map(|i| i < 2).collect();
+        let none: Vec<bool> = vec![false; tryy.len()];
+        let all: Vec<&Vec<Cell>> = trx.iter().chain(&vax).copied().collect();
+        let ally: Vec<bool> = none.iter().chain(&few).copied().collect();
+        assert!(TabularModel::refit(&cols, &all, &ally, &plain, &FitOptions::default()).is_none());
+        assert!(TabularModel::refit(&cols, &all, &ally, &plain, &base).is_none());
     }
 
     #[test]
