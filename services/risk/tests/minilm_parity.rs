@@ -34,6 +34,19 @@ fn model_dir() -> Option<std::path::PathBuf> {
     None
 }
 
+/// The embedder on `engine`, or `None` (said loudly) where this CPU cannot run it.
+fn load(dir: &std::path::Path, engine: Engine) -> Option<Embedder> {
+    let e = Embedder::load_with(dir, engine).unwrap();
+    if e.engine() != engine {
+        eprintln!(
+            "\n*** SKIPPED {}: this CPU has no AMX bf16 ***\n",
+            engine.name()
+        );
+        return None;
+    }
+    Some(e)
+}
+
 #[test]
 fn embeddings_match_sentence_transformers() {
     let Some(dir) = model_dir() else { return };
@@ -63,14 +76,9 @@ fn embeddings_match_sentence_transformers() {
         Engine::Kernels(Precision::F32),
         Engine::Kernels(Precision::Bf16Amx),
     ] {
-        let e = Embedder::load_with(&dir, engine).unwrap();
-        if e.engine() != engine {
-            eprintln!(
-                "\n*** SKIPPED {}: this CPU has no AMX bf16 ***\n",
-                engine.name()
-            );
+        let Some(e) = load(&dir, engine) else {
             continue;
-        }
+        };
         let got = e.embed(&refs).unwrap();
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -232,14 +240,9 @@ fn our_encoder_matches_candle_transformers_on_varied_texts() {
         (Engine::Kernels(Precision::F32), 0.99999f32),
         (Engine::Kernels(Precision::Bf16Amx), 0.999),
     ] {
-        let e = Embedder::load_with(&dir, engine).unwrap();
-        if e.engine() != engine {
-            eprintln!(
-                "\n*** SKIPPED {}: this CPU has no AMX bf16 ***\n",
-                engine.name()
-            );
+        let Some(e) = load(&dir, engine) else {
             continue;
-        }
+        };
         let got = e.embed(&refs).unwrap();
         let worst = got
             .iter()

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use crate::SendPtr;
+
 /// Whether AMX bf16 products can run in this process (checked once).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -139,20 +141,6 @@ pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
         run(0);
     } else {
         (0..pieces).into_par_iter().for_each(|p| run(p * per));
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint column ranges of one output slice to rayon workers.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -301,13 +289,7 @@ mod imp {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::tests::lcg;
 
     #[test]
     fn bf16_rounds_to_nearest_even() {

@@ -146,25 +146,11 @@ impl Linear {
                 // inside `x`, rhs(i, c) = w[c * k + i] inside `w` (all asserted above); the
                 // three do not overlap (distinct allocations, `out` borrowed mutably).
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        self.n,
-                        self.k,
-                        out.as_mut_ptr(),
-                        1,
-                        self.n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        self.k as isize,
-                        self.w.as_ptr(),
-                        self.k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                    gemm_f32(
+                        (rows, self.n, self.k),
+                        (out.as_mut_ptr(), self.n as isize),
+                        (x.as_ptr(), 1, self.k as isize),
+                        (self.w.as_ptr(), self.k as isize, 1),
                         par,
                     );
                 }
@@ -242,25 +228,11 @@ pub fn attention(
             // above); `scores` is len x len; the gemm reads Q (len x d, row stride 3 hidden) and
             // K^T (d x len: element (i, j) = K[j][i]).
             unsafe {
-                gemm::gemm(
-                    len,
-                    len,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    len as isize,
-                    false,
-                    q,
-                    1,
-                    stride,
-                    k,
-                    stride,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                gemm_f32(
+                    (len, len, d),
+                    (scores.as_mut_ptr(), len as isize),
+                    (q, 1, stride),
+                    (k, stride, 1),
                     gemm::Parallelism::None,
                 );
             }
@@ -269,25 +241,11 @@ pub fn attention(
             // (asserted above) and disjoint from every other job (sequences do not overlap, each
             // (sequence, head) is one job); reads `scores` (len x len) and V (len x d).
             unsafe {
-                gemm::gemm(
-                    len,
-                    d,
-                    len,
-                    out.get().add(start * hidden + h * d),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    len as isize,
-                    v,
-                    1,
-                    stride,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                gemm_f32(
+                    (len, d, len),
+                    (out.get().add(start * hidden + h * d), hidden as isize),
+                    (scores.as_ptr(), 1, len as isize),
+                    (v, 1, stride),
                     gemm::Parallelism::None,
                 );
             }
@@ -319,16 +277,59 @@ pub fn add_layer_norm(
     }
 }
 
+/// `dst = lhs * rhs` in f32 through the `gemm` crate, for `(m, n, k)`: `dst` row-major with row
+/// stride `dst_rs`; `lhs` (m x k) and `rhs` (k x n) given by pointer, column stride and row
+/// stride (in elements), so transposed operands need no copy.
+///
+/// # Safety
+/// Every element the strides address must lie inside a live allocation; `dst` must not overlap
+/// the operands, and nothing else may access it during the call.
+#[allow(clippy::type_complexity)]
+unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract; alpha = 0 with read_dst = false overwrites dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A raw output pointer handed to rayon workers that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: hands disjoint (sequence, head) blocks of one output to rayon workers.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: every user hands each worker a disjoint part of one output buffer (column ranges in
+// `amx::matmul`, (sequence, head) blocks in `attention`) that outlives the parallel section.
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -338,7 +339,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    /// A seeded uniform value in [-1, 1) (test data without a random-number crate).
+    pub(crate) fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
