@@ -925,7 +925,10 @@ impl App {
                     );
                     (Some(Arc::new(e)), String::new())
                 }
-                Err(e) => (None, e.to_string()),
+                Err(e) => {
+                    tracing::error!(dir = %d.display(), error = %e, "MiniLM not loaded");
+                    (None, e.to_string())
+                }
             },
             None => {
                 let msg = format!(

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use augur_kernels::{Linear, Precision, padded_rows};
+use augur_kernels::{Epilogue, Linear, Precision, padded_rows};
 use candle_core::Tensor;
 
 /// The BERT hyper-parameters the encoder needs (from the model's `config.json`).
@@ -283,9 +283,9 @@ impl Encoder {
             eps,
         );
         for l in &self.layers {
-            l.qkv.forward(x, rows, qkv, true, false, scratch);
+            l.qkv.forward(x, rows, qkv, Epilogue::Bias, scratch);
             augur_kernels::attention(qkv, h, self.cfg.num_attention_heads, spans, ctx);
-            l.out.forward(ctx, rows, tmp, false, false, scratch);
+            l.out.forward(ctx, rows, tmp, Epilogue::None, scratch);
             augur_kernels::add_layer_norm(
                 &mut tmp[..rows * h],
                 &x[..rows * h],
@@ -295,8 +295,8 @@ impl Encoder {
                 eps,
             );
             std::mem::swap(x, tmp);
-            l.up.forward(x, rows, ffn, true, true, scratch);
-            l.down.forward(ffn, rows, tmp, false, false, scratch);
+            l.up.forward(x, rows, ffn, Epilogue::BiasGelu, scratch);
+            l.down.forward(ffn, rows, tmp, Epilogue::None, scratch);
             augur_kernels::add_layer_norm(
                 &mut tmp[..rows * h],
                 &x[..rows * h],

@@ -47,6 +47,8 @@ pub enum EmbedError {
     Candle(#[from] candle_core::Error),
     #[error("embedding: {0}")]
     Encoder(String),
+    #[error("MiniLM engine: {0}")]
+    Engine(String),
 }
 
 /// The model directory: env `AUGUR_MINILM_DIR`, else `<workspace>/models/minilm` (for tests and
@@ -87,14 +89,21 @@ impl Engine {
     }
 }
 
-/// The engine from env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `candle`), else our encoder in
-/// [`Precision::best`].
-pub fn default_engine() -> Engine {
-    match std::env::var("AUGUR_MINILM_ENGINE").as_deref() {
-        Ok("f32") => Engine::Kernels(Precision::F32),
-        Ok("bf16-amx") => Engine::Kernels(Precision::Bf16Amx),
-        Ok("candle") => Engine::Candle,
-        _ => Engine::Kernels(Precision::best()),
+/// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `candle`); unset or
+/// empty: our encoder in [`Precision::best`]. Any other value is an error naming the variable.
+pub fn default_engine() -> Result<Engine, EmbedError> {
+    engine_named(std::env::var("AUGUR_MINILM_ENGINE").ok().as_deref())
+}
+
+fn engine_named(value: Option<&str>) -> Result<Engine, EmbedError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Engine::Kernels(Precision::best())),
+        Some("f32") => Ok(Engine::Kernels(Precision::F32)),
+        Some("bf16-amx") => Ok(Engine::Kernels(Precision::Bf16Amx)),
+        Some("candle") => Ok(Engine::Candle),
+        Some(other) => Err(EmbedError::Engine(format!(
+            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx or candle (or unset)"
+        ))),
     }
 }
 
@@ -121,7 +130,7 @@ impl std::fmt::Debug for Embedder {
 impl Embedder {
     /// Loads the model from `dir` with the [`default_engine`].
     pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
-        Embedder::load_with(dir, default_engine())
+        Embedder::load_with(dir, default_engine()?)
     }
 
     /// Loads the model from `dir` to run on `engine` (AMX bf16 where the CPU allows it).
@@ -302,4 +311,31 @@ fn prefix(text: &str, budget: usize) -> &str {
 /// Cosine of two unit vectors (their dot product).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn engine_setting_is_parsed_and_bad_values_name_the_variable() {
+        assert_eq!(
+            engine_named(Some("f32")).unwrap(),
+            Engine::Kernels(Precision::F32)
+        );
+        assert_eq!(
+            engine_named(Some(" bf16-amx ")).unwrap(),
+            Engine::Kernels(Precision::Bf16Amx)
+        );
+        assert_eq!(engine_named(Some("candle")).unwrap(), Engine::Candle);
+        let best = Engine::Kernels(Precision::best());
+        assert_eq!(engine_named(None).unwrap(), best);
+        assert_eq!(engine_named(Some("")).unwrap(), best);
+        let e = engine_named(Some("amx")).unwrap_err().to_string();
+        assert!(
+            e.contains("AUGUR_MINILM_ENGINE") && e.contains("\"amx\""),
+            "{e}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 use std::time::Instant;
 
-use augur_kernels::{Linear, Precision, padded_rows};
+use augur_kernels::{Epilogue, Linear, Precision, padded_rows};
 
 fn main() {
     let rows: usize = std::env::var("ROWS")
@@ -41,11 +41,11 @@ fn main() {
             }
             let mut out = vec![0.0; padded_rows(rows) * n];
             let mut scratch = Vec::new();
-            l.forward(&x, rows, &mut out, false, false, &mut scratch);
+            l.forward(&x, rows, &mut out, Epilogue::None, &mut scratch);
             let iters = 20;
             let t = Instant::now();
             for _ in 0..iters {
-                l.forward(&x, rows, &mut out, false, false, &mut scratch);
+                l.forward(&x, rows, &mut out, Epilogue::None, &mut scratch);
             }
             let s = t.elapsed().as_secs_f64() / iters as f64;
             println!(

@@ -26,17 +26,10 @@ pub const BLOCK: usize = 32;
 /// f32 to bf16, rounding to nearest even (NaN stays NaN).
 #[inline(always)]
 pub fn bf16(x: f32) -> u16 {
-    let b = x.to_bits();
     if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
+        return ((x.to_bits() >> 16) | 0x40) as u16;
     }
-    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
-}
-
-/// bf16 to f32 (exact).
-#[inline(always)]
-pub fn f32_of(x: u16) -> f32 {
-    f32::from_bits((x as u32) << 16)
+    crate::math::bf16_round(x.to_bits())
 }
 
 /// A weight `[n x k]` packed for [`matmul`]: `n` and `k` multiples of [`BLOCK`].
@@ -82,16 +75,6 @@ impl Packed {
         }
         Some(Packed { n, k, data })
     }
-
-    /// Output columns.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Inputs.
-    pub fn k(&self) -> usize {
-        self.k
-    }
 }
 
 /// Rounds the first `rows` rows of `x` (row-major, `k` columns) to bf16 into `out`, padded with
@@ -109,9 +92,9 @@ pub fn to_bf16_padded(x: &[f32], rows: usize, k: usize, out: &mut Vec<u16>) -> u
     padded
 }
 
-/// `out[m][c] = sum_i a[m][i] * w[c][i]` for the `padded_rows` rows of `a` (bf16, `w.k()`
-/// columns, from [`to_bf16_padded`]); `out` is row-major with `w.n()` columns and at least
-/// `padded_rows` rows. Panics if AMX is not [`available`] or the sizes disagree.
+/// `out[m][c] = sum_i a[m][i] * w[c][i]` for the `padded_rows` rows of `a` (bf16, as many
+/// columns as `w` has inputs, from [`to_bf16_padded`]); `out` is row-major with `w`'s output
+/// columns and at least `padded_rows` rows. Panics if AMX is not [`available`] or the sizes disagree.
 pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AMX bf16 is not available on this CPU");
     assert!(
@@ -290,6 +273,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::tests::lcg;
+
+    /// bf16 to f32 (exact).
+    fn f32_of(x: u16) -> f32 {
+        f32::from_bits((x as u32) << 16)
+    }
 
     #[test]
     fn bf16_rounds_to_nearest_even() {

@@ -46,6 +46,17 @@ pub fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(amx::BLOCK) * amx::BLOCK
 }
 
+/// What [`Linear::forward`] does after the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// Nothing: the caller fuses the bias into a later step (e.g. a residual layer norm).
+    None,
+    /// Add the bias.
+    Bias,
+    /// Add the bias, then GELU.
+    BiasGelu,
+}
+
 /// A dense layer `y = x W^T + b` with `W` given `[n x k]` (PyTorch's layout).
 pub struct Linear {
     n: usize,
@@ -89,10 +100,13 @@ impl Linear {
             _ => None,
         };
         // The f32 product's copy (none when the bf16 one serves).
-        let mut wt = vec![0.0; if packed.is_some() { 0 } else { n * k }];
-        for (c, row) in w.chunks_exact(k).enumerate().filter(|_| packed.is_none()) {
-            for (i, &v) in row.iter().enumerate() {
-                wt[i * n + c] = v;
+        let mut wt = Vec::new();
+        if packed.is_none() {
+            wt = vec![0.0; n * k];
+            for (c, row) in w.chunks_exact(k).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    wt[i * n + c] = v;
+                }
             }
         }
         Some(Linear {
@@ -104,16 +118,6 @@ impl Linear {
         })
     }
 
-    /// Output width.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Input width.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// The precision this layer actually multiplies in.
     pub fn precision(&self) -> Precision {
         if self.packed.is_some() {
@@ -123,17 +127,15 @@ impl Linear {
         }
     }
 
-    /// `out[r] = x[r] W^T (+ b, then GELU when `gelu`)` for the first `rows` rows of `x`
-    /// (row-major, [`Linear::k`] columns). `out` is row-major with [`Linear::n`] columns and
-    /// must hold [`padded_rows`]`(rows)` rows; rows past `rows` are scratch. With `add_bias`
-    /// false the bias is left to the caller (e.g. fused into a residual layer norm).
+    /// `out[r] = x[r] W^T`, then `then`, for the first `rows` rows of `x` (row-major, `k`
+    /// columns). `out` is row-major with `n` columns and must hold [`padded_rows`]`(rows)`
+    /// rows; rows past `rows` are scratch.
     pub fn forward(
         &self,
         x: &[f32],
         rows: usize,
         out: &mut [f32],
-        add_bias: bool,
-        gelu: bool,
+        then: Epilogue,
         scratch: &mut Vec<u16>,
     ) {
         assert!(x.len() >= rows * self.k, "input too short");
@@ -166,19 +168,11 @@ impl Linear {
                 }
             }
         }
-        if add_bias || gelu {
-            let chunk = 64 * self.n;
-            let bias = if add_bias { &self.bias[..] } else { &[][..] };
-            let zeros;
-            let bias = if bias.is_empty() {
-                zeros = vec![0.0; self.n];
-                &zeros[..]
-            } else {
-                bias
-            };
+        if then != Epilogue::None {
+            let gelu = then == Epilogue::BiasGelu;
             out[..rows * self.n]
-                .par_chunks_mut(chunk)
-                .for_each(|c| math::bias_act(c, bias, gelu));
+                .par_chunks_mut(64 * self.n)
+                .for_each(|c| math::bias_act(c, &self.bias, gelu));
         }
     }
 
@@ -382,14 +376,14 @@ mod tests {
                 continue;
             }
             let mut out = vec![0.0; padded_rows(rows) * n];
-            l.forward(&x, rows, &mut out, true, false, &mut Vec::new());
+            l.forward(&x, rows, &mut out, Epilogue::Bias, &mut Vec::new());
             // bf16 keeps 8 significant bits: 96 products of |x| <= 1 stay within ~0.1.
             let tol = if p == Precision::F32 { 1e-4 } else { 0.1 };
             for (g, w) in out.iter().zip(&want) {
                 assert!((g - w).abs() < tol, "{p:?}: {g} vs {w}");
             }
             let mut act = vec![0.0; padded_rows(rows) * n];
-            l.forward(&x, rows, &mut act, true, true, &mut Vec::new());
+            l.forward(&x, rows, &mut act, Epilogue::BiasGelu, &mut Vec::new());
             for (a, o) in act.iter().zip(&out).take(rows * n) {
                 assert!((a - math::gelu(*o)).abs() < 1e-6);
             }

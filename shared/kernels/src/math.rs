@@ -159,12 +159,18 @@ dispatch! {
     }
 }
 
+/// The bf16 nearest to the f32 with these bits (ties to even). A NaN may come out as
+/// infinity: [`crate::amx::bf16`] keeps NaN.
+#[inline(always)]
+pub fn bf16_round(bits: u32) -> u16 {
+    (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+}
+
 dispatch! {
-    /// `out[i] = bf16(x[i])` (see [`crate::amx::bf16`]), vectorised.
+    /// `out[i] = bf16_round(x[i])`, vectorised.
     pub fn to_bf16(x: &[f32], out: &mut [u16]) {
         for (o, v) in out.iter_mut().zip(x) {
-            let b = v.to_bits();
-            *o = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+            *o = bf16_round(v.to_bits());
         }
     }
 }
@@ -190,7 +196,7 @@ dispatch! {
 
 dispatch! {
     /// `x[r] = layer_norm(x[r] + add[r] + bias) * gamma + beta` for each row (length
-    /// `gamma.len()`); `add` may be empty (no residual).
+    /// `gamma.len()`); `add` (no residual) and `bias` may be empty.
     pub fn add_layer_norm(x: &mut [f32], add: &[f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let n = gamma.len();
         if n == 0 {
@@ -200,13 +206,12 @@ dispatch! {
         for r in 0..rows {
             let row = &mut x[r * n..(r + 1) * n];
             if !add.is_empty() {
-                for ((v, a), b) in row.iter_mut().zip(&add[r * n..(r + 1) * n]).zip(bias) {
-                    *v += a + b;
+                for (v, a) in row.iter_mut().zip(&add[r * n..(r + 1) * n]) {
+                    *v += a;
                 }
-            } else if !bias.is_empty() {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
+            }
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
             }
             let mean = sum(row) / n as f32;
             let mut acc = [0.0f32; 16];
@@ -297,6 +302,20 @@ mod tests {
         for (i, v) in x[..5].iter().enumerate() {
             let want = (i as f32 - 2.0) / 2f32.sqrt() * 2.0 + 1.0;
             assert!((v - want).abs() < 1e-5);
+        }
+        // A residual without a bias is still added.
+        let mut z = vec![0.0f32, 0.0, 0.0, 0.0];
+        add_layer_norm(
+            &mut z,
+            &[1.0, 3.0, 5.0, 7.0],
+            &[],
+            &[1.0; 4],
+            &[0.0; 4],
+            1e-12,
+        );
+        let want = [-3.0f32, -1.0, 1.0, 3.0].map(|v| v / 5f32.sqrt());
+        for (v, w) in z.iter().zip(want) {
+            assert!((v - w).abs() < 1e-5, "{z:?}");
         }
         let mut y = vec![1.0f32, -1.0, 0.0, 2.0];
         bias_act(&mut y, &[1.0, 1.0], true);
