@@ -27,8 +27,8 @@ struct Args {
     /// Only these parts (m3, dominicks, demo, latency; `mixed` only when named); empty means all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Training hyper-parameter overrides as key=value (ridge, window, max_members, mase_weight,
-    /// grid, windows, gru, gru_epochs).
+    /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
+    /// grid, windows, gru, gru_epochs, gbm, gbm_trees).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -49,11 +49,22 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
             "ridge" => o.ridge = v.parse().unwrap_or(o.ridge),
             "window" => o.window = v.parse().unwrap_or(o.window),
             "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
+            // Members the search may use, e.g. `members=ses+global_gbm`.
+            "members" => {
+                o.members = v.split('+').fold(0, |acc, name| {
+                    acc | stats::METHODS
+                        .iter()
+                        .find(|m| m.name() == name)
+                        .map_or(0, |m| 1 << *m as u32)
+                })
+            }
             "mase_weight" => o.mase_weight = v.parse().unwrap_or(o.mase_weight),
             "grid" => o.grid = v.parse().unwrap_or(o.grid),
             "windows" => o.windows = v.parse().unwrap_or(o.windows),
             "gru" => o.gru = v.parse().unwrap_or(o.gru),
             "gru_epochs" => o.gru_epochs = v.parse().unwrap_or(o.gru_epochs),
+            "gbm" => o.gbm = v.parse().unwrap_or(o.gbm),
+            "gbm_trees" => o.gbm_trees = v.parse().unwrap_or(o.gbm_trees),
             _ => eprintln!("unknown hyper-parameter {k}"),
         }
     }
@@ -527,7 +538,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
     let mask = combination.split('+').try_fold(0u32, |acc, name| {
         stats::METHODS
             .iter()
-            .find(|m| m.name() == name && **m != Method::Gru)
+            .find(|m| m.name() == name && **m != Method::Gru && **m != Method::Gbm)
             .map(|m| acc | (1 << *m as u32))
     });
     match mask {
@@ -543,6 +554,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 seasons: Vec::new(),
                 season_combos: BTreeMap::new(),
                 season_err_q: BTreeMap::new(),
+                gbm: None,
             };
             let old: Vec<Vec<f64>> = data
                 .iter()

@@ -2,14 +2,15 @@
 //!
 //! Forecasts per SKU (from the feature store's series) or per series passed in: a combination of
 //! statistical models (seasonal naive, Naive2, exponential smoothing with AICc selection, AutoETS
-//! over the state-space ETS family, Theta, Croston/SBA for intermittent demand) chosen on
-//! validation windows, a global covariate model for known future prices and promotions, and
+//! over the state-space ETS family, Theta, Croston/SBA for intermittent demand, a global GRU and
+//! global boosted trees over lags and covariates) chosen on validation windows, a global covariate model for known future prices and promotions, and
 //! empirical prediction intervals; rolling-origin backtests and reorder advice. See `model` for
 //! the method and BENCHMARKS.md for the figures.
 
 pub mod datasets;
 pub mod error;
 pub mod ets;
+pub mod gbm;
 pub mod gru;
 pub mod metrics;
 pub mod model;

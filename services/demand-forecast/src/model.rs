@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gbm::{GbmConfig, GlobalGbm};
 use crate::gru::{GlobalGru, GruConfig};
 use crate::metrics::{Pooled, mase, naive_scale, smape};
 use crate::stats::{self, METHODS, Method};
@@ -49,6 +50,8 @@ pub struct TrainOptions {
     pub window: usize,
     /// Largest number of members in a combination.
     pub max_members: u32,
+    /// The members the search may combine (a bit set over [`METHODS`]; all by default).
+    pub members: u32,
     /// Weight of relative MASE in the validation score that picks the combination (the rest is
     /// relative sMAPE, both against Naive2); 0.5 is the M4 OWA.
     pub mase_weight: f64,
@@ -59,6 +62,9 @@ pub struct TrainOptions {
     /// Train the global GRU as a member the combination may choose.
     pub gru: bool,
     pub gru_epochs: usize,
+    /// Train the global boosted-trees model ([`crate::gbm`]) as a member.
+    pub gbm: bool,
+    pub gbm_trees: usize,
 }
 
 impl Default for TrainOptions {
@@ -69,11 +75,14 @@ impl Default for TrainOptions {
             ridge: 10.0,
             window: 4,
             max_members: 4,
+            members: u32::MAX,
             mase_weight: 0.5,
             grid: true,
             lags: false,
             gru: true,
             gru_epochs: 8,
+            gbm: true,
+            gbm_trees: 300,
         }
     }
 }
@@ -123,6 +132,9 @@ pub struct Model {
     /// series' validation errors); `err_q` (all of them) serves the others.
     #[serde(default)]
     pub season_err_q: BTreeMap<usize, Vec<Vec<f64>>>,
+    /// The global boosted-trees model, kept only when a served combination uses it.
+    #[serde(default)]
+    pub gbm: Option<GlobalGbm>,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -191,7 +203,12 @@ fn history_of(s: &SeriesIn, name: &str) -> Option<Vec<f64>> {
 
 /// Transformed values of a covariate over `h` future periods: the given ones; when missing, the
 /// last value for prices and 0 for flags; a lagged covariate starts with the last history value.
-fn future_of(s: &SeriesIn, future: &BTreeMap<String, Vec<f64>>, name: &str, h: usize) -> Vec<f64> {
+pub(crate) fn future_of(
+    s: &SeriesIn,
+    future: &BTreeMap<String, Vec<f64>>,
+    name: &str,
+    h: usize,
+) -> Vec<f64> {
     if let Some(base) = name.strip_suffix(LAG) {
         let hist = history_of(s, base).map(|v| cov_history(base, &v).0);
         let last = hist.and_then(|x| x.last().copied()).unwrap_or(0.0);
@@ -217,7 +234,7 @@ fn future_of(s: &SeriesIn, future: &BTreeMap<String, Vec<f64>>, name: &str, h: u
 }
 
 /// Transformed covariate of the history (filled) and its mean.
-fn cov_history(name: &str, values: &[f64]) -> (Vec<f64>, f64) {
+pub(crate) fn cov_history(name: &str, values: &[f64]) -> (Vec<f64>, f64) {
     let t: Vec<f64> = values.iter().map(|v| transform(name, *v)).collect();
     let t = fill(&t);
     let mean = if t.is_empty() {
@@ -414,6 +431,7 @@ struct Prepared {
 fn prepare(
     cov: Option<&CovModel>,
     gru: Option<&GlobalGru>,
+    gbm: Option<&GlobalGbm>,
     log: bool,
     s: &SeriesIn,
     future: &BTreeMap<String, Vec<f64>>,
@@ -496,6 +514,10 @@ fn prepare(
             .unwrap_or_else(|| members[Method::Theta as usize].clone());
         members[Method::Gru as usize] = f;
     }
+    // The boosted trees read the raw series and the covariates themselves.
+    members[Method::Gbm as usize] = gbm
+        .and_then(|g| g.forecast(s, future, h))
+        .unwrap_or_else(|| vec![f64::NAN; h]);
     let croston = intermittent.then(|| {
         let lvl: Vec<f64> = y
             .iter()
@@ -609,7 +631,11 @@ impl Model {
             .gru
             .as_deref()
             .filter(|_| combo & (1 << Method::Gru as u32) != 0);
-        let p = prepare(self.cov.as_ref(), gru, self.log, s, future, h, combo);
+        let gbm = self
+            .gbm
+            .as_ref()
+            .filter(|_| combo & (1 << Method::Gbm as u32) != 0);
+        let p = prepare(self.cov.as_ref(), gru, gbm, self.log, s, future, h, combo);
         let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
         let quantiles = self.quantiles_of(&p, &point, levels, s.season);
         Output {
@@ -738,6 +764,19 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     } else {
         None
     };
+    // The global boosted trees, trained on the part before the validation windows (refitted on
+    // everything below when a chosen combination uses them).
+    let gbm_config = GbmConfig::new(h, opts.gbm_trees);
+    let gbm: Option<GlobalGbm> = if opts.gbm {
+        GlobalGbm::train(
+            series,
+            |s| s.values.len().saturating_sub(held),
+            &names,
+            &gbm_config,
+        )
+    } else {
+        None
+    };
     // The validation windows of a slice of the series (every member model fitted on each).
     let windows_of = |part: &[SeriesIn], cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
         let mut vals: Vec<ValWindow> = Vec::new();
@@ -761,7 +800,16 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                     .collect();
                 let actual = fill(&s.values)[origin..origin + h].to_vec();
                 vals.push(ValWindow {
-                    prep: prepare(cov_val, gru.as_deref(), log, &prefix, &future, h, u32::MAX),
+                    prep: prepare(
+                        cov_val,
+                        gru.as_deref(),
+                        gbm.as_ref(),
+                        log,
+                        &prefix,
+                        &future,
+                        h,
+                        u32::MAX,
+                    ),
                     actual,
                     season: s.season,
                 });
@@ -818,7 +866,11 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     let allowed: Vec<u32> = (1u32..(1 << METHODS.len()))
         .filter(|&mask| {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
-            mask.count_ones() <= opts.max_members && !(needs_gru && gru.is_none())
+            let needs_gbm = mask & (1 << Method::Gbm as u32) != 0;
+            mask.count_ones() <= opts.max_members
+                && mask & !opts.members == 0
+                && !(needs_gru && gru.is_none())
+                && !(needs_gbm && gbm.is_none())
         })
         .collect();
     // The lowest OWA (against Naive2 on the same windows) of the allowed combinations.
@@ -878,6 +930,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         seasons,
         season_combos,
         season_err_q: BTreeMap::new(),
+        gbm: None,
     };
     // Interval quantiles per step from the scaled validation errors (of all windows, and of
     // each season's own when there are several).
@@ -949,6 +1002,13 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         ..opts.clone()
     };
     model.cov = CovModel::fit(series, |s| s.values.len(), &with_lags(lags), &chosen);
+    // The boosted trees, when served, relearn on everything (as the covariate model).
+    let uses_gbm = std::iter::once(model.combo)
+        .chain(model.season_combos.values().copied())
+        .any(|c| c & (1 << Method::Gbm as u32) != 0);
+    if uses_gbm {
+        model.gbm = GlobalGbm::train(series, |s| s.values.len(), &names, &gbm_config);
+    }
     Trained {
         model,
         validation,

@@ -833,10 +833,20 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "lags" => opts.lags = v.parse::<bool>().map_err(|_| bad())?,
             "gru" => opts.gru = v.parse::<bool>().map_err(|_| bad())?,
             "gru.epochs" => opts.gru_epochs = v.parse::<usize>().map_err(|_| bad())?,
+            "gbm" => opts.gbm = v.parse::<bool>().map_err(|_| bad())?,
+            "gbm.trees" => {
+                opts.gbm_trees = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|t| (1..=5000).contains(t))
+                    .ok_or_else(|| {
+                        Error::invalid(field.clone(), format!("{v:?} is not a count in 1..=5000"))
+                    })?
+            }
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees)",
                 ));
             }
         }
@@ -992,6 +1002,19 @@ impl Service {
             ),
             ("log_scale".to_string(), m.log.to_string()),
             ("global_gru".to_string(), format!("{:?}", m.gru_shape)),
+            (
+                "global_gbm".to_string(),
+                m.gbm.as_ref().map_or_else(
+                    || "none".to_string(),
+                    |g| {
+                        format!(
+                            "{} trees over {} covariates",
+                            g.trees.trees.len(),
+                            g.covariates.len()
+                        )
+                    },
+                ),
+            ),
             (
                 "covariates".to_string(),
                 m.cov

@@ -25,9 +25,11 @@ pub enum Method {
     Dotm = 10,
     /// The Theta family (STM / OTM / DSTM / DOTM) member with the lowest in-sample error.
     AutoTheta = 11,
+    /// The global boosted trees over lags and covariates (computed by the model, not here).
+    Gbm = 12,
 }
 
-pub const METHODS: [Method; 12] = [
+pub const METHODS: [Method; 13] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -40,6 +42,7 @@ pub const METHODS: [Method; 12] = [
     Method::AutoEts,
     Method::Dotm,
     Method::AutoTheta,
+    Method::Gbm,
 ];
 
 impl Method {
@@ -57,6 +60,7 @@ impl Method {
             Method::AutoEts => "auto_ets",
             Method::Dotm => "dotm",
             Method::AutoTheta => "auto_theta",
+            Method::Gbm => "global_gbm",
         }
     }
 }
@@ -508,6 +512,7 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
             Method::AutoEts,
             Method::Dotm,
             Method::AutoTheta,
+            Method::Gbm,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -575,10 +580,12 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         damped,
         theta.clone(),
         ets,
-        theta,
+        theta.clone(),
         auto_ets,
         dotm,
         auto_theta,
+        // The global boosted trees' slot, filled by the model.
+        theta,
     ]
 }
 

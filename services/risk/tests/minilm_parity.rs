@@ -39,7 +39,7 @@ fn load(dir: &std::path::Path, engine: Engine) -> Option<Embedder> {
     let e = Embedder::load_with(dir, engine).unwrap();
     if e.engine() != engine {
         eprintln!(
-            "\n*** SKIPPED {}: this CPU has no AMX bf16 ***\n",
+            "\n*** SKIPPED {}: this CPU lacks that precision ***\n",
             engine.name()
         );
         return None;
@@ -75,6 +75,7 @@ fn embeddings_match_sentence_transformers() {
         Engine::Candle,
         Engine::Kernels(Precision::F32),
         Engine::Kernels(Precision::Bf16Amx),
+        Engine::Kernels(Precision::Bf16Avx512),
     ] {
         let Some(e) = load(&dir, engine) else {
             continue;
@@ -239,6 +240,7 @@ fn our_encoder_matches_candle_transformers_on_varied_texts() {
     for (engine, min_cos) in [
         (Engine::Kernels(Precision::F32), 0.99999f32),
         (Engine::Kernels(Precision::Bf16Amx), 0.999),
+        (Engine::Kernels(Precision::Bf16Avx512), 0.999),
     ] {
         let Some(e) = load(&dir, engine) else {
             continue;

@@ -34,7 +34,7 @@ fn main() {
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 104729 % 1000) as f32 - 500.0) / 5000.0)
             .collect();
-        for p in [Precision::F32, Precision::Bf16Amx] {
+        for p in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
             let l = Linear::new(w.clone(), vec![0.0; n], n, k, p).unwrap();
             if l.precision() != p {
                 continue;

@@ -75,6 +75,16 @@ impl Packed {
         }
         Some(Packed { n, k, data })
     }
+
+    /// `(n, k)`: output columns and inputs.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// The packed tiles.
+    pub(crate) fn data(&self) -> &[u16] {
+        &self.data
+    }
 }
 
 /// Rounds the first `rows` rows of `x` (row-major, `k` columns) to bf16 into `out`, padded with

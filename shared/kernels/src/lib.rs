@@ -8,6 +8,7 @@
 //! every kernel with a plain reference.
 
 pub mod amx;
+pub mod avx512bf16;
 pub mod math;
 
 use rayon::prelude::*;
@@ -19,24 +20,39 @@ pub enum Precision {
     F32,
     /// Weights and activations rounded to bf16, products accumulated in f32 on AMX tiles.
     Bf16Amx,
+    /// The same bf16 rounding, products by AVX512-BF16 `vdpbf16ps` (AMD Zen 4 and later).
+    Bf16Avx512,
 }
 
 impl Precision {
     /// The fastest precision this CPU runs: [`Precision::Bf16Amx`] where AMX bf16 is
-    /// [`amx::available`], else [`Precision::F32`].
+    /// [`amx::available`], else [`Precision::Bf16Avx512`] where that is
+    /// [`avx512bf16::preferred`] (AMD), else [`Precision::F32`].
     pub fn best() -> Precision {
         if amx::available() {
             Precision::Bf16Amx
+        } else if avx512bf16::preferred() {
+            Precision::Bf16Avx512
         } else {
             Precision::F32
         }
     }
 
-    /// Short name for logs and metadata (`f32`, `bf16-amx`).
+    /// Whether this CPU can multiply in this precision.
+    pub fn available(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::Bf16Amx => amx::available(),
+            Precision::Bf16Avx512 => avx512bf16::available(),
+        }
+    }
+
+    /// Short name for logs and metadata (`f32`, `bf16-amx`, `bf16-avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16Amx => "bf16-amx",
+            Precision::Bf16Avx512 => "bf16-avx512",
         }
     }
 }
@@ -67,6 +83,8 @@ pub struct Linear {
     wt: Vec<f32>,
     bias: Vec<f32>,
     packed: Option<amx::Packed>,
+    /// What `packed` is multiplied with (F32 when there is no packed copy).
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Linear {
@@ -82,8 +100,8 @@ impl std::fmt::Debug for Linear {
 }
 
 impl Linear {
-    /// A layer from its `[n x k]` weight and `n` biases; with [`Precision::Bf16Amx`] the weight
-    /// is packed for AMX (falling back to f32 when AMX is unavailable or the sizes are not
+    /// A layer from its `[n x k]` weight and `n` biases; with a bf16 precision the weight is
+    /// packed once (falling back to f32 when the CPU lacks that precision or the sizes are not
     /// multiples of 32). `None` when the lengths disagree.
     pub fn new(
         w: Vec<f32>,
@@ -96,8 +114,15 @@ impl Linear {
             return None;
         }
         let packed = match precision {
-            Precision::Bf16Amx if amx::available() => amx::Packed::new(&w, n, k),
+            Precision::Bf16Amx | Precision::Bf16Avx512 if precision.available() => {
+                amx::Packed::new(&w, n, k)
+            }
             _ => None,
+        };
+        let precision = if packed.is_some() {
+            precision
+        } else {
+            Precision::F32
         };
         // The f32 product's copy (none when the bf16 one serves).
         let mut wt = Vec::new();
@@ -115,16 +140,13 @@ impl Linear {
             wt,
             bias,
             packed,
+            precision,
         })
     }
 
     /// The precision this layer actually multiplies in.
     pub fn precision(&self) -> Precision {
-        if self.packed.is_some() {
-            Precision::Bf16Amx
-        } else {
-            Precision::F32
-        }
+        self.precision
     }
 
     /// `out[r] = x[r] W^T`, then `then`, for the first `rows` rows of `x` (row-major, `k`
@@ -146,7 +168,11 @@ impl Linear {
         match &self.packed {
             Some(p) => {
                 let padded = amx::to_bf16_padded(x, rows, self.k, scratch);
-                amx::matmul(scratch, padded, p, out);
+                if self.precision == Precision::Bf16Amx {
+                    amx::matmul(scratch, padded, p, out);
+                } else {
+                    avx512bf16::matmul(scratch, padded, p, out);
+                }
             }
             None => {
                 let par = if rows * self.n * self.k >= 1 << 20 {
@@ -369,10 +395,13 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
         let b: Vec<f32> = (0..n).map(|_| lcg(&mut s)).collect();
         let want = plain_linear(&x, rows, &w, &b, n, k);
-        for p in [Precision::F32, Precision::Bf16Amx] {
+        for p in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
             let l = Linear::new(w.clone(), b.clone(), n, k, p).unwrap();
-            if p == Precision::Bf16Amx && l.precision() != p {
-                eprintln!("\n*** SKIPPED bf16-amx: not available on this CPU ***\n");
+            if l.precision() != p {
+                eprintln!(
+                    "\n*** SKIPPED {}: not available on this CPU ***\n",
+                    p.name()
+                );
                 continue;
             }
             let mut out = vec![0.0; padded_rows(rows) * n];

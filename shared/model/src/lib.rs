@@ -9,12 +9,15 @@
 //! - [`progress`]: a `Train` RPC's server stream of `TrainProgress` messages.
 //! - [`TrainGate`]: one training at a time per service.
 //! - [`metrics`] and [`calibrate`]: ROC-AUC, PR-AUC, Brier, log loss; Platt and isotonic calibration.
+//! - [`gbdt`]: gradient-boosted trees (log loss for risk's tables, squared error for the
+//!   demand-forecast global model).
 //! - [`monitor`]: served-model metrics (inference latency, score distribution, input drift as PSI).
 //! - [`reload`]: a [`ReloadWatcher`] that picks up versions another replica saved to a shared
 //!   store, without a restart.
 
 pub mod calibrate;
 mod gate;
+pub mod gbdt;
 mod meta;
 pub mod metrics;
 pub mod monitor;

@@ -1,0 +1,214 @@
+//! bf16 matrix products with AVX512-BF16 (`vdpbf16ps`), f32 accumulation, for CPUs that have
+//! it but no AMX (AMD Zen 4 and Zen 5; Intel Cooper Lake).
+//!
+//! Same operands as [`crate::amx`]: the weight packed once into [`amx::Packed`]'s
+//! pair-interleaved tiles (one 64-byte row of a tile is exactly one `vdpbf16ps` operand: the
+//! input pair `(2q, 2q + 1)` of 16 output columns), the activations rounded to bf16 by
+//! [`amx::to_bf16_padded`]. The micro-kernel keeps an 8-row x 32-column block of C in 16
+//! vector registers; each step broadcasts one input pair of a row against two weight vectors.
+//!
+//! Whether it pays depends on the CPU: on AMD Zen 4 / Zen 5 one `vdpbf16ps` does twice the
+//! multiply-adds of an f32 FMA at a comparable rate; on Intel Sapphire Rapids it issues at
+//! half the rate (slower than f32 there, and AMX serves anyway). [`available`] only says the
+//! instructions exist; `Precision::best` decides.
+
+use rayon::prelude::*;
+
+use crate::SendPtr;
+use crate::amx::{BLOCK, Packed};
+
+/// Rows of C one micro-kernel call keeps in registers.
+const MR: usize = 8;
+
+/// Whether the CPU runs AVX512-F and AVX512-BF16 (checked once).
+pub fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(imp::detect)
+}
+
+/// Whether the CPU is one where `vdpbf16ps` outruns the f32 FMA path: AMD (Zen 4 and later
+/// have AVX512-BF16), not Intel (where AMX is the bf16 path).
+pub fn preferred() -> bool {
+    available() && imp::is_amd()
+}
+
+/// `out[m][c] = sum_i a[m][i] * w[c][i]`, exactly as [`crate::amx::matmul`] (same inputs, same
+/// output layout). Panics if AVX512-BF16 is not [`available`] or the sizes disagree.
+pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
+    assert!(available(), "AVX512-BF16 is not available on this CPU");
+    assert!(
+        padded_rows.is_multiple_of(BLOCK),
+        "rows must be padded to {BLOCK}"
+    );
+    let (n, k) = w.dims();
+    assert!(a.len() >= padded_rows * k, "a is too short");
+    assert!(out.len() >= padded_rows * n, "out is too short");
+    let col_blocks = n / BLOCK;
+    let threads = rayon::current_num_threads().max(1);
+    let pieces = if padded_rows * n * k < 1 << 21 {
+        1
+    } else {
+        (threads * 2).min(col_blocks)
+    };
+    let per = col_blocks.div_ceil(pieces);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let run = |first: usize| {
+        let last = (first + per).min(col_blocks);
+        // SAFETY: AVX512-BF16 is available (asserted above); `a`, `w` and `out` hold the rows
+        // and columns the kernel touches (asserted above), and pieces write disjoint column
+        // ranges [first * 32, last * 32) of `out`.
+        unsafe { imp::blocks(a, padded_rows, w, out_ptr.get(), first, last) };
+    };
+    if pieces == 1 {
+        run(0);
+    } else {
+        (0..pieces).into_par_iter().for_each(|p| run(p * per));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{MR, Packed};
+    use std::arch::x86_64::*;
+
+    pub(super) fn detect() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+
+    pub(super) fn is_amd() -> bool {
+        let v = __cpuid(0);
+        // "AuthenticAMD" in ebx, edx, ecx.
+        v.ebx == u32::from_le_bytes(*b"Auth")
+            && v.edx == u32::from_le_bytes(*b"enti")
+            && v.ecx == u32::from_le_bytes(*b"cAMD")
+    }
+
+    /// Column blocks `[first, last)` (32 columns each) of `out = a * w^T`, all rows.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-F and AVX512-BF16; `a` must hold `rows x w.k` bf16 (`rows` a
+    /// multiple of 32) and `out` at least `rows x w.n` f32 with nothing else writing columns
+    /// `[first * 32, last * 32)`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn blocks(
+        a: &[u16],
+        rows: usize,
+        w: &Packed,
+        out: *mut f32,
+        first: usize,
+        last: usize,
+    ) {
+        let (n, k) = w.dims();
+        let pairs = k / 2;
+        // Input pairs of a row as one 32-bit lane each.
+        let a32 = a.as_ptr().cast::<i32>();
+        let data = w.data().as_ptr();
+        for cb in first..last {
+            // Column group g's weight is `pairs` consecutive 32-u16 vectors (tile rows of
+            // consecutive tiles follow each other).
+            let b0 = data.wrapping_add(2 * cb * pairs * 32);
+            let b1 = data.wrapping_add((2 * cb + 1) * pairs * 32);
+            for rb in (0..rows).step_by(MR) {
+                let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+                let ar = a32.wrapping_add(rb * pairs);
+                for q in 0..pairs {
+                    // SAFETY: pair q of column groups 2cb and 2cb+1 lies inside the packed
+                    // weight (n x k u16); rows rb..rb+MR of `a` hold `pairs` i32 each.
+                    unsafe {
+                        let v0: __m512bh = std::mem::transmute(_mm512_loadu_si512(
+                            b0.add(q * 32).cast::<__m512i>(),
+                        ));
+                        let v1: __m512bh = std::mem::transmute(_mm512_loadu_si512(
+                            b1.add(q * 32).cast::<__m512i>(),
+                        ));
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(
+                                ar.add(r * pairs + q).read_unaligned(),
+                            ));
+                            acc[0] = _mm512_dpbf16_ps(acc[0], x, v0);
+                            acc[1] = _mm512_dpbf16_ps(acc[1], x, v1);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    // SAFETY: row rb + r < rows, columns cb*32..cb*32+32 < n: inside `out`,
+                    // and in this call's own column range.
+                    unsafe {
+                        let c = out.add((rb + r) * n + cb * 32);
+                        _mm512_storeu_ps(c, acc[0]);
+                        _mm512_storeu_ps(c.add(16), acc[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    use super::Packed;
+
+    pub(super) fn detect() -> bool {
+        false
+    }
+
+    pub(super) fn is_amd() -> bool {
+        false
+    }
+
+    /// Never called: [`super::available`] is false here.
+    pub(super) unsafe fn blocks(_: &[u16], _: usize, _: &Packed, _: *mut f32, _: usize, _: usize) {
+        unreachable!("AVX512-BF16 is not available on this platform")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::amx::{bf16, to_bf16_padded};
+    use crate::tests::lcg;
+
+    fn f32_of(x: u16) -> f32 {
+        f32::from_bits((x as u32) << 16)
+    }
+
+    #[test]
+    fn matmul_matches_a_plain_product_of_the_rounded_inputs() {
+        if !available() {
+            eprintln!("\n*** SKIPPED: this CPU has no AVX512-BF16 ***\n");
+            return;
+        }
+        for &(rows, n, k) in &[
+            (1usize, 32usize, 32usize),
+            (45, 96, 384),
+            (300, 1152, 384),
+            (64, 384, 1536),
+        ] {
+            let mut s = (rows * n + k) as u64;
+            let a: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+            let p = Packed::new(&w, n, k).unwrap();
+            let mut ab = Vec::new();
+            let padded = to_bf16_padded(&a, rows, k, &mut ab);
+            let mut out = vec![f32::NAN; padded * n];
+            matmul(&ab, padded, &p, &mut out);
+            for r in 0..rows {
+                for c in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| {
+                            f32_of(bf16(a[r * k + i])) as f64 * f32_of(bf16(w[c * k + i])) as f64
+                        })
+                        .sum();
+                    let got = out[r * n + c] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
+                    );
+                }
+            }
+            assert!(out[rows * n..padded * n].iter().all(|&v| v == 0.0));
+        }
+    }
+}
