@@ -1021,10 +1021,12 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn promo_series(seed: u64, n: usize) -> SeriesIn {
+    /// A daily series (weekly pattern around 20-25) whose promotions (one day in five) double
+    /// the sales.
+    pub(crate) fn promo_series(seed: u64, n: usize) -> SeriesIn {
         let mut state = seed;
         let mut rnd = || {
             state = state
@@ -1089,6 +1091,47 @@ mod tests {
         old.seasons.clear();
         assert_eq!(old.combo_for(12), t.model.combo);
         assert_eq!(t.model.combo_for(12), FALLBACK_COMBO);
+    }
+
+    #[test]
+    fn the_boosted_trees_serve_when_chosen_and_survive_a_save() {
+        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let only_gbm = TrainOptions {
+            horizon: 7,
+            gru: false,
+            gbm_trees: 100,
+            members: 1 << Method::Gbm as u32,
+            ..Default::default()
+        };
+        let t = train(&series, &only_gbm);
+        assert_eq!(t.model.combo, 1 << Method::Gbm as u32);
+        assert!(
+            t.model.gbm.is_some(),
+            "the chosen trees are kept for serving"
+        );
+        let s = promo_series(5, 120);
+        let promo = BTreeMap::from([("promotion".to_string(), vec![1.0; 7])]);
+        let none = BTreeMap::from([("promotion".to_string(), vec![0.0; 7])]);
+        let with = t.model.forecast(&s, &promo, 7, &[0.1, 0.5, 0.9]);
+        let without = t.model.forecast(&s, &none, 7, &[0.1, 0.5, 0.9]);
+        assert_eq!(with.method, "global_gbm");
+        for (a, b) in with.point.iter().zip(&without.point) {
+            assert!(a.is_finite() && *a > 1.5 * b, "promotion {a} vs none {b}");
+        }
+        // Saved as JSON (as the service does) and loaded: the same forecast.
+        let back: Model = serde_json::from_slice(&serde_json::to_vec(&t.model).unwrap()).unwrap();
+        assert_eq!(back.forecast(&s, &promo, 7, &[0.5]).point, with.point);
+        // Off: neither trained nor offered.
+        let off = train(
+            &series,
+            &TrainOptions {
+                gbm: false,
+                members: u32::MAX,
+                ..only_gbm
+            },
+        );
+        assert!(off.model.gbm.is_none());
+        assert_eq!(off.model.combo & (1 << Method::Gbm as u32), 0);
     }
 
     #[test]

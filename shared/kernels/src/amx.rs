@@ -107,6 +107,24 @@ pub fn to_bf16_padded(x: &[f32], rows: usize, k: usize, out: &mut Vec<u16>) -> u
 /// columns and at least `padded_rows` rows. Panics if AMX is not [`available`] or the sizes disagree.
 pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AMX bf16 is not available on this CPU");
+    by_column_blocks(a, padded_rows, w, out, |first, last, out| {
+        // SAFETY: AMX is available (asserted above); `by_column_blocks` checked that `a` and
+        // `out` hold every row and column the kernel touches and hands each call its own
+        // column blocks [first, last) of `out`.
+        unsafe { imp::blocks(a, padded_rows, w, out, first, last) }
+    });
+}
+
+/// Checks the operands of a bf16 product `out = a * w^T` (as [`matmul`] takes them) and runs
+/// `blocks(first, last, out)` over ranges of 32-column blocks that together cover `w`'s output
+/// columns once: one range for a small product, else about two per rayon thread in parallel.
+pub(crate) fn by_column_blocks(
+    a: &[u16],
+    padded_rows: usize,
+    w: &Packed,
+    out: &mut [f32],
+    blocks: impl Fn(usize, usize, *mut f32) + Sync,
+) {
     assert!(
         padded_rows.is_multiple_of(BLOCK),
         "rows must be padded to {BLOCK}"
@@ -115,7 +133,7 @@ pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(out.len() >= padded_rows * w.n, "out is too short");
     let col_blocks = w.n / BLOCK;
     let threads = rayon::current_num_threads().max(1);
-    // Enough pieces to balance, few enough that each loads the tile configuration once.
+    // Enough pieces to balance, few enough that each sets its kernel up once.
     let pieces = if padded_rows * w.n * w.k < 1 << 21 {
         1
     } else {
@@ -123,13 +141,7 @@ pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     };
     let per = col_blocks.div_ceil(pieces);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let run = |first: usize| {
-        let last = (first + per).min(col_blocks);
-        // SAFETY: AMX is available (asserted above); `a`, `w` and `out` hold the rows and
-        // columns the kernel touches (asserted above), and pieces write disjoint column ranges
-        // [first * 32, last * 32) of `out`.
-        unsafe { imp::blocks(a, padded_rows, w, out_ptr.get(), first, last) };
-    };
+    let run = |first: usize| blocks(first, (first + per).min(col_blocks), out_ptr.get());
     if pieces == 1 {
         run(0);
     } else {
@@ -282,12 +294,7 @@ mod imp {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::tests::lcg;
-
-    /// bf16 to f32 (exact).
-    fn f32_of(x: u16) -> f32 {
-        f32::from_bits((x as u32) << 16)
-    }
+    use crate::tests::{f32_of, lcg};
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
@@ -324,36 +331,6 @@ mod tests {
             eprintln!("\n*** SKIPPED: this CPU has no AMX bf16 (the f32 path serves) ***\n");
             return;
         }
-        for &(rows, n, k) in &[
-            (1usize, 32usize, 32usize),
-            (45, 96, 384),
-            (300, 1152, 384),
-            (64, 384, 1536),
-        ] {
-            let mut s = (rows * n + k) as u64;
-            let a: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s)).collect();
-            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
-            let p = Packed::new(&w, n, k).unwrap();
-            let mut ab = Vec::new();
-            let padded = to_bf16_padded(&a, rows, k, &mut ab);
-            let mut out = vec![f32::NAN; padded * n];
-            matmul(&ab, padded, &p, &mut out);
-            for r in 0..rows {
-                for c in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|i| {
-                            f32_of(bf16(a[r * k + i])) as f64 * f32_of(bf16(w[c * k + i])) as f64
-                        })
-                        .sum();
-                    let got = out[r * n + c] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
-                    );
-                }
-            }
-            // Padding rows are products of zeros.
-            assert!(out[rows * n..padded * n].iter().all(|&v| v == 0.0));
-        }
+        crate::tests::check_bf16_product(matmul);
     }
 }

@@ -12,10 +12,7 @@
 //! half the rate (slower than f32 there, and AMX serves anyway). [`available`] only says the
 //! instructions exist; `Precision::best` decides.
 
-use rayon::prelude::*;
-
-use crate::SendPtr;
-use crate::amx::{BLOCK, Packed};
+use crate::amx::Packed;
 
 /// Rows of C one micro-kernel call keeps in registers.
 const MR: usize = 8;
@@ -36,34 +33,12 @@ pub fn preferred() -> bool {
 /// output layout). Panics if AVX512-BF16 is not [`available`] or the sizes disagree.
 pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AVX512-BF16 is not available on this CPU");
-    assert!(
-        padded_rows.is_multiple_of(BLOCK),
-        "rows must be padded to {BLOCK}"
-    );
-    let (n, k) = w.dims();
-    assert!(a.len() >= padded_rows * k, "a is too short");
-    assert!(out.len() >= padded_rows * n, "out is too short");
-    let col_blocks = n / BLOCK;
-    let threads = rayon::current_num_threads().max(1);
-    let pieces = if padded_rows * n * k < 1 << 21 {
-        1
-    } else {
-        (threads * 2).min(col_blocks)
-    };
-    let per = col_blocks.div_ceil(pieces);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let run = |first: usize| {
-        let last = (first + per).min(col_blocks);
-        // SAFETY: AVX512-BF16 is available (asserted above); `a`, `w` and `out` hold the rows
-        // and columns the kernel touches (asserted above), and pieces write disjoint column
-        // ranges [first * 32, last * 32) of `out`.
-        unsafe { imp::blocks(a, padded_rows, w, out_ptr.get(), first, last) };
-    };
-    if pieces == 1 {
-        run(0);
-    } else {
-        (0..pieces).into_par_iter().for_each(|p| run(p * per));
-    }
+    crate::amx::by_column_blocks(a, padded_rows, w, out, |first, last, out| {
+        // SAFETY: AVX512-BF16 is available (asserted above); `by_column_blocks` checked that
+        // `a` and `out` hold every row and column the kernel touches and hands each call its
+        // own column blocks [first, last) of `out`.
+        unsafe { imp::blocks(a, padded_rows, w, out, first, last) }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -165,50 +140,12 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::amx::{bf16, to_bf16_padded};
-    use crate::tests::lcg;
-
-    fn f32_of(x: u16) -> f32 {
-        f32::from_bits((x as u32) << 16)
-    }
-
     #[test]
     fn matmul_matches_a_plain_product_of_the_rounded_inputs() {
-        if !available() {
+        if !super::available() {
             eprintln!("\n*** SKIPPED: this CPU has no AVX512-BF16 ***\n");
             return;
         }
-        for &(rows, n, k) in &[
-            (1usize, 32usize, 32usize),
-            (45, 96, 384),
-            (300, 1152, 384),
-            (64, 384, 1536),
-        ] {
-            let mut s = (rows * n + k) as u64;
-            let a: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s)).collect();
-            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
-            let p = Packed::new(&w, n, k).unwrap();
-            let mut ab = Vec::new();
-            let padded = to_bf16_padded(&a, rows, k, &mut ab);
-            let mut out = vec![f32::NAN; padded * n];
-            matmul(&ab, padded, &p, &mut out);
-            for r in 0..rows {
-                for c in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|i| {
-                            f32_of(bf16(a[r * k + i])) as f64 * f32_of(bf16(w[c * k + i])) as f64
-                        })
-                        .sum();
-                    let got = out[r * n + c] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
-                    );
-                }
-            }
-            assert!(out[rows * n..padded * n].iter().all(|&v| v == 0.0));
-        }
+        crate::tests::check_bf16_product(super::matmul);
     }
 }

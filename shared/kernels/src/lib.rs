@@ -377,6 +377,46 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
+    /// bf16 to f32 (exact).
+    pub(crate) fn f32_of(x: u16) -> f32 {
+        f32::from_bits((x as u32) << 16)
+    }
+
+    /// Checks a bf16 product (`amx::matmul`, `avx512bf16::matmul`) against a plain product of
+    /// the rounded inputs, padding rows included, on shapes from one row to MiniLM's.
+    pub(crate) fn check_bf16_product(matmul: fn(&[u16], usize, &amx::Packed, &mut [f32])) {
+        for &(rows, n, k) in &[
+            (1usize, 32usize, 32usize),
+            (45, 96, 384),
+            (300, 1152, 384),
+            (64, 384, 1536),
+        ] {
+            let mut s = (rows * n + k) as u64;
+            let a: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+            let p = amx::Packed::new(&w, n, k).unwrap();
+            let mut ab = Vec::new();
+            let padded = amx::to_bf16_padded(&a, rows, k, &mut ab);
+            let mut out = vec![f32::NAN; padded * n];
+            matmul(&ab, padded, &p, &mut out);
+            let round = |x: f32| f32_of(amx::bf16(x)) as f64;
+            for r in 0..rows {
+                for c in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| round(a[r * k + i]) * round(w[c * k + i]))
+                        .sum();
+                    let got = out[r * n + c] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
+                    );
+                }
+            }
+            // Padding rows are products of zeros.
+            assert!(out[rows * n..padded * n].iter().all(|&v| v == 0.0));
+        }
+    }
+
     fn plain_linear(x: &[f32], rows: usize, w: &[f32], b: &[f32], n: usize, k: usize) -> Vec<f32> {
         let mut y = vec![0.0; rows * n];
         for r in 0..rows {
