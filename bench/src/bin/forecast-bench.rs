@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
-    /// grid, windows, gru, gru_epochs, gbm, gbm_trees).
+    /// grid, windows, gru, gru_epochs, gbm, gbm_trees, gbm_rows).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -65,6 +65,7 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
             "gru_epochs" => o.gru_epochs = v.parse().unwrap_or(o.gru_epochs),
             "gbm" => o.gbm = v.parse().unwrap_or(o.gbm),
             "gbm_trees" => o.gbm_trees = v.parse().unwrap_or(o.gbm_trees),
+            "gbm_rows" => o.gbm_rows = v.parse().unwrap_or(o.gbm_rows),
             _ => eprintln!("unknown hyper-parameter {k}"),
         }
     }

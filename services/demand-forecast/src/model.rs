@@ -65,6 +65,8 @@ pub struct TrainOptions {
     /// Train the global boosted-trees model ([`crate::gbm`]) as a member.
     pub gbm: bool,
     pub gbm_trees: usize,
+    /// Most training examples of the boosted trees (origins are thinned evenly to fit).
+    pub gbm_rows: usize,
 }
 
 impl Default for TrainOptions {
@@ -83,6 +85,7 @@ impl Default for TrainOptions {
             gru_epochs: 8,
             gbm: true,
             gbm_trees: 300,
+            gbm_rows: 250_000,
         }
     }
 }
@@ -766,7 +769,10 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     };
     // The global boosted trees, trained on the part before the validation windows (refitted on
     // everything below when a chosen combination uses them).
-    let gbm_config = GbmConfig::new(h, opts.gbm_trees);
+    let gbm_config = GbmConfig {
+        max_rows: opts.gbm_rows.max(1),
+        ..GbmConfig::new(h, opts.gbm_trees)
+    };
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(
             series,

@@ -843,10 +843,22 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
                         Error::invalid(field.clone(), format!("{v:?} is not a count in 1..=5000"))
                     })?
             }
+            "gbm.rows" => {
+                opts.gbm_rows = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|r| (1_000..=5_000_000).contains(r))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            field.clone(),
+                            format!("{v:?} is not a count in 1000..=5000000"),
+                        )
+                    })?
+            }
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows)",
                 ));
             }
         }
