@@ -27,9 +27,11 @@ pub enum Method {
     AutoTheta = 11,
     /// The global boosted trees over lags and covariates (computed by the model, not here).
     Gbm = 12,
+    /// The series' own regression of log1p(units) on its covariates (computed by the model).
+    LocalReg = 13,
 }
 
-pub const METHODS: [Method; 13] = [
+pub const METHODS: [Method; 14] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -43,6 +45,7 @@ pub const METHODS: [Method; 13] = [
     Method::Dotm,
     Method::AutoTheta,
     Method::Gbm,
+    Method::LocalReg,
 ];
 
 impl Method {
@@ -61,6 +64,7 @@ impl Method {
             Method::Dotm => "dotm",
             Method::AutoTheta => "auto_theta",
             Method::Gbm => "global_gbm",
+            Method::LocalReg => "local_regression",
         }
     }
 }
@@ -513,6 +517,7 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
             Method::Dotm,
             Method::AutoTheta,
             Method::Gbm,
+            Method::LocalReg,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -584,7 +589,8 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         auto_ets,
         dotm,
         auto_theta,
-        // The global boosted trees' slot, filled by the model.
+        // The slots of the global boosted trees and the local regression, filled by the model.
+        theta.clone(),
         theta,
     ]
 }
