@@ -175,6 +175,8 @@ impl GlobalGbm {
         cfg: &GbmConfig,
     ) -> Option<GlobalGbm> {
         let h = cfg.horizon.max(1);
+        // Lags and level window follow the first series' season (a training set of several
+        // seasons shares one model; the seasonal-lag feature still uses each series' own).
         let season = series.first().map_or(1, |s| s.season.max(1));
         let mut attributes: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in series {
@@ -193,7 +195,8 @@ impl GlobalGbm {
             lags: lags_for(season),
             level_window: level_window_for(season),
             covariates: covariates.to_vec(),
-            // Attributes with more values than trees can split usefully are left out.
+            // An attribute with one value says nothing; one with more than 256 values (ids
+            // rather than groups, whose codes the trees would split like numbers) is left out.
             attributes: attributes
                 .into_iter()
                 .filter(|(_, v)| v.len() >= 2 && v.len() <= 256)
