@@ -38,7 +38,13 @@ struct Args {
     nested: bool,
 }
 
-fn options(args: &Args, horizon: usize) -> TrainOptions {
+/// The training options with `--hp` applied; a bad value or an unknown key is an error naming
+/// it (a typo must not quietly benchmark the defaults).
+fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
+    fn parse<T: std::str::FromStr>(k: &str, v: &str) -> anyhow::Result<T> {
+        v.parse()
+            .map_err(|_| anyhow::anyhow!("--hp {k}={v:?}: cannot parse the value"))
+    }
     let mut o = TrainOptions {
         horizon,
         ..Default::default()
@@ -46,30 +52,32 @@ fn options(args: &Args, horizon: usize) -> TrainOptions {
     for kv in &args.hp {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
-            "ridge" => o.ridge = v.parse().unwrap_or(o.ridge),
-            "window" => o.window = v.parse().unwrap_or(o.window),
-            "max_members" => o.max_members = v.parse().unwrap_or(o.max_members),
+            "ridge" => o.ridge = parse(k, v)?,
+            "window" => o.window = parse(k, v)?,
+            "max_members" => o.max_members = parse(k, v)?,
             // Members the search may use, e.g. `members=ses+global_gbm`.
             "members" => {
-                o.members = v.split('+').fold(0, |acc, name| {
-                    acc | stats::METHODS
+                o.members = 0;
+                for name in v.split('+') {
+                    let m = stats::METHODS
                         .iter()
                         .find(|m| m.name() == name)
-                        .map_or(0, |m| 1 << *m as u32)
-                })
+                        .ok_or_else(|| anyhow::anyhow!("--hp members: unknown member {name:?}"))?;
+                    o.members |= 1 << *m as u32;
+                }
             }
-            "mase_weight" => o.mase_weight = v.parse().unwrap_or(o.mase_weight),
-            "grid" => o.grid = v.parse().unwrap_or(o.grid),
-            "windows" => o.windows = v.parse().unwrap_or(o.windows),
-            "gru" => o.gru = v.parse().unwrap_or(o.gru),
-            "gru_epochs" => o.gru_epochs = v.parse().unwrap_or(o.gru_epochs),
-            "gbm" => o.gbm = v.parse().unwrap_or(o.gbm),
-            "gbm_trees" => o.gbm_trees = v.parse().unwrap_or(o.gbm_trees),
-            "gbm_rows" => o.gbm_rows = v.parse().unwrap_or(o.gbm_rows),
-            _ => eprintln!("unknown hyper-parameter {k}"),
+            "mase_weight" => o.mase_weight = parse(k, v)?,
+            "grid" => o.grid = parse(k, v)?,
+            "windows" => o.windows = parse(k, v)?,
+            "gru" => o.gru = parse(k, v)?,
+            "gru_epochs" => o.gru_epochs = parse(k, v)?,
+            "gbm" => o.gbm = parse(k, v)?,
+            "gbm_trees" => o.gbm_trees = parse(k, v)?,
+            "gbm_rows" => o.gbm_rows = parse(k, v)?,
+            _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
     }
-    o
+    Ok(o)
 }
 
 /// Accumulates per-series sMAPE / MASE and pooled WAPE / coverage.
@@ -171,7 +179,7 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     // The trained model: validation = the last 18 points of `x`; test = `xx`.
     let inputs: Vec<SeriesIn> = data.iter().map(datasets::M3Series::input).collect();
     let t0 = Instant::now();
-    let trained = model::train(&inputs, &options(args, h));
+    let trained = model::train(&inputs, &options(args, h)?);
     let train_secs = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let none = BTreeMap::new();
@@ -275,7 +283,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     let inputs: Vec<SeriesIn> = data.iter().map(|s| s.input(s.units.len() - h)).collect();
     let t0 = Instant::now();
-    let trained = model::train(&inputs, &options(args, h));
+    let trained = model::train(&inputs, &options(args, h)?);
     let train_secs = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut sc = Score::default();
@@ -592,7 +600,7 @@ fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         ..Default::default()
     }));
     let t0 = Instant::now();
-    let trained = model::train(&inputs, &options(args, h));
+    let trained = model::train(&inputs, &options(args, h)?);
     let train_secs = t0.elapsed().as_secs_f64();
     let per_season = &trained.model;
     let mut single = per_season.clone();

@@ -25,10 +25,10 @@ pub struct GbmConfig {
 }
 
 impl GbmConfig {
-    pub fn new(horizon: usize, trees: usize) -> GbmConfig {
+    pub fn new(horizon: usize, trees: usize, max_rows: usize) -> GbmConfig {
         GbmConfig {
             horizon,
-            max_rows: 250_000,
+            max_rows: max_rows.max(1),
             params: GbdtParams {
                 trees,
                 depth: 6,
@@ -314,7 +314,7 @@ mod tests {
             &series,
             |s| s.values.len(),
             &["promotion".to_string()],
-            &GbmConfig::new(4, 150),
+            &GbmConfig::new(4, 150, 250_000),
         )
         .unwrap();
         assert_eq!(m.attributes.len(), 1);

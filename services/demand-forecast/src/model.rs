@@ -579,12 +579,15 @@ fn prepare(
             .unwrap_or_else(|| members[Method::Theta as usize].clone());
         members[Method::Gru as usize] = f;
     }
-    members[Method::LocalReg as usize] = if nonneg {
-        local_regression(s, future, h)
-    } else {
-        None
-    }
-    .unwrap_or_else(|| vec![f64::NAN; h]);
+    // The local regression only where it is wanted (`needed`: every member on validation
+    // windows, the served combination's on a Forecast call).
+    members[Method::LocalReg as usize] =
+        if nonneg && needed & (1 << Method::LocalReg as u32) != 0 {
+            local_regression(s, future, h)
+        } else {
+            None
+        }
+        .unwrap_or_else(|| vec![f64::NAN; h]);
     // The boosted trees read the raw series and the covariates themselves.
     members[Method::Gbm as usize] = gbm
         .and_then(|g| g.forecast(s, future, h))
@@ -837,10 +840,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     };
     // The global boosted trees, trained on the part before the validation windows (refitted on
     // everything below when a chosen combination uses them).
-    let gbm_config = GbmConfig {
-        max_rows: opts.gbm_rows.max(1),
-        ..GbmConfig::new(h, opts.gbm_trees)
-    };
+    let gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows);
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(
             series,

@@ -213,7 +213,6 @@ struct Data<'a> {
 }
 
 /// The best split `(gain, feature, bin)` of `rows` over features `features`.
-#[allow(clippy::too_many_arguments)]
 fn best_split(
     rows: &[usize],
     features: std::ops::Range<usize>,
