@@ -1,5 +1,7 @@
 //! Shared pieces of the benchmark binaries: latency recording and open-loop load.
 
+pub mod churn_ceiling;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -437,6 +437,86 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("training wall time (Train RPC, features + fits + save): {train_s:.1}s");
 
+    // Past-only evidence on the expected-purchase correction: BG/NBD fitted on the histories as
+    // of earlier moments, its expected purchases against the actual ones over windows of growing
+    // length that all end by the cutoff (the data the model may see).
+    println!();
+    println!("BG/NBD expected vs actual purchases, past-only windows (fit at the window's start):");
+    println!("| fitted as of | window | days | customers | actual | BG/NBD | actual / BG/NBD |");
+    println!("|---|---|---|---|---|---|---|");
+    let freq = vec!["frequency_lifetime".to_string()];
+    for (start, ends) in [
+        ("1997-03-31", &["1997-06-30", "1997-09-30"][..]),
+        ("1997-06-30", &["1997-09-30"][..]),
+    ] {
+        let s = end_of(date(start)?);
+        let at_s = features::records(store.features(&customers, Some(s), &names).await?);
+        let known: Vec<&Record> = at_s.iter().flatten().collect();
+        let fit = augur_churn::train::fit_btyd(&known);
+        for end in ends {
+            let e = end_of(date(end)?);
+            let at_e = features::records(store.features(&customers, Some(e), &freq).await?);
+            let weeks = (e - s) as f64 / (7.0 * 86_400.0);
+            let (mut act, mut exp, mut n) = (0.0, 0.0, 0usize);
+            for (r0, r1) in at_s.iter().zip(&at_e) {
+                let (Some(r0), Some(r1)) = (r0, r1) else {
+                    continue;
+                };
+                let Some(c) = r0.rfm() else { continue };
+                n += 1;
+                act += r1.get("frequency_lifetime").unwrap_or(0.0)
+                    - r0.get("frequency_lifetime").unwrap_or(0.0);
+                exp += fit.bgnbd.expected(&c, weeks);
+            }
+            println!(
+                "| {start} | to {end} | {:.0} | {n} | {act:.0} | {exp:.0} | {:.3} |",
+                weeks * 7.0,
+                act / exp
+            );
+        }
+    }
+
+    // The information ceiling: trees fitted on the test labels themselves, cross-fitted.
+    let folds = 5;
+    let t = Instant::now();
+    let cx = augur_bench::churn_ceiling::features(&rows, cutoff_day, &customers);
+    let mut ceiling = Vec::new();
+    for (depth, trees, min_leaf) in [(3, 300, 50), (4, 400, 100), (2, 300, 30)] {
+        let p = augur_model::gbdt::GbdtParams {
+            trees,
+            depth,
+            learning_rate: 0.03,
+            min_leaf,
+            bins: 64,
+            ..Default::default()
+        };
+        let probs = augur_bench::churn_ceiling::cross_fitted(&cx, &labels, folds, &p);
+        ceiling.push(row(
+            &format!("depth {depth}, {trees} trees, min leaf {min_leaf}"),
+            &probs,
+            Some(&probs),
+            None,
+        ));
+    }
+    println!();
+    println!(
+        "Information ceiling (a diagnostic, not a model): boosted trees fitted on the TEST labels, {folds}-fold cross-fitted, over {} order-history features incl. the last {} purchase days ({:.1}s)",
+        cx.first().map_or(0, Vec::len),
+        augur_bench::churn_ceiling::SEQUENCE_STEPS,
+        t.elapsed().as_secs_f64()
+    );
+    println!("| trees fitted on the test labels | ROC-AUC | PR-AUC | Brier |");
+    println!("|---|---|---|---|");
+    for r in &ceiling {
+        println!(
+            "| {} | {:.4} | {:.4} | {:.4} |",
+            r.name,
+            r.auc,
+            r.pr,
+            r.brier.unwrap_or(f64::NAN)
+        );
+    }
+
     // Latency over loopback gRPC, features fetched online from the feature store.
     let iters: usize = std::env::var("LAT_ITERS")
         .ok()

@@ -50,6 +50,37 @@ pub const CATEGORICAL: &[&str] = &["country"];
 
 /// Group name of the buy-till-you-die columns.
 pub const BTYD_GROUP: &str = "buy_till_you_die";
+/// Group name of the recent order sequence (read by the model's GRU, one factor).
+pub const SEQ_GROUP: &str = "recent_orders";
+/// Orders of the sequence (the feature store's `order_<k>_*`, k = 1 the newest).
+pub const SEQ_STEPS: usize = 5;
+/// Columns per order of the sequence: no such order, log1p days ago, log1p total, log1p units.
+pub const SEQ_FIELDS: usize = 4;
+
+/// The feature-store features of order `k` of the sequence (1 = the newest).
+pub fn seq_features(k: usize) -> [String; 3] {
+    [
+        format!("order_{k}_days_ago"),
+        format!("order_{k}_total"),
+        format!("order_{k}_units"),
+    ]
+}
+
+/// Where the sequence's columns sit in `cols` (step-major, oldest order first), or `None`
+/// when `cols` have no complete sequence.
+pub fn seq_layout(cols: &[Column]) -> Option<crate::nam::SeqLayout> {
+    let idx: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.group == SEQ_GROUP)
+        .map(|(i, _)| i)
+        .collect();
+    (idx.len() == SEQ_STEPS * SEQ_FIELDS).then_some(crate::nam::SeqLayout {
+        cols: idx,
+        fields: SEQ_FIELDS,
+    })
+}
+
 /// Derived: days since the last order divided by the mean gap between orders.
 pub const OVERDUE: &str = "overdue_ratio";
 
@@ -438,6 +469,27 @@ pub fn candidates(names: &[String], recs: &[&Record]) -> Vec<Column> {
             },
         ));
     }
+    // The recent order sequence, oldest order first, when the feature store serves it.
+    if (1..=SEQ_STEPS).all(|k| seq_features(k).iter().all(|f| has(f))) {
+        for k in (1..=SEQ_STEPS).rev() {
+            let [days, total, units] = seq_features(k);
+            out.push(col(
+                SEQ_GROUP,
+                Source::IsMissing {
+                    feature: days.clone(),
+                },
+            ));
+            for f in [days, total, units] {
+                out.push(col(
+                    SEQ_GROUP,
+                    Source::Numeric {
+                        feature: f,
+                        log: true,
+                    },
+                ));
+            }
+        }
+    }
     // Categorical: values seen in at least 1% of the training records, at most 10 per feature.
     for name in names
         .iter()
@@ -465,17 +517,24 @@ pub fn candidates(names: &[String], recs: &[&Record]) -> Vec<Column> {
     out
 }
 
-/// Fits the standardisation of each column on the training examples and drops the constant ones.
+/// Fits the standardisation of each column on the training examples and drops the constant ones
+/// (but not the sequence's: its layout is fixed; a constant one is centred with scale 1).
 pub fn fit_columns(cands: Vec<Column>, raws: impl Fn(&Source) -> Vec<Option<f64>>) -> Vec<Column> {
     let mut out = Vec::new();
     for mut c in cands {
         let vals: Vec<f64> = raws(&c.source).into_iter().flatten().collect();
-        if vals.len() < 2 {
+        let keep = c.group == SEQ_GROUP;
+        if vals.len() < 2 && !keep {
             continue;
         }
-        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len().max(1) as f64;
         if var.sqrt() < 1e-9 {
+            if keep {
+                c.mean = mean;
+                c.std = 1.0;
+                out.push(c);
+            }
             continue;
         }
         c.mean = mean;
@@ -545,6 +604,28 @@ pub fn describe(
             ),
             _ => ("".into(), "no order yet".into()),
         },
+        SEQ_GROUP => {
+            let (mut ago, mut totals) = (Vec::new(), Vec::new());
+            for k in 1..=SEQ_STEPS {
+                let [days, total, _] = seq_features(k);
+                let Some(a) = g(&days) else { break };
+                ago.push(d(a));
+                totals.push(g(&total).map_or("?".into(), |t| format!("{t:.2}")));
+            }
+            if ago.is_empty() {
+                ("".into(), "no orders yet".into())
+            } else {
+                (
+                    ago.join("/"),
+                    format!(
+                        "last {} orders {} days ago, totals {}",
+                        ago.len(),
+                        ago.join(", "),
+                        totals.join(", ")
+                    ),
+                )
+            }
+        }
         BTYD_GROUP => match vals {
             Some(v) => {
                 let (pa, e) = (v.bg_p_alive, v.bg_expected);

@@ -34,7 +34,7 @@ pub struct Spec {
     /// Mean order value over the training customers (for customers without one).
     pub default_order_value: f64,
     pub currency: String,
-    /// Which combination won on validation ("nam", "nam_no_btyd", "btyd").
+    /// Which combination won on validation (one of [`crate::train::VARIANTS`]).
     pub variant: String,
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::btyd::{BgNbd, ParetoNbd, Rfm};
 use crate::error::{Error, Result};
-use crate::features::{self, BTYD_GROUP, Btyd, Column, Record};
+use crate::features::{self, BTYD_GROUP, Btyd, Column, Record, SEQ_GROUP};
 use crate::fs::FeatureStore;
 use crate::model::{ChurnModel, MODEL_NAME, Spec};
 use crate::nam::{Nam, NamConfig};
@@ -39,7 +39,10 @@ pub struct TrainParams {
 
 pub const DEFAULT_HORIZON_DAYS: u32 = 90;
 pub const DEFAULT_TIERS: [f64; 3] = [0.5, 0.7, 0.85];
-pub const VARIANTS: &[&str] = &["nam", "nam_no_btyd", "btyd"];
+/// The combinations validation chooses from: the NAM over everything with the order-sequence GRU
+/// (`nam_seq`), without it (`nam`), without the horizon-aware BTYD columns or the sequence
+/// (`nam_no_btyd`), and over the BTYD columns alone (`btyd`).
+pub const VARIANTS: &[&str] = &["nam_seq", "nam", "nam_no_btyd", "btyd"];
 
 impl TrainParams {
     pub fn new(cutoff: i64) -> Self {
@@ -71,6 +74,7 @@ impl TrainParams {
                 "nam.lr" => self.nam.lr = num(k, v)?,
                 "nam.batch" => self.nam.batch = num::<usize>(k, v)?.max(1),
                 "nam.weight_decay" => self.nam.weight_decay = num(k, v)?,
+                "nam.seq_hidden" => self.nam.seq_hidden = num::<usize>(k, v)?.clamp(1, 128),
                 "seed" => self.nam.seed = num(k, v)?,
                 "tier.medium" => self.tiers[0] = num(k, v)?,
                 "tier.high" => self.tiers[1] = num(k, v)?,
@@ -95,7 +99,7 @@ impl TrainParams {
                 _ => {
                     return Err(Error::invalid(
                         format!("hyperparameters[{k}]"),
-                        "unknown hyper-parameter; known: nam.hidden, nam.epochs, nam.lr, nam.batch, nam.weight_decay, seed, tier.medium, tier.high, tier.critical, variants",
+                        "unknown hyper-parameter; known: nam.hidden, nam.epochs, nam.lr, nam.batch, nam.weight_decay, nam.seq_hidden, seed, tier.medium, tier.high, tier.critical, variants",
                     ));
                 }
             }
@@ -229,6 +233,7 @@ pub async fn load(fs: &FeatureStore, p: &TrainParams, report: &mut dyn Report) -
         .collect();
     names.extend(features::CATEGORICAL.iter().map(|s| s.to_string()));
     names.extend(attrs.iter().map(|k| format!("attr_{k}")));
+    names.extend((1..=features::SEQ_STEPS).flat_map(features::seq_features));
 
     report.report(
         "loading",
@@ -426,13 +431,16 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
         let cols: Vec<Column> = all_cols
             .iter()
             .filter(|c| match variant.as_str() {
-                "nam_no_btyd" => c.group != BTYD_GROUP,
+                "nam_seq" => true,
+                "nam" => c.group != SEQ_GROUP,
+                "nam_no_btyd" => c.group != BTYD_GROUP && c.group != SEQ_GROUP,
                 "btyd" => c.group == BTYD_GROUP,
                 _ => true,
             })
             .cloned()
             .collect();
-        if cols.is_empty() {
+        let seq = features::seq_layout(&cols);
+        if cols.is_empty() || (variant == "nam_seq" && seq.is_none()) {
             continue;
         }
         let enc = |e: &Example| features::encode(&cols, &e.record, btyd_of(e), e.window_weeks);
@@ -441,7 +449,7 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
         let base_frac = 0.45 + 0.45 * vi as f64 / variants.len() as f64;
         let step = 0.45 / variants.len() as f64;
         let epochs = p.nam.epochs.max(1);
-        let nam = Nam::train(&x_train, &y_train, cols.len(), &p.nam, |ep, loss| {
+        let nam = Nam::train(&x_train, &y_train, cols.len(), seq, &p.nam, |ep, loss| {
             report.report(
                 "training",
                 base_frac + step * (ep + 1) as f64 / epochs as f64,
@@ -541,6 +549,7 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
     prm.insert("nam.lr".into(), p.nam.lr.to_string());
     prm.insert("nam.batch".into(), p.nam.batch.to_string());
     prm.insert("nam.weight_decay".into(), p.nam.weight_decay.to_string());
+    prm.insert("nam.seq_hidden".into(), p.nam.seq_hidden.to_string());
     prm.insert("seed".into(), p.nam.seed.to_string());
     prm.insert(
         "example_cutoffs".into(),
@@ -566,12 +575,17 @@ pub fn fit(ds: &Dataset, p: &TrainParams, report: &mut dyn Report) -> Result<Chu
         ),
     );
     meta.description = format!(
-        "neural additive model ({}) over behavioural features{}, Platt-calibrated on held-out customers; expected purchases from BG/NBD x {:.3}",
+        "neural additive model ({}) over behavioural features{}{}, Platt-calibrated on held-out customers; expected purchases from BG/NBD x {:.3}",
         best.variant,
         if best.variant == "nam_no_btyd" {
             ""
         } else {
             " and BG/NBD + Pareto/NBD outputs"
+        },
+        if best.variant == "nam_seq" {
+            " and a GRU over the last orders"
+        } else {
+            ""
         },
         purchase_scale
     );

@@ -53,6 +53,10 @@ use FeatureType::{Bool, F64, I64, Str};
 /// Prefix of the dynamic customer-attribute features (`attr_tier`, ...).
 pub const ATTRIBUTE_PREFIX: &str = "attr_";
 
+/// Orders of the recent order sequence in the customer view (`order_<k>_days_ago`, `_total`,
+/// `_units` for k = 1 (the newest) to this).
+pub const ORDER_SEQUENCE_STEPS: usize = 5;
+
 /// The customer view, in column order. Windows over orders are exact (`ts > now - N days`);
 /// windows over interactions count whole UTC days, today included.
 pub const CUSTOMER_FEATURES: &[FeatureDef] = &[
@@ -196,6 +200,80 @@ pub const CUSTOMER_FEATURES: &[FeatureDef] = &[
         "country",
         Str,
         "Country of the customer record (missing when unknown).",
+    ),    def(
+        "order_1_days_ago",
+        F64,
+        "Days since the most recent order (missing with fewer than 1 orders): the recent order sequence.",
+    ),
+    def(
+        "order_1_total",
+        F64,
+        "Total of the most recent order (missing with fewer than 1 orders).",
+    ),
+    def(
+        "order_1_units",
+        I64,
+        "Units of the most recent order (missing with fewer than 1 orders).",
+    ),
+    def(
+        "order_2_days_ago",
+        F64,
+        "Days since the 2nd most recent order (missing with fewer than 2 orders): the recent order sequence.",
+    ),
+    def(
+        "order_2_total",
+        F64,
+        "Total of the 2nd most recent order (missing with fewer than 2 orders).",
+    ),
+    def(
+        "order_2_units",
+        I64,
+        "Units of the 2nd most recent order (missing with fewer than 2 orders).",
+    ),
+    def(
+        "order_3_days_ago",
+        F64,
+        "Days since the 3rd most recent order (missing with fewer than 3 orders): the recent order sequence.",
+    ),
+    def(
+        "order_3_total",
+        F64,
+        "Total of the 3rd most recent order (missing with fewer than 3 orders).",
+    ),
+    def(
+        "order_3_units",
+        I64,
+        "Units of the 3rd most recent order (missing with fewer than 3 orders).",
+    ),
+    def(
+        "order_4_days_ago",
+        F64,
+        "Days since the 4th most recent order (missing with fewer than 4 orders): the recent order sequence.",
+    ),
+    def(
+        "order_4_total",
+        F64,
+        "Total of the 4th most recent order (missing with fewer than 4 orders).",
+    ),
+    def(
+        "order_4_units",
+        I64,
+        "Units of the 4th most recent order (missing with fewer than 4 orders).",
+    ),
+    def(
+        "order_5_days_ago",
+        F64,
+        "Days since the 5th most recent order (missing with fewer than 5 orders): the recent order sequence.",
+    ),
+    def(
+        "order_5_total",
+        F64,
+        "Total of the 5th most recent order (missing with fewer than 5 orders).",
+    ),
+    def(
+        "order_5_units",
+        I64,
+        "Units of the 5th most recent order (missing with fewer than 5 orders).",
     ),
 ];
 
@@ -482,7 +560,7 @@ impl CustomerState {
 
         let opt = |v: Option<f64>| v.map_or(Value::Missing, Value::F64);
         use InteractionKind as K;
-        vec![
+        let mut out = vec![
             opt(last.map(|l| days_between(l, now))),
             Value::I64(f30),
             Value::I64(f90),
@@ -533,7 +611,19 @@ impl CustomerState {
                 .as_ref()
                 .filter(|r| !r.country.is_empty())
                 .map_or(Value::Missing, |r| Value::Str(r.country.clone())),
-        ]
+        ];
+        // The recent order sequence, newest first.
+        for k in 0..ORDER_SEQUENCE_STEPS {
+            match orders.len().checked_sub(k + 1).and_then(|i| orders.get(i)) {
+                Some(o) => out.extend([
+                    Value::F64(days_between(o.ts, now)),
+                    Value::F64(o.total),
+                    Value::I64(o.units),
+                ]),
+                None => out.extend([Value::Missing, Value::Missing, Value::Missing]),
+            }
+        }
+        out
     }
 
     /// Interactions with an event time in `[from, to)` (whole UTC days).
@@ -845,12 +935,24 @@ mod tests {
         assert_eq!(get(&v, "distinct_categories"), &Value::I64(1));
         assert_eq!(get(&v, "review_mean_rating"), &Value::Missing);
         assert_eq!(get(&v, "country"), &Value::Missing);
+        assert_eq!(v.len(), CUSTOMER_FEATURES.len());
+        // The order sequence, newest first (the refunded order is still an order placed).
+        assert_eq!(get(&v, "order_1_days_ago"), &Value::F64(5.0));
+        assert_eq!(get(&v, "order_1_total"), &Value::F64(50.0));
+        assert_eq!(get(&v, "order_1_units"), &Value::I64(2));
+        assert_eq!(get(&v, "order_2_days_ago"), &Value::F64(35.0));
+        assert_eq!(get(&v, "order_3_total"), &Value::F64(10.0));
+        assert_eq!(get(&v, "order_4_days_ago"), &Value::Missing);
+        assert_eq!(get(&v, "order_5_units"), &Value::Missing);
 
         // As of an earlier time only earlier orders count, and the refund is not yet known.
         let v = s.values(T0 + 20 * D, &cat);
         assert_eq!(get(&v, "frequency_lifetime"), &Value::I64(2));
         assert_eq!(get(&v, "refund_count"), &Value::I64(0));
         assert_eq!(get(&v, "interpurchase_std_days"), &Value::Missing);
+        assert_eq!(get(&v, "order_1_days_ago"), &Value::F64(10.0));
+        assert_eq!(get(&v, "order_1_total"), &Value::F64(30.0));
+        assert_eq!(get(&v, "order_3_days_ago"), &Value::Missing);
     }
 
     #[test]
