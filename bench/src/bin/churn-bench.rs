@@ -435,6 +435,10 @@ async fn main() -> anyhow::Result<()> {
             )),
         );
     }
+    println!(
+        "served model: mean probability {:.4} against a churn rate of {churn_rate:.4}",
+        probs.iter().sum::<f64>() / probs.len().max(1) as f64
+    );
     println!("training wall time (Train RPC, features + fits + save): {train_s:.1}s");
 
     // Past-only evidence on the expected-purchase correction: BG/NBD fitted on the histories as

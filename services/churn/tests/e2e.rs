@@ -306,7 +306,7 @@ async fn cdnow_train_with_cutoff_then_predict_over_grpc() {
             horizon_days: 60,
             hyperparameters: [
                 ("nam.epochs".to_string(), "2".to_string()),
-                ("variants".to_string(), "btyd".to_string()),
+                ("variants".to_string(), "nam_seq".to_string()),
             ]
             .into(),
             ..Default::default()
@@ -315,12 +315,39 @@ async fn cdnow_train_with_cutoff_then_predict_over_grpc() {
     .await
     .unwrap();
     assert_ne!(info2.model_version, info.model_version);
+    assert_eq!(info2.parameters["variant"], "nam_seq");
     let got = c
         .get_model_info(cpb::GetModelInfoRequest {})
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.model.unwrap().model_version, info2.model_version);
+    // The order-sequence GRU is one factor, described from the last orders, and the explanation
+    // still adds up to the served model's log-odds.
+    let r = c
+        .predict_churn(cpb::PredictChurnRequest {
+            customer_ids: ids[..50].to_vec(),
+            as_of: Some(ts(cutoff)),
+            max_factors: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let model = state.model().unwrap();
+    assert!(model.nam.seq.is_some());
+    let recs = features::records(
+        fsc.features(&ids[..50], Some(cutoff), &model.needed_features())
+            .await
+            .unwrap(),
+    );
+    for (rec, p) in recs.iter().zip(&r.predictions) {
+        let seq = p.factors.iter().find(|f| f.name == "recent_orders");
+        let seq = seq.unwrap_or_else(|| panic!("no sequence factor in {:?}", p.factors));
+        assert!(seq.description.contains("days ago"), "{}", seq.description);
+        let own = model.predict(rec.as_ref().unwrap());
+        let sum: f64 = p.base_value + p.factors.iter().map(|f| f.contribution).sum::<f64>();
+        assert!((sum - own.logit).abs() < 1e-6, "{sum} vs {}", own.logit);
+    }
     handle.shutdown().await.unwrap();
 
     // A restarted service loads the newest saved model.
