@@ -205,7 +205,8 @@ impl SeqParams {
     }
 
     fn export(&self) -> Result<SeqNet> {
-        let v = |t: &Var| -> Result<Vec<f32>> { Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?) };
+        let v =
+            |t: &Var| -> Result<Vec<f32>> { Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?) };
         Ok(SeqNet {
             layout: self.layout.clone(),
             hidden: self.hidden,
@@ -221,7 +222,11 @@ impl SeqParams {
     fn import(s: &SeqNet, dev: &Device) -> Result<SeqParams> {
         let (h, f) = (s.hidden, s.layout.fields);
         let var = |v: &[f32], shape: &[usize]| -> Result<Var> {
-            Ok(Var::from_tensor(&Tensor::from_vec(v.to_vec(), shape, dev)?)?)
+            Ok(Var::from_tensor(&Tensor::from_vec(
+                v.to_vec(),
+                shape,
+                dev,
+            )?)?)
         };
         let cols: Vec<u32> = s.layout.cols.iter().map(|&c| c as u32).collect();
         let n = cols.len();
@@ -240,7 +245,9 @@ impl SeqParams {
 }
 
 fn uniform(rng: &mut StdRng, n: usize, k: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * k).collect()
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * k)
+        .collect()
 }
 
 struct Params {

@@ -200,7 +200,8 @@ pub const CUSTOMER_FEATURES: &[FeatureDef] = &[
         "country",
         Str,
         "Country of the customer record (missing when unknown).",
-    ),    def(
+    ),
+    def(
         "order_1_days_ago",
         F64,
         "Days since the most recent order (missing with fewer than 1 orders): the recent order sequence.",
