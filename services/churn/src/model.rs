@@ -36,6 +36,11 @@ pub struct Spec {
     pub currency: String,
     /// Which combination won on validation (one of [`crate::train::VARIANTS`]).
     pub variant: String,
+    /// When the label windows were shorter than the horizon: a second Platt map, applied to the
+    /// log-odds of the calibrated probability, fitted on a past-only rehearsal of the same stretch
+    /// (see [`crate::train::rehearsal_params`]). `None`: no stretch, or no room to rehearse it.
+    #[serde(default)]
+    pub horizon_stretch: Option<Platt>,
 }
 
 /// One factor of an explanation.
@@ -169,6 +174,18 @@ impl ChurnModel {
         features::needed_features(&self.spec.columns)
     }
 
+    /// The served probability of a network log-odds: Platt, then the horizon-stretch map if any.
+    pub fn probability(&self, logit: f64) -> f64 {
+        let p = self.spec.platt.apply(logit);
+        match &self.spec.horizon_stretch {
+            Some(s) => {
+                let q = p.clamp(1e-9, 1.0 - 1e-9);
+                s.apply((q / (1.0 - q)).ln())
+            }
+            None => p,
+        }
+    }
+
     pub fn tier(&self, p: f64) -> Tier {
         let [m, h, c] = self.spec.tiers;
         if p >= c {
@@ -231,7 +248,7 @@ impl ChurnModel {
         let x = plan.encode(&self.spec.columns, rec, btyd.as_ref());
         let (base, contrib) = self.nam.explain(&x);
         let logit = base + contrib.iter().sum::<f64>();
-        let probability = self.spec.platt.apply(logit);
+        let probability = self.probability(logit);
         let mut sums = vec![0.0; groups.names.len()];
         for (&g, v) in groups.of.iter().zip(&contrib) {
             sums[g] += v;

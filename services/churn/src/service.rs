@@ -90,9 +90,57 @@ impl State {
         );
         let p2 = p.clone();
         let mut r2 = report.clone();
-        let model = tokio::task::spawn_blocking(move || train::fit(&ds, &p2, &mut r2))
-            .await
-            .map_err(|e| Error::Internal(format!("training task: {e}")))??;
+        let (ds, model) = tokio::task::spawn_blocking(move || {
+            let m = train::fit(&ds, &p2, &mut r2);
+            (ds, m)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("training task: {e}")))?;
+        let mut model = model?;
+        // Labels shorter than the horizon: rehearse the stretch one window earlier and
+        // recalibrate for it (every read still at or before the cutoff).
+        if let Some(rp) = train::rehearsal_params(p, &ds, &model.spec.variant) {
+            report(
+                "rehearsal",
+                0.93,
+                format!(
+                    "horizon stretch rehearsed as of {} ({} d horizon, labels of {} d)",
+                    chrono::DateTime::<chrono::Utc>::from_timestamp(rp.cutoff, 0)
+                        .map(|d| d.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default(),
+                    rp.horizon_days,
+                    rp.example_cutoffs
+                        .first()
+                        .map_or(0, |e| (rp.cutoff - e) / 86_400)
+                ),
+            );
+            let mut quiet = |_: &str, _: f64, _: String| {};
+            match train::rehearse(&self.fs, &rp, &mut quiet).await {
+                Ok((map, figures)) => {
+                    model.spec.horizon_stretch = Some(map);
+                    model.meta.validation_metrics.extend(figures);
+                    model.meta.parameters.insert(
+                        "horizon_stretch".into(),
+                        format!(
+                            "a={:.4} b={:.4} (rehearsal: {} d horizon from {} d labels)",
+                            map.a,
+                            map.b,
+                            rp.horizon_days,
+                            rp.example_cutoffs
+                                .first()
+                                .map_or(0, |e| (rp.cutoff - e) / 86_400)
+                        ),
+                    );
+                }
+                // Too little data to rehearse (e.g. no outcomes of both kinds): served without
+                // the stretch map, as before, and said so.
+                Err(Error::FeatureStore(e)) => return Err(Error::FeatureStore(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "horizon-stretch rehearsal skipped");
+                    report("rehearsal", 0.94, format!("rehearsal skipped: {e}"));
+                }
+            }
+        }
         report("saving", 0.95, format!("saving {}", model.meta.version));
         let store = self.store.clone();
         let m2 = model.clone();
@@ -552,6 +600,7 @@ mod tests {
         let btyd = fit_btyd(&recs);
         Dataset {
             at_cutoff: examples.iter().map(|e| e.record.clone()).collect(),
+            at_cutoff_ids: examples.iter().map(|e| e.customer_id.clone()).collect(),
             examples,
             cutoffs: vec![0],
             btyd_at: vec![btyd],

@@ -254,7 +254,7 @@ async fn cdnow_train_with_cutoff_then_predict_over_grpc() {
         let own = model.predict(rec);
         let sum: f64 = p.base_value + p.factors.iter().map(|f| f.contribution).sum::<f64>();
         assert!((sum - own.logit).abs() < 1e-6, "{sum} vs {}", own.logit);
-        assert!((model.spec.platt.apply(sum) - p.churn_probability).abs() < 1e-9);
+        assert!((model.probability(sum) - p.churn_probability).abs() < 1e-9);
         // The fast path equals the candle forward pass.
         let x = features::encode(
             &model.spec.columns,
@@ -458,6 +458,30 @@ async fn events_after_the_cutoff_do_not_influence_training() {
     assert_eq!(ma.spec, mb.spec);
     assert_eq!(ma.nam, mb.nam);
     assert_eq!(ma.meta.validation_metrics, mb.meta.validation_metrics);
+
+    // Labels shorter than the horizon: the horizon-stretch rehearsal (one window earlier) reads
+    // nothing after the cutoff either, and gives the same map on both stores.
+    let mut short = p.clone();
+    short.horizon_days = 120;
+    short.example_cutoffs = vec![cutoff - 40 * 86_400];
+    let sa = train::load(&client(clean.url()).await, &short, &mut quiet)
+        .await
+        .unwrap();
+    let rp = train::rehearsal_params(&short, &sa, "nam").expect("a stretch to rehearse");
+    assert_eq!(rp.cutoff, cutoff - 40 * 86_400);
+    assert_eq!(rp.horizon_days, 40);
+    assert_eq!(rp.example_cutoffs, vec![rp.cutoff - 13 * 86_400]);
+    let (map_a, fig_a) = train::rehearse(&client(clean.url()).await, &rp, &mut quiet)
+        .await
+        .unwrap();
+    let (map_b, fig_b) = train::rehearse(&client(leaky.url()).await, &rp, &mut quiet)
+        .await
+        .unwrap();
+    assert_eq!(map_a, map_b);
+    assert_eq!(fig_a, fig_b);
+    assert!(fig_a["stretch.customers"] > 100.0, "{fig_a:?}");
+    // No stretch when the labels cover the horizon.
+    assert!(train::rehearsal_params(&p, &a, "nam").is_none());
 
     // And the guard has teeth: moving the cutoff past those events changes what is read.
     let mut later = p.clone();
