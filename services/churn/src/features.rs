@@ -274,7 +274,8 @@ pub fn records(rows: Rows) -> Vec<Option<Record>> {
         .collect()
 }
 
-fn logit(p: f64) -> f64 {
+/// ln(p / (1 - p)), p clamped to [1e-6, 1 - 1e-6].
+pub fn logit(p: f64) -> f64 {
     let p = p.clamp(1e-6, 1.0 - 1e-6);
     (p / (1.0 - p)).ln()
 }

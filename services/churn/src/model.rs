@@ -178,10 +178,7 @@ impl ChurnModel {
     pub fn probability(&self, logit: f64) -> f64 {
         let p = self.spec.platt.apply(logit);
         match &self.spec.horizon_stretch {
-            Some(s) => {
-                let q = p.clamp(1e-9, 1.0 - 1e-9);
-                s.apply((q / (1.0 - q)).ln())
-            }
+            Some(s) => s.apply(features::logit(p)),
             None => p,
         }
     }

@@ -139,6 +139,8 @@ struct SeqParams {
     hidden: usize,
     /// Column indices as a tensor (for `index_select`).
     cols: Tensor,
+    /// [inputs]: 0 for the sequence's columns (no shape function of their own), 1 elsewhere.
+    mask: Tensor,
     w_ih: Var,
     w_hh: Var,
     b_ih: Var,
@@ -148,26 +150,28 @@ struct SeqParams {
 }
 
 impl SeqParams {
-    fn new(layout: SeqLayout, hidden: usize, rng: &mut StdRng, dev: &Device) -> Result<SeqParams> {
-        let f = layout.fields;
-        let h = hidden.max(1);
+    /// Fresh parameters for `layout` among `inputs` columns (uniform +-1/sqrt(hidden) as in
+    /// PyTorch's GRU, a near-zero read-out).
+    fn new(
+        layout: SeqLayout,
+        hidden: usize,
+        inputs: usize,
+        rng: &mut StdRng,
+        dev: &Device,
+    ) -> Result<SeqParams> {
+        let (f, h) = (layout.fields, hidden.max(1));
         let k = 1.0 / (h as f32).sqrt();
-        let var = |v: Vec<f32>, shape: &[usize]| -> Result<Var> {
-            Ok(Var::from_tensor(&Tensor::from_vec(v, shape, dev)?)?)
-        };
-        let cols: Vec<u32> = layout.cols.iter().map(|&c| c as u32).collect();
-        let n = cols.len();
-        Ok(SeqParams {
-            cols: Tensor::from_vec(cols, n, dev)?,
-            w_ih: var(uniform(rng, 3 * h * f, k), &[3 * h, f])?,
-            w_hh: var(uniform(rng, 3 * h * h, k), &[3 * h, h])?,
-            b_ih: var(uniform(rng, 3 * h, k), &[3 * h])?,
-            b_hh: var(uniform(rng, 3 * h, k), &[3 * h])?,
-            w_out: var(randn(rng, h, 0.01), &[h])?,
-            b_out: var(vec![0.0], &[1])?,
+        let net = SeqNet {
+            w_ih: uniform(rng, 3 * h * f, k),
+            w_hh: uniform(rng, 3 * h * h, k),
+            b_ih: uniform(rng, 3 * h, k),
+            b_hh: uniform(rng, 3 * h, k),
+            w_out: randn(rng, h, 0.01),
+            b_out: 0.0,
             layout,
             hidden: h,
-        })
+        };
+        SeqParams::import(&net, inputs, dev)
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -219,7 +223,7 @@ impl SeqParams {
         })
     }
 
-    fn import(s: &SeqNet, dev: &Device) -> Result<SeqParams> {
+    fn import(s: &SeqNet, inputs: usize, dev: &Device) -> Result<SeqParams> {
         let (h, f) = (s.hidden, s.layout.fields);
         let var = |v: &[f32], shape: &[usize]| -> Result<Var> {
             Ok(Var::from_tensor(&Tensor::from_vec(
@@ -230,10 +234,15 @@ impl SeqParams {
         };
         let cols: Vec<u32> = s.layout.cols.iter().map(|&c| c as u32).collect();
         let n = cols.len();
+        let mut mask = vec![1f32; inputs];
+        for &c in &s.layout.cols {
+            mask[c] = 0.0;
+        }
         Ok(SeqParams {
             layout: s.layout.clone(),
             hidden: h,
             cols: Tensor::from_vec(cols, n, dev)?,
+            mask: Tensor::from_vec(mask, inputs, dev)?,
             w_ih: var(&s.w_ih, &[3 * h, f])?,
             w_hh: var(&s.w_hh, &[3 * h, h])?,
             b_ih: var(&s.b_ih, &[3 * h])?,
@@ -270,22 +279,18 @@ fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// The log-odds [n] of a batch [n, inputs]: bias, the shape functions of the columns that are
-/// not in the sequence (`mask` 1), and the sequence term.
-fn logits_t(
-    p: &Params,
-    seq: Option<&SeqParams>,
-    mask: Option<&Tensor>,
-    x: &Tensor,
-) -> candle_core::Result<Tensor> {
+/// not in the sequence, and the sequence term.
+fn logits_t(p: &Params, seq: Option<&SeqParams>, x: &Tensor) -> candle_core::Result<Tensor> {
     let c = contributions_t(p, x)?;
-    let c = match mask {
-        Some(m) => c.broadcast_mul(m)?,
-        None => c,
-    };
-    let z = c.sum(1)?.broadcast_add(p.bias.as_tensor())?;
     match seq {
-        Some(s) => z + s.forward(x)?,
-        None => Ok(z),
+        Some(s) => {
+            let z = c
+                .broadcast_mul(&s.mask)?
+                .sum(1)?
+                .broadcast_add(p.bias.as_tensor())?;
+            z + s.forward(x)?
+        }
+        None => c.sum(1)?.broadcast_add(p.bias.as_tensor()),
     }
 }
 
@@ -345,17 +350,7 @@ impl Nam {
                         l
                     )));
                 }
-                Some(SeqParams::new(l, cfg.seq_hidden, &mut rng, &dev)?)
-            }
-            None => None,
-        };
-        let mask = match &seq {
-            Some(s) => {
-                let mut m = vec![1f32; inputs];
-                for &c in &s.layout.cols {
-                    m[c] = 0.0;
-                }
-                Some(Tensor::from_vec(m, inputs, &dev)?)
+                Some(SeqParams::new(l, cfg.seq_hidden, inputs, &mut rng, &dev)?)
             }
             None => None,
         };
@@ -388,7 +383,7 @@ impl Nam {
                 let xb = Tensor::from_vec(flat, (chunk.len(), inputs), &dev)?;
                 let yb: Vec<f32> = chunk.iter().map(|&i| f32::from(u8::from(y[i]))).collect();
                 let yb = Tensor::from_vec(yb, chunk.len(), &dev)?;
-                let z = logits_t(&p, seq.as_ref(), mask.as_ref(), &xb)?;
+                let z = logits_t(&p, seq.as_ref(), &xb)?;
                 let loss = bce_with_logits(&z, &yb)?;
                 opt.backward_step(&loss)?;
                 total += f64::from(loss.to_scalar::<f32>()?);
@@ -592,20 +587,10 @@ impl Nam {
         let seq = self
             .seq
             .as_ref()
-            .map(|s| SeqParams::import(s, &dev))
+            .map(|s| SeqParams::import(s, f, &dev))
             .transpose()?;
-        let mask = match &seq {
-            Some(s) => {
-                let mut m = vec![1f32; f];
-                for &c in &s.layout.cols {
-                    m[c] = 0.0;
-                }
-                Some(Tensor::from_vec(m, f, &dev)?)
-            }
-            None => None,
-        };
         let xb = Tensor::from_vec(x.to_vec(), (1, f), &dev)?;
-        let z = logits_t(&p, seq.as_ref(), mask.as_ref(), &xb)?;
+        let z = logits_t(&p, seq.as_ref(), &xb)?;
         Ok(f64::from(
             z.to_vec1::<f32>()?.first().copied().unwrap_or(0.0),
         ))

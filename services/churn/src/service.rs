@@ -97,50 +97,7 @@ impl State {
         .await
         .map_err(|e| Error::Internal(format!("training task: {e}")))?;
         let mut model = model?;
-        // Labels shorter than the horizon: rehearse the stretch one window earlier and
-        // recalibrate for it (every read still at or before the cutoff).
-        if let Some(rp) = train::rehearsal_params(p, &ds, &model.spec.variant) {
-            report(
-                "rehearsal",
-                0.93,
-                format!(
-                    "horizon stretch rehearsed as of {} ({} d horizon, labels of {} d)",
-                    chrono::DateTime::<chrono::Utc>::from_timestamp(rp.cutoff, 0)
-                        .map(|d| d.format("%Y-%m-%d").to_string())
-                        .unwrap_or_default(),
-                    rp.horizon_days,
-                    rp.example_cutoffs
-                        .first()
-                        .map_or(0, |e| (rp.cutoff - e) / 86_400)
-                ),
-            );
-            let mut quiet = |_: &str, _: f64, _: String| {};
-            match train::rehearse(&self.fs, &rp, &mut quiet).await {
-                Ok((map, figures)) => {
-                    model.spec.horizon_stretch = Some(map);
-                    model.meta.validation_metrics.extend(figures);
-                    model.meta.parameters.insert(
-                        "horizon_stretch".into(),
-                        format!(
-                            "a={:.4} b={:.4} (rehearsal: {} d horizon from {} d labels)",
-                            map.a,
-                            map.b,
-                            rp.horizon_days,
-                            rp.example_cutoffs
-                                .first()
-                                .map_or(0, |e| (rp.cutoff - e) / 86_400)
-                        ),
-                    );
-                }
-                // Too little data to rehearse (e.g. no outcomes of both kinds): served without
-                // the stretch map, as before, and said so.
-                Err(Error::FeatureStore(e)) => return Err(Error::FeatureStore(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "horizon-stretch rehearsal skipped");
-                    report("rehearsal", 0.94, format!("rehearsal skipped: {e}"));
-                }
-            }
-        }
+        train::add_horizon_stretch(&self.fs, p, &ds, &mut model, &mut report).await?;
         report("saving", 0.95, format!("saving {}", model.meta.version));
         let store = self.store.clone();
         let m2 = model.clone();

@@ -655,6 +655,52 @@ pub fn rehearsal_params(p: &TrainParams, ds: &Dataset, variant: &str) -> Option<
     Some(r)
 }
 
+/// When `ds`'s labels are shorter than the horizon, fits the horizon-stretch map on a rehearsal
+/// (see [`rehearsal_params`]) and gives it to `model`, with the rehearsal's figures. A rehearsal
+/// the data cannot support (too little history, outcomes of one kind only) is skipped, said in
+/// the progress report and the log; any other failure (the feature store) fails the Train.
+pub async fn add_horizon_stretch(
+    fs: &FeatureStore,
+    p: &TrainParams,
+    ds: &Dataset,
+    model: &mut ChurnModel,
+    report: &mut dyn Report,
+) -> Result<()> {
+    let Some(rp) = rehearsal_params(p, ds, &model.spec.variant) else {
+        return Ok(());
+    };
+    let what = format!(
+        "{} d horizon from {} d labels, as of {}",
+        rp.horizon_days,
+        rp.example_cutoffs
+            .first()
+            .map_or(0, |e| (rp.cutoff - e) / DAY),
+        fmt_ts(rp.cutoff)
+    );
+    report.report(
+        "rehearsal",
+        0.93,
+        format!("horizon stretch rehearsed: {what}"),
+    );
+    let mut quiet = |_: &str, _: f64, _: String| {};
+    match rehearse(fs, &rp, &mut quiet).await {
+        Ok((map, figures)) => {
+            model.spec.horizon_stretch = Some(map);
+            model.meta.validation_metrics.extend(figures);
+            model.meta.parameters.insert(
+                "horizon_stretch".into(),
+                format!("a={:.4} b={:.4} (rehearsal: {what})", map.a, map.b),
+            );
+        }
+        Err(e @ Error::Invalid(_)) => {
+            tracing::warn!(error = %e, "horizon-stretch rehearsal skipped");
+            report.report("rehearsal", 0.94, format!("rehearsal skipped: {e}"));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
 /// Fits the horizon-stretch map on a rehearsal (see [`rehearsal_params`]): trains `rp`'s model,
 /// scores every customer known at `rp.cutoff` for `rp.horizon_days`, and fits Platt from the
 /// log-odds of those probabilities to "no order in `(rp.cutoff, rp.cutoff + horizon]`", read as
@@ -662,7 +708,7 @@ pub fn rehearsal_params(p: &TrainParams, ds: &Dataset, variant: &str) -> Option<
 pub async fn rehearse(
     fs: &FeatureStore,
     rp: &TrainParams,
-    report: &mut (dyn Report + 'static),
+    report: &mut dyn Report,
 ) -> Result<(Platt, BTreeMap<String, f64>)> {
     let ds = load(fs, rp, report).await?;
     let rp2 = rp.clone();
@@ -686,15 +732,13 @@ pub async fn rehearse(
     );
     let (mut z, mut y) = (Vec::new(), Vec::new());
     for (rec, later) in ds.at_cutoff.iter().zip(&after) {
-        let p = model
-            .probability(model.predict_top(rec, 0).logit)
-            .clamp(1e-9, 1.0 - 1e-9);
+        let p = model.probability(model.predict_top(rec, 0).logit);
         let before = rec.get("frequency_lifetime").unwrap_or(0.0);
         let later = later
             .as_ref()
             .and_then(|r| r.get("frequency_lifetime"))
             .unwrap_or(before);
-        z.push((p / (1.0 - p)).ln());
+        z.push(features::logit(p));
         y.push(later <= before);
     }
     if z.is_empty() || y.iter().all(|&v| v) || y.iter().all(|&v| !v) {
@@ -704,7 +748,10 @@ pub async fn rehearse(
         ));
     }
     let map = Platt::fit(&z, &y);
-    let before: Vec<f64> = z.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
+    let before: Vec<f64> = z
+        .iter()
+        .map(|&z| augur_model::calibrate::sigmoid(z))
+        .collect();
     let after: Vec<f64> = z.iter().map(|&z| map.apply(z)).collect();
     let mut m = BTreeMap::new();
     m.insert("stretch.customers".to_string(), z.len() as f64);
