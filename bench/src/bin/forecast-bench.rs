@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use augur_demand_forecast::datasets;
 use augur_demand_forecast::metrics::{Pooled, mase, naive_scale, smape};
 use augur_demand_forecast::model::{self, SeriesIn, TrainOptions};
 use augur_demand_forecast::stats::{self, Method};
+use augur_demand_forecast::{arima, datasets};
 use augur_proto::forecast as pb;
 use clap::Parser;
 
@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
-    /// grid, windows, gru, gru_epochs, gbm, gbm_trees, gbm_rows).
+    /// grid, windows, gru, gru_epochs, gbm, gbm_trees, gbm_rows, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -36,6 +36,10 @@ struct Args {
     /// For comparing settings of the model without looking at the test figures.
     #[arg(long)]
     nested: bool,
+    /// With `--nested`: how many horizons to drop (2 scores on the horizon before the nested
+    /// one: a second origin for comparing settings).
+    #[arg(long, default_value_t = 1)]
+    nested_depth: usize,
 }
 
 /// The training options with `--hp` applied; a bad value or an unknown key is an error naming
@@ -74,6 +78,8 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm" => o.gbm = parse(k, v)?,
             "gbm_trees" => o.gbm_trees = parse(k, v)?,
             "gbm_rows" => o.gbm_rows = parse(k, v)?,
+            "interval_log" => o.interval_log = parse(k, v)?,
+            "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
     }
@@ -238,14 +244,92 @@ fn regression_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The AutoARIMA-with-regressors anchor from our own code: log units with ARIMA errors
+/// on log price, deal and feat ([`arima::auto`]: KPSS for d, stepwise AICc over p, q <= 5, CSS
+/// estimation), forecast with the known regressors of the horizon, back to units. One series per
+/// call; `None` when the search finds no model (the caller falls back to the last value).
+fn arima_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Option<Vec<f64>> {
+    let y: Vec<f64> = s.units[..n].iter().map(|v| v.ln()).collect();
+    let cols = |a: usize, b: usize| -> Vec<Vec<f64>> {
+        vec![
+            s.price[a..b].iter().map(|v| v.max(1e-9).ln()).collect(),
+            s.deal[a..b].to_vec(),
+            s.feat[a..b].to_vec(),
+        ]
+    };
+    let fit = arima::auto(&y, &cols(0, n), &arima::AutoOptions::default())?;
+    Some(
+        fit.forecast(&cols(n, n + h), h)
+            .into_iter()
+            .map(|v| v.min(700.0).exp())
+            .collect(),
+    )
+}
+
+/// The global LightGBM anchor from our own code (`augur_model::gbdt`, LightGBM's default
+/// settings as far as our trees have them: 100 trees, learning rate 0.1, depth 5 (about 31
+/// leaves), 20 rows per leaf, 255 bins, no row sampling): one model per horizon step j over
+/// every series and every origin t0 of the training part, target log units at t0 + j, features
+/// the last 8 log units before t0, log price, deal and feat of the target week, store and
+/// brand codes.
+fn gbm_anchor(data: &[datasets::OjSeries], h: usize) -> Vec<Vec<f64>> {
+    use augur_model::gbdt::{Gbdt, GbdtParams};
+    const LAGS: usize = 8;
+    let code = |v: &str| v.parse::<f32>().unwrap_or(-1.0);
+    let feats = |s: &datasets::OjSeries, t0: usize, t: usize, out: &mut Vec<f32>| {
+        out.clear();
+        for i in 1..=LAGS {
+            out.push(s.units[t0 - i].ln() as f32);
+        }
+        out.push(s.price[t].max(1e-9).ln() as f32);
+        out.push(s.deal[t] as f32);
+        out.push(s.feat[t] as f32);
+        out.push(code(&s.store));
+        out.push(code(&s.brand));
+    };
+    let params = GbdtParams {
+        trees: 100,
+        depth: 5,
+        learning_rate: 0.1,
+        min_leaf: 20,
+        l2: 0.0,
+        bins: 255,
+        subsample: 1.0,
+        seed: 42,
+    };
+    let mut out: Vec<Vec<f64>> = data.iter().map(|_| vec![0.0; h]).collect();
+    let mut row = Vec::new();
+    for j in 0..h {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for s in data {
+            let n = s.units.len() - h;
+            for t0 in LAGS..n.saturating_sub(j) {
+                feats(s, t0, t0 + j, &mut row);
+                x.push(row.clone());
+                y.push(s.units[t0 + j].ln() as f32);
+            }
+        }
+        let model = Gbdt::fit_squared(&x, &y, &params);
+        for (s, o) in data.iter().zip(out.iter_mut()) {
+            let n = s.units.len() - h;
+            feats(s, n, n + j, &mut row);
+            o[j] = f64::from(model.margin(&row)).exp();
+        }
+    }
+    out
+}
+
 fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let data = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?;
     let h = 12;
     let data: Vec<_> = if args.nested {
-        println!("\n(nested: the test weeks are dropped; scored on the {h} weeks before them)");
+        let drop = h * args.nested_depth.max(1);
+        println!(
+            "\n(nested: the last {drop} weeks (the test weeks and before) are dropped; scored on the {h} weeks before them)"
+        );
         data.into_iter()
-            .filter(|s| s.units.len() > h)
-            .map(|s| s.truncated(s.units.len() - h))
+            .filter(|s| s.units.len() > drop)
+            .map(|s| s.truncated(s.units.len() - drop))
             .collect()
     } else {
         data
@@ -272,6 +356,45 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         ets_log.add(y, &f, scale, None);
         reg.add(y, &regression_anchor(s, n, h), scale, None);
     }
+    // AutoARIMA with regressors, the series split over the cores.
+    let t0 = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = data.len().div_ceil(threads.max(1)).max(1);
+    let arima_fc: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = data
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|s| {
+                            let n = s.units.len() - h;
+                            arima_anchor(s, n, h).unwrap_or_else(|| vec![s.units[n - 1]; h])
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    });
+    let arima_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let gbm_fc = gbm_anchor(&data, h);
+    let gbm_secs = t0.elapsed().as_secs_f64();
+    let mut arima_sc = Score::default();
+    let mut gbm_sc = Score::default();
+    for ((s, a), g) in data.iter().zip(&arima_fc).zip(&gbm_fc) {
+        let n = s.units.len() - h;
+        let scale = naive_scale(&s.units[..n], 1);
+        arima_sc.add(&s.units[n..], a, scale, None);
+        gbm_sc.add(&s.units[n..], g, scale, None);
+    }
     println!("{}", naive.row("naive", None));
     println!("{}", ets_log.row("ETS on log units", None));
     println!(
@@ -279,6 +402,20 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         reg.row(
             "regression per series: log units ~ log price + deal + feat",
             None
+        )
+    );
+    println!(
+        "{}",
+        arima_sc.row(
+            "AutoARIMA on log units, regressors log price + deal + feat (CSS, stepwise AICc)",
+            Some(arima_secs)
+        )
+    );
+    println!(
+        "{}",
+        gbm_sc.row(
+            "global boosted trees, one model per step: 8 lags + price/deal/feat + store/brand",
+            Some(gbm_secs)
         )
     );
     let inputs: Vec<SeriesIn> = data.iter().map(|s| s.input(s.units.len() - h)).collect();
@@ -564,6 +701,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 season_combos: BTreeMap::new(),
                 season_err_q: BTreeMap::new(),
                 gbm: None,
+                interval_log: false,
             };
             let old: Vec<Vec<f64>> = data
                 .iter()

@@ -7,6 +7,7 @@
 //! empirical prediction intervals; rolling-origin backtests and reorder advice. See `model` for
 //! the method and BENCHMARKS.md for the figures.
 
+pub mod arima;
 pub mod datasets;
 pub mod error;
 pub mod ets;

@@ -64,9 +64,15 @@ pub struct TrainOptions {
     pub gru_epochs: usize,
     /// Train the global boosted-trees model ([`crate::gbm`]) as a member.
     pub gbm: bool,
+    /// Offer the regression with ARIMA errors ([`arima_regression`]) as a member. Off by
+    /// default: it adds about a sixth to Train on the Dominick's and demo data, where validation
+    /// never picked it (BENCHMARKS.md).
+    pub arima: bool,
     pub gbm_trees: usize,
     /// Most training examples of the boosted trees (origins are thinned evenly to fit).
     pub gbm_rows: usize,
+    /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
+    pub interval_log: bool,
 }
 
 impl Default for TrainOptions {
@@ -84,8 +90,10 @@ impl Default for TrainOptions {
             gru: true,
             gru_epochs: 8,
             gbm: true,
+            arima: false,
             gbm_trees: 300,
             gbm_rows: 250_000,
+            interval_log: true,
         }
     }
 }
@@ -138,6 +146,12 @@ pub struct Model {
     /// The global boosted-trees model, kept only when a served combination uses it.
     #[serde(default)]
     pub gbm: Option<GlobalGbm>,
+    /// Interval quantiles of non-negative series are of log ratios, `ln(1 + actual) - ln(1 +
+    /// forecast)`, applied as `(1 + forecast) e^q - 1` (an interval that scales with the
+    /// forecast, e.g. in a promotion week); otherwise of errors scaled by the series' naive MAE
+    /// and the covariate lift. Absent in models saved before the field existed (false).
+    #[serde(default)]
+    pub interval_log: bool,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -482,6 +496,56 @@ fn local_regression(
     )
 }
 
+/// The series' own regression of log1p(units) on its covariates (transformed as the covariate
+/// model's) with ARIMA errors, orders chosen by AICc ([`crate::arima::auto`]), forecast with the
+/// known future covariates. `None` without covariates, for a negative series, or when no order
+/// can be fitted (fewer than 12 periods).
+pub(crate) fn arima_regression(
+    s: &SeriesIn,
+    future: &BTreeMap<String, Vec<f64>>,
+    h: usize,
+) -> Option<Vec<f64>> {
+    let n = s.values.len();
+    if s.covariates.is_empty() || n < 12 {
+        return None;
+    }
+    let y = fill(&s.values);
+    if y.iter().any(|v| *v < 0.0) {
+        return None;
+    }
+    let y: Vec<f64> = y.iter().map(|v| v.ln_1p()).collect();
+    let names: Vec<&String> = s.covariates.keys().collect();
+    let xs: Vec<Vec<f64>> = names
+        .iter()
+        .map(|nm| {
+            let v = &s.covariates[*nm];
+            let mut x = cov_history(nm, &v[..v.len().min(n)]).0;
+            let last = x.last().copied().unwrap_or(0.0);
+            x.resize(n, last);
+            x
+        })
+        // A constant regressor (a flag never set) says nothing and would make the fit singular.
+        .collect();
+    let keep: Vec<usize> = (0..xs.len())
+        .filter(|&c| xs[c].iter().any(|v| (v - xs[c][0]).abs() > 1e-12))
+        .collect();
+    let xs: Vec<Vec<f64>> = keep.iter().map(|&c| xs[c].clone()).collect();
+    let fit = crate::arima::auto(&y, &xs, &crate::arima::AutoOptions::default())?;
+    let futs: Vec<Vec<f64>> = keep
+        .iter()
+        .map(|&c| future_of(s, future, names[c], h))
+        .collect();
+    Some(
+        fit.forecast(&futs, h)
+            .into_iter()
+            .map(|z| {
+                let v = z.min(700.0).exp_m1();
+                if v.is_finite() { v.max(0.0) } else { 0.0 }
+            })
+            .collect(),
+    )
+}
+
 /// The member forecasts of one series (covariate effects removed, then put back).
 struct Prepared {
     members: Vec<Vec<f64>>,
@@ -588,6 +652,12 @@ fn prepare(
             None
         }
         .unwrap_or_else(|| vec![f64::NAN; h]);
+    members[Method::ArimaX as usize] = if nonneg && needed & (1 << Method::ArimaX as u32) != 0 {
+        arima_regression(s, future, h)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| vec![f64::NAN; h]);
     // The boosted trees read the raw series and the covariates themselves.
     members[Method::Gbm as usize] = gbm
         .and_then(|g| g.forecast(s, future, h))
@@ -666,6 +736,7 @@ impl Model {
         season: usize,
     ) -> Vec<Vec<f64>> {
         let err_q = self.season_err_q.get(&season).unwrap_or(&self.err_q);
+        let row_of = |i: usize| -> &Vec<f64> { &err_q[i.min(err_q.len().saturating_sub(1))] };
         let mut out: Vec<Vec<f64>> = levels
             .iter()
             .map(|l| {
@@ -673,8 +744,12 @@ impl Model {
                     .iter()
                     .enumerate()
                     .map(|(i, f)| {
-                        let row = &err_q[i.min(err_q.len().saturating_sub(1))];
-                        let v = f + grid_value(row, *l) * p.scale * p.lift[i];
+                        let q = grid_value(row_of(i), *l);
+                        let v = if self.interval_log && p.nonneg {
+                            (1.0 + f.max(0.0)) * q.min(700.0).exp() - 1.0
+                        } else {
+                            f + q * p.scale * p.lift[i]
+                        };
                         let v = if v.is_finite() { v } else { *f };
                         if p.nonneg { v.max(0.0) } else { v }
                     })
@@ -851,39 +926,105 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     } else {
         None
     };
-    // The validation windows of a slice of the series (every member model fitted on each).
-    let windows_of = |part: &[SeriesIn], cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
-        let mut vals: Vec<ValWindow> = Vec::new();
-        for s in part {
+    // The history and known covariates of validation window `w` of a series (None when the
+    // series is too short for it).
+    let window_of =
+        |s: &SeriesIn, w: usize| -> Option<(usize, SeriesIn, BTreeMap<String, Vec<f64>>)> {
             let n = s.values.len();
+            let origin = n as isize - (h * (windows - w)) as isize;
+            if origin < 3 {
+                return None;
+            }
+            let origin = origin as usize;
+            let future: BTreeMap<String, Vec<f64>> = s
+                .covariates
+                .iter()
+                .map(|(k, v)| {
+                    let a = origin.min(v.len());
+                    let b = (origin + h).min(v.len());
+                    (k.clone(), v[a..b].to_vec())
+                })
+                .collect();
+            Some((origin, slice_series(s, origin), future))
+        };
+    // Fitting the members (AutoETS above all) dominates Train: the series are split over the
+    // cores, the windows kept in series order so the choice does not depend on the core count.
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .min(series.len().max(1));
+    let chunk = series.len().div_ceil(threads.max(1)).max(1);
+    // `f(offset, part)` over contiguous parts of the series on every core, results in order.
+    fn over_cores<T: Send>(
+        series: &[SeriesIn],
+        chunk: usize,
+        f: impl Fn(usize, &[SeriesIn]) -> Vec<T> + Sync,
+    ) -> Vec<T> {
+        if chunk >= series.len() {
+            return f(0, series);
+        }
+        std::thread::scope(|scope| {
+            let f = &f;
+            let handles: Vec<_> = series
+                .chunks(chunk)
+                .enumerate()
+                .map(|(i, part)| scope.spawn(move || f(i * chunk, part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+    // The regression with ARIMA errors reads neither the covariate model nor the scale: it is
+    // fitted once per series and window (the costliest member), and only when it may be chosen.
+    let arima_bit = 1u32 << Method::ArimaX as u32;
+    let arima_cache: Vec<Vec<Option<Vec<f64>>>> = if opts.arima && opts.members & arima_bit != 0 {
+        over_cores(series, chunk, |_, part| {
+            part.iter()
+                .map(|s| {
+                    (0..windows)
+                        .map(|w| {
+                            window_of(s, w).and_then(|(_, prefix, future)| {
+                                arima_regression(&prefix, &future, h)
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    } else {
+        Vec::new()
+    };
+    // The validation windows of a slice of the series starting at `offset` (every member model
+    // fitted on each).
+    let windows_of = |offset: usize,
+                      part: &[SeriesIn],
+                      cov_val: Option<&CovModel>,
+                      log: bool|
+     -> Vec<ValWindow> {
+        let mut vals: Vec<ValWindow> = Vec::new();
+        for (i, s) in part.iter().enumerate() {
             for w in 0..windows {
-                let origin = n as isize - (h * (windows - w)) as isize;
-                if origin < 3 {
+                let Some((origin, prefix, future)) = window_of(s, w) else {
                     continue;
-                }
-                let origin = origin as usize;
-                let prefix = slice_series(s, origin);
-                let future: BTreeMap<String, Vec<f64>> = s
-                    .covariates
-                    .iter()
-                    .map(|(k, v)| {
-                        let a = origin.min(v.len());
-                        let b = (origin + h).min(v.len());
-                        (k.clone(), v[a..b].to_vec())
-                    })
-                    .collect();
+                };
                 let actual = fill(&s.values)[origin..origin + h].to_vec();
+                let mut prep = prepare(
+                    cov_val,
+                    gru.as_deref(),
+                    gbm.as_ref(),
+                    log,
+                    &prefix,
+                    &future,
+                    h,
+                    !arima_bit,
+                );
+                if let Some(Some(f)) = arima_cache.get(offset + i).and_then(|c| c.get(w)) {
+                    prep.members[Method::ArimaX as usize] = f.clone();
+                }
                 vals.push(ValWindow {
-                    prep: prepare(
-                        cov_val,
-                        gru.as_deref(),
-                        gbm.as_ref(),
-                        log,
-                        &prefix,
-                        &future,
-                        h,
-                        u32::MAX,
-                    ),
+                    prep,
                     actual,
                     season: s.season,
                 });
@@ -891,26 +1032,9 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         }
         vals
     };
-    // Fitting the members (AutoETS above all) dominates Train: the series are split over the
-    // cores, the windows kept in series order so the choice does not depend on the core count.
-    let threads = std::thread::available_parallelism()
-        .map(std::num::NonZeroUsize::get)
-        .unwrap_or(1)
-        .min(series.len().max(1));
     let windows_for = |cov_val: Option<&CovModel>, log: bool| -> Vec<ValWindow> {
-        if threads <= 1 {
-            return windows_of(series, cov_val, log);
-        }
-        let chunk = series.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = series
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || windows_of(part, cov_val, log)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        over_cores(series, chunk, |offset, part| {
+            windows_of(offset, part, cov_val, log)
         })
     };
     // Choose the combination: relative sMAPE + relative MASE against Naive2 (the M4 OWA).
@@ -941,7 +1065,9 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         .filter(|&mask| {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
             let needs_gbm = mask & (1 << Method::Gbm as u32) != 0;
+            let needs_arima = mask & arima_bit != 0;
             mask.count_ones() <= opts.max_members
+                && (opts.arima || !needs_arima)
                 && mask & !opts.members == 0
                 && !(needs_gru && gru.is_none())
                 && !(needs_gbm && gbm.is_none())
@@ -1005,6 +1131,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         season_combos,
         season_err_q: BTreeMap::new(),
         gbm: None,
+        interval_log: opts.interval_log,
     };
     // Interval quantiles per step from the scaled validation errors (of all windows, and of
     // each season's own when there are several).
@@ -1012,36 +1139,42 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         .iter()
         .map(|v| model.point_of(&v.prep, model.combo_for(v.season), false).0)
         .collect();
-    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
+    // The grid of quantiles of a set of errors (a wide symmetric band when there are none).
+    fn grid_of(mut e: Vec<f64>) -> Vec<f64> {
+        e.sort_by(f64::total_cmp);
+        (1..=GRID)
+            .map(|g| {
+                if e.is_empty() {
+                    return (g as f64 / 100.0 - 0.5) * 4.0;
+                }
+                let pos = g as f64 / 100.0 * (e.len() - 1) as f64;
+                let i = pos.floor() as usize;
+                let j = (i + 1).min(e.len() - 1);
+                e[i] + (e[j] - e[i]) * (pos - i as f64)
+            })
+            .collect()
+    }
+    // The validation errors per step of the windows and steps `keep` accepts.
+    let errors = |keep: &dyn Fn(&ValWindow, usize) -> bool| -> Vec<Vec<f64>> {
         let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
         for (v, f) in vals.iter().zip(&points) {
-            if season.is_some_and(|s| s != v.season) {
-                continue;
-            }
-            for i in 0..h {
-                let e = (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]);
+            for i in (0..h).filter(|&i| keep(v, i)) {
+                let e = if model.interval_log && v.prep.nonneg {
+                    v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p()
+                } else {
+                    (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i])
+                };
                 if e.is_finite() {
                     errs[i].push(e);
                 }
             }
         }
-        errs.into_iter()
-            .map(|mut e| {
-                e.sort_by(f64::total_cmp);
-                (1..=GRID)
-                    .map(|g| {
-                        if e.is_empty() {
-                            // No validation data: a wide symmetric band.
-                            let z = (g as f64 / 100.0 - 0.5) * 4.0;
-                            return z;
-                        }
-                        let pos = g as f64 / 100.0 * (e.len() - 1) as f64;
-                        let i = pos.floor() as usize;
-                        let j = (i + 1).min(e.len() - 1);
-                        e[i] + (e[j] - e[i]) * (pos - i as f64)
-                    })
-                    .collect()
-            })
+        errs
+    };
+    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
+        errors(&|v, _| season.is_none_or(|s| s == v.season))
+            .into_iter()
+            .map(grid_of)
             .collect()
     };
     model.err_q = err_grid(None);
@@ -1195,6 +1328,60 @@ pub(crate) mod tests {
             ..s.clone()
         };
         assert!(local_regression(&bare, &future, 2).is_none());
+    }
+
+    #[test]
+    fn the_arima_member_follows_the_promotion_and_serves_when_chosen() {
+        let s = promo_series(5, 150);
+        let up = BTreeMap::from([("promotion".to_string(), vec![0.0, 1.0, 0.0])]);
+        let f = arima_regression(&s, &up, 3).unwrap();
+        // About 22 units a day, twice that with the promotion.
+        assert!(f[1] > 1.6 * f[0] && f[1] > 1.6 * f[2], "{f:?}");
+        assert!(f[0] > 15.0 && f[0] < 32.0, "{f:?}");
+        // A flag never set is left out rather than making the fit singular; no covariates, a
+        // negative value or a short series: no forecast.
+        let mut flat = s.clone();
+        flat.covariates
+            .insert("feat".to_string(), vec![0.0; s.values.len()]);
+        assert!(arima_regression(&flat, &up, 3).is_some());
+        let bare = SeriesIn {
+            covariates: BTreeMap::new(),
+            ..s.clone()
+        };
+        assert!(arima_regression(&bare, &up, 3).is_none());
+        let mut neg = s.clone();
+        neg.values[4] = -1.0;
+        assert!(arima_regression(&neg, &up, 3).is_none());
+        assert!(arima_regression(&slice_series(&s, 10), &up, 3).is_none());
+        // Trained with only this member allowed, the model serves it: the forecast equals the
+        // member's (the model computes it only for a combination that uses it).
+        let series: Vec<SeriesIn> = (0..6).map(|i| promo_series(i, 120)).collect();
+        let t = train(
+            &series,
+            &TrainOptions {
+                horizon: 3,
+                members: 1 << Method::ArimaX as u32,
+                arima: true,
+                gru: false,
+                gbm: false,
+                grid: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(t.model.combo, 1 << Method::ArimaX as u32);
+        let served = t.model.forecast(&series[0], &up, 3, &[0.1, 0.9]);
+        let direct = prepare(
+            t.model.cov.as_ref(),
+            None,
+            None,
+            t.model.log,
+            &series[0],
+            &up,
+            3,
+            1 << Method::ArimaX as u32,
+        );
+        assert_eq!(served.point, direct.members[Method::ArimaX as usize]);
+        assert!(served.point[1] > served.point[0], "{:?}", served.point);
     }
 
     #[test]
@@ -1357,5 +1544,52 @@ pub(crate) mod tests {
         }
         let cov80 = t.validation["coverage_80"];
         assert!((0.6..=0.95).contains(&cov80), "{cov80}");
+    }
+
+    #[test]
+    fn log_intervals_scale_with_the_forecast_and_survive_a_save() {
+        let series: Vec<SeriesIn> = (0..20).map(|i| promo_series(i, 120)).collect();
+        let opts = |log: bool| TrainOptions {
+            horizon: 7,
+            gru: false,
+            gbm: false,
+            interval_log: log,
+            ..Default::default()
+        };
+        let s = promo_series(99, 120);
+        let on = BTreeMap::from([("promotion".to_string(), vec![1.0; 7])]);
+        let off = BTreeMap::from([("promotion".to_string(), vec![0.0; 7])]);
+        // Log-ratio quantiles: the band is the same in ratio terms, so the promotion's is wider
+        // in units by the forecast's ratio.
+        let t = train(&series, &opts(true));
+        assert!(t.model.interval_log);
+        let ratio = |o: &Output, i: usize| (1.0 + o.quantiles[1][i]) / (1.0 + o.quantiles[0][i]);
+        let a = t.model.forecast(&s, &on, 7, &[0.1, 0.9]);
+        let b = t.model.forecast(&s, &off, 7, &[0.1, 0.9]);
+        for i in 0..7 {
+            assert!((ratio(&a, i) - ratio(&b, i)).abs() < 1e-9 * ratio(&b, i));
+            assert!(ratio(&a, i) > 1.1, "a real band: {}", ratio(&a, i));
+            assert!(a.quantiles[0][i] <= a.point[i] && a.point[i] <= a.quantiles[1][i]);
+        }
+        let cov80 = t.validation["coverage_80"];
+        assert!((0.7..=0.9).contains(&cov80), "{cov80}");
+        // Saved and loaded, the same intervals; a model saved before the field existed reads
+        // as the scaled-error kind.
+        let json = serde_json::to_string(&t.model).unwrap();
+        let back: Model = serde_json::from_str(&json).unwrap();
+        let reloaded = back.forecast(&s, &on, 7, &[0.1, 0.9]).quantiles;
+        for (r, q) in reloaded.iter().flatten().zip(a.quantiles.iter().flatten()) {
+            assert!((r - q).abs() <= 1e-9 * q.abs().max(1.0), "{r} vs {q}");
+        }
+        let old: Model =
+            serde_json::from_str(&json.replace("\"interval_log\":true", "\"x\":0")).unwrap();
+        assert!(!old.interval_log);
+        // The scaled kind differs.
+        let scaled = train(&series, &opts(false));
+        assert!(!scaled.model.interval_log);
+        assert_ne!(
+            scaled.model.forecast(&s, &on, 7, &[0.1, 0.9]).quantiles,
+            a.quantiles
+        );
     }
 }

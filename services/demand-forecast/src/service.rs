@@ -855,10 +855,12 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
                         )
                     })?
             }
+            "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
+            "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows, interval.log, arima)",
                 ));
             }
         }

@@ -29,9 +29,12 @@ pub enum Method {
     Gbm = 12,
     /// The series' own regression of log1p(units) on its covariates (computed by the model).
     LocalReg = 13,
+    /// The series' own regression on its covariates with ARIMA errors, orders by AICc
+    /// ([`crate::arima`]; computed by the model).
+    ArimaX = 14,
 }
 
-pub const METHODS: [Method; 14] = [
+pub const METHODS: [Method; 15] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -46,6 +49,7 @@ pub const METHODS: [Method; 14] = [
     Method::AutoTheta,
     Method::Gbm,
     Method::LocalReg,
+    Method::ArimaX,
 ];
 
 impl Method {
@@ -65,6 +69,7 @@ impl Method {
             Method::AutoTheta => "auto_theta",
             Method::Gbm => "global_gbm",
             Method::LocalReg => "local_regression",
+            Method::ArimaX => "arima",
         }
     }
 }
@@ -518,6 +523,7 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
             Method::AutoTheta,
             Method::Gbm,
             Method::LocalReg,
+            Method::ArimaX,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -589,7 +595,9 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         auto_ets,
         dotm,
         auto_theta,
-        // The slots of the global boosted trees and the local regression, filled by the model.
+        // The slots of the global boosted trees, the local regression and the regression with
+        // ARIMA errors, filled by the model.
+        theta.clone(),
         theta.clone(),
         theta,
     ]
