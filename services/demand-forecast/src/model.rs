@@ -434,6 +434,23 @@ pub fn solve(mut a: Vec<f64>, mut b: Vec<f64>, p: usize) -> Option<Vec<f64>> {
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
+/// A series' covariate names and their transformed histories (as the covariate model's: log
+/// prices; filled, `n` long, a short one extended with its last value).
+fn own_covariates(s: &SeriesIn, n: usize) -> (Vec<&String>, Vec<Vec<f64>>) {
+    let names: Vec<&String> = s.covariates.keys().collect();
+    let xs = names
+        .iter()
+        .map(|nm| {
+            let v = &s.covariates[*nm];
+            let mut x = cov_history(nm, &v[..v.len().min(n)]).0;
+            let last = x.last().copied().unwrap_or(0.0);
+            x.resize(n, last);
+            x
+        })
+        .collect();
+    (names, xs)
+}
+
 /// The series' own least-squares regression of log1p(units) on its covariates (transformed as
 /// the covariate model's: log prices; a small ridge on the slopes), forecast with the known
 /// future covariates: a level and the series' own elasticities, no dynamics. `None` without
@@ -448,17 +465,7 @@ fn local_regression(
         return None;
     }
     let y: Vec<f64> = fill(&s.values).iter().map(|v| v.max(0.0).ln_1p()).collect();
-    let names: Vec<&String> = s.covariates.keys().collect();
-    let xs: Vec<Vec<f64>> = names
-        .iter()
-        .map(|nm| {
-            let v = &s.covariates[*nm];
-            let mut x = cov_history(nm, &v[..v.len().min(n)]).0;
-            let last = x.last().copied().unwrap_or(0.0);
-            x.resize(n, last);
-            x
-        })
-        .collect();
+    let (names, xs) = own_covariates(s, n);
     let p = 1 + names.len();
     let mut xtx = vec![0.0; p * p];
     let mut xty = vec![0.0; p];
@@ -514,18 +521,8 @@ pub(crate) fn arima_regression(
         return None;
     }
     let y: Vec<f64> = y.iter().map(|v| v.ln_1p()).collect();
-    let names: Vec<&String> = s.covariates.keys().collect();
-    let xs: Vec<Vec<f64>> = names
-        .iter()
-        .map(|nm| {
-            let v = &s.covariates[*nm];
-            let mut x = cov_history(nm, &v[..v.len().min(n)]).0;
-            let last = x.last().copied().unwrap_or(0.0);
-            x.resize(n, last);
-            x
-        })
-        // A constant regressor (a flag never set) says nothing and would make the fit singular.
-        .collect();
+    let (names, xs) = own_covariates(s, n);
+    // A constant regressor (a flag never set) says nothing and would make the fit singular.
     let keep: Vec<usize> = (0..xs.len())
         .filter(|&c| xs[c].iter().any(|v| (v - xs[c][0]).abs() > 1e-12))
         .collect();
