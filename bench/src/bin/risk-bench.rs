@@ -154,17 +154,28 @@ fn credit_split(
         ),
         (
             "the same, not refitted: fitted on the 80%, calibrated on the 20% (what Train served before 2026-11-30)",
+            all.clone(),
+            true,
+        ),
+        (
+            "SELECTED by 5-fold cross-validated log loss over the whole 70% among the four, each with and without ratio features",
             all,
             true,
         ),
     ];
-    let last = candidates.len() - 1;
+    let not_refitted = candidates.len() - 2;
+    let cross_validated = candidates.len() - 1;
     for (row, (name, learners, ratio_features)) in candidates.into_iter().enumerate() {
         let t = Instant::now();
         let o = FitOptions {
             learners,
             ratio_features,
-            refit_folds: if row == last { 0 } else { base.refit_folds },
+            refit_folds: if row == not_refitted {
+                0
+            } else {
+                base.refit_folds
+            },
+            select_folds: if row == cross_validated { 5 } else { 0 },
             ..base.clone()
         };
         let (m, vm) = TabularModel::fit(columns, (&trx, &try_), (&vax, &vay), &o);
@@ -174,7 +185,7 @@ fn credit_split(
             &p,
             &tey,
             format!(
-                "picked {}{} l2={} (validation ROC-AUC {:.3}); fit {:.1}s",
+                "picked {}{} l2={} (validation ROC-AUC {:.3}, cross-validated log loss {:.4}); fit {:.1}s",
                 m.learner.name(),
                 if m.encoder.ratios.is_empty() {
                     ""
@@ -183,6 +194,7 @@ fn credit_split(
                 },
                 m.l2,
                 vm.get("roc_auc").copied().unwrap_or(f64::NAN),
+                vm.get("cv_log_loss").copied().unwrap_or(f64::NAN),
                 t.elapsed().as_secs_f64()
             ),
         ));

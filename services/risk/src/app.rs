@@ -74,6 +74,7 @@ pub const HYPERPARAMETERS: &[&str] = &[
     "decision.reject",
     "learners",
     "ratio_features",
+    "select_folds",
     "lr.l2",
     "lr.epochs",
     "spline.knots",
@@ -167,6 +168,11 @@ impl TrainOptions {
                         .ok_or_else(|| bad("expected (0, 1]"))?
                         as f32
                 }
+                "select_folds" => {
+                    o.fit.select_folds = int()
+                        .filter(|x| *x == 0 || (2..=20).contains(x))
+                        .ok_or_else(|| bad("expected 0 (the validation split chooses) or 2..20"))?
+                }
                 "forest.trees" => {
                     o.forest_trees = int()
                         .filter(|x| (1..=2000).contains(x))
@@ -250,7 +256,13 @@ pub fn fit_table(
             "validation_positives".into(),
             vy.iter().filter(|&&b| b).count() as f64,
         );
-        let sup_roc = metrics.get("roc_auc").copied().unwrap_or(0.0);
+        // (With cross-validated selection the supervised figure is out of fold over every
+        // labelled row; the validation rows are then training rows of the served model.)
+        let sup_roc = metrics
+            .get("roc_auc")
+            .or_else(|| metrics.get("oof_roc_auc"))
+            .copied()
+            .unwrap_or(0.0);
         // Model selection on the validation split: the anomaly model (Platt-calibrated on the
         // same split) serves when it ranks clearly better than the supervised scorer.
         if an_roc.is_some_and(|a| a > sup_roc + 0.05) {
@@ -1492,6 +1504,7 @@ mod tests {
             ("decision.review", "0.4"),
             ("learners", "logistic,gbdt"),
             ("gbdt.trees", "10"),
+            ("select_folds", "5"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1500,10 +1513,12 @@ mod tests {
         assert_eq!(o.thresholds.review, 0.4);
         assert_eq!(o.fit.learners, vec![Learner::Linear, Learner::Gbdt]);
         assert_eq!(o.fit.gbdt.trees, 10);
+        assert_eq!(o.fit.select_folds, 5);
         assert_eq!(o.validation_fraction, 0.3);
         for (k, v, field) in [
             ("nope", "1", "hyperparameters[nope]"),
             ("gbdt.trees", "x", "hyperparameters[gbdt.trees]"),
+            ("select_folds", "1", "hyperparameters[select_folds]"),
             ("decision.reject", "0.1", "hyperparameters[decision.review]"),
         ] {
             let m = BTreeMap::from([(k.to_string(), v.to_string())]);
@@ -1546,6 +1561,19 @@ mod tests {
             ..Default::default()
         };
         let fit = fit_table(&columns, &rows, &labels, &o).unwrap();
+        // Chosen by cross-validation instead, the supervised scorer still serves (its
+        // out-of-fold figure stands in for the validation split's against the anomaly model).
+        let cv = TrainOptions {
+            fit: FitOptions {
+                select_folds: 5,
+                ..o.fit.clone()
+            },
+            ..o.clone()
+        };
+        let cv_fit = fit_table(&columns, &rows, &labels, &cv).unwrap();
+        assert!(cv_fit.model.supervised.is_some(), "{:?}", cv_fit.metrics);
+        assert_eq!(cv_fit.metrics["cv_folds"], 5.0);
+        assert_eq!(cv_fit.metrics.get("supervised_roc_auc"), None);
         let store = ArtifactStore::new(dir.path(), ORDER_MODEL);
         let meta = ModelMeta::new(ORDER_MODEL);
         save_order(&store, &meta, &fit.model).unwrap();

@@ -485,6 +485,11 @@ pub struct FitOptions {
     /// folds of them. 0 or 1: serve the candidate fitted on the training rows, calibrated on
     /// the validation rows.
     pub refit_folds: usize,
+    /// With this many (>= 2) stratified folds, choose the candidate by the log loss of its
+    /// Platt-calibrated out-of-fold predictions over training + validation rows together
+    /// instead of by the one validation split; the chosen candidate is then fitted on all of
+    /// them, calibrated on its out-of-fold margins. 0 or 1: the validation split chooses.
+    pub select_folds: usize,
 }
 
 impl Default for FitOptions {
@@ -503,6 +508,7 @@ impl Default for FitOptions {
             seed: 42,
             ratio_features: true,
             refit_folds: 5,
+            select_folds: 0,
         }
     }
 }
@@ -692,40 +698,31 @@ impl TabularModel {
         valid: (&[&Vec<Cell>], &[bool]),
         o: &FitOptions,
     ) -> (TabularModel, std::collections::BTreeMap<String, f64>) {
+        if o.select_folds >= 2 {
+            let rows: Vec<&Vec<Cell>> = train.0.iter().chain(valid.0).copied().collect();
+            let y: Vec<bool> = train.1.iter().chain(valid.1).copied().collect();
+            if let Some(out) = Self::fit_cross_validated(columns, &rows, &y, o) {
+                return out;
+            }
+        }
         let mut best: Option<(f64, TabularModel)> = None;
-        let ratio_choices: &[bool] = if o.ratio_features {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        for (&learner, &ratios) in o
-            .learners
-            .iter()
-            .flat_map(|l| ratio_choices.iter().map(move |r| (l, r)))
-        {
-            let l2s: &[f32] = if learner == Learner::Gbdt {
-                &[0.0]
-            } else {
-                &o.l2
-            };
-            for &l2 in l2s {
-                let m = Self::fit_one(columns, train.0, train.1, (learner, l2, ratios), o);
-                let p: Vec<f64> = valid
-                    .0
-                    .iter()
-                    .map(|r| augur_model::calibrate::sigmoid(m.raw_margin(&m.encoder.encode(r))))
-                    .collect();
-                let ll = metrics::log_loss(&p, valid.1);
-                tracing::debug!(
-                    learner = learner.name(),
-                    l2,
-                    ratios,
-                    log_loss = ll,
-                    "candidate"
-                );
-                if best.as_ref().is_none_or(|(b, _)| ll < *b) {
-                    best = Some((ll, m));
-                }
+        for (learner, l2, ratios) in Self::candidates(o) {
+            let m = Self::fit_one(columns, train.0, train.1, (learner, l2, ratios), o);
+            let p: Vec<f64> = valid
+                .0
+                .iter()
+                .map(|r| augur_model::calibrate::sigmoid(m.raw_margin(&m.encoder.encode(r))))
+                .collect();
+            let ll = metrics::log_loss(&p, valid.1);
+            tracing::debug!(
+                learner = learner.name(),
+                l2,
+                ratios,
+                log_loss = ll,
+                "candidate"
+            );
+            if best.as_ref().is_none_or(|(b, _)| ll < *b) {
+                best = Some((ll, m));
             }
         }
         let Some((_, mut model)) = best else {
@@ -767,6 +764,98 @@ impl TabularModel {
         (model, vm)
     }
 
+    /// Every candidate configuration (learner, L2, ratio features) of `o`.
+    fn candidates(o: &FitOptions) -> Vec<(Learner, f32, bool)> {
+        let ratio_choices: &[bool] = if o.ratio_features {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let mut out = Vec::new();
+        for &learner in &o.learners {
+            for &ratios in ratio_choices {
+                let l2s: &[f32] = if learner == Learner::Gbdt {
+                    &[0.0]
+                } else {
+                    &o.l2
+                };
+                out.extend(l2s.iter().map(|&l2| (learner, l2, ratios)));
+            }
+        }
+        out
+    }
+
+    /// Raw margins of each row from `config` fitted without that row's fold (`fold[i]` in
+    /// `0..k`).
+    fn oof_margins(
+        columns: &[String],
+        rows: &[&Vec<Cell>],
+        y: &[bool],
+        config: (Learner, f32, bool),
+        fold: &[usize],
+        k: usize,
+        o: &FitOptions,
+    ) -> Vec<f64> {
+        let mut oof = vec![0.0f64; rows.len()];
+        for f in 0..k {
+            let (fit_rows, fit_y): (Vec<&Vec<Cell>>, Vec<bool>) = (0..rows.len())
+                .filter(|&i| fold[i] != f)
+                .map(|i| (rows[i], y[i]))
+                .unzip();
+            let m = Self::fit_one(columns, &fit_rows, &fit_y, config, o);
+            for i in (0..rows.len()).filter(|&i| fold[i] == f) {
+                oof[i] = m.raw_margin(&m.encoder.encode(rows[i]));
+            }
+        }
+        oof
+    }
+
+    /// [`FitOptions::select_folds`]: every candidate scored by the log loss of its Platt-
+    /// calibrated out-of-fold predictions, the best fitted on all rows with that calibration.
+    /// `None` when a class has fewer rows than folds.
+    fn fit_cross_validated(
+        columns: &[String],
+        rows: &[&Vec<Cell>],
+        y: &[bool],
+        o: &FitOptions,
+    ) -> Option<(TabularModel, std::collections::BTreeMap<String, f64>)> {
+        let k = o.select_folds;
+        let positives = y.iter().filter(|&&b| b).count();
+        if k < 2 || positives < k || y.len() - positives < k {
+            return None;
+        }
+        let fold = stratified_folds(y, k, o.seed);
+        let mut best: Option<(f64, (Learner, f32, bool), Platt, Vec<f64>)> = None;
+        for config in Self::candidates(o) {
+            let oof = Self::oof_margins(columns, rows, y, config, &fold, k, o);
+            let platt = Platt::fit(&oof, y);
+            let p: Vec<f64> = oof.iter().map(|&m| platt.apply(m)).collect();
+            let ll = metrics::log_loss(&p, y);
+            tracing::debug!(
+                learner = config.0.name(),
+                l2 = config.1,
+                ratios = config.2,
+                cv_log_loss = ll,
+                "candidate"
+            );
+            if best.as_ref().is_none_or(|(b, ..)| ll < *b) {
+                best = Some((ll, config, platt, p));
+            }
+        }
+        let (ll, config, platt, p) = best?;
+        let mut model = Self::fit_one(columns, rows, y, config, o);
+        model.platt = platt;
+        let mut vm = std::collections::BTreeMap::new();
+        vm.insert("cv_folds".into(), k as f64);
+        vm.insert("cv_log_loss".into(), ll);
+        vm.insert("refit_rows".into(), rows.len() as f64);
+        if let Some(a) = metrics::roc_auc(&p, y) {
+            vm.insert("oof_roc_auc".into(), a);
+        }
+        vm.insert("oof_log_loss".into(), ll);
+        Some((model, vm))
+    }
+
     /// `chosen`'s learner, L2 and ratio features fitted on all `rows`, with the Platt
     /// calibration of the out-of-fold margins of [`FitOptions::refit_folds`] stratified folds
     /// (each margin from the same candidate fitted without that row's fold), and those
@@ -786,17 +875,7 @@ impl TabularModel {
         }
         let config = (chosen.learner, chosen.l2, !chosen.encoder.ratios.is_empty());
         let fold = stratified_folds(y, k, o.seed);
-        let mut oof = vec![0.0f64; rows.len()];
-        for f in 0..k {
-            let (fit_rows, fit_y): (Vec<&Vec<Cell>>, Vec<bool>) = (0..rows.len())
-                .filter(|&i| fold[i] != f)
-                .map(|i| (rows[i], y[i]))
-                .unzip();
-            let m = Self::fit_one(columns, &fit_rows, &fit_y, config, o);
-            for i in (0..rows.len()).filter(|&i| fold[i] == f) {
-                oof[i] = m.raw_margin(&m.encoder.encode(rows[i]));
-            }
-        }
+        let oof = Self::oof_margins(columns, rows, y, config, &fold, k, o);
         let platt = Platt::fit(&oof, y);
         let mut model = Self::fit_one(columns, rows, y, config, o);
         model.platt = platt;
@@ -905,6 +984,64 @@ mod tests {
         let ally: Vec<bool> = none.iter().chain(&few).copied().collect();
         assert!(TabularModel::refit(&cols, &all, &ally, &plain, &FitOptions::default()).is_none());
         assert!(TabularModel::refit(&cols, &all, &ally, &plain, &base).is_none());
+    }
+
+    #[test]
+    fn cross_validated_selection_uses_every_row_and_calibrates_out_of_fold() {
+        let cols = vec!["a".to_string(), "c".to_string()];
+        let (rows, y) = toy(1500, 1);
+        let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
+        let o = FitOptions {
+            gbdt: GbdtParams {
+                trees: 40,
+                ..Default::default()
+            },
+            epochs: 30,
+            l2: vec![1e-3],
+            select_folds: 4,
+            ..Default::default()
+        };
+        let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
+        assert_ne!(
+            m.learner,
+            Learner::Linear,
+            "a quadratic effect needs splines or trees"
+        );
+        assert_eq!(vm["cv_folds"], 4.0);
+        assert_eq!(vm["refit_rows"], rows.len() as f64);
+        assert!(vm["oof_roc_auc"] > 0.75, "{vm:?}");
+        assert_eq!(
+            vm.get("roc_auc"),
+            None,
+            "no separate validation split was scored"
+        );
+        // The served candidate is the one with the lowest cross-validated log loss: refitting
+        // each candidate alone the same way gives no lower one.
+        for learner in [
+            Learner::Linear,
+            Learner::Spline,
+            Learner::Gbdt,
+            Learner::Blend,
+        ] {
+            let (_, alone) = TabularModel::fit(
+                &cols,
+                (&trx, &try_),
+                (&vax, &vay),
+                &FitOptions {
+                    learners: vec![learner],
+                    ..o.clone()
+                },
+            );
+            assert!(
+                alone["cv_log_loss"] >= vm["cv_log_loss"] - 1e-12,
+                "{learner:?}"
+            );
+        }
+        // Too few positives for the folds: back to the validation split.
+        let few: Vec<bool> = (0..try_.len()).map(|i| i < 3).collect();
+        let none = vec![false; vay.len()];
+        let (_, vm2) = TabularModel::fit(&cols, (&trx, &few), (&vax, &none), &o);
+        assert_eq!(vm2.get("cv_folds"), None);
     }
 
     #[test]
