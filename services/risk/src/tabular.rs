@@ -466,6 +466,9 @@ impl Learner {
     }
 }
 
+/// A candidate configuration: learner, L2 penalty, pairwise log-ratio features.
+type Candidate = (Learner, f32, bool);
+
 /// Options of [`TabularModel::fit`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitOptions {
@@ -764,8 +767,8 @@ impl TabularModel {
         (model, vm)
     }
 
-    /// Every candidate configuration (learner, L2, ratio features) of `o`.
-    fn candidates(o: &FitOptions) -> Vec<(Learner, f32, bool)> {
+    /// Every candidate configuration of `o`.
+    fn candidates(o: &FitOptions) -> Vec<Candidate> {
         let ratio_choices: &[bool] = if o.ratio_features {
             &[false, true]
         } else {
@@ -791,7 +794,7 @@ impl TabularModel {
         columns: &[String],
         rows: &[&Vec<Cell>],
         y: &[bool],
-        config: (Learner, f32, bool),
+        config: Candidate,
         fold: &[usize],
         k: usize,
         o: &FitOptions,
@@ -825,7 +828,7 @@ impl TabularModel {
             return None;
         }
         let fold = stratified_folds(y, k, o.seed);
-        let mut best: Option<(f64, (Learner, f32, bool), Platt, Vec<f64>)> = None;
+        let mut best: Option<(f64, Candidate, Platt, Vec<f64>)> = None;
         for config in Self::candidates(o) {
             let oof = Self::oof_margins(columns, rows, y, config, &fold, k, o);
             let platt = Platt::fit(&oof, y);
