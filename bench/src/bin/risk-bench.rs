@@ -13,7 +13,8 @@
 //!    at 1,000 requests/s (features from the feature store); ScoreReview single 100-word review
 //!    latency and concurrent throughput.
 //!
-//! Env: `RISK_BENCH` = comma list of `credit,spam,speed` (default all); `CREDIT_SEEDS` (comma
+//! Env: `RISK_BENCH` = comma list of `credit,spam,speed` (default all); `RISK_TRAIN_HP`
+//! (`k=v,...`: hyper-parameters of the speed section's Train calls); `CREDIT_SEEDS` (comma
 //! list: also run the credit rows on these split seeds and print mean +- sd, a robustness check
 //! beside the seed-42 protocol); `SPAM_LIMIT` (docs, for a quick run); `ORDER_RPS` (default
 //! 1000), `ORDER_SECS` (default 10).
@@ -148,7 +149,7 @@ fn credit_split(
         ),
         ("blend, ratio features offered", vec![Learner::Blend], true),
         (
-            "SELECTED on validation log loss among the four, each with and without ratio features (what Train serves)",
+            "SELECTED on validation log loss among the four, each with and without ratio features (what Train served until 2026-11-30 09:40 UTC)",
             all.clone(),
             true,
         ),
@@ -158,7 +159,7 @@ fn credit_split(
             true,
         ),
         (
-            "SELECTED by 5-fold cross-validated log loss over the whole 70% among the four, each with and without ratio features",
+            "SELECTED by 5-fold cross-validated log loss over the whole 70% among the four, each with and without ratio features (what Train serves)",
             all,
             true,
         ),
@@ -516,11 +517,19 @@ async fn speed() -> anyhow::Result<()> {
     cfg.feature_store_url = fs.url();
     let risk = augur_risk::try_build(&cfg)?.spawn().await?;
     let mut c = RiskClient::connect(risk.url()).await?;
+    // `RISK_TRAIN_HP=k=v,k=v`: hyper-parameters of these Train calls (e.g. select_folds=5).
+    let train_hp: BTreeMap<String, String> = std::env::var("RISK_TRAIN_HP")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     for kind in [pb::ModelKind::Order, pb::ModelKind::Review] {
         let t = Instant::now();
         let mut s = c
             .train(pb::TrainRequest {
                 kind: kind as i32,
+                hyperparameters: train_hp.clone(),
                 ..Default::default()
             })
             .await?

@@ -256,13 +256,10 @@ pub fn fit_table(
             "validation_positives".into(),
             vy.iter().filter(|&&b| b).count() as f64,
         );
-        // (With cross-validated selection the supervised figure is out of fold over every
-        // labelled row; the validation rows are then training rows of the served model.)
-        let sup_roc = metrics
-            .get("roc_auc")
-            .or_else(|| metrics.get("oof_roc_auc"))
-            .copied()
-            .unwrap_or(0.0);
+        // (With cross-validated selection, the default, the supervised figure is out of fold
+        // over every labelled row; the validation rows are then training rows of the served
+        // model, and still out of sample for the unsupervised anomaly model.)
+        let sup_roc = metrics.get("roc_auc").copied().unwrap_or(0.0);
         // Model selection on the validation split: the anomaly model (Platt-calibrated on the
         // same split) serves when it ranks clearly better than the supervised scorer.
         if an_roc.is_some_and(|a| a > sup_roc + 0.05) {
@@ -1574,6 +1571,7 @@ mod tests {
         assert!(cv_fit.model.supervised.is_some(), "{:?}", cv_fit.metrics);
         assert_eq!(cv_fit.metrics["cv_folds"], 5.0);
         assert_eq!(cv_fit.metrics.get("supervised_roc_auc"), None);
+        assert_eq!(cv_fit.metrics["roc_auc"], cv_fit.metrics["oof_roc_auc"]);
         let store = ArtifactStore::new(dir.path(), ORDER_MODEL);
         let meta = ModelMeta::new(ORDER_MODEL);
         save_order(&store, &meta, &fit.model).unwrap();

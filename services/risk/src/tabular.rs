@@ -511,7 +511,7 @@ impl Default for FitOptions {
             seed: 42,
             ratio_features: true,
             refit_folds: 5,
-            select_folds: 0,
+            select_folds: 5,
         }
     }
 }
@@ -633,9 +633,23 @@ impl TabularModel {
         table_cols: &[String],
         rows: &[&Vec<Cell>],
         y: &[bool],
-        (learner, l2, ratios): (Learner, f32, bool),
+        (learner, l2, ratios): Candidate,
         o: &FitOptions,
     ) -> TabularModel {
+        let mut models = Self::fit_group(table_cols, rows, y, (learner, ratios), &[l2], o);
+        models.swap_remove(0)
+    }
+
+    /// One model per L2 penalty of `l2s` for `learner` (with or without ratio features): the
+    /// encoder and the trees do not depend on the penalty, so they are fitted once and shared.
+    fn fit_group(
+        table_cols: &[String],
+        rows: &[&Vec<Cell>],
+        y: &[bool],
+        (learner, ratios): (Learner, bool),
+        l2s: &[f32],
+        o: &FitOptions,
+    ) -> Vec<TabularModel> {
         let knots = if learner == Learner::Linear || learner == Learner::Gbdt {
             0
         } else {
@@ -657,37 +671,58 @@ impl TabularModel {
                 *m += v / x.len().max(1) as f32;
             }
         }
-        let linear =
-            matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend).then(|| {
-                if dim <= 400 {
-                    return Logistic::fit_newton(&x, y, l2, 50);
-                }
-                let sx: Vec<_> = x.iter().map(|r| sparse(r)).collect();
-                Logistic::fit(
-                    &sx,
-                    y,
-                    dim,
-                    &LogisticParams {
-                        l2,
-                        epochs: o.epochs,
-                        batch: 64,
-                        learning_rate: 0.02,
-                        positive_weight: 1.0,
-                        seed: o.seed,
-                    },
-                )
-            });
         let gbdt =
             matches!(learner, Learner::Gbdt | Learner::Blend).then(|| Gbdt::fit(&x, y, &o.gbdt));
-        TabularModel {
-            learner,
-            encoder,
-            linear,
-            gbdt,
-            platt: Platt { a: 1.0, b: 0.0 },
-            means,
-            l2,
+        let sx: Vec<_> = if dim > 400 {
+            x.iter().map(|r| sparse(r)).collect()
+        } else {
+            Vec::new()
+        };
+        l2s.iter()
+            .map(|&l2| {
+                let linear = matches!(learner, Learner::Linear | Learner::Spline | Learner::Blend)
+                    .then(|| {
+                        if dim <= 400 {
+                            return Logistic::fit_newton(&x, y, l2, 50);
+                        }
+                        Logistic::fit(
+                            &sx,
+                            y,
+                            dim,
+                            &LogisticParams {
+                                l2,
+                                epochs: o.epochs,
+                                batch: 64,
+                                learning_rate: 0.02,
+                                positive_weight: 1.0,
+                                seed: o.seed,
+                            },
+                        )
+                    });
+                TabularModel {
+                    learner,
+                    encoder: encoder.clone(),
+                    linear,
+                    gbdt: gbdt.clone(),
+                    platt: Platt { a: 1.0, b: 0.0 },
+                    means: means.clone(),
+                    l2,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Self::candidates`] grouped by (learner, ratio features), in the same order, each with
+    /// its penalties.
+    fn candidate_groups(o: &FitOptions) -> Vec<((Learner, bool), Vec<f32>)> {
+        let mut groups: Vec<((Learner, bool), Vec<f32>)> = Vec::new();
+        for (learner, l2, ratios) in Self::candidates(o) {
+            match groups.last_mut() {
+                Some((key, l2s)) if *key == (learner, ratios) => l2s.push(l2),
+                _ => groups.push(((learner, ratios), vec![l2])),
+            }
         }
+        groups
     }
 
     /// Fits every candidate (learner x L2) on `train`, picks the one with the lowest validation
@@ -709,8 +744,11 @@ impl TabularModel {
             }
         }
         let mut best: Option<(f64, TabularModel)> = None;
-        for (learner, l2, ratios) in Self::candidates(o) {
-            let m = Self::fit_one(columns, train.0, train.1, (learner, l2, ratios), o);
+        let fitted = Self::candidate_groups(o)
+            .into_iter()
+            .flat_map(|(group, l2s)| Self::fit_group(columns, train.0, train.1, group, &l2s, o));
+        for m in fitted {
+            let (learner, l2, ratios) = (m.learner, m.l2, !m.encoder.ratios.is_empty());
             let p: Vec<f64> = valid
                 .0
                 .iter()
@@ -788,33 +826,79 @@ impl TabularModel {
         out
     }
 
-    /// Raw margins of each row from `config` fitted without that row's fold (`fold[i]` in
-    /// `0..k`).
+    /// Raw margins of each row from each penalty of `group` fitted without that row's fold
+    /// (`fold[i]` in `0..k`): `out[penalty][row]`. The folds are fitted on all cores; the
+    /// result does not depend on their number.
+    #[allow(clippy::too_many_arguments)]
     fn oof_margins(
         columns: &[String],
         rows: &[&Vec<Cell>],
         y: &[bool],
-        config: Candidate,
+        group: (Learner, bool),
+        l2s: &[f32],
         fold: &[usize],
         k: usize,
         o: &FitOptions,
-    ) -> Vec<f64> {
-        let mut oof = vec![0.0f64; rows.len()];
-        for f in 0..k {
+    ) -> Vec<Vec<f64>> {
+        // Per penalty, the (row, margin) pairs of one fold's held-out rows.
+        type FoldMargins = Vec<Vec<(usize, f64)>>;
+        let one_fold = |f: usize| -> FoldMargins {
             let (fit_rows, fit_y): (Vec<&Vec<Cell>>, Vec<bool>) = (0..rows.len())
                 .filter(|&i| fold[i] != f)
                 .map(|i| (rows[i], y[i]))
                 .unzip();
-            let m = Self::fit_one(columns, &fit_rows, &fit_y, config, o);
-            for i in (0..rows.len()).filter(|&i| fold[i] == f) {
-                oof[i] = m.raw_margin(&m.encoder.encode(rows[i]));
+            Self::fit_group(columns, &fit_rows, &fit_y, group, l2s, o)
+                .iter()
+                .map(|m| {
+                    (0..rows.len())
+                        .filter(|&i| fold[i] == f)
+                        .map(|i| (i, m.raw_margin(&m.encoder.encode(rows[i]))))
+                        .collect()
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map(std::num::NonZeroUsize::get)
+            .unwrap_or(1)
+            .clamp(1, k.max(1));
+        let per_fold: Vec<FoldMargins> = if threads <= 1 {
+            (0..k).map(one_fold).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let one_fold = &one_fold;
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        scope.spawn(move || {
+                            (t..k)
+                                .step_by(threads)
+                                .map(|f| (f, one_fold(f)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut done: Vec<(usize, FoldMargins)> = handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect();
+                done.sort_by_key(|(f, _)| *f);
+                done.into_iter().map(|(_, m)| m).collect()
+            })
+        };
+        let mut out = vec![vec![0.0f64; rows.len()]; l2s.len()];
+        for fold_margins in per_fold {
+            for (p, margins) in fold_margins.into_iter().enumerate() {
+                for (i, m) in margins {
+                    out[p][i] = m;
+                }
             }
         }
-        oof
+        out
     }
 
     /// [`FitOptions::select_folds`]: every candidate scored by the log loss of its Platt-
-    /// calibrated out-of-fold predictions, the best fitted on all rows with that calibration.
+    /// calibrated out-of-fold predictions, the best fitted on all rows with that calibration;
+    /// its metrics (`roc_auc`, `pr_auc`, `brier`, `log_loss`, as the validation split's would
+    /// be) are those out-of-fold predictions'.
     /// `None` when a class has fewer rows than folds.
     fn fit_cross_validated(
         columns: &[String],
@@ -829,8 +913,16 @@ impl TabularModel {
         }
         let fold = stratified_folds(y, k, o.seed);
         let mut best: Option<(f64, Candidate, Platt, Vec<f64>)> = None;
-        for config in Self::candidates(o) {
-            let oof = Self::oof_margins(columns, rows, y, config, &fold, k, o);
+        let scored = Self::candidate_groups(o)
+            .into_iter()
+            .flat_map(|(group, l2s)| {
+                let oofs = Self::oof_margins(columns, rows, y, group, &l2s, &fold, k, o);
+                l2s.into_iter()
+                    .zip(oofs)
+                    .map(move |(l2, oof)| ((group.0, l2, group.1), oof))
+                    .collect::<Vec<_>>()
+            });
+        for (config, oof) in scored {
             let platt = Platt::fit(&oof, y);
             let p: Vec<f64> = oof.iter().map(|&m| platt.apply(m)).collect();
             let ll = metrics::log_loss(&p, y);
@@ -856,6 +948,15 @@ impl TabularModel {
             vm.insert("oof_roc_auc".into(), a);
         }
         vm.insert("oof_log_loss".into(), ll);
+        // The usual validation keys, here of the out-of-fold predictions over every row.
+        if let Some(a) = metrics::roc_auc(&p, y) {
+            vm.insert("roc_auc".into(), a);
+        }
+        if let Some(a) = metrics::pr_auc(&p, y) {
+            vm.insert("pr_auc".into(), a);
+        }
+        vm.insert("brier".into(), metrics::brier(&p, y));
+        vm.insert("log_loss".into(), ll);
         Some((model, vm))
     }
 
@@ -878,7 +979,17 @@ impl TabularModel {
         }
         let config = (chosen.learner, chosen.l2, !chosen.encoder.ratios.is_empty());
         let fold = stratified_folds(y, k, o.seed);
-        let oof = Self::oof_margins(columns, rows, y, config, &fold, k, o);
+        let oof = Self::oof_margins(
+            columns,
+            rows,
+            y,
+            (config.0, config.2),
+            &[config.1],
+            &fold,
+            k,
+            o,
+        )
+        .swap_remove(0);
         let platt = Platt::fit(&oof, y);
         let mut model = Self::fit_one(columns, rows, y, config, o);
         model.platt = platt;
@@ -963,6 +1074,8 @@ mod tests {
             epochs: 30,
             l2: vec![1e-3],
             refit_folds: 0,
+            // The validation split chooses (the refit is what is tested here).
+            select_folds: 0,
             ..Default::default()
         };
         let (plain, vm0) = TabularModel::fit(&cols, (&trx, &tryy), (&vax, &vay), &base);
@@ -1013,11 +1126,9 @@ mod tests {
         assert_eq!(vm["cv_folds"], 4.0);
         assert_eq!(vm["refit_rows"], rows.len() as f64);
         assert!(vm["oof_roc_auc"] > 0.75, "{vm:?}");
-        assert_eq!(
-            vm.get("roc_auc"),
-            None,
-            "no separate validation split was scored"
-        );
+        // The usual keys report the out-of-fold predictions.
+        assert_eq!(vm["roc_auc"], vm["oof_roc_auc"]);
+        assert_eq!(vm["log_loss"], vm["cv_log_loss"]);
         // The served candidate is the one with the lowest cross-validated log loss: refitting
         // each candidate alone the same way gives no lower one.
         for learner in [
