@@ -1151,6 +1151,15 @@ mod tests {
                 "{learner:?}"
             );
         }
+        // The penalties of one learner share its encoder and trees: the same models as fitting
+        // each alone.
+        let l2s = [1e-3f32, 3e-2];
+        let group = TabularModel::fit_group(&cols, &trx, &try_, (Learner::Blend, true), &l2s, &o);
+        for (m, &l2) in group.iter().zip(&l2s) {
+            let alone = TabularModel::fit_one(&cols, &trx, &try_, (Learner::Blend, l2, true), &o);
+            assert_eq!(m, &alone);
+        }
+        assert_ne!(group[0].linear, group[1].linear);
         // Too few positives for the folds: back to the validation split.
         let few: Vec<bool> = (0..try_.len()).map(|i| i < 3).collect();
         let none = vec![false; vay.len()];
