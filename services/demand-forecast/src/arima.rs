@@ -175,29 +175,29 @@ fn filter(w: &[f64], phi: &[f64], theta: &[f64], out: &mut Vec<f64>) {
 struct Problem {
     /// d-th difference of y.
     y: Vec<f64>,
-    /// d-th differences of the regressors.
+    /// The columns whose coefficients least squares solves: a column of ones when the model has
+    /// a constant, then the d-th differences of the regressors.
     x: Vec<Vec<f64>>,
 }
 
 impl Problem {
-    /// CSS of ARMA coefficients (transformed) `a` with the constant and betas solved: (SSE,
-    /// coefficients [constant?, betas...]).
-    fn css(&self, p: usize, a: &[f64], constant: bool) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// CSS of ARMA coefficients (transformed) `a` with the coefficients of `x` solved: (SSE,
+    /// those coefficients, phi, theta).
+    fn css(&self, p: usize, a: &[f64]) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
         let r: Vec<f64> = a.iter().map(|v| v.tanh()).collect();
         let phi = pacf_to_ar(&r[..p]);
         let theta: Vec<f64> = pacf_to_ar(&r[p..]).iter().map(|v| -v).collect();
         let mut fy = Vec::new();
         filter(&self.y, &phi, &theta, &mut fy);
-        let mut cols: Vec<Vec<f64>> = Vec::with_capacity(self.x.len() + 1);
-        let mut buf = Vec::new();
-        if constant {
-            filter(&vec![1.0; self.y.len()], &phi, &theta, &mut buf);
-            cols.push(buf.clone());
-        }
-        for c in &self.x {
-            filter(c, &phi, &theta, &mut buf);
-            cols.push(buf.clone());
-        }
+        let cols: Vec<Vec<f64>> = self
+            .x
+            .iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                filter(c, &phi, &theta, &mut out);
+                out
+            })
+            .collect();
         let (coef, sse) = least_squares(&cols, &fy, p);
         (sse, coef, phi, theta)
     }
@@ -217,9 +217,14 @@ pub fn fit(
     {
         return None;
     }
+    let yd = diff(y, d);
+    let ones = constant.then(|| vec![1.0; yd.len()]);
     let prob = Problem {
-        y: diff(y, d),
-        x: x.iter().map(|c| diff(c, d)).collect(),
+        x: ones
+            .into_iter()
+            .chain(x.iter().map(|c| diff(c, d)))
+            .collect(),
+        y: yd,
     };
     let m = prob.y.len().checked_sub(p)?;
     let k = p + q + usize::from(constant) + x.len() + 1;
@@ -235,14 +240,14 @@ pub fn fit(
                 if a.iter().any(|v| v.abs() > 6.0) {
                     return f64::INFINITY;
                 }
-                prob.css(p, a, constant).0
+                prob.css(p, a).0
             },
             &vec![0.0; dims],
             &vec![0.3; dims],
             120 * dims + 100,
         )
     };
-    let (sse, coef, phi, theta) = prob.css(p, &a, constant);
+    let (sse, coef, phi, theta) = prob.css(p, &a);
     let sigma2 = (sse / m as f64).max(1e-300);
     let loglik = -0.5 * m as f64 * ((2.0 * std::f64::consts::PI * sigma2).ln() + 1.0);
     let kf = k as f64;

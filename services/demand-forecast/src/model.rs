@@ -733,7 +733,6 @@ impl Model {
         season: usize,
     ) -> Vec<Vec<f64>> {
         let err_q = self.season_err_q.get(&season).unwrap_or(&self.err_q);
-        let row_of = |i: usize| -> &Vec<f64> { &err_q[i.min(err_q.len().saturating_sub(1))] };
         let mut out: Vec<Vec<f64>> = levels
             .iter()
             .map(|l| {
@@ -741,7 +740,8 @@ impl Model {
                     .iter()
                     .enumerate()
                     .map(|(i, f)| {
-                        let q = grid_value(row_of(i), *l);
+                        let row = &err_q[i.min(err_q.len().saturating_sub(1))];
+                        let q = grid_value(row, *l);
                         let v = if self.interval_log && p.nonneg {
                             (1.0 + f.max(0.0)) * q.min(700.0).exp() - 1.0
                         } else {
@@ -1130,8 +1130,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         gbm: None,
         interval_log: opts.interval_log,
     };
-    // Interval quantiles per step from the scaled validation errors (of all windows, and of
-    // each season's own when there are several).
+    // Interval quantiles per step from the validation errors (log ratios or scaled errors, see
+    // `Model::interval_log`; of all windows, and of each season's own when there are several).
     let points: Vec<Vec<f64>> = vals
         .iter()
         .map(|v| model.point_of(&v.prep, model.combo_for(v.season), false).0)
@@ -1151,11 +1151,14 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             })
             .collect()
     }
-    // The validation errors per step of the windows and steps `keep` accepts.
-    let errors = |keep: &dyn Fn(&ValWindow, usize) -> bool| -> Vec<Vec<f64>> {
+    // Quantiles per step of the validation errors (of every window, or of one season's).
+    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
         let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
         for (v, f) in vals.iter().zip(&points) {
-            for i in (0..h).filter(|&i| keep(v, i)) {
+            if season.is_some_and(|s| s != v.season) {
+                continue;
+            }
+            for i in 0..h {
                 let e = if model.interval_log && v.prep.nonneg {
                     v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p()
                 } else {
@@ -1166,13 +1169,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 }
             }
         }
-        errs
-    };
-    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
-        errors(&|v, _| season.is_none_or(|s| s == v.season))
-            .into_iter()
-            .map(grid_of)
-            .collect()
+        errs.into_iter().map(grid_of).collect()
     };
     model.err_q = err_grid(None);
     if model.seasons.len() > 1 {

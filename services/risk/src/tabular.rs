@@ -1059,6 +1059,19 @@ mod tests {
         assert_eq!(f, stratified_folds(&y, 5, 3));
     }
 
+    /// Quick fits for the toy tables: 40 trees, 30 epochs, one L2 penalty.
+    fn small_options() -> FitOptions {
+        FitOptions {
+            gbdt: GbdtParams {
+                trees: 40,
+                ..Default::default()
+            },
+            epochs: 30,
+            l2: vec![1e-3],
+            ..Default::default()
+        }
+    }
+
     /// The refit keeps the chosen candidate, uses every row, and its out-of-fold probabilities
     /// are calibrated; too few positives for the folds keeps the model fitted on `train`.
     #[test]
@@ -1067,16 +1080,10 @@ mod tests {
         let (rows, y) = toy(600, 5);
         let ((trx, tryy), (vax, vay)) = split_70_30(&rows, &y);
         let base = FitOptions {
-            gbdt: GbdtParams {
-                trees: 40,
-                ..Default::default()
-            },
-            epochs: 30,
-            l2: vec![1e-3],
             refit_folds: 0,
             // The validation split chooses (the refit is what is tested here).
             select_folds: 0,
-            ..Default::default()
+            ..small_options()
         };
         let (plain, vm0) = TabularModel::fit(&cols, (&trx, &tryy), (&vax, &vay), &base);
         let (refit, vm) = TabularModel::fit(
@@ -1108,14 +1115,8 @@ mod tests {
         let (rows, y) = toy(1500, 1);
         let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
         let o = FitOptions {
-            gbdt: GbdtParams {
-                trees: 40,
-                ..Default::default()
-            },
-            epochs: 30,
-            l2: vec![1e-3],
             select_folds: 4,
-            ..Default::default()
+            ..small_options()
         };
         let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
         assert_ne!(
@@ -1172,15 +1173,7 @@ mod tests {
         let cols = vec!["a".to_string(), "c".to_string()];
         let (rows, y) = toy(1500, 1);
         let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
-        let o = FitOptions {
-            gbdt: GbdtParams {
-                trees: 40,
-                ..Default::default()
-            },
-            epochs: 30,
-            l2: vec![1e-3],
-            ..Default::default()
-        };
+        let o = small_options();
         let (m, vm) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
         assert_ne!(
             m.learner,
