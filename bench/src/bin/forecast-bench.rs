@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
-    /// grid, windows, gru, gru_epochs, gbm, gbm_trees, gbm_rows, interval_log, arima).
+    /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -75,6 +75,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "windows" => o.windows = parse(k, v)?,
             "gru" => o.gru = parse(k, v)?,
             "gru_epochs" => o.gru_epochs = parse(k, v)?,
+            "gru_adjusted" => o.gru_adjusted = parse(k, v)?,
             "gbm" => o.gbm = parse(k, v)?,
             "gbm_trees" => o.gbm_trees = parse(k, v)?,
             "gbm_rows" => o.gbm_rows = parse(k, v)?,

@@ -62,6 +62,10 @@ pub struct TrainOptions {
     /// Train the global GRU as a member the combination may choose.
     pub gru: bool,
     pub gru_epochs: usize,
+    /// Train the GRU on the series with the covariate effects removed, as it reads them when
+    /// it forecasts (false: on the raw series, the behaviour before 2026-11-30, kept for the
+    /// ablation in BENCHMARKS.md).
+    pub gru_adjusted: bool,
     /// Train the global boosted-trees model ([`crate::gbm`]) as a member.
     pub gbm: bool,
     /// Offer the regression with ARIMA errors ([`arima_regression`]) as a member. Off by
@@ -89,6 +93,7 @@ impl Default for TrainOptions {
             lags: false,
             gru: true,
             gru_epochs: 8,
+            gru_adjusted: true,
             gbm: true,
             arima: false,
             gbm_trees: 300,
@@ -610,20 +615,10 @@ fn prepare(
     // skips).
     members[Method::Gru as usize] = vec![f64::NAN; h];
     if let Some(g) = gru {
-        // The network reads the level series with the covariate effects removed.
-        let lvl: Vec<f64> = y
-            .iter()
-            .zip(&hist)
-            .map(|(v, e)| {
-                if *e == 0.0 {
-                    *v
-                } else {
-                    ((1.0 + v) * (-e).exp() - 1.0).max(0.0)
-                }
-            })
-            .collect();
+        // The network reads the level series with the covariate effects removed (as it was
+        // trained, see `gru_history`).
         let f = g
-            .forecast(&lvl, h)
+            .forecast(&without_effects(&y, &hist), h)
             .map(|f| {
                 f.iter()
                     .zip(&fut)
@@ -677,6 +672,32 @@ fn prepare(
         lift: fut.iter().map(|e| e.exp()).collect(),
         scale: naive_scale(&y, m),
         nonneg,
+    }
+}
+
+/// A level series with the covariate effects `hist` (log-scale, per period) taken out.
+fn without_effects(y: &[f64], hist: &[f64]) -> Vec<f64> {
+    y.iter()
+        .zip(hist)
+        .map(|(v, e)| {
+            if *e == 0.0 {
+                *v
+            } else {
+                ((1.0 + v) * (-e).exp() - 1.0).max(0.0)
+            }
+        })
+        .collect()
+}
+
+/// What the GRU learns from and reads: the filled history with the covariate effects of `cov`
+/// removed where the series is non-negative (as [`prepare`] does before forecasting).
+fn gru_history(cov: Option<&CovModel>, s: &SeriesIn) -> Vec<f64> {
+    let y = fill(&s.values);
+    match cov {
+        Some(c) if y.iter().all(|v| *v >= 0.0) => {
+            without_effects(&y, &c.effects(s, &BTreeMap::new(), 0).0)
+        }
+        _ => y,
     }
 }
 
@@ -893,9 +914,16 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             windows_per_series: 8,
             seed: 42,
         };
+        // The training parts with the covariate effects removed, as the network reads series
+        // when it forecasts (by the covariate model of the default setting, fitted on the
+        // same parts).
+        let cov0 = covs
+            .first()
+            .and_then(Option::as_ref)
+            .filter(|_| opts.gru_adjusted);
         let prefixes: Vec<Vec<f64>> = series
             .iter()
-            .map(|s| fill(&s.values[..s.values.len().saturating_sub(held)]))
+            .map(|s| gru_history(cov0, &slice_series(s, s.values.len().saturating_sub(held))))
             .collect();
         match GlobalGru::train(&prefixes, &cfg) {
             Ok((g, vm)) => {
