@@ -492,6 +492,27 @@ pub struct Guard<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+impl<S> Guard<S> {
+    /// The answer to a call over the concurrency limit: RESOURCE_EXHAUSTED at once.
+    fn shed<E: Send + 'static>(&self, path: &str) -> BoxFuture<Result<Response<Body>, E>> {
+        let limit = &self.shared.limit;
+        let current = limit.current();
+        let status = Status::resource_exhausted(if current < limit.max() {
+            format!(
+                "server overloaded: {current} requests in flight (limit lowered from {} while the CPU is saturated); retry with backoff",
+                limit.max()
+            )
+        } else {
+            format!("server overloaded: {current} requests in flight; retry with backoff")
+        });
+        let mut record = self.shared.metrics.start(path);
+        record.set_code(Code::ResourceExhausted as i32);
+        record.finish();
+        tracing::trace!(path, "shed");
+        Box::pin(async move { Ok(status.into_http()) })
+    }
+}
+
 impl<S, B> Service<Request<Body>> for Guard<S>
 where
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
@@ -510,10 +531,22 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let path = req.uri().path().to_string();
-        let span = crate::telemetry::server_span(req.headers(), &path);
         // Health checks and reflection are never shed: an overloaded pod must still answer its
         // probes, or Kubernetes restarts it and makes the overload worse.
         let exempt = path.starts_with(HEALTH_PREFIX) || path.starts_with(REFLECTION_PREFIX);
+        // Shed before anything else: when the CPU is what runs short, every microsecond a
+        // refusal costs is taken from the calls being served, so a refused call builds no
+        // trace span and skips the identity check (an unauthenticated caller of an overloaded
+        // server is refused as overloaded); it is still counted in the RPC metrics.
+        let permit: Option<InFlight> = if exempt {
+            None
+        } else {
+            match self.shared.limit.try_acquire() {
+                Some(p) => Some(p),
+                None => return self.shed(&path),
+            }
+        };
+        let span = crate::telemetry::server_span(req.headers(), &path);
         let mut record = self.shared.metrics.start(&path);
         // Identity and allow list; health stays open for probes.
         if self.shared.auth.enabled() && !path.starts_with(HEALTH_PREFIX) {
@@ -533,32 +566,6 @@ where
                 }
             };
         }
-        let permit: Option<InFlight> = if exempt {
-            None
-        } else {
-            match self.shared.limit.try_acquire() {
-                Some(p) => Some(p),
-                None => {
-                    let limit = &self.shared.limit;
-                    let current = limit.current();
-                    let status = Status::resource_exhausted(if current < limit.max() {
-                        format!(
-                            "server overloaded: {current} requests in flight (limit lowered from {} while the CPU is saturated); retry with backoff",
-                            limit.max()
-                        )
-                    } else {
-                        format!(
-                            "server overloaded: {current} requests in flight; retry with backoff"
-                        )
-                    });
-                    span.record("rpc.grpc.status_code", Code::ResourceExhausted as i32);
-                    record.set_code(Code::ResourceExhausted as i32);
-                    record.finish();
-                    tracing::debug!(parent: &span, "shed");
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
-            }
-        };
         let deadline = if self.shared.no_timeout.contains(&path) {
             client_timeout(req.headers())
         } else {
