@@ -111,8 +111,18 @@ impl Codes {
             Err(s) => format!("{:?}", s.code()),
         };
         if let (Err(s), Ok(mut m)) = (&r, self.1.lock()) {
-            m.entry(key.clone())
-                .or_insert_with(|| s.message().chars().take(120).collect());
+            m.entry(key.clone()).or_insert_with(|| {
+                // The message and its causes (a transport error says little on its own: the
+                // HTTP/2 reason and who closed the connection are in the sources).
+                let mut text: String = s.message().chars().take(120).collect();
+                let mut cause = std::error::Error::source(s);
+                while let Some(c) = cause {
+                    text.push_str(" <- ");
+                    text.extend(c.to_string().chars().take(160));
+                    cause = c.source();
+                }
+                text
+            });
         }
         if let Ok(mut m) = self.0.lock() {
             *m.entry(key).or_default() += 1;
