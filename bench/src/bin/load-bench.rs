@@ -274,7 +274,7 @@ fn spawn_platform(
     dir: &std::path::Path,
     config: &std::path::Path,
 ) -> anyhow::Result<Platform> {
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     let bin = match &args.augur_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("augur"),
@@ -315,11 +315,15 @@ fn spawn_platform(
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout of augur up"))?;
     let (tx, rx) = std::sync::mpsc::channel();
+    // The platform logs to stdout: every line goes to the log file too (set RUST_LOG, e.g.
+    // `info,tonic=debug`, to see why connections fail).
+    let mut log_out = std::fs::OpenOptions::new().append(true).open(&log)?;
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
+            let _ = writeln!(log_out, "{line}");
             if line.starts_with("Augur is up") {
                 let _ = tx.send(());
             }

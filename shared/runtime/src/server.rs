@@ -250,6 +250,12 @@ impl GrpcServer {
         }
         let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // h2 (0.4.20) closes a connection with GOAWAY(ENHANCE_YOUR_CALM) once the small
+            // DATA frames it holds unread cost more than half the connection window (about 150
+            // gRPC requests at the default 64 KiB): an overloaded server with that many calls
+            // waiting to be taken up or shed killed its clients' connections, every call on
+            // them failing. The platform's client window (8 MiB) gives room for about 19,000.
+            .initial_connection_window_size(Some(augur_discovery::CONNECTION_WINDOW))
             .max_concurrent_streams(config.max_concurrent_streams)
             .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
             .layer(guard)
