@@ -521,9 +521,13 @@ async fn speed() -> anyhow::Result<()> {
     let train_hp: BTreeMap<String, String> = std::env::var("RISK_TRAIN_HP")
         .unwrap_or_default()
         .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("RISK_TRAIN_HP: {kv:?} is not key=value"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     for kind in [pb::ModelKind::Order, pb::ModelKind::Review] {
         let t = Instant::now();
         let mut s = c

@@ -576,19 +576,14 @@ fn prepare(
         _ => (vec![0.0; y.len()], vec![0.0; h]),
     };
     let log = log && nonneg;
-    let adj: Vec<f64> = y
-        .iter()
-        .zip(&hist)
-        .map(|(v, e)| {
-            if log {
-                v.ln_1p() - e
-            } else if *e == 0.0 {
-                *v
-            } else {
-                ((1.0 + v) * (-e).exp() - 1.0).max(0.0)
-            }
-        })
-        .collect();
+    // The level series without the covariate effects (what the GRU reads), and the series the
+    // statistical members fit: the same, or its log1p.
+    let level = without_effects(&y, &hist);
+    let adj: Vec<f64> = if log {
+        y.iter().zip(&hist).map(|(v, e)| v.ln_1p() - e).collect()
+    } else {
+        level.clone()
+    };
     let back = |f: Vec<f64>| -> Vec<f64> {
         f.iter()
             .zip(&fut)
@@ -618,7 +613,7 @@ fn prepare(
         // The network reads the level series with the covariate effects removed (as it was
         // trained, see `gru_history`).
         let f = g
-            .forecast(&without_effects(&y, &hist), h)
+            .forecast(&level, h)
             .map(|f| {
                 f.iter()
                     .zip(&fut)
@@ -654,13 +649,9 @@ fn prepare(
     members[Method::Gbm as usize] = gbm
         .and_then(|g| g.forecast(s, future, h))
         .unwrap_or_else(|| vec![f64::NAN; h]);
+    // (Intermittent series are non-negative, so `level` is their adjusted series.)
     let croston = intermittent.then(|| {
-        let lvl: Vec<f64> = y
-            .iter()
-            .zip(&hist)
-            .map(|(v, e)| ((1.0 + v) * (-e).exp() - 1.0).max(0.0))
-            .collect();
-        stats::croston_sba(&lvl, h)
+        stats::croston_sba(&level, h)
             .iter()
             .zip(&fut)
             .map(|(v, e)| ((1.0 + v) * e.exp() - 1.0).max(0.0))

@@ -60,30 +60,7 @@ fn item_columns(rows: &[Vec<(u32, f32)>], n_items: usize) -> Vec<Vec<(u32, f32)>
     cols
 }
 
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-}
-
-/// Runs `f(i)` for every `i < n` on all cores and collects the results in order.
-pub fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let t = threads();
-    let chunk = n.div_ceil(t).max(1);
-    let f = &f;
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<T>>())
-            })
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
+pub use augur_model::par::par_map;
 
 // ------------------------------------------------------------------------------------------------
 // Popularity

@@ -857,33 +857,7 @@ impl TabularModel {
                 })
                 .collect()
         };
-        let threads = std::thread::available_parallelism()
-            .map(std::num::NonZeroUsize::get)
-            .unwrap_or(1)
-            .clamp(1, k.max(1));
-        let per_fold: Vec<FoldMargins> = if threads <= 1 {
-            (0..k).map(one_fold).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let one_fold = &one_fold;
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        scope.spawn(move || {
-                            (t..k)
-                                .step_by(threads)
-                                .map(|f| (f, one_fold(f)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                let mut done: Vec<(usize, FoldMargins)> = handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect();
-                done.sort_by_key(|(f, _)| *f);
-                done.into_iter().map(|(_, m)| m).collect()
-            })
-        };
+        let per_fold: Vec<FoldMargins> = augur_model::par::par_map(k, one_fold);
         let mut out = vec![vec![0.0f64; rows.len()]; l2s.len()];
         for fold_margins in per_fold {
             for (p, margins) in fold_margins.into_iter().enumerate() {
@@ -944,12 +918,10 @@ impl TabularModel {
         vm.insert("cv_folds".into(), k as f64);
         vm.insert("cv_log_loss".into(), ll);
         vm.insert("refit_rows".into(), rows.len() as f64);
-        if let Some(a) = metrics::roc_auc(&p, y) {
-            vm.insert("oof_roc_auc".into(), a);
-        }
         vm.insert("oof_log_loss".into(), ll);
         // The usual validation keys, here of the out-of-fold predictions over every row.
         if let Some(a) = metrics::roc_auc(&p, y) {
+            vm.insert("oof_roc_auc".into(), a);
             vm.insert("roc_auc".into(), a);
         }
         if let Some(a) = metrics::pr_auc(&p, y) {

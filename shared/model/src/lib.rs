@@ -11,6 +11,7 @@
 //! - [`metrics`] and [`calibrate`]: ROC-AUC, PR-AUC, Brier, log loss; Platt and isotonic calibration.
 //! - [`gbdt`]: gradient-boosted trees (log loss for risk's tables, squared error for the
 //!   demand-forecast global model).
+//! - [`par`]: `par_map`, work spread over the cores with results in order.
 //! - [`monitor`]: served-model metrics (inference latency, score distribution, input drift as PSI).
 //! - [`reload`]: a [`ReloadWatcher`] that picks up versions another replica saved to a shared
 //!   store, without a restart.
@@ -21,6 +22,7 @@ pub mod gbdt;
 mod meta;
 pub mod metrics;
 pub mod monitor;
+pub mod par;
 pub mod progress;
 pub mod reload;
 mod slot;
