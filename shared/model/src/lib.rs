@@ -15,6 +15,8 @@
 //! - [`monitor`]: served-model metrics (inference latency, score distribution, input drift as PSI).
 //! - [`reload`]: a [`ReloadWatcher`] that picks up versions another replica saved to a shared
 //!   store, without a restart.
+//! - [`split`]: scikit-learn's stratified train/test split, index for index (benchmark
+//!   protocols whose anchors were run on such a split).
 
 pub mod calibrate;
 mod gate;
@@ -26,6 +28,7 @@ pub mod par;
 pub mod progress;
 pub mod reload;
 mod slot;
+pub mod split;
 mod store;
 
 pub use gate::{TrainGate, TrainPermit};

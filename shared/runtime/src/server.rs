@@ -251,10 +251,11 @@ impl GrpcServer {
         let server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             // h2 (0.4.20) closes a connection with GOAWAY(ENHANCE_YOUR_CALM) once the small
-            // DATA frames it holds unread cost more than half the connection window (about 150
-            // gRPC requests at the default 64 KiB): an overloaded server with that many calls
+            // DATA frames it holds unread cost more than half the connection window (each
+            // frame under 256 bytes costs 256 minus its size: about 2,500 waiting gRPC
+            // requests at hyper's default 1 MiB): an overloaded server with that many calls
             // waiting to be taken up or shed killed its clients' connections, every call on
-            // them failing. The platform's client window (8 MiB) gives room for about 19,000.
+            // them failing. The platform's client window (8 MiB) gives room for about 20,000.
             .initial_connection_window_size(Some(augur_discovery::CONNECTION_WINDOW))
             .max_concurrent_streams(config.max_concurrent_streams)
             .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
@@ -1038,6 +1039,46 @@ mod tests {
             .unwrap();
         assert!(answered.is_ok(), "{answered:?}");
         drop(second);
+        handle.shutdown().await.unwrap();
+    }
+
+    /// The connection window a server grants (RFC 9113: 65,535 plus the increment of its first
+    /// WINDOW_UPDATE on stream 0) is the platform's 8 MiB: at hyper's default (1 MiB) a few
+    /// thousand requests waiting to be taken up or shed made h2 close the connection (GOAWAY
+    /// ENHANCE_YOUR_CALM), failing every call on it (BENCHMARKS, load and overload).
+    #[tokio::test]
+    async fn advertises_the_platform_connection_window() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        let handle = GrpcServer::new("t", config).spawn().await.unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(handle.addr()).await.unwrap();
+        // Client preface and an empty SETTINGS frame.
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let window = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let mut head = [0u8; 9];
+                tcp.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                let mut payload = vec![0u8; len];
+                tcp.read_exact(&mut payload).await.unwrap();
+                // WINDOW_UPDATE (type 8) for the connection (stream 0).
+                if head[3] == 8 && stream == 0 {
+                    let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    return 65_535 + (inc & 0x7fff_ffff);
+                }
+            }
+        })
+        .await
+        .expect("the server sends a connection WINDOW_UPDATE after its SETTINGS");
+        assert_eq!(window, augur_discovery::CONNECTION_WINDOW);
+        drop(tcp);
         handle.shutdown().await.unwrap();
     }
 
