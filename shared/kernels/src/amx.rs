@@ -91,7 +91,19 @@ impl Packed {
 /// zero rows to a multiple of [`BLOCK`]; returns the padded row count. (Activations are finite:
 /// unlike [`bf16`], a NaN may come out as infinity here.)
 pub fn to_bf16_padded(x: &[f32], rows: usize, k: usize, out: &mut Vec<u16>) -> usize {
-    let padded = rows.div_ceil(BLOCK) * BLOCK;
+    to_bf16_padded_to(x, rows, k, BLOCK, out)
+}
+
+/// [`to_bf16_padded`] with the rows padded to a multiple of `multiple` (the AVX512-BF16 kernel
+/// needs only [`crate::avx512bf16::ROWS`]).
+pub fn to_bf16_padded_to(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    multiple: usize,
+    out: &mut Vec<u16>,
+) -> usize {
+    let padded = rows.div_ceil(multiple.max(1)) * multiple.max(1);
     out.resize(padded * k, 0);
     out[rows * k..].fill(0);
     let chunk = 64 * k;
@@ -107,7 +119,7 @@ pub fn to_bf16_padded(x: &[f32], rows: usize, k: usize, out: &mut Vec<u16>) -> u
 /// columns and at least `padded_rows` rows. Panics if AMX is not [`available`] or the sizes disagree.
 pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AMX bf16 is not available on this CPU");
-    by_column_blocks(a, padded_rows, w, out, |first, last, out| {
+    by_column_blocks(a, (padded_rows, BLOCK), w, out, |first, last, out| {
         // SAFETY: AMX is available (asserted above); `by_column_blocks` checked that `a` and
         // `out` hold every row and column the kernel touches and hands each call its own
         // column blocks [first, last) of `out`.
@@ -118,16 +130,17 @@ pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
 /// Checks the operands of a bf16 product `out = a * w^T` (as [`matmul`] takes them) and runs
 /// `blocks(first, last, out)` over ranges of 32-column blocks that together cover `w`'s output
 /// columns once: one range for a small product, else about two per rayon thread in parallel.
+/// `padded_rows` must be a multiple of `row_multiple` (the kernel's row block).
 pub(crate) fn by_column_blocks(
     a: &[u16],
-    padded_rows: usize,
+    (padded_rows, row_multiple): (usize, usize),
     w: &Packed,
     out: &mut [f32],
     blocks: impl Fn(usize, usize, *mut f32) + Sync,
 ) {
     assert!(
-        padded_rows.is_multiple_of(BLOCK),
-        "rows must be padded to {BLOCK}"
+        padded_rows.is_multiple_of(row_multiple),
+        "rows must be padded to {row_multiple}"
     );
     assert!(a.len() >= padded_rows * w.k, "a is too short");
     assert!(out.len() >= padded_rows * w.n, "out is too short");

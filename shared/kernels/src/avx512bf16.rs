@@ -17,6 +17,11 @@ use crate::amx::Packed;
 /// Rows of C one micro-kernel call keeps in registers.
 const MR: usize = 8;
 
+/// What this kernel needs the activation rows padded to ([`crate::amx::to_bf16_padded_to`]):
+/// its row block, where AMX needs whole 32-row tiles. A 114-token review is multiplied as
+/// 120 rows instead of 128.
+pub const ROWS: usize = MR;
+
 /// Whether the CPU runs AVX512-F and AVX512-BF16 (checked once).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -30,10 +35,11 @@ pub fn preferred() -> bool {
 }
 
 /// `out[m][c] = sum_i a[m][i] * w[c][i]`, exactly as [`crate::amx::matmul`] (same inputs, same
-/// output layout). Panics if AVX512-BF16 is not [`available`] or the sizes disagree.
+/// output layout), except that `padded_rows` need only be a multiple of [`ROWS`]. Panics if
+/// AVX512-BF16 is not [`available`] or the sizes disagree.
 pub fn matmul(a: &[u16], padded_rows: usize, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AVX512-BF16 is not available on this CPU");
-    crate::amx::by_column_blocks(a, padded_rows, w, out, |first, last, out| {
+    crate::amx::by_column_blocks(a, (padded_rows, ROWS), w, out, |first, last, out| {
         // SAFETY: AVX512-BF16 is available (asserted above); `by_column_blocks` checked that
         // `a` and `out` hold every row and column the kernel touches and hands each call its
         // own column blocks [first, last) of `out`.
@@ -63,7 +69,7 @@ mod imp {
     ///
     /// # Safety
     /// The CPU must have AVX512-F and AVX512-BF16; `a` must hold `rows x w.k` bf16 (`rows` a
-    /// multiple of 32) and `out` at least `rows x w.n` f32 with nothing else writing columns
+    /// multiple of `MR`) and `out` at least `rows x w.n` f32 with nothing else writing columns
     /// `[first * 32, last * 32)`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn blocks(

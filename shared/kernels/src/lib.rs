@@ -167,10 +167,12 @@ impl Linear {
         }
         match &self.packed {
             Some(p) => {
-                let padded = amx::to_bf16_padded(x, rows, self.k, scratch);
                 if self.precision == Precision::Bf16Amx {
+                    let padded = amx::to_bf16_padded(x, rows, self.k, scratch);
                     amx::matmul(scratch, padded, p, out);
                 } else {
+                    // Only to the kernel's 8-row block: less work on padding rows.
+                    let padded = amx::to_bf16_padded_to(x, rows, self.k, avx512bf16::ROWS, scratch);
                     avx512bf16::matmul(scratch, padded, p, out);
                 }
             }
