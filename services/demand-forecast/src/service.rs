@@ -804,7 +804,10 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
     };
     let mut opts = TrainOptions {
         horizon,
-        windows: (validation_windows as usize).clamp(1, 52),
+        windows: match validation_windows {
+            0 => TrainOptions::default().windows,
+            w => (w as usize).min(52),
+        },
         ..Default::default()
     };
     for (k, v) in &hyperparameters {
@@ -1260,5 +1263,30 @@ impl DemandForecast for Service {
         Ok(Response::new(pb::GetModelInfoResponse {
             model: Some(served.meta.to_proto()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows_of(validation_windows: u32) -> usize {
+        let req = pb::TrainRequest {
+            validation_windows,
+            ..Default::default()
+        };
+        match parse_train(req) {
+            Ok(job) => job.opts.windows,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn validation_windows_default_to_two_and_are_capped() {
+        assert_eq!(TrainOptions::default().windows, 2);
+        assert_eq!(windows_of(0), 2);
+        assert_eq!(windows_of(1), 1);
+        assert_eq!(windows_of(3), 3);
+        assert_eq!(windows_of(1000), 52);
     }
 }
