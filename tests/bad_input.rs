@@ -1575,6 +1575,14 @@ async fn fc_hostile_train(c: &mut fc::demand_forecast_client::DemandForecastClie
             "horizon".into(),
         ),
         (
+            "validation_windows u32::MAX",
+            fc::TrainRequest {
+                validation_windows: u32::MAX,
+                ..fc_train(vec![monthly(0)])
+            },
+            "validation_windows".into(),
+        ),
+        (
             "empty values",
             fc_train(vec![with_series(&|x| x.values.clear())]),
             format!("{s}values"),

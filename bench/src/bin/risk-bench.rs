@@ -76,30 +76,60 @@ fn eval(name: &str, p: &[f64], y: &[bool], extra: String) -> Row {
 
 // ---------------------------------------------------------------------------------- credit
 
-/// The protocol's 70/30 split for `seed`: by default scikit-learn's `train_test_split(...,
-/// test_size=0.3, stratify=y, random_state=seed)` reproduced row for row, the split the
-/// issue's anchors were run on (seed 42 gives their logistic regression's 0.844 / 0.688 /
-/// 0.136 in scikit-learn); `CREDIT_SPLIT=augur` draws our own stratified split instead (the
+/// The protocol's 70/30 split (env `CREDIT_SPLIT`): by default (`sklearn`) scikit-learn's
+/// `train_test_split(..., test_size=0.3, stratify=y, random_state=seed)` reproduced row for
+/// row, the split the anchors were run on (seed 42 gives their logistic regression's
+/// 0.844 / 0.688 / 0.136 in scikit-learn); `augur` draws our own stratified split instead (the
 /// protocol split of the runs up to 2026-11-30: 1,336 test rows).
-fn outer_split(y: &[bool], seed: u64) -> (Vec<usize>, Vec<usize>) {
-    if std::env::var("CREDIT_SPLIT").is_ok_and(|v| v == "augur") {
-        stratified_split(y, 0.3, seed)
-    } else {
-        augur_model::split::sklearn_stratified_split(y, 0.3, seed as u32)
+#[derive(Clone, Copy)]
+enum OuterSplit {
+    Sklearn,
+    Augur,
+}
+
+impl OuterSplit {
+    fn from_env() -> anyhow::Result<OuterSplit> {
+        match std::env::var("CREDIT_SPLIT").ok().as_deref().map(str::trim) {
+            None | Some("" | "sklearn") => Ok(OuterSplit::Sklearn),
+            Some("augur") => Ok(OuterSplit::Augur),
+            Some(other) => {
+                anyhow::bail!("CREDIT_SPLIT={other:?}: expected sklearn (the default) or augur")
+            }
+        }
+    }
+
+    /// (train, test) row indices for `seed`.
+    fn split(self, y: &[bool], seed: u32) -> (Vec<usize>, Vec<usize>) {
+        match self {
+            OuterSplit::Sklearn => augur_model::split::sklearn_stratified_split(y, 0.3, seed),
+            OuterSplit::Augur => stratified_split(y, 0.3, seed.into()),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            OuterSplit::Sklearn => "scikit-learn's train_test_split, the anchors' split",
+            OuterSplit::Augur => "ours, CREDIT_SPLIT=augur",
+        }
     }
 }
 
 /// The supervised rows of the credit table for one split seed (70/30, then 20% of the 70% for
 /// validation, both stratified with `seed`); also the split itself.
 fn credit_split(
-    seed: u64,
+    outer: OuterSplit,
+    seed: u32,
     columns: &[String],
     rows: &[Vec<Cell>],
     y: &[bool],
     verbose: bool,
 ) -> (Vec<Row>, Vec<usize>, Vec<usize>) {
-    let (train, test) = outer_split(y, seed);
-    let (tr, va) = stratified_split(&train.iter().map(|&i| y[i]).collect::<Vec<_>>(), 0.2, seed);
+    let (train, test) = outer.split(y, seed);
+    let (tr, va) = stratified_split(
+        &train.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+        0.2,
+        seed.into(),
+    );
     let pick = |ix: &[usize]| -> (Vec<&Vec<Cell>>, Vec<bool>) {
         (
             ix.iter().map(|&i| &rows[i]).collect(),
@@ -112,11 +142,7 @@ fn credit_split(
     if verbose {
         println!(
             "split ({}, seed {seed}): train {} (fit {} + validation {}), test {} (row index sum {})",
-            if std::env::var("CREDIT_SPLIT").is_ok_and(|v| v == "augur") {
-                "ours, CREDIT_SPLIT=augur"
-            } else {
-                "scikit-learn's train_test_split, the anchors' split"
-            },
+            outer.describe(),
             train.len(),
             trx.len(),
             vax.len(),
@@ -225,6 +251,18 @@ fn credit_split(
 }
 
 fn credit() -> anyhow::Result<()> {
+    let outer = OuterSplit::from_env()?;
+    // Robustness seeds (CREDIT_SEEDS=1,2,...): scikit-learn's random_state is a 32-bit integer.
+    let seeds: Vec<u32> = std::env::var("CREDIT_SEEDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.trim().parse().map_err(|_| {
+                anyhow::anyhow!("CREDIT_SEEDS: {v:?} is not a seed (an integer 0..=4294967295)")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     let Some(path) = datasets::require("credit/credit_data.csv") else {
         return Ok(());
     };
@@ -274,7 +312,7 @@ fn credit() -> anyhow::Result<()> {
         y.iter().filter(|&&b| b).count(),
         missing
     );
-    let (mut out, train, test) = credit_split(42, &columns, &rows, &y, true);
+    let (mut out, train, test) = credit_split(outer, 42, &columns, &rows, &y, true);
     let (tex, tey): (Vec<&Vec<Cell>>, Vec<bool>) = (
         test.iter().map(|&i| &rows[i]).collect(),
         test.iter().map(|&i| y[i]).collect(),
@@ -298,15 +336,10 @@ fn credit() -> anyhow::Result<()> {
     report(&out);
     // Robustness: the same protocol on other split seeds (CREDIT_SEEDS=1,2,...), mean and
     // standard deviation of each row's test figures. Not the protocol's figure (seed 42 is).
-    let seeds: Vec<u64> = std::env::var("CREDIT_SEEDS")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect();
     if !seeds.is_empty() {
         let mut per_row: BTreeMap<usize, (String, Vec<(f64, f64)>)> = BTreeMap::new();
         for &seed in &seeds {
-            let (rows_out, _, _) = credit_split(seed, &columns, &rows, &y, false);
+            let (rows_out, _, _) = credit_split(outer, seed, &columns, &rows, &y, false);
             for (i, r) in rows_out.into_iter().enumerate() {
                 per_row
                     .entry(i)

@@ -788,6 +788,9 @@ enum TrainSource {
     FeatureStore(fs::GetSeriesRequest, usize),
 }
 
+/// Most validation windows a Train request may ask for.
+const MAX_VALIDATION_WINDOWS: usize = 52;
+
 fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
     let pb::TrainRequest {
         source,
@@ -804,9 +807,15 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
     };
     let mut opts = TrainOptions {
         horizon,
-        windows: match validation_windows {
+        windows: match validation_windows as usize {
             0 => TrainOptions::default().windows,
-            w => (w as usize).min(52),
+            w if w > MAX_VALIDATION_WINDOWS => {
+                return Err(Error::invalid(
+                    "validation_windows",
+                    format!("at most {MAX_VALIDATION_WINDOWS}"),
+                ));
+            }
+            w => w,
         },
         ..Default::default()
     };
@@ -1270,23 +1279,29 @@ impl DemandForecast for Service {
 mod tests {
     use super::*;
 
-    fn windows_of(validation_windows: u32) -> usize {
+    fn windows_of(validation_windows: u32) -> Result<usize, Error> {
         let req = pb::TrainRequest {
             validation_windows,
             ..Default::default()
         };
-        match parse_train(req) {
-            Ok(job) => job.opts.windows,
-            Err(e) => panic!("{e}"),
-        }
+        parse_train(req).map(|job| job.opts.windows)
     }
 
     #[test]
-    fn validation_windows_default_to_two_and_are_capped() {
+    fn validation_windows_default_to_two_and_too_many_name_the_field() {
         assert_eq!(TrainOptions::default().windows, 2);
-        assert_eq!(windows_of(0), 2);
-        assert_eq!(windows_of(1), 1);
-        assert_eq!(windows_of(3), 3);
-        assert_eq!(windows_of(1000), 52);
+        assert_eq!(windows_of(0).ok(), Some(2));
+        assert_eq!(windows_of(1).ok(), Some(1));
+        assert_eq!(windows_of(52).ok(), Some(52));
+        let Err(e) = windows_of(53) else {
+            panic!("53 validation windows were accepted");
+        };
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("validation_windows"),
+            "{}",
+            status.message()
+        );
     }
 }

@@ -103,7 +103,8 @@ pub fn to_bf16_padded_to(
     multiple: usize,
     out: &mut Vec<u16>,
 ) -> usize {
-    let padded = rows.div_ceil(multiple.max(1)) * multiple.max(1);
+    let multiple = multiple.max(1);
+    let padded = rows.div_ceil(multiple) * multiple;
     out.resize(padded * k, 0);
     out[rows * k..].fill(0);
     let chunk = 64 * k;
