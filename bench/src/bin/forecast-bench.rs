@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
-    /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, interval_log, arima).
+    /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -79,6 +79,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm" => o.gbm = parse(k, v)?,
             "gbm_trees" => o.gbm_trees = parse(k, v)?,
             "gbm_rows" => o.gbm_rows = parse(k, v)?,
+            "gbm_leaves" => o.gbm_leaves = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
@@ -268,8 +269,8 @@ fn arima_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Option<Vec<f64>> 
 }
 
 /// The global LightGBM anchor from our own code (`augur_model::gbdt`, LightGBM's default
-/// settings as far as our trees have them: 100 trees, learning rate 0.1, depth 5 (about 31
-/// leaves), 20 rows per leaf, 255 bins, no row sampling): one model per horizon step j over
+/// settings as far as our trees have them: 100 trees, learning rate 0.1, 31 leaves grown
+/// best-first (leaf-wise) without a depth limit, 20 rows per leaf, 255 bins, no row sampling): one model per horizon step j over
 /// every series and every origin t0 of the training part, target log units at t0 + j, features
 /// the last 8 log units before t0, log price, deal and feat of the target week, store and
 /// brand codes.
@@ -290,13 +291,14 @@ fn gbm_anchor(data: &[datasets::OjSeries], h: usize) -> Vec<Vec<f64>> {
     };
     let params = GbdtParams {
         trees: 100,
-        depth: 5,
+        depth: 64,
         learning_rate: 0.1,
         min_leaf: 20,
         l2: 0.0,
         bins: 255,
         subsample: 1.0,
         seed: 42,
+        leaves: 31,
     };
     let mut out: Vec<Vec<f64>> = data.iter().map(|_| vec![0.0; h]).collect();
     let mut row = Vec::new();
@@ -438,6 +440,43 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     let fc_secs = t0.elapsed().as_secs_f64();
+    // Diagnostics: every forecast point with its covariates and the anchors' forecasts, as CSV.
+    if let Ok(path) = std::env::var("FORECAST_DUMP") {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,regression\n",
+        );
+        for (((s, inp), a), g) in data.iter().zip(&inputs).zip(&arima_fc).zip(&gbm_fc) {
+            let n = s.units.len() - h;
+            let o = trained
+                .model
+                .forecast(inp, &s.future(n, n + h), h, &[0.1, 0.9]);
+            let r = regression_anchor(s, n, h);
+            let scale = naive_scale(&s.units[..n], 1);
+            for j in 0..h {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    s.store,
+                    s.brand,
+                    j,
+                    s.units[n + j],
+                    o.point[j],
+                    o.quantiles[0][j],
+                    o.quantiles[1][j],
+                    s.price[n + j],
+                    s.deal[n + j],
+                    s.feat[n + j],
+                    scale,
+                    a[j],
+                    g[j],
+                    r[j]
+                );
+            }
+        }
+        std::fs::write(&path, out)?;
+        println!("(forecasts written to {path})");
+    }
     let name = format!(
         "**trained: covariates + {}**",
         augur_demand_forecast::stats::combo_name(trained.model.combo)

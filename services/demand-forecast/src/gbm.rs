@@ -25,19 +25,21 @@ pub struct GbmConfig {
 }
 
 impl GbmConfig {
-    pub fn new(horizon: usize, trees: usize, max_rows: usize) -> GbmConfig {
+    /// `leaves` 0: trees grown level-wise to depth 6; otherwise best-first to that many leaves.
+    pub fn new(horizon: usize, trees: usize, max_rows: usize, leaves: usize) -> GbmConfig {
         GbmConfig {
             horizon,
             max_rows: max_rows.max(1),
             params: GbdtParams {
                 trees,
-                depth: 6,
+                depth: if leaves == 0 { 6 } else { 16 },
                 learning_rate: 0.05,
                 min_leaf: 40,
                 l2: 1.0,
                 bins: 64,
                 subsample: 0.5,
                 seed: 42,
+                leaves,
             },
         }
     }
@@ -314,7 +316,7 @@ mod tests {
             &series,
             |s| s.values.len(),
             &["promotion".to_string()],
-            &GbmConfig::new(4, 150, 250_000),
+            &GbmConfig::new(4, 150, 250_000, 0),
         )
         .unwrap();
         assert_eq!(m.attributes.len(), 1);

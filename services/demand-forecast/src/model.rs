@@ -79,6 +79,8 @@ pub struct TrainOptions {
     pub gbm_trees: usize,
     /// Most training examples of the boosted trees (origins are thinned evenly to fit).
     pub gbm_rows: usize,
+    /// Leaves per tree of the boosted trees grown best-first; 0: level-wise to depth 6.
+    pub gbm_leaves: usize,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
     pub interval_log: bool,
 }
@@ -102,6 +104,7 @@ impl Default for TrainOptions {
             arima: false,
             gbm_trees: 300,
             gbm_rows: 250_000,
+            gbm_leaves: 0,
             interval_log: true,
         }
     }
@@ -935,7 +938,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     };
     // The global boosted trees, trained on the part before the validation windows (refitted on
     // everything below when a chosen combination uses them).
-    let gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows);
+    let gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows, opts.gbm_leaves);
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(
             series,

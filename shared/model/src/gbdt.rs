@@ -1,5 +1,6 @@
 //! Gradient-boosted regression trees over dense `f32` rows: histogram splits on quantile bins,
-//! depth-limited trees, Newton leaves (`-G / (H + l2)`), row subsampling. Two losses: log loss
+//! depth-limited trees grown level by level or, with [`GbdtParams::leaves`], best-first (the
+//! leaf with the largest gain split next, LightGBM's leaf-wise growth), Newton leaves (`-G / (H + l2)`), row subsampling. Two losses: log loss
 //! ([`Gbdt::fit`], the output is the log-odds; the risk service's tabular learner) and squared
 //! error ([`Gbdt::fit_squared`]; the demand-forecast service's global direct model).
 //!
@@ -36,6 +37,9 @@ pub struct GbdtParams {
     pub bins: usize,
     pub subsample: f64,
     pub seed: u64,
+    /// 0: every node splits down to `depth` (level-wise). Otherwise trees grow best-first to at
+    /// most this many leaves (`depth` still caps their depth).
+    pub leaves: usize,
 }
 
 impl Default for GbdtParams {
@@ -49,6 +53,7 @@ impl Default for GbdtParams {
             bins: 32,
             subsample: 0.8,
             seed: 42,
+            leaves: 0,
         }
     }
 }
@@ -197,7 +202,11 @@ fn fit_with(
         let take = ((n as f64) * p.subsample).ceil() as usize;
         let sample: Vec<usize> = idx[..take.min(n)].to_vec();
         let mut tree = Vec::new();
-        build(&mut tree, &sample, &data, &g, &h, p, 0);
+        if p.leaves == 0 {
+            build(&mut tree, &sample, &data, &g, &h, p, 0);
+        } else {
+            build_best_first(&mut tree, sample, &data, &g, &h, p);
+        }
         for (fi, row) in f.iter_mut().zip(x) {
             *fi += p.learning_rate * leaf_of(&tree, row);
         }
@@ -261,6 +270,115 @@ fn best_split(
     best
 }
 
+/// The split of a node: its best `(gain, feature, bin)` over all features, the search spread
+/// over the cores for large nodes.
+fn split_of(
+    rows: &[usize],
+    data: &Data,
+    g: &[f32],
+    h: &[f32],
+    (gs, hs): (f32, f32),
+    p: &GbdtParams,
+) -> Option<(f32, usize, usize)> {
+    let d = data.cuts.len();
+    let parts = if rows.len() >= PARALLEL_ROWS {
+        data.threads.min(d).max(1)
+    } else {
+        1
+    };
+    if parts <= 1 {
+        return best_split(rows, 0..d, data, g, h, (gs, hs), p);
+    }
+    let per = d.div_ceil(parts);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parts)
+            .map(|k| {
+                let range = (k * per).min(d)..((k + 1) * per).min(d);
+                s.spawn(move || best_split(rows, range, data, g, h, (gs, hs), p))
+            })
+            .collect();
+        // Features in order: a later range wins only with a strictly larger gain, as in the
+        // sequential search.
+        let mut best: Option<(f32, usize, usize)> = None;
+        for hd in handles {
+            let here = hd.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            if let Some(c) = here
+                && best.is_none_or(|(bg, _, _)| c.0 > bg)
+            {
+                best = Some(c);
+            }
+        }
+        best
+    })
+}
+
+/// A leaf waiting to be split in best-first growth.
+struct Open {
+    node: usize,
+    rows: Vec<usize>,
+    depth: usize,
+    split: Option<(f32, usize, usize)>,
+}
+
+/// Grows one tree best-first: the open leaf whose split gains most is split next (ties to the
+/// older leaf), until `p.leaves` leaves or no leaf can split.
+fn build_best_first(
+    nodes: &mut Vec<Node>,
+    rows: Vec<usize>,
+    data: &Data,
+    g: &[f32],
+    h: &[f32],
+    p: &GbdtParams,
+) {
+    let open_leaf = |nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize| -> Open {
+        let gs: f32 = rows.iter().map(|&i| g[i]).sum();
+        let hs: f32 = rows.iter().map(|&i| h[i]).sum();
+        let node = nodes.len();
+        nodes.push(Node::Leaf(-gs / (hs + p.l2)));
+        let split = if depth >= p.depth || rows.len() < 2 * p.min_leaf {
+            None
+        } else {
+            split_of(&rows, data, g, h, (gs, hs), p)
+        };
+        Open {
+            node,
+            rows,
+            depth,
+            split,
+        }
+    };
+    let mut open = vec![open_leaf(nodes, rows, 0)];
+    let mut leaves = 1;
+    while leaves < p.leaves {
+        let mut pick: Option<(usize, f32)> = None;
+        for (k, o) in open.iter().enumerate() {
+            if let Some((gain, _, _)) = o.split
+                && pick.is_none_or(|(_, best)| gain > best)
+            {
+                pick = Some((k, gain));
+            }
+        }
+        let Some((k, _)) = pick else { break };
+        let o = open.remove(k);
+        let Some((_, j, b)) = o.split else { break };
+        let col = &data.binned[j];
+        let (l, r): (Vec<usize>, Vec<usize>) = o.rows.iter().partition(|&&i| col[i] as usize <= b);
+        let left = open_leaf(nodes, l, o.depth + 1);
+        let right = open_leaf(nodes, r, o.depth + 1);
+        nodes[o.node] = Node::Split {
+            feature: j,
+            threshold: data.cuts[j][b],
+            left: left.node,
+            right: right.node,
+        };
+        // Keep creation order so that equal gains go to the older leaf.
+        let at = open.partition_point(|x| x.node < left.node);
+        open.insert(at, right);
+        open.insert(at, left);
+        leaves += 1;
+    }
+}
+
 fn build(
     nodes: &mut Vec<Node>,
     rows: &[usize],
@@ -277,37 +395,7 @@ fn build(
     if depth >= p.depth || rows.len() < 2 * p.min_leaf {
         return me;
     }
-    let d = data.cuts.len();
-    let parts = if rows.len() >= PARALLEL_ROWS {
-        data.threads.min(d).max(1)
-    } else {
-        1
-    };
-    let best = if parts <= 1 {
-        best_split(rows, 0..d, data, g, h, (gs, hs), p)
-    } else {
-        let per = d.div_ceil(parts);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..parts)
-                .map(|k| {
-                    let range = (k * per).min(d)..((k + 1) * per).min(d);
-                    s.spawn(move || best_split(rows, range, data, g, h, (gs, hs), p))
-                })
-                .collect();
-            // Features in order: a later range wins only with a strictly larger gain, as in
-            // the sequential search.
-            let mut best: Option<(f32, usize, usize)> = None;
-            for hd in handles {
-                let here = hd.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                if let Some(c) = here
-                    && best.is_none_or(|(bg, _, _)| c.0 > bg)
-                {
-                    best = Some(c);
-                }
-            }
-            best
-        })
-    };
+    let best = split_of(rows, data, g, h, (gs, hs), p);
     let Some((_, j, b)) = best else {
         return me;
     };
@@ -391,6 +479,67 @@ mod tests {
         match &m.trees[0][0] {
             Node::Split { feature, .. } => assert!(*feature <= 2),
             Node::Leaf(_) => panic!("no split at the root"),
+        }
+    }
+
+    fn leaves_of(tree: &[Node]) -> usize {
+        tree.iter().filter(|n| matches!(n, Node::Leaf(_))).count()
+    }
+
+    #[test]
+    fn best_first_growth_stops_at_the_leaf_count() {
+        let (x, y) = data(4000);
+        let p = GbdtParams {
+            trees: 20,
+            depth: 64,
+            leaves: 7,
+            learning_rate: 0.1,
+            ..Default::default()
+        };
+        let m = Gbdt::fit_squared(&x, &y, &p);
+        for t in &m.trees {
+            assert_eq!(leaves_of(t), 7);
+        }
+        // Best-first trees of 7 leaves fit better than level-wise trees of depth 2 (4 leaves).
+        let lw = Gbdt::fit_squared(
+            &x,
+            &y,
+            &GbdtParams {
+                depth: 2,
+                leaves: 0,
+                ..p
+            },
+        );
+        let mse = |m: &Gbdt| -> f32 {
+            x.iter()
+                .zip(&y)
+                .map(|(r, t)| (m.margin(r) - t).powi(2))
+                .sum::<f32>()
+                / x.len() as f32
+        };
+        assert!(mse(&m) < mse(&lw), "{} vs {}", mse(&m), mse(&lw));
+    }
+
+    #[test]
+    fn best_first_growth_without_a_leaf_cap_is_level_wise_growth() {
+        // With more leaves allowed than the depth can make, best-first growth splits the same
+        // nodes with the same splits as level-wise growth: the same predictions.
+        let (x, y) = data(3000);
+        let p = GbdtParams {
+            trees: 10,
+            depth: 3,
+            ..Default::default()
+        };
+        let lw = Gbdt::fit_squared(&x, &y, &p);
+        let bf = Gbdt::fit_squared(&x, &y, &GbdtParams { leaves: 1000, ..p });
+        for r in &x[..500] {
+            assert_eq!(lw.margin(r), bf.margin(r));
+        }
+        let labels: Vec<bool> = y.iter().map(|v| *v > 0.5).collect();
+        let lw = Gbdt::logistic(&x, &labels, &p, 3);
+        let bf = Gbdt::logistic(&x, &labels, &GbdtParams { leaves: 1000, ..p }, 1);
+        for r in &x[..500] {
+            assert_eq!(lw.margin(r), bf.margin(r));
         }
     }
 }
