@@ -1,7 +1,9 @@
 //! Demand-forecast benchmark: quality on M3 monthly and Dominick's orange juice (our anchors and
 //! the trained model, test parts never seen in training or model selection), speed of fitting and
 //! forecasting all M3 series, and Forecast latency over loopback gRPC. Prints a Markdown report
-//! (see BENCHMARKS.md for the protocol).
+//! (see BENCHMARKS.md for the protocol). `FORECAST_DUMP=<file>` also writes every Dominick's
+//! forecast point of the trained model (with its covariates and the anchors' forecasts) as CSV,
+//! for diagnostics; use it with `--nested` to stay off the test weeks.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,7 +30,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
-    /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves, interval_log, arima).
+    /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
+    /// interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -270,7 +273,8 @@ fn arima_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Option<Vec<f64>> 
 
 /// The global LightGBM anchor from our own code (`augur_model::gbdt`, LightGBM's default
 /// settings as far as our trees have them: 100 trees, learning rate 0.1, 31 leaves grown
-/// best-first (leaf-wise) without a depth limit, 20 rows per leaf, 255 bins, no row sampling): one model per horizon step j over
+/// best-first (leaf-wise) without a depth limit, 20 rows per leaf, 255 bins, no row
+/// sampling): one model per horizon step j over
 /// every series and every origin t0 of the training part, target log units at t0 + j, features
 /// the last 8 log units before t0, log price, deal and feat of the target week, store and
 /// brand codes.
@@ -427,6 +431,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let train_secs = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut sc = Score::default();
+    let mut outs = Vec::with_capacity(data.len());
     for (s, inp) in data.iter().zip(&inputs) {
         let n = s.units.len() - h;
         let o = trained
@@ -438,6 +443,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             naive_scale(&s.units[..n], 1),
             Some((&o.quantiles[0], &o.quantiles[1])),
         );
+        outs.push(o);
     }
     let fc_secs = t0.elapsed().as_secs_f64();
     // Diagnostics: every forecast point with its covariates and the anchors' forecasts, as CSV.
@@ -446,11 +452,8 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         let mut out = String::from(
             "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,regression\n",
         );
-        for (((s, inp), a), g) in data.iter().zip(&inputs).zip(&arima_fc).zip(&gbm_fc) {
+        for (((s, o), a), g) in data.iter().zip(&outs).zip(&arima_fc).zip(&gbm_fc) {
             let n = s.units.len() - h;
-            let o = trained
-                .model
-                .forecast(inp, &s.future(n, n + h), h, &[0.1, 0.9]);
             let r = regression_anchor(s, n, h);
             let scale = naive_scale(&s.units[..n], 1);
             for j in 0..h {

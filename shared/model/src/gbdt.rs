@@ -1,6 +1,7 @@
 //! Gradient-boosted regression trees over dense `f32` rows: histogram splits on quantile bins,
 //! depth-limited trees grown level by level or, with [`GbdtParams::leaves`], best-first (the
-//! leaf with the largest gain split next, LightGBM's leaf-wise growth), Newton leaves (`-G / (H + l2)`), row subsampling. Two losses: log loss
+//! leaf with the largest gain split next, LightGBM's leaf-wise growth), Newton leaves
+//! (`-G / (H + l2)`), row subsampling. Two losses: log loss
 //! ([`Gbdt::fit`], the output is the log-odds; the risk service's tabular learner) and squared
 //! error ([`Gbdt::fit_squared`]; the demand-forecast service's global direct model).
 //!
