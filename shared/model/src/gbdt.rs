@@ -313,6 +313,35 @@ fn split_of(
     })
 }
 
+/// Pushes the leaf of `rows` (its Newton value) and finds its best split, unless it sits at the
+/// depth cap or has too few rows: (its node index, the split).
+fn new_leaf(
+    nodes: &mut Vec<Node>,
+    rows: &[usize],
+    depth: usize,
+    data: &Data,
+    g: &[f32],
+    h: &[f32],
+    p: &GbdtParams,
+) -> (usize, Option<(f32, usize, usize)>) {
+    let gs: f32 = rows.iter().map(|&i| g[i]).sum();
+    let hs: f32 = rows.iter().map(|&i| h[i]).sum();
+    let me = nodes.len();
+    nodes.push(Node::Leaf(-gs / (hs + p.l2)));
+    let split = if depth >= p.depth || rows.len() < 2 * p.min_leaf {
+        None
+    } else {
+        split_of(rows, data, g, h, (gs, hs), p)
+    };
+    (me, split)
+}
+
+/// The rows of a node on each side of the split at bin `b` of feature `j`.
+fn divide(rows: &[usize], data: &Data, j: usize, b: usize) -> (Vec<usize>, Vec<usize>) {
+    let col = &data.binned[j];
+    rows.iter().partition(|&&i| col[i] as usize <= b)
+}
+
 /// A leaf waiting to be split in best-first growth.
 struct Open {
     node: usize,
@@ -332,15 +361,7 @@ fn build_best_first(
     p: &GbdtParams,
 ) {
     let open_leaf = |nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize| -> Open {
-        let gs: f32 = rows.iter().map(|&i| g[i]).sum();
-        let hs: f32 = rows.iter().map(|&i| h[i]).sum();
-        let node = nodes.len();
-        nodes.push(Node::Leaf(-gs / (hs + p.l2)));
-        let split = if depth >= p.depth || rows.len() < 2 * p.min_leaf {
-            None
-        } else {
-            split_of(&rows, data, g, h, (gs, hs), p)
-        };
+        let (node, split) = new_leaf(nodes, &rows, depth, data, g, h, p);
         Open {
             node,
             rows,
@@ -348,22 +369,21 @@ fn build_best_first(
             split,
         }
     };
+    // Open leaves in creation order (children are always the newest nodes).
     let mut open = vec![open_leaf(nodes, rows, 0)];
     let mut leaves = 1;
     while leaves < p.leaves {
-        let mut pick: Option<(usize, f32)> = None;
+        let mut pick: Option<(usize, (f32, usize, usize))> = None;
         for (k, o) in open.iter().enumerate() {
-            if let Some((gain, _, _)) = o.split
-                && pick.is_none_or(|(_, best)| gain > best)
+            if let Some(split) = o.split
+                && pick.is_none_or(|(_, best)| split.0 > best.0)
             {
-                pick = Some((k, gain));
+                pick = Some((k, split));
             }
         }
-        let Some((k, _)) = pick else { break };
+        let Some((k, (_, j, b))) = pick else { break };
         let o = open.remove(k);
-        let Some((_, j, b)) = o.split else { break };
-        let col = &data.binned[j];
-        let (l, r): (Vec<usize>, Vec<usize>) = o.rows.iter().partition(|&&i| col[i] as usize <= b);
+        let (l, r) = divide(&o.rows, data, j, b);
         let left = open_leaf(nodes, l, o.depth + 1);
         let right = open_leaf(nodes, r, o.depth + 1);
         nodes[o.node] = Node::Split {
@@ -372,10 +392,8 @@ fn build_best_first(
             left: left.node,
             right: right.node,
         };
-        // Keep creation order so that equal gains go to the older leaf.
-        let at = open.partition_point(|x| x.node < left.node);
-        open.insert(at, right);
-        open.insert(at, left);
+        open.push(left);
+        open.push(right);
         leaves += 1;
     }
 }
@@ -389,25 +407,16 @@ fn build(
     p: &GbdtParams,
     depth: usize,
 ) -> usize {
-    let gs: f32 = rows.iter().map(|&i| g[i]).sum();
-    let hs: f32 = rows.iter().map(|&i| h[i]).sum();
-    let me = nodes.len();
-    nodes.push(Node::Leaf(-gs / (hs + p.l2)));
-    if depth >= p.depth || rows.len() < 2 * p.min_leaf {
-        return me;
-    }
-    let best = split_of(rows, data, g, h, (gs, hs), p);
+    let (me, best) = new_leaf(nodes, rows, depth, data, g, h, p);
     let Some((_, j, b)) = best else {
         return me;
     };
-    let threshold = data.cuts[j][b];
-    let col = &data.binned[j];
-    let (l, r): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| col[i] as usize <= b);
+    let (l, r) = divide(rows, data, j, b);
     let left = build(nodes, &l, data, g, h, p, depth + 1);
     let right = build(nodes, &r, data, g, h, p, depth + 1);
     nodes[me] = Node::Split {
         feature: j,
-        threshold,
+        threshold: data.cuts[j][b],
         left,
         right,
     };
