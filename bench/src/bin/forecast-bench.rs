@@ -31,7 +31,7 @@ struct Args {
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
-    /// interval_log, arima).
+    /// gbm_l1, gbm_promo, gbm_categorical, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -43,6 +43,10 @@ struct Args {
     /// one: a second origin for comparing settings).
     #[arg(long, default_value_t = 1)]
     nested_depth: usize,
+    /// Dominick's: skip the AutoARIMA and boosted-trees anchors (minutes), for comparing
+    /// settings of the trained model.
+    #[arg(long)]
+    skip_anchors: bool,
 }
 
 /// The training options with `--hp` applied; a bad value or an unknown key is an error naming
@@ -83,6 +87,9 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_trees" => o.gbm_trees = parse(k, v)?,
             "gbm_rows" => o.gbm_rows = parse(k, v)?,
             "gbm_leaves" => o.gbm_leaves = parse(k, v)?,
+            "gbm_l1" => o.gbm_l1 = parse(k, v)?,
+            "gbm_promo" => o.gbm_promo = parse(k, v)?,
+            "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
@@ -277,8 +284,9 @@ fn arima_anchor(s: &datasets::OjSeries, n: usize, h: usize) -> Option<Vec<f64>> 
 /// sampling): one model per horizon step j over
 /// every series and every origin t0 of the training part, target log units at t0 + j, features
 /// the last 8 log units before t0, log price, deal and feat of the target week, store and
-/// brand codes.
-fn gbm_anchor(data: &[datasets::OjSeries], h: usize) -> Vec<Vec<f64>> {
+/// brand codes (with `categorical`, split as categories, as LightGBM does with pandas category
+/// columns; otherwise as numbers).
+fn gbm_anchor(data: &[datasets::OjSeries], h: usize, categorical: bool) -> Vec<Vec<f64>> {
     use augur_model::gbdt::{Gbdt, GbdtParams};
     const LAGS: usize = 8;
     let code = |v: &str| v.parse::<f32>().unwrap_or(-1.0);
@@ -316,7 +324,12 @@ fn gbm_anchor(data: &[datasets::OjSeries], h: usize) -> Vec<Vec<f64>> {
                 y.push(s.units[t0 + j].ln() as f32);
             }
         }
-        let model = Gbdt::fit_squared(&x, &y, &params);
+        let cat: &[usize] = if categorical {
+            &[LAGS + 3, LAGS + 4]
+        } else {
+            &[]
+        };
+        let model = Gbdt::fit_regression(&x, &y, &params, false, cat);
         for (s, o) in data.iter().zip(out.iter_mut()) {
             let n = s.units.len() - h;
             feats(s, n, n + j, &mut row);
@@ -324,6 +337,78 @@ fn gbm_anchor(data: &[datasets::OjSeries], h: usize) -> Vec<Vec<f64>> {
         }
     }
     out
+}
+
+/// The AutoARIMA and global boosted-trees anchors on Dominick's (their rows printed): their
+/// forecasts, and the boosted trees' with store and brand as numbers (the row reported since
+/// 2026-11-30; the categorical variant is printed beside it).
+fn anchors(data: &[datasets::OjSeries], h: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    // AutoARIMA with regressors, the series split over the cores.
+    let t0 = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = data.len().div_ceil(threads.max(1)).max(1);
+    let arima_fc: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = data
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|s| {
+                            let n = s.units.len() - h;
+                            arima_anchor(s, n, h).unwrap_or_else(|| vec![s.units[n - 1]; h])
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    });
+    let arima_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let gbm_fc = gbm_anchor(data, h, false);
+    let gbm_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let cat_fc = gbm_anchor(data, h, true);
+    let cat_secs = t0.elapsed().as_secs_f64();
+    let mut arima_sc = Score::default();
+    let mut gbm_sc = Score::default();
+    let mut cat_sc = Score::default();
+    for (((s, a), g), c) in data.iter().zip(&arima_fc).zip(&gbm_fc).zip(&cat_fc) {
+        let n = s.units.len() - h;
+        let scale = naive_scale(&s.units[..n], 1);
+        arima_sc.add(&s.units[n..], a, scale, None);
+        gbm_sc.add(&s.units[n..], g, scale, None);
+        cat_sc.add(&s.units[n..], c, scale, None);
+    }
+    println!(
+        "{}",
+        arima_sc.row(
+            "AutoARIMA on log units, regressors log price + deal + feat (CSS, stepwise AICc)",
+            Some(arima_secs)
+        )
+    );
+    println!(
+        "{}",
+        gbm_sc.row(
+            "global boosted trees, one model per step: 8 lags + price/deal/feat + store/brand",
+            Some(gbm_secs)
+        )
+    );
+    println!(
+        "{}",
+        cat_sc.row(
+            "the same boosted trees with store and brand split as categories",
+            Some(cat_secs)
+        )
+    );
+    (arima_fc, gbm_fc)
 }
 
 fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -363,45 +448,6 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         ets_log.add(y, &f, scale, None);
         reg.add(y, &regression_anchor(s, n, h), scale, None);
     }
-    // AutoARIMA with regressors, the series split over the cores.
-    let t0 = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let chunk = data.len().div_ceil(threads.max(1)).max(1);
-    let arima_fc: Vec<Vec<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = data
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|s| {
-                            let n = s.units.len() - h;
-                            arima_anchor(s, n, h).unwrap_or_else(|| vec![s.units[n - 1]; h])
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect()
-    });
-    let arima_secs = t0.elapsed().as_secs_f64();
-    let t0 = Instant::now();
-    let gbm_fc = gbm_anchor(&data, h);
-    let gbm_secs = t0.elapsed().as_secs_f64();
-    let mut arima_sc = Score::default();
-    let mut gbm_sc = Score::default();
-    for ((s, a), g) in data.iter().zip(&arima_fc).zip(&gbm_fc) {
-        let n = s.units.len() - h;
-        let scale = naive_scale(&s.units[..n], 1);
-        arima_sc.add(&s.units[n..], a, scale, None);
-        gbm_sc.add(&s.units[n..], g, scale, None);
-    }
     println!("{}", naive.row("naive", None));
     println!("{}", ets_log.row("ETS on log units", None));
     println!(
@@ -411,20 +457,14 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             None
         )
     );
-    println!(
-        "{}",
-        arima_sc.row(
-            "AutoARIMA on log units, regressors log price + deal + feat (CSS, stepwise AICc)",
-            Some(arima_secs)
-        )
-    );
-    println!(
-        "{}",
-        gbm_sc.row(
-            "global boosted trees, one model per step: 8 lags + price/deal/feat + store/brand",
-            Some(gbm_secs)
-        )
-    );
+    // The anchors' forecasts (NaN when skipped).
+    let (arima_fc, gbm_fc) = if args.skip_anchors {
+        println!("| *(AutoARIMA and boosted-trees anchors skipped: `--skip-anchors`)* | | | | |");
+        let none: Vec<Vec<f64>> = data.iter().map(|_| vec![f64::NAN; h]).collect();
+        (none.clone(), none)
+    } else {
+        anchors(&data, h)
+    };
     let inputs: Vec<SeriesIn> = data.iter().map(|s| s.input(s.units.len() - h)).collect();
     let t0 = Instant::now();
     let trained = model::train(&inputs, &options(args, h)?);
@@ -841,6 +881,8 @@ fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A bad `--hp` fails here, before minutes of anchors, not when the first part trains.
+    options(&args, 1)?;
     let dir = augur_testkit::datasets::dir();
     println!("# Demand-forecast benchmark (datasets: {})", dir.display());
     let want = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);

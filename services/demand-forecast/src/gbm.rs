@@ -22,6 +22,12 @@ pub struct GbmConfig {
     /// Most rows of training examples (origins are thinned evenly to stay under it).
     pub max_rows: usize,
     pub params: GbdtParams,
+    /// Absolute-error loss (the median of the target) instead of the squared error.
+    pub absolute: bool,
+    /// Promotion-history features (see [`GlobalGbm::promo_history`]).
+    pub promo_history: bool,
+    /// The static attributes (store, brand) split as categories rather than as numbered codes.
+    pub categorical: bool,
 }
 
 impl GbmConfig {
@@ -41,6 +47,9 @@ impl GbmConfig {
                 seed: 42,
                 leaves,
             },
+            absolute: false,
+            promo_history: false,
+            categorical: false,
         }
     }
 }
@@ -58,6 +67,14 @@ pub struct GlobalGbm {
     pub covariates: Vec<String>,
     /// Static attributes: key and the values seen in training (feature = index, -1 unseen).
     pub attributes: Vec<(String, Vec<String>)>,
+    /// Per covariate: whether it is a 0/1 flag (a promotion) in every training series. With
+    /// [`GlobalGbm::promo_history`], each flag adds the periods since it was last on and the
+    /// mean level-relative value of the window's periods it was on; and the mean of the window's
+    /// periods with every flag off (the base level without promotions) is a feature.
+    #[serde(default)]
+    pub flags: Vec<bool>,
+    #[serde(default)]
+    pub promo_history: bool,
     pub trees: Gbdt,
 }
 
@@ -166,7 +183,38 @@ impl GlobalGbm {
             out.push((at - mean) as f32);
             out.push((last - mean) as f32);
         }
+        if self.promo_history {
+            self.promo_features(p, t0, level, out);
+        }
         out.extend_from_slice(&p.attrs);
+    }
+
+    /// Promotion history before `t0` (see [`GlobalGbm::flags`]).
+    fn promo_features(&self, p: &Prepared, t0: usize, level: f64, out: &mut Vec<f32>) {
+        let lo = t0.saturating_sub(self.level_window);
+        let cap = self.level_window as f32 + 1.0;
+        let on = |c: usize, t: usize| -> bool {
+            p.covs[c]
+                .as_ref()
+                .and_then(|h| h.get(t))
+                .is_some_and(|v| *v > 0.5)
+        };
+        let flags: Vec<usize> = (0..self.flags.len()).filter(|&c| self.flags[c]).collect();
+        for &c in &flags {
+            let since = (lo..t0)
+                .rev()
+                .position(|t| on(c, t))
+                .map_or(cap, |k| k as f32 + 1.0);
+            let (sum, n) = (lo..t0)
+                .filter(|&t| on(c, t))
+                .fold((0.0, 0usize), |(s, n), t| (s + p.z[t] - level, n + 1));
+            out.push(since);
+            out.push(if n > 0 { (sum / n as f64) as f32 } else { 0.0 });
+        }
+        let (sum, n) = (lo..t0)
+            .filter(|&t| flags.iter().all(|&c| !on(c, t)))
+            .fold((0.0, 0usize), |(s, n), t| (s + p.z[t] - level, n + 1));
+        out.push(if n > 0 { (sum / n as f64) as f32 } else { 0.0 });
     }
 
     /// Trains on the first `cut(s)` values of every series.
@@ -203,6 +251,20 @@ impl GlobalGbm {
                 .into_iter()
                 .filter(|(_, v)| v.len() >= 2 && v.len() <= 256)
                 .collect(),
+            flags: covariates
+                .iter()
+                .map(|name| {
+                    let mut any = false;
+                    let all = series.iter().all(|s| {
+                        s.covariates.get(name).is_none_or(|v| {
+                            any |= !v.is_empty();
+                            v.iter().all(|x| !x.is_finite() || *x == 0.0 || *x == 1.0)
+                        })
+                    });
+                    all && any
+                })
+                .collect(),
+            promo_history: cfg.promo_history,
             trees: Gbdt {
                 base: 0.0,
                 learning_rate: 0.0,
@@ -256,7 +318,14 @@ impl GlobalGbm {
                 t0 -= stride;
             }
         }
-        model.trees = Gbdt::fit_squared(&x, &y, &cfg.params);
+        // The attributes are the last features.
+        let d = x.first().map_or(0, Vec::len);
+        let categorical: Vec<usize> = if cfg.categorical {
+            (d.saturating_sub(model.attributes.len())..d).collect()
+        } else {
+            Vec::new()
+        };
+        model.trees = Gbdt::fit_regression(&x, &y, &cfg.params, cfg.absolute, &categorical);
         Some(model)
     }
 

@@ -81,6 +81,14 @@ pub struct TrainOptions {
     pub gbm_rows: usize,
     /// Leaves per tree of the boosted trees grown best-first; 0: level-wise to depth 6.
     pub gbm_leaves: usize,
+    /// Fit the boosted trees to the absolute error (the conditional median of the
+    /// level-relative log target) instead of the squared error.
+    pub gbm_l1: bool,
+    /// Promotion-history features for the boosted trees (periods since each 0/1 covariate was
+    /// last on, the mean level while on and while off).
+    pub gbm_promo: bool,
+    /// The boosted trees split the static attributes (store, brand) as categories.
+    pub gbm_categorical: bool,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
     pub interval_log: bool,
 }
@@ -105,6 +113,9 @@ impl Default for TrainOptions {
             gbm_trees: 300,
             gbm_rows: 250_000,
             gbm_leaves: 0,
+            gbm_l1: false,
+            gbm_promo: false,
+            gbm_categorical: false,
             interval_log: true,
         }
     }
@@ -938,7 +949,10 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     };
     // The global boosted trees, trained on the part before the validation windows (refitted on
     // everything below when a chosen combination uses them).
-    let gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows, opts.gbm_leaves);
+    let mut gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows, opts.gbm_leaves);
+    gbm_config.absolute = opts.gbm_l1;
+    gbm_config.promo_history = opts.gbm_promo;
+    gbm_config.categorical = opts.gbm_categorical;
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(
             series,

@@ -1,9 +1,11 @@
 //! Gradient-boosted regression trees over dense `f32` rows: histogram splits on quantile bins,
 //! depth-limited trees grown level by level or, with [`GbdtParams::leaves`], best-first (the
 //! leaf with the largest gain split next, LightGBM's leaf-wise growth), Newton leaves
-//! (`-G / (H + l2)`), row subsampling. Two losses: log loss
-//! ([`Gbdt::fit`], the output is the log-odds; the risk service's tabular learner) and squared
-//! error ([`Gbdt::fit_squared`]; the demand-forecast service's global direct model).
+//! (`-G / (H + l2)`), row subsampling. Three losses: log loss
+//! ([`Gbdt::fit`], the output is the log-odds; the risk service's tabular learner), squared
+//! error ([`Gbdt::fit_squared`]; the demand-forecast service's global direct model) and absolute
+//! error ([`Gbdt::fit_absolute`]: the conditional median; trees split on the gradient signs and
+//! each leaf then takes the median residual of its rows, as LightGBM's L1 objective does).
 //!
 //! Large nodes search their split over the features on all cores; the split chosen (largest
 //! gain, ties to the lower feature and bin) and so the trees are the same whatever the core
@@ -24,6 +26,14 @@ pub enum Node {
         right: usize,
     },
     Leaf(f32),
+    /// A categorical split: rows whose value is one of `values` (sorted) go left, every other
+    /// value (including one unseen in training) right.
+    SplitIn {
+        feature: usize,
+        values: Vec<f32>,
+        left: usize,
+        right: usize,
+    },
 }
 
 /// Hyper-parameters of [`Gbdt::fit`] and [`Gbdt::fit_squared`].
@@ -71,10 +81,18 @@ pub struct Gbdt {
 const PARALLEL_ROWS: usize = 16_384;
 
 fn leaf_of(tree: &[Node], x: &[f32]) -> f32 {
+    match tree.get(leaf_index(tree, x)) {
+        Some(Node::Leaf(v)) => *v,
+        _ => 0.0,
+    }
+}
+
+/// The index of the leaf that row `x` reaches.
+fn leaf_index(tree: &[Node], x: &[f32]) -> usize {
     let mut i = 0;
     loop {
         match &tree[i] {
-            Node::Leaf(v) => return *v,
+            Node::Leaf(_) => return i,
             Node::Split {
                 feature,
                 threshold,
@@ -82,6 +100,19 @@ fn leaf_of(tree: &[Node], x: &[f32]) -> f32 {
                 right,
             } => {
                 i = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+                    *left
+                } else {
+                    *right
+                };
+            }
+            Node::SplitIn {
+                feature,
+                values,
+                left,
+                right,
+            } => {
+                let v = x.get(*feature).copied().unwrap_or(0.0);
+                i = if values.binary_search_by(|c| c.total_cmp(&v)).is_ok() {
                     *left
                 } else {
                     *right
@@ -111,7 +142,31 @@ impl Gbdt {
     /// Squared-error boosting for targets `y` (`margin` = the prediction); the base is their
     /// mean.
     pub fn fit_squared(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
-        Self::squared(x, y, p, cores())
+        Self::squared(x, y, p, &[], cores())
+    }
+
+    /// Absolute-error boosting for targets `y` (`margin` = the conditional median); the base is
+    /// their median.
+    pub fn fit_absolute(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
+        Self::absolute(x, y, p, &[], cores())
+    }
+
+    /// [`Gbdt::fit_squared`] (`absolute` false) or [`Gbdt::fit_absolute`] with the features
+    /// `categorical` split as categories: codes (at most 256 distinct values) that a node
+    /// divides into two sets, LightGBM's way: its categories ordered by their mean gradient
+    /// (smoothed), the best prefix of that order going left.
+    pub fn fit_regression(
+        x: &[Vec<f32>],
+        y: &[f32],
+        p: &GbdtParams,
+        absolute: bool,
+        categorical: &[usize],
+    ) -> Gbdt {
+        if absolute {
+            Self::absolute(x, y, p, categorical, cores())
+        } else {
+            Self::squared(x, y, p, categorical, cores())
+        }
     }
 
     fn logistic(x: &[Vec<f32>], y: &[bool], p: &GbdtParams, threads: usize) -> Gbdt {
@@ -119,7 +174,7 @@ impl Gbdt {
         let pos = y.iter().filter(|&&b| b).count() as f32;
         let prior = ((pos + 0.5) / (n as f32 + 1.0)).clamp(1e-4, 1.0 - 1e-4);
         let base = (prior / (1.0 - prior)).ln();
-        fit_with(x, base, p, threads, |f, g, h| {
+        fit_with(x, base, p, &[], threads, None, |f, g, h| {
             for i in 0..f.len() {
                 let q = 1.0 / (1.0 + (-f[i]).exp());
                 g[i] = q - if y[i] { 1.0 } else { 0.0 };
@@ -128,17 +183,68 @@ impl Gbdt {
         })
     }
 
-    fn squared(x: &[Vec<f32>], y: &[f32], p: &GbdtParams, threads: usize) -> Gbdt {
+    fn squared(
+        x: &[Vec<f32>],
+        y: &[f32],
+        p: &GbdtParams,
+        categorical: &[usize],
+        threads: usize,
+    ) -> Gbdt {
         let n = y.len().max(1);
         let base = (y.iter().map(|v| *v as f64).sum::<f64>() / n as f64) as f32;
-        fit_with(x, base, p, threads, |f, g, h| {
+        fit_with(x, base, p, categorical, threads, None, |f, g, h| {
             for i in 0..f.len() {
                 g[i] = f[i] - y[i];
                 h[i] = 1.0;
             }
         })
     }
+
+    fn absolute(
+        x: &[Vec<f32>],
+        y: &[f32],
+        p: &GbdtParams,
+        categorical: &[usize],
+        threads: usize,
+    ) -> Gbdt {
+        let base = median(y.to_vec());
+        // A leaf's value: the median of its rows' residuals (the Newton step of the sign
+        // gradients would only count them).
+        let renew = |rows: &[usize], f: &[f32]| median(rows.iter().map(|&i| y[i] - f[i]).collect());
+        fit_with(x, base, p, categorical, threads, Some(&renew), |f, g, h| {
+            for i in 0..f.len() {
+                let r = f[i] - y[i];
+                g[i] = if r > 0.0 {
+                    1.0
+                } else if r < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                h[i] = 1.0;
+            }
+        })
+    }
 }
+
+/// The median of `v` (0 when empty; the mean of the middle two for an even count).
+fn median(mut v: Vec<f32>) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = v.len() / 2;
+    let (_, hi, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    let hi = *hi;
+    if v.len() % 2 == 1 {
+        return hi;
+    }
+    let lo = v[..k].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (lo + hi) / 2.0
+}
+
+/// Replaces a leaf's value by a function of the rows (of the tree's sample) in it and the
+/// current outputs.
+type Renew<'a> = &'a dyn Fn(&[usize], &[f32]) -> f32;
 
 fn cores() -> usize {
     std::thread::available_parallelism()
@@ -147,23 +253,34 @@ fn cores() -> usize {
 }
 
 /// Boosting with the gradients and Hessians `grad(f, g, h)` writes for the current outputs `f`;
-/// large nodes search their split on `threads` threads.
+/// large nodes search their split on `threads` threads; `renew`, when given, sets every leaf's
+/// value from its rows once the tree is grown; the features `categorical` (with at most 256
+/// distinct values; others stay numeric) split as categories.
 fn fit_with(
     x: &[Vec<f32>],
     base: f32,
     p: &GbdtParams,
+    categorical: &[usize],
     threads: usize,
+    renew: Option<Renew>,
     grad: impl Fn(&[f32], &mut [f32], &mut [f32]),
 ) -> Gbdt {
     let n = x.len();
     let d = x.first().map_or(0, Vec::len);
     let bins = p.bins.clamp(2, 256);
-    // Candidate thresholds per feature: quantiles of the training values.
+    // Candidate thresholds per feature: quantiles of the training values; a categorical
+    // feature's "cuts" are its values (a bin per category).
     let mut cuts: Vec<Vec<f32>> = Vec::with_capacity(d);
+    let mut is_cat = vec![false; d];
     for j in 0..d {
         let mut v: Vec<f32> = x.iter().map(|r| r[j]).collect();
         v.sort_by(f32::total_cmp);
         v.dedup();
+        if categorical.contains(&j) && v.len() <= 256 {
+            is_cat[j] = true;
+            cuts.push(v);
+            continue;
+        }
         let c: Vec<f32> = if v.len() <= bins {
             v.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect()
         } else {
@@ -195,6 +312,7 @@ fn fit_with(
     let data = Data {
         binned: &binned,
         cuts: &cuts,
+        is_cat: &is_cat,
         threads,
     };
     for _ in 0..p.trees {
@@ -206,7 +324,20 @@ fn fit_with(
         if p.leaves == 0 {
             build(&mut tree, &sample, &data, &g, &h, p, 0);
         } else {
-            build_best_first(&mut tree, sample, &data, &g, &h, p);
+            build_best_first(&mut tree, sample.clone(), &data, &g, &h, p);
+        }
+        if let Some(renew) = renew {
+            let mut rows: Vec<Vec<usize>> = vec![Vec::new(); tree.len()];
+            for &i in &sample {
+                rows[leaf_index(&tree, &x[i])].push(i);
+            }
+            for (node, rows) in tree.iter_mut().zip(&rows) {
+                if let Node::Leaf(v) = node
+                    && !rows.is_empty()
+                {
+                    *v = renew(rows, &f);
+                }
+            }
         }
         for (fi, row) in f.iter_mut().zip(x) {
             *fi += p.learning_rate * leaf_of(&tree, row);
@@ -219,10 +350,36 @@ fn fit_with(
 struct Data<'a> {
     binned: &'a [Vec<u8>],
     cuts: &'a [Vec<f32>],
+    is_cat: &'a [bool],
     threads: usize,
 }
 
-/// The best split `(gain, feature, bin)` of `rows` over features `features`.
+/// Where a split sends rows left: bins up to this one (numeric), or the bins of a set
+/// (categorical; a bit per bin).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cut {
+    Le(usize),
+    In([u64; 4]),
+}
+
+impl Cut {
+    fn left(&self, bin: usize) -> bool {
+        match self {
+            Cut::Le(b) => bin <= *b,
+            Cut::In(m) => m[bin / 64] >> (bin % 64) & 1 == 1,
+        }
+    }
+}
+
+/// A node's chosen split.
+type Split = (f32, usize, Cut);
+
+/// Smoothing of a category's mean gradient when ordering categories, and the extra L2 penalty
+/// of categorical splits (LightGBM's `cat_smooth` and `cat_l2`, both 10 by default there).
+const CAT_SMOOTH: f32 = 10.0;
+const CAT_L2: f32 = 10.0;
+
+/// The best split `(gain, feature, cut)` of `rows` over features `features`.
 fn best_split(
     rows: &[usize],
     features: std::ops::Range<usize>,
@@ -231,9 +388,9 @@ fn best_split(
     h: &[f32],
     (gs, hs): (f32, f32),
     p: &GbdtParams,
-) -> Option<(f32, usize, usize)> {
+) -> Option<Split> {
     let parent = gs * gs / (hs + p.l2);
-    let mut best: Option<(f32, usize, usize)> = None;
+    let mut best: Option<Split> = None;
     let mut hg = [0.0f32; 257];
     let mut hh = [0.0f32; 257];
     let mut hc = [0usize; 257];
@@ -252,6 +409,38 @@ fn best_split(
             hh[b] += h[i];
             hc[b] += 1;
         }
+        let mut offer = |gain: f32, cut: Cut| {
+            if gain > 1e-6 && best.is_none_or(|(bg, _, _)| gain > bg) {
+                best = Some((gain, j, cut));
+            }
+        };
+        if data.is_cat[j] {
+            // Categories present, ordered by smoothed mean gradient (ties by bin); each
+            // prefix of the order is a candidate left set.
+            let mut order: Vec<usize> = (0..nb).filter(|&b| hc[b] > 0).collect();
+            order.sort_by(|&a, &b| {
+                let ka = hg[a] / (hh[a] + CAT_SMOOTH);
+                let kb = hg[b] / (hh[b] + CAT_SMOOTH);
+                ka.total_cmp(&kb).then(a.cmp(&b))
+            });
+            let parent = gs * gs / (hs + p.l2 + CAT_L2);
+            let (mut gl, mut hl, mut cl) = (0.0f32, 0.0f32, 0usize);
+            let mut mask = [0u64; 4];
+            for &b in order.iter().take(order.len().saturating_sub(1)) {
+                gl += hg[b];
+                hl += hh[b];
+                cl += hc[b];
+                mask[b / 64] |= 1 << (b % 64);
+                let cr = rows.len() - cl;
+                if cl < p.min_leaf || cr < p.min_leaf {
+                    continue;
+                }
+                let (gr, hr) = (gs - gl, hs - hl);
+                let gain = gl * gl / (hl + p.l2 + CAT_L2) + gr * gr / (hr + p.l2 + CAT_L2) - parent;
+                offer(gain, Cut::In(mask));
+            }
+            continue;
+        }
         let (mut gl, mut hl, mut cl) = (0.0f32, 0.0f32, 0usize);
         for b in 0..nb - 1 {
             gl += hg[b];
@@ -263,15 +452,13 @@ fn best_split(
             }
             let (gr, hr) = (gs - gl, hs - hl);
             let gain = gl * gl / (hl + p.l2) + gr * gr / (hr + p.l2) - parent;
-            if gain > 1e-6 && best.is_none_or(|(bg, _, _)| gain > bg) {
-                best = Some((gain, j, b));
-            }
+            offer(gain, Cut::Le(b));
         }
     }
     best
 }
 
-/// The split of a node: its best `(gain, feature, bin)` over all features, the search spread
+/// The split of a node: its best `(gain, feature, cut)` over all features, the search spread
 /// over the cores for large nodes.
 fn split_of(
     rows: &[usize],
@@ -280,7 +467,7 @@ fn split_of(
     h: &[f32],
     (gs, hs): (f32, f32),
     p: &GbdtParams,
-) -> Option<(f32, usize, usize)> {
+) -> Option<Split> {
     let d = data.cuts.len();
     let parts = if rows.len() >= PARALLEL_ROWS {
         data.threads.min(d).max(1)
@@ -300,7 +487,7 @@ fn split_of(
             .collect();
         // Features in order: a later range wins only with a strictly larger gain, as in the
         // sequential search.
-        let mut best: Option<(f32, usize, usize)> = None;
+        let mut best: Option<Split> = None;
         for hd in handles {
             let here = hd.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
             if let Some(c) = here
@@ -323,7 +510,7 @@ fn new_leaf(
     g: &[f32],
     h: &[f32],
     p: &GbdtParams,
-) -> (usize, Option<(f32, usize, usize)>) {
+) -> (usize, Option<Split>) {
     let gs: f32 = rows.iter().map(|&i| g[i]).sum();
     let hs: f32 = rows.iter().map(|&i| h[i]).sum();
     let me = nodes.len();
@@ -336,10 +523,33 @@ fn new_leaf(
     (me, split)
 }
 
-/// The rows of a node on each side of the split at bin `b` of feature `j`.
-fn divide(rows: &[usize], data: &Data, j: usize, b: usize) -> (Vec<usize>, Vec<usize>) {
+/// The rows of a node on each side of the split `cut` of feature `j`.
+fn divide(rows: &[usize], data: &Data, j: usize, cut: Cut) -> (Vec<usize>, Vec<usize>) {
     let col = &data.binned[j];
-    rows.iter().partition(|&&i| col[i] as usize <= b)
+    rows.iter().partition(|&&i| cut.left(col[i] as usize))
+}
+
+/// The node of the split `cut` of feature `j` with children `left` and `right`.
+fn split_node(data: &Data, j: usize, cut: Cut, left: usize, right: usize) -> Node {
+    match cut {
+        Cut::Le(b) => Node::Split {
+            feature: j,
+            threshold: data.cuts[j][b],
+            left,
+            right,
+        },
+        Cut::In(_) => Node::SplitIn {
+            feature: j,
+            values: data.cuts[j]
+                .iter()
+                .enumerate()
+                .filter(|(b, _)| cut.left(*b))
+                .map(|(_, v)| *v)
+                .collect(),
+            left,
+            right,
+        },
+    }
 }
 
 /// A leaf waiting to be split in best-first growth.
@@ -347,7 +557,7 @@ struct Open {
     node: usize,
     rows: Vec<usize>,
     depth: usize,
-    split: Option<(f32, usize, usize)>,
+    split: Option<Split>,
 }
 
 /// Grows one tree best-first: the open leaf whose split gains most is split next (ties to the
@@ -373,7 +583,7 @@ fn build_best_first(
     let mut open = vec![open_leaf(nodes, rows, 0)];
     let mut leaves = 1;
     while leaves < p.leaves {
-        let mut pick: Option<(usize, (f32, usize, usize))> = None;
+        let mut pick: Option<(usize, Split)> = None;
         for (k, o) in open.iter().enumerate() {
             if let Some(split) = o.split
                 && pick.is_none_or(|(_, best)| split.0 > best.0)
@@ -381,17 +591,12 @@ fn build_best_first(
                 pick = Some((k, split));
             }
         }
-        let Some((k, (_, j, b))) = pick else { break };
+        let Some((k, (_, j, cut))) = pick else { break };
         let o = open.remove(k);
-        let (l, r) = divide(&o.rows, data, j, b);
+        let (l, r) = divide(&o.rows, data, j, cut);
         let left = open_leaf(nodes, l, o.depth + 1);
         let right = open_leaf(nodes, r, o.depth + 1);
-        nodes[o.node] = Node::Split {
-            feature: j,
-            threshold: data.cuts[j][b],
-            left: left.node,
-            right: right.node,
-        };
+        nodes[o.node] = split_node(data, j, cut, left.node, right.node);
         open.push(left);
         open.push(right);
         leaves += 1;
@@ -408,18 +613,13 @@ fn build(
     depth: usize,
 ) -> usize {
     let (me, best) = new_leaf(nodes, rows, depth, data, g, h, p);
-    let Some((_, j, b)) = best else {
+    let Some((_, j, cut)) = best else {
         return me;
     };
-    let (l, r) = divide(rows, data, j, b);
+    let (l, r) = divide(rows, data, j, cut);
     let left = build(nodes, &l, data, g, h, p, depth + 1);
     let right = build(nodes, &r, data, g, h, p, depth + 1);
-    nodes[me] = Node::Split {
-        feature: j,
-        threshold: data.cuts[j][b],
-        left,
-        right,
-    };
+    nodes[me] = split_node(data, j, cut, left, right);
     me
 }
 
@@ -480,16 +680,136 @@ mod tests {
             depth: 4,
             ..Default::default()
         };
-        let m = Gbdt::squared(&x, &y, &p, 3);
+        let m = Gbdt::squared(&x, &y, &p, &[], 3);
         let labels: Vec<bool> = y.iter().map(|v| *v > 0.5).collect();
         let l = Gbdt::logistic(&x, &labels, &p, 3);
-        assert_eq!(m, Gbdt::squared(&x, &y, &p, 1));
+        assert_eq!(m, Gbdt::squared(&x, &y, &p, &[], 1));
         assert_eq!(l, Gbdt::logistic(&x, &labels, &p, 1));
         // Splits near the root exist and are on the informative features.
         match &m.trees[0][0] {
             Node::Split { feature, .. } => assert!(*feature <= 2),
-            Node::Leaf(_) => panic!("no split at the root"),
+            _ => panic!("no numeric split at the root"),
         }
+    }
+
+    #[test]
+    fn absolute_boosting_follows_the_median_not_the_mean() {
+        // y = a step in x0 plus skewed noise: -ln(u) (exponential, median ln 2 = 0.693, mean 1).
+        let (x, _) = data(6000);
+        let mut s = 11u64;
+        let mut u = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+        };
+        let y: Vec<f32> = x
+            .iter()
+            .map(|r| if r[0] > 0.5 { 3.0 } else { 0.0 } - u().ln())
+            .collect();
+        let p = GbdtParams {
+            trees: 200,
+            depth: 3,
+            learning_rate: 0.1,
+            ..Default::default()
+        };
+        let l1 = Gbdt::fit_absolute(&x, &y, &p);
+        let l2 = Gbdt::fit_squared(&x, &y, &p);
+        let mean_at = |m: &Gbdt, high: bool| -> f32 {
+            let rows: Vec<&Vec<f32>> = x
+                .iter()
+                .filter(|r| (r[0] > 0.6) == high && (r[0] < 0.4 || high))
+                .collect();
+            rows.iter().map(|r| m.margin(r)).sum::<f32>() / rows.len() as f32
+        };
+        for (high, step) in [(false, 0.0f32), (true, 3.0)] {
+            let (a, b) = (mean_at(&l1, high), mean_at(&l2, high));
+            assert!(
+                (a - step - std::f32::consts::LN_2).abs() < 0.08,
+                "median fit {a} at step {step}"
+            );
+            assert!((b - step - 1.0).abs() < 0.08, "mean fit {b} at step {step}");
+        }
+        // The absolute loss on the rows is lower for the median fit.
+        let loss = |m: &Gbdt| {
+            x.iter()
+                .zip(&y)
+                .map(|(r, t)| (m.margin(r) - t).abs())
+                .sum::<f32>()
+        };
+        assert!(loss(&l1) < loss(&l2));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn a_categorical_split_takes_a_scattered_set_of_codes_at_once() {
+        // Category codes 0..20 (feature 1); codes 3, 7, 11, 15 and 19 add 2; feature 0 is noise.
+        let hot = [3.0f32, 7.0, 11.0, 15.0, 19.0];
+        let mut s = 5u64;
+        let mut u = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let x: Vec<Vec<f32>> = (0..4000).map(|_| vec![u(), (u() * 20.0).floor()]).collect();
+        let y: Vec<f32> = x
+            .iter()
+            .map(|r| if hot.contains(&r[1]) { 2.0 } else { 0.0 } + 0.1 * (u() - 0.5))
+            .collect();
+        let p = GbdtParams {
+            trees: 30,
+            depth: 1,
+            learning_rate: 0.3,
+            l2: 0.0,
+            subsample: 1.0,
+            ..Default::default()
+        };
+        let cat = Gbdt::fit_regression(&x, &y, &p, false, &[1]);
+        let num = Gbdt::fit_regression(&x, &y, &p, false, &[]);
+        match &cat.trees[0][0] {
+            Node::SplitIn {
+                feature, values, ..
+            } => {
+                assert_eq!(*feature, 1);
+                // One side holds exactly the hot codes.
+                let other: Vec<f32> = (0..20)
+                    .map(|c| c as f32)
+                    .filter(|c| !hot.contains(c))
+                    .collect();
+                assert!(
+                    values[..] == hot[..] || values[..] == other[..],
+                    "{values:?}"
+                );
+            }
+            n => panic!("root {n:?}"),
+        }
+        let mse = |m: &Gbdt| {
+            x.iter()
+                .zip(&y)
+                .map(|(r, t)| (m.margin(r) - t).powi(2))
+                .sum::<f32>()
+                / x.len() as f32
+        };
+        // Stumps on the codes as numbers cannot isolate the scattered set.
+        assert!(mse(&cat) < 0.01, "categorical {}", mse(&cat));
+        assert!(
+            mse(&num) > 10.0 * mse(&cat),
+            "numeric {} vs {}",
+            mse(&num),
+            mse(&cat)
+        );
+        // A code never seen in training goes with the non-listed side; serialised and back,
+        // the same model.
+        let unseen = cat.margin(&[0.5, 42.0]);
+        assert!(unseen.is_finite());
+        let back: Gbdt = serde_json::from_str(&serde_json::to_string(&cat).unwrap()).unwrap();
+        assert_eq!(back, cat);
+        // The absolute loss takes categorical splits too.
+        let l1 = Gbdt::fit_regression(&x, &y, &p, true, &[1]);
+        assert!(matches!(l1.trees[0][0], Node::SplitIn { .. }));
     }
 
     fn leaves_of(tree: &[Node]) -> usize {
