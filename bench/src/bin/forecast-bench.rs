@@ -31,7 +31,7 @@ struct Args {
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
-    /// gbm_l1, gbm_promo, gbm_categorical, interval_log, arima).
+    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -89,6 +89,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_leaves" => o.gbm_leaves = parse(k, v)?,
             "gbm_l1" => o.gbm_l1 = parse(k, v)?,
             "gbm_promo" => o.gbm_promo = parse(k, v)?,
+            "gbm_prev" => o.gbm_prev = parse(k, v)?,
             "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,

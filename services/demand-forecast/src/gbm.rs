@@ -28,6 +28,8 @@ pub struct GbmConfig {
     pub promo_history: bool,
     /// The static attributes (store, brand) split as categories rather than as numbered codes.
     pub categorical: bool,
+    /// Each covariate's value in the period before the target (see [`GlobalGbm::prev`]).
+    pub prev: bool,
 }
 
 impl GbmConfig {
@@ -50,6 +52,7 @@ impl GbmConfig {
             absolute: false,
             promo_history: false,
             categorical: false,
+            prev: false,
         }
     }
 }
@@ -75,6 +78,11 @@ pub struct GlobalGbm {
     pub flags: Vec<bool>,
     #[serde(default)]
     pub promo_history: bool,
+    /// Each covariate's value in the period before the target, against its recent mean (known
+    /// in advance inside the horizon, the last observed value for the first step): a promotion
+    /// that follows another lifts sales less than one after a normal week.
+    #[serde(default)]
+    pub prev: bool,
     pub trees: Gbdt,
 }
 
@@ -136,8 +144,17 @@ impl GlobalGbm {
     }
 
     /// The features of predicting period `t0 + j` from the first `t0` values; `fut[c]` is
-    /// covariate c's transformed value in that period (when known).
-    fn features(&self, p: &Prepared, t0: usize, j: usize, fut: &[Option<f64>], out: &mut Vec<f32>) {
+    /// covariate c's transformed value in that period and `before[c]` in the period before (when
+    /// known).
+    fn features(
+        &self,
+        p: &Prepared,
+        t0: usize,
+        j: usize,
+        fut: &[Option<f64>],
+        before: &[Option<f64>],
+        out: &mut Vec<f32>,
+    ) {
         out.clear();
         let z = &p.z[..t0];
         let level = self.level(z, t0);
@@ -171,6 +188,9 @@ impl GlobalGbm {
         for (c, hist) in p.covs.iter().enumerate() {
             let Some(hist) = hist else {
                 out.extend([0.0, 0.0, 0.0]);
+                if self.prev {
+                    out.push(0.0);
+                }
                 continue;
             };
             let hist = &hist[..t0.min(hist.len())];
@@ -182,6 +202,10 @@ impl GlobalGbm {
             out.push(at as f32);
             out.push((at - mean) as f32);
             out.push((last - mean) as f32);
+            if self.prev {
+                let b = before.get(c).copied().flatten().unwrap_or(last);
+                out.push((b - mean) as f32);
+            }
         }
         if self.promo_history {
             self.promo_features(p, t0, level, out);
@@ -265,6 +289,7 @@ impl GlobalGbm {
                 })
                 .collect(),
             promo_history: cfg.promo_history,
+            prev: cfg.prev,
             trees: Gbdt {
                 base: 0.0,
                 learning_rate: 0.0,
@@ -305,10 +330,12 @@ impl GlobalGbm {
             loop {
                 let level = model.level(&p.z, t0);
                 for j in 0..h.min(n - t0) {
-                    let fut: Vec<Option<f64>> = (0..nc)
-                        .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t0 + j).copied()))
-                        .collect();
-                    model.features(p, t0, j, &fut, &mut row);
+                    let at = |t: usize| -> Vec<Option<f64>> {
+                        (0..nc)
+                            .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t).copied()))
+                            .collect()
+                    };
+                    model.features(p, t0, j, &at(t0 + j), &at(t0 + j - 1), &mut row);
                     x.push(row.clone());
                     y.push((p.z[t0 + j] - level) as f32);
                 }
@@ -350,7 +377,13 @@ impl GlobalGbm {
             .map(|j| {
                 let step = j.min(self.horizon.saturating_sub(1));
                 let fut: Vec<Option<f64>> = futs.iter().map(|f| f.get(j).copied()).collect();
-                self.features(&p, t0, step, &fut, &mut row);
+                // The period before the first step is the history's last (`features` falls
+                // back to it).
+                let prev: Vec<Option<f64>> = futs
+                    .iter()
+                    .map(|f| j.checked_sub(1).and_then(|i| f.get(i).copied()))
+                    .collect();
+                self.features(&p, t0, step, &fut, &prev, &mut row);
                 let v = (level + self.trees.margin(&row) as f64).min(700.0).exp_m1();
                 if v.is_finite() { v.max(0.0) } else { 0.0 }
             })
@@ -410,5 +443,68 @@ mod tests {
         // Serialised and back, the same forecast.
         let back: GlobalGbm = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back.forecast(s, &with, 4).unwrap(), a);
+    }
+
+    /// Daily series whose promotions lift sales 2x after a normal day and 1.2x on a day after
+    /// another promotion (the stock bought the day before).
+    fn fatigue_series(seed: u64, n: usize) -> SeriesIn {
+        let mut s = crate::model::tests::promo_series(seed, n);
+        let promo = s.covariates["promotion"].clone();
+        for t in 0..n {
+            let base = 20.0 + 5.0 * ((t % 7) as f64 / 7.0);
+            let lift = match (promo[t] > 0.5, t > 0 && promo[t - 1] > 0.5) {
+                (false, _) => 1.0,
+                (true, false) => 2.0,
+                (true, true) => 1.2,
+            };
+            let noise = 0.9 + 0.2 * ((seed * 31 + t as u64 * 17) % 11) as f64 / 10.0;
+            s.values[t] = (base * lift * noise).round();
+        }
+        s.season = 1;
+        s
+    }
+
+    #[test]
+    fn the_previous_periods_promotion_tells_a_first_promotion_day_from_a_later_one() {
+        let series: Vec<SeriesIn> = (0..30).map(|i| fatigue_series(i, 120)).collect();
+        let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
+        cfg.prev = true;
+        let m = GlobalGbm::train(
+            &series,
+            |s| s.values.len(),
+            &["promotion".to_string()],
+            &cfg,
+        )
+        .unwrap();
+        // A history ending on a normal day, then four promotion days: the first lifts 2x,
+        // the next three 1.2x.
+        let mut s = series[3].clone();
+        *s.values.last_mut().unwrap() = 22.0;
+        *s.covariates
+            .get_mut("promotion")
+            .unwrap()
+            .last_mut()
+            .unwrap() = 0.0;
+        let run = BTreeMap::from([("promotion".to_string(), vec![1.0; 4])]);
+        let f = m.forecast(&s, &run, 4).unwrap();
+        for later in &f[1..] {
+            assert!(f[0] > 1.35 * later, "{f:?}");
+        }
+        // Without the feature the steps look alike.
+        cfg.prev = false;
+        let m = GlobalGbm::train(
+            &series,
+            |s| s.values.len(),
+            &["promotion".to_string()],
+            &cfg,
+        )
+        .unwrap();
+        let f = m.forecast(&s, &run, 4).unwrap();
+        assert!(f[0] < 1.2 * f[1], "{f:?}");
+        // A model saved before the feature reads back without it.
+        let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("prev");
+        let back: GlobalGbm = serde_json::from_value(json).unwrap();
+        assert_eq!(back.forecast(&s, &run, 4).unwrap(), f);
     }
 }

@@ -87,6 +87,9 @@ pub struct TrainOptions {
     /// Promotion-history features for the boosted trees (periods since each 0/1 covariate was
     /// last on, the mean level while on and while off).
     pub gbm_promo: bool,
+    /// Each covariate's value in the period before the target as a feature of the boosted
+    /// trees.
+    pub gbm_prev: bool,
     /// The boosted trees split the static attributes (store, brand) as categories.
     pub gbm_categorical: bool,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
@@ -115,6 +118,7 @@ impl Default for TrainOptions {
             gbm_leaves: 0,
             gbm_l1: false,
             gbm_promo: false,
+            gbm_prev: false,
             gbm_categorical: false,
             interval_log: true,
         }
@@ -952,6 +956,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     let mut gbm_config = GbmConfig::new(h, opts.gbm_trees, opts.gbm_rows, opts.gbm_leaves);
     gbm_config.absolute = opts.gbm_l1;
     gbm_config.promo_history = opts.gbm_promo;
+    gbm_config.prev = opts.gbm_prev;
     gbm_config.categorical = opts.gbm_categorical;
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(

@@ -142,13 +142,13 @@ impl Gbdt {
     /// Squared-error boosting for targets `y` (`margin` = the prediction); the base is their
     /// mean.
     pub fn fit_squared(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
-        Self::squared(x, y, p, &[], cores())
+        Self::regression(x, y, p, false, &[], cores())
     }
 
     /// Absolute-error boosting for targets `y` (`margin` = the conditional median); the base is
     /// their median.
     pub fn fit_absolute(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
-        Self::absolute(x, y, p, &[], cores())
+        Self::regression(x, y, p, true, &[], cores())
     }
 
     /// [`Gbdt::fit_squared`] (`absolute` false) or [`Gbdt::fit_absolute`] with the features
@@ -162,11 +162,7 @@ impl Gbdt {
         absolute: bool,
         categorical: &[usize],
     ) -> Gbdt {
-        if absolute {
-            Self::absolute(x, y, p, categorical, cores())
-        } else {
-            Self::squared(x, y, p, categorical, cores())
-        }
+        Self::regression(x, y, p, absolute, categorical, cores())
     }
 
     fn logistic(x: &[Vec<f32>], y: &[bool], p: &GbdtParams, threads: usize) -> Gbdt {
@@ -183,38 +179,34 @@ impl Gbdt {
         })
     }
 
-    fn squared(
+    /// Squared-error (`absolute` false: base the mean, Newton leaves) or absolute-error
+    /// boosting (base the median; the trees split on the gradient signs and each leaf then
+    /// takes the median of its rows' residuals, since the Newton step of sign gradients would
+    /// only count them).
+    fn regression(
         x: &[Vec<f32>],
         y: &[f32],
         p: &GbdtParams,
+        absolute: bool,
         categorical: &[usize],
         threads: usize,
     ) -> Gbdt {
-        let n = y.len().max(1);
-        let base = (y.iter().map(|v| *v as f64).sum::<f64>() / n as f64) as f32;
-        fit_with(x, base, p, categorical, threads, None, |f, g, h| {
-            for i in 0..f.len() {
-                g[i] = f[i] - y[i];
-                h[i] = 1.0;
-            }
-        })
-    }
-
-    fn absolute(
-        x: &[Vec<f32>],
-        y: &[f32],
-        p: &GbdtParams,
-        categorical: &[usize],
-        threads: usize,
-    ) -> Gbdt {
-        let base = median(y.to_vec());
-        // A leaf's value: the median of its rows' residuals (the Newton step of the sign
-        // gradients would only count them).
         let renew = |rows: &[usize], f: &[f32]| median(rows.iter().map(|&i| y[i] - f[i]).collect());
-        fit_with(x, base, p, categorical, threads, Some(&renew), |f, g, h| {
+        let (base, renew): (f32, Option<Renew>) = if absolute {
+            (median(y.to_vec()), Some(&renew))
+        } else {
+            let n = y.len().max(1);
+            (
+                (y.iter().map(|v| *v as f64).sum::<f64>() / n as f64) as f32,
+                None,
+            )
+        };
+        fit_with(x, base, p, categorical, threads, renew, |f, g, h| {
             for i in 0..f.len() {
                 let r = f[i] - y[i];
-                g[i] = if r > 0.0 {
+                g[i] = if !absolute {
+                    r
+                } else if r > 0.0 {
                     1.0
                 } else if r < 0.0 {
                     -1.0
@@ -680,10 +672,10 @@ mod tests {
             depth: 4,
             ..Default::default()
         };
-        let m = Gbdt::squared(&x, &y, &p, &[], 3);
+        let m = Gbdt::regression(&x, &y, &p, false, &[], 3);
         let labels: Vec<bool> = y.iter().map(|v| *v > 0.5).collect();
         let l = Gbdt::logistic(&x, &labels, &p, 3);
-        assert_eq!(m, Gbdt::squared(&x, &y, &p, &[], 1));
+        assert_eq!(m, Gbdt::regression(&x, &y, &p, false, &[], 1));
         assert_eq!(l, Gbdt::logistic(&x, &labels, &p, 1));
         // Splits near the root exist and are on the informative features.
         match &m.trees[0][0] {
