@@ -341,9 +341,9 @@ fn gbm_anchor(data: &[datasets::OjSeries], h: usize, categorical: bool) -> Vec<V
 }
 
 /// The AutoARIMA and global boosted-trees anchors on Dominick's (their rows printed): their
-/// forecasts, and the boosted trees' with store and brand as numbers (the row reported since
-/// 2026-11-30; the categorical variant is printed beside it).
-fn anchors(data: &[datasets::OjSeries], h: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+/// forecasts: AutoARIMA's, the boosted trees' with store and brand as numbers and with them as
+/// categories.
+fn anchors(data: &[datasets::OjSeries], h: usize) -> [Vec<Vec<f64>>; 3] {
     // AutoARIMA with regressors, the series split over the cores.
     let t0 = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -409,7 +409,7 @@ fn anchors(data: &[datasets::OjSeries], h: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64
             Some(cat_secs)
         )
     );
-    (arima_fc, gbm_fc)
+    [arima_fc, gbm_fc, cat_fc]
 }
 
 fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -459,10 +459,10 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         )
     );
     // The anchors' forecasts (NaN when skipped).
-    let (arima_fc, gbm_fc) = if args.skip_anchors {
+    let [arima_fc, gbm_fc, cat_fc] = if args.skip_anchors {
         println!("| *(AutoARIMA and boosted-trees anchors skipped: `--skip-anchors`)* | | | | |");
         let none: Vec<Vec<f64>> = data.iter().map(|_| vec![f64::NAN; h]).collect();
-        (none.clone(), none)
+        [none.clone(), none.clone(), none]
     } else {
         anchors(&data, h)
     };
@@ -491,16 +491,22 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("FORECAST_DUMP") {
         use std::fmt::Write as _;
         let mut out = String::from(
-            "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,regression\n",
+            "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,gbm_anchor_cat,regression\n",
         );
-        for (((s, o), a), g) in data.iter().zip(&outs).zip(&arima_fc).zip(&gbm_fc) {
+        for ((((s, o), a), g), c) in data
+            .iter()
+            .zip(&outs)
+            .zip(&arima_fc)
+            .zip(&gbm_fc)
+            .zip(&cat_fc)
+        {
             let n = s.units.len() - h;
             let r = regression_anchor(s, n, h);
             let scale = naive_scale(&s.units[..n], 1);
             for j in 0..h {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     s.store,
                     s.brand,
                     j,
@@ -514,6 +520,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
                     scale,
                     a[j],
                     g[j],
+                    c[j],
                     r[j]
                 );
             }
