@@ -467,15 +467,18 @@ mod tests {
     #[test]
     fn the_previous_periods_promotion_tells_a_first_promotion_day_from_a_later_one() {
         let series: Vec<SeriesIn> = (0..30).map(|i| fatigue_series(i, 120)).collect();
-        let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
-        cfg.prev = true;
-        let m = GlobalGbm::train(
-            &series,
-            |s| s.values.len(),
-            &["promotion".to_string()],
-            &cfg,
-        )
-        .unwrap();
+        let fit = |prev: bool| {
+            let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
+            cfg.prev = prev;
+            GlobalGbm::train(
+                &series,
+                |s| s.values.len(),
+                &["promotion".to_string()],
+                &cfg,
+            )
+            .unwrap()
+        };
+        let m = fit(true);
         // A history ending on a normal day, then four promotion days: the first lifts 2x,
         // the next three 1.2x.
         let mut s = series[3].clone();
@@ -491,14 +494,7 @@ mod tests {
             assert!(f[0] > 1.35 * later, "{f:?}");
         }
         // Without the feature the steps look alike.
-        cfg.prev = false;
-        let m = GlobalGbm::train(
-            &series,
-            |s| s.values.len(),
-            &["promotion".to_string()],
-            &cfg,
-        )
-        .unwrap();
+        let m = fit(false);
         let f = m.forecast(&s, &run, 4).unwrap();
         assert!(f[0] < 1.2 * f[1], "{f:?}");
         // A model saved before the feature reads back without it.
