@@ -329,13 +329,19 @@ impl GlobalGbm {
             let mut t0 = n - 1;
             loop {
                 let level = model.level(&p.z, t0);
+                let at = |t: usize| -> Vec<Option<f64>> {
+                    (0..nc)
+                        .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t).copied()))
+                        .collect()
+                };
                 for j in 0..h.min(n - t0) {
-                    let at = |t: usize| -> Vec<Option<f64>> {
-                        (0..nc)
-                            .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t).copied()))
-                            .collect()
+                    // The period before the target only when the model reads it.
+                    let before = if model.prev {
+                        at(t0 + j - 1)
+                    } else {
+                        Vec::new()
                     };
-                    model.features(p, t0, j, &at(t0 + j), &at(t0 + j - 1), &mut row);
+                    model.features(p, t0, j, &at(t0 + j), &before, &mut row);
                     x.push(row.clone());
                     y.push((p.z[t0 + j] - level) as f32);
                 }
@@ -378,12 +384,12 @@ impl GlobalGbm {
                 let step = j.min(self.horizon.saturating_sub(1));
                 let fut: Vec<Option<f64>> = futs.iter().map(|f| f.get(j).copied()).collect();
                 // The period before the first step is the history's last (`features` falls
-                // back to it).
-                let prev: Vec<Option<f64>> = futs
-                    .iter()
-                    .map(|f| j.checked_sub(1).and_then(|i| f.get(i).copied()))
-                    .collect();
-                self.features(&p, t0, step, &fut, &prev, &mut row);
+                // back to it); nothing to gather for a model without the feature.
+                let before: Vec<Option<f64>> = match j.checked_sub(1) {
+                    Some(i) if self.prev => futs.iter().map(|f| f.get(i).copied()).collect(),
+                    _ => Vec::new(),
+                };
+                self.features(&p, t0, step, &fut, &before, &mut row);
                 let v = (level + self.trees.margin(&row) as f64).min(700.0).exp_m1();
                 if v.is_finite() { v.max(0.0) } else { 0.0 }
             })

@@ -311,16 +311,16 @@ fn fit_with(
         grad(&f, &mut g, &mut h);
         idx.shuffle(&mut rng);
         let take = ((n as f64) * p.subsample).ceil() as usize;
-        let sample: Vec<usize> = idx[..take.min(n)].to_vec();
+        let sample = &idx[..take.min(n)];
         let mut tree = Vec::new();
         if p.leaves == 0 {
-            build(&mut tree, &sample, &data, &g, &h, p, 0);
+            build(&mut tree, sample, &data, &g, &h, p, 0);
         } else {
-            build_best_first(&mut tree, sample.clone(), &data, &g, &h, p);
+            build_best_first(&mut tree, sample.to_vec(), &data, &g, &h, p);
         }
         if let Some(renew) = renew {
             let mut rows: Vec<Vec<usize>> = vec![Vec::new(); tree.len()];
-            for &i in &sample {
+            for &i in sample {
                 rows[leaf_index(&tree, &x[i])].push(i);
             }
             for (node, rows) in tree.iter_mut().zip(&rows) {
@@ -620,14 +620,19 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn data(n: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let mut s = 7u64;
-        let mut u = || {
+    /// Uniform draws on [0, 1) in steps of 2^-24 from a fixed linear congruential sequence.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (s >> 40) as f32 / (1u64 << 24) as f32
-        };
+        }
+    }
+
+    fn data(n: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let mut u = uniform(7);
         let x: Vec<Vec<f32>> = (0..n).map(|_| (0..4).map(|_| u()).collect()).collect();
         let y = x
             .iter()
@@ -688,13 +693,9 @@ mod tests {
     fn absolute_boosting_follows_the_median_not_the_mean() {
         // y = a step in x0 plus skewed noise: -ln(u) (exponential, median ln 2 = 0.693, mean 1).
         let (x, _) = data(6000);
-        let mut s = 11u64;
-        let mut u = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 + 0.5) / (1u64 << 24) as f32
-        };
+        // Draws moved half a step up, off 0.
+        let mut draw = uniform(11);
+        let mut u = || draw() + 0.5 / (1u64 << 24) as f32;
         let y: Vec<f32> = x
             .iter()
             .map(|r| if r[0] > 0.5 { 3.0 } else { 0.0 } - u().ln())
@@ -739,13 +740,7 @@ mod tests {
     fn a_categorical_split_takes_a_scattered_set_of_codes_at_once() {
         // Category codes 0..20 (feature 1); codes 3, 7, 11, 15 and 19 add 2; feature 0 is noise.
         let hot = [3.0f32, 7.0, 11.0, 15.0, 19.0];
-        let mut s = 5u64;
-        let mut u = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut u = uniform(5);
         let x: Vec<Vec<f32>> = (0..4000).map(|_| vec![u(), (u() * 20.0).floor()]).collect();
         let y: Vec<f32> = x
             .iter()
