@@ -90,7 +90,6 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_l1" => o.gbm_l1 = parse(k, v)?,
             "gbm_promo" => o.gbm_promo = parse(k, v)?,
             "gbm_prev" => o.gbm_prev = parse(k, v)?,
-            "weighted" => o.weighted = parse(k, v)?,
             "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
@@ -535,34 +534,10 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
     println!(
-        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, lagged covariates {}, log scale {}, member weights {}. Validation (last {h} weeks of the training part): {:?}",
-        trained.ridge,
-        trained.window,
-        trained.lags,
-        trained.model.log,
-        weights_text(&trained.model),
-        trained.validation
+        "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, lagged covariates {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",
+        trained.ridge, trained.window, trained.lags, trained.model.log, trained.validation
     );
     Ok(())
-}
-
-/// The chosen combination's member weights as `name=w` pairs, or "equal".
-fn weights_text(m: &augur_demand_forecast::model::Model) -> String {
-    if m.weights.is_empty() {
-        return "equal".into();
-    }
-    augur_demand_forecast::stats::METHODS
-        .iter()
-        .zip(&m.weights)
-        .filter(|(meth, _)| m.combo & (1 << **meth as u32) != 0)
-        .map(|(meth, w)| {
-            format!(
-                "{}={w:.1}",
-                augur_demand_forecast::stats::combo_name(1 << *meth as u32)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn latency(calls: usize) -> anyhow::Result<()> {
@@ -818,7 +793,6 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 season_err_q: BTreeMap::new(),
                 gbm: None,
                 interval_log: false,
-                weights: Vec::new(),
             };
             let old: Vec<Vec<f64>> = data
                 .iter()

@@ -92,9 +92,6 @@ pub struct TrainOptions {
     pub gbm_prev: bool,
     /// The boosted trees split the static attributes (store, brand) as categories.
     pub gbm_categorical: bool,
-    /// Weight the chosen combination's members (a grid of weights in steps of
-    /// [`WEIGHT_STEP`] fitted on the validation windows) instead of averaging them equally.
-    pub weighted: bool,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
     pub interval_log: bool,
 }
@@ -123,7 +120,6 @@ impl Default for TrainOptions {
             gbm_promo: false,
             gbm_prev: false,
             gbm_categorical: false,
-            weighted: false,
             interval_log: true,
         }
     }
@@ -183,50 +179,6 @@ pub struct Model {
     /// and the covariate lift. Absent in models saved before the field existed (false).
     #[serde(default)]
     pub interval_log: bool,
-    /// Weights of `combo`'s members, indexed like [`METHODS`] (see [`TrainOptions::weighted`]);
-    /// empty: equal weights (the default, and models saved before the field existed). A
-    /// per-season combination other than `combo` weighs its members equally.
-    #[serde(default)]
-    pub weights: Vec<f64>,
-}
-
-/// Step of the weight grid searched by [`TrainOptions::weighted`].
-pub const WEIGHT_STEP: f64 = 0.1;
-
-/// Every weighting of the members of `mask` in steps of `step` that sums to one, as weights
-/// indexed like [`METHODS`] (zero outside the mask).
-fn weight_grid(mask: u32, step: f64) -> Vec<Vec<f64>> {
-    let members: Vec<usize> = (0..METHODS.len())
-        .filter(|i| mask & (1 << i) != 0)
-        .collect();
-    let units = (1.0 / step).round() as usize;
-    let mut out = Vec::new();
-    let mut parts = vec![0usize; members.len()];
-    // Compositions of `units` into members.len() non-negative parts.
-    fn fill(k: usize, left: usize, parts: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
-        if k + 1 == parts.len() {
-            parts[k] = left;
-            out.push(parts.clone());
-            return;
-        }
-        for u in 0..=left {
-            parts[k] = u;
-            fill(k + 1, left - u, parts, out);
-        }
-    }
-    if members.is_empty() {
-        return out;
-    }
-    let mut comps = Vec::new();
-    fill(0, units, &mut parts, &mut comps);
-    for c in comps {
-        let mut w = vec![0.0; METHODS.len()];
-        for (&m, &u) in members.iter().zip(&c) {
-            w[m] = u as f64 / units as f64;
-        }
-        out.push(w);
-    }
-    out
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -795,16 +747,7 @@ impl Model {
         match &p.croston {
             Some(c) => (c.clone(), "croston".to_string()),
             None => (
-                stats::combine_weighted(
-                    &p.members,
-                    combo,
-                    p.nonneg,
-                    if combo == self.combo {
-                        &self.weights
-                    } else {
-                        &[]
-                    },
-                ),
+                stats::combine(&p.members, combo, p.nonneg),
                 if fallback {
                     FALLBACK_NAME.to_string()
                 } else if combo.count_ones() > 1 {
@@ -1231,32 +1174,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         season_err_q: BTreeMap::new(),
         gbm: None,
         interval_log: opts.interval_log,
-        weights: Vec::new(),
     };
-    // Member weights: the grid point with the lowest OWA on the validation windows (equal
-    // weights are on the grid only for some member counts, so they are scored too and kept on
-    // a tie).
-    if opts.weighted && combo.count_ones() > 1 {
-        let usable: Vec<&ValWindow> = vals.iter().filter(|v| v.prep.croston.is_none()).collect();
-        let owa_of = |weights: &[f64]| -> f64 {
-            let (mut s_sum, mut m_sum) = (0.0, 0.0);
-            for v in &usable {
-                let f = stats::combine_weighted(&v.prep.members, combo, v.prep.nonneg, weights);
-                s_sum += smape(&v.actual, &f);
-                m_sum += mase(&v.actual, &f, v.prep.scale);
-            }
-            let c = usable.len().max(1) as f64;
-            (1.0 - w) * s_sum / c / ref_s.max(1e-9) + w * m_sum / c / ref_m.max(1e-9)
-        };
-        let mut best_w = (owa_of(&[]), Vec::new());
-        for weights in weight_grid(combo, WEIGHT_STEP) {
-            let owa = owa_of(&weights);
-            if owa < best_w.0 {
-                best_w = (owa, weights);
-            }
-        }
-        model.weights = best_w.1;
-    }
     // Interval quantiles per step from the validation errors (log ratios or scaled errors, see
     // `Model::interval_log`; of all windows, and of each season's own when there are several).
     let points: Vec<Vec<f64>> = vals

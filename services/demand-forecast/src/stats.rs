@@ -605,39 +605,25 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
 
 /// Equal-weight mean of the members in `mask`, made finite and non-negative when `nonneg`.
 pub fn combine(all: &[Vec<f64>], mask: u32, nonneg: bool) -> Vec<f64> {
-    combine_weighted(all, mask, nonneg, &[])
-}
-
-/// [`combine`] with a weight per member (indexed like [`METHODS`]; empty: equal weights). A
-/// point's forecast is the weighted mean of its finite member values, or their plain mean when
-/// those weigh nothing.
-pub fn combine_weighted(all: &[Vec<f64>], mask: u32, nonneg: bool, weights: &[f64]) -> Vec<f64> {
     let h = all.first().map_or(0, Vec::len);
-    let members: Vec<(f64, &Vec<f64>)> = all
+    let members: Vec<&Vec<f64>> = all
         .iter()
         .enumerate()
         .filter(|(i, _)| mask & (1 << i) != 0)
-        .map(|(i, f)| (weights.get(i).copied().unwrap_or(1.0).max(0.0), f))
+        .map(|(_, f)| f)
         .collect();
     let fallback = &all[Method::Naive as usize];
     (0..h)
         .map(|i| {
-            let (mut sum, mut weight, mut plain, mut n) = (0.0, 0.0, 0.0, 0usize);
-            for (w, f) in &members {
-                let v = f[i];
-                if v.is_finite() {
-                    sum += w * v;
-                    weight += w;
-                    plain += v;
-                    n += 1;
-                }
-            }
-            let mut v = if n == 0 {
+            let vals: Vec<f64> = members
+                .iter()
+                .map(|f| f[i])
+                .filter(|v| v.is_finite())
+                .collect();
+            let mut v = if vals.is_empty() {
                 fallback[i]
-            } else if weight > 0.0 {
-                sum / weight
             } else {
-                plain / n as f64
+                mean(&vals)
             };
             if !v.is_finite() {
                 v = 0.0;
