@@ -583,6 +583,38 @@ pub fn needed_features(cols: &[Column]) -> Vec<String> {
     out
 }
 
+/// `v` with `digits` (at most 9) decimals, exactly as `format!("{v:.digits$}")` writes it (a
+/// tie is rounded half to even on the exact binary value), without the general formatter's
+/// exact-digit search, which falls back to big-number arithmetic for many values: a 1,000-customer
+/// answer formats about 10,000 numbers. Values far from a tie after scaling by `10^digits`,
+/// below 2^30 once scaled, take the fast path; the rest are formatted by `format!`.
+pub fn fixed(v: f64, digits: usize) -> String {
+    const DIGITS_MAX: usize = 9;
+    // Below 2^30 the product `v * 10^digits` is within 2^-23 of the exact one, well inside the
+    // distance to a tie that is required, so both round to the same integer.
+    const LIMIT: f64 = (1u64 << 30) as f64;
+    const TIE_MARGIN: f64 = 1e-6;
+    if digits > DIGITS_MAX {
+        return format!("{v:.digits$}");
+    }
+    let pow = 10u64.pow(digits as u32);
+    let scaled = v * pow as f64;
+    if !scaled.is_finite() || scaled.abs() >= LIMIT {
+        return format!("{v:.digits$}");
+    }
+    let frac = scaled - scaled.floor();
+    if (frac - 0.5).abs() < TIE_MARGIN {
+        return format!("{v:.digits$}");
+    }
+    let n = scaled.abs().round() as u64;
+    let sign = if v.is_sign_negative() { "-" } else { "" };
+    if digits == 0 {
+        format!("{sign}{n}")
+    } else {
+        format!("{sign}{}.{:0digits$}", n / pow, n % pow)
+    }
+}
+
 /// A sentence for people about a factor group (`vals`: the customer's BTYD outputs over the
 /// horizon, `None` without a purchase history).
 pub fn describe(
@@ -592,17 +624,19 @@ pub fn describe(
     horizon_days: u32,
 ) -> (String, String) {
     let g = |n: &str| rec.get(n);
-    let d = |v: f64| format!("{v:.0}");
+    let d = |v: f64| fixed(v, 0);
     match group {
         "recency_days" | OVERDUE => match (g("recency_days"), g("interpurchase_mean_days")) {
-            (Some(r), Some(gap)) => (
-                d(r),
-                format!("no order for {} days, usual gap {} days", d(r), d(gap)),
-            ),
-            (Some(r), None) => (
-                d(r),
-                format!("no order for {} days, only one order so far", d(r)),
-            ),
+            (Some(r), Some(gap)) => {
+                let r = d(r);
+                let text = format!("no order for {r} days, usual gap {} days", d(gap));
+                (r, text)
+            }
+            (Some(r), None) => {
+                let r = d(r);
+                let text = format!("no order for {r} days, only one order so far");
+                (r, text)
+            }
             _ => ("".into(), "no order yet".into()),
         },
         SEQ_GROUP => {
@@ -611,7 +645,7 @@ pub fn describe(
                 let [days, total, _] = seq_features(k);
                 let Some(a) = g(&days) else { break };
                 ago.push(d(a));
-                totals.push(g(&total).map_or("?".into(), |t| format!("{t:.2}")));
+                totals.push(g(&total).map_or("?".into(), |t| fixed(t, 2)));
             }
             if ago.is_empty() {
                 ("".into(), "no orders yet".into())
@@ -631,11 +665,11 @@ pub fn describe(
             Some(v) => {
                 let (pa, e) = (v.bg_p_alive, v.bg_expected);
                 (
-                    format!("{:.2}", pa),
+                    fixed(pa, 2),
                     format!(
-                        "purchase pattern says {:.0}% likely still active, {:.1} orders expected in {} days",
-                        pa * 100.0,
-                        e,
+                        "purchase pattern says {}% likely still active, {} orders expected in {} days",
+                        fixed(pa * 100.0, 0),
+                        fixed(e, 1),
                         horizon_days
                     ),
                 )
@@ -645,13 +679,13 @@ pub fn describe(
         "reviews_30d" | "review_count" | "review_mean_rating" | "negative_review_share" => {
             let n = g("review_count").unwrap_or(0.0);
             let m = g("review_mean_rating");
-            let v = g(group).map(|v| format!("{v:.2}")).unwrap_or_default();
+            let v = g(group).map(|v| fixed(v, 2)).unwrap_or_default();
             let text = match m {
                 Some(m) => format!(
-                    "{} reviews ({} in the last 30 days), mean rating {:.1}",
+                    "{} reviews ({} in the last 30 days), mean rating {}",
                     d(n),
                     d(g("reviews_30d").unwrap_or(0.0)),
-                    m
+                    fixed(m, 1)
                 ),
                 None => "no reviews".into(),
             };
@@ -663,11 +697,7 @@ pub fn describe(
             }
             match g(group) {
                 Some(v) => {
-                    let shown = if v.fract() == 0.0 {
-                        d(v)
-                    } else {
-                        format!("{v:.2}")
-                    };
+                    let shown = if v.fract() == 0.0 { d(v) } else { fixed(v, 2) };
                     (
                         shown.clone(),
                         format!("{} = {}", group.replace('_', " "), shown),
@@ -675,6 +705,66 @@ pub fn describe(
                 }
                 None => ("".into(), format!("{} unknown", group.replace('_', " "))),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fixed_writes_ties_and_edges_as_the_formatter_does() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.125,
+            0.375,
+            1.005,
+            2.675,
+            0.045,
+            99.995,
+            -0.001,
+            -0.004,
+            0.994,
+            0.995,
+            0.996,
+            143.0,
+            1e9,
+            1.5e9,
+            -3e12,
+            1e300,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            for digits in 0..=3 {
+                assert_eq!(fixed(v, digits), format!("{v:.digits$}"), "{v} at {digits}");
+            }
+        }
+        assert_eq!(fixed(1.0 / 3.0, 12), format!("{:.12}", 1.0 / 3.0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn fixed_matches_the_formatter(
+            v in prop_oneof![
+                any::<f64>(),
+                -1e4..1e4f64,
+                -2e9..2e9f64,
+                // Exact ties and near-ties at every precision.
+                (-200_000i64..200_000, 0u32..4).prop_map(|(k, d)| (k as f64 + 0.5) / 10f64.powi(d as i32)),
+            ],
+            digits in 0usize..=3,
+        ) {
+            prop_assert_eq!(fixed(v, digits), format!("{v:.digits$}"));
         }
     }
 }
