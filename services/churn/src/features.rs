@@ -588,7 +588,7 @@ pub fn needed_features(cols: &[Column]) -> Vec<String> {
 /// exact-digit search, which falls back to big-number arithmetic for many values: a 1,000-customer
 /// answer formats about 10,000 numbers. Values far from a tie after scaling by `10^digits`,
 /// below 2^30 once scaled, take the fast path; the rest are formatted by `format!`.
-pub fn fixed(v: f64, digits: usize) -> String {
+fn fixed(v: f64, digits: usize) -> String {
     const DIGITS_MAX: usize = 9;
     // Below 2^30 the product `v * 10^digits` is within 2^-23 of the exact one, well inside the
     // distance to a tie that is required, so both round to the same integer.
