@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use augur_kernels::{Epilogue, Linear, Precision, padded_rows};
+use augur_kernels::{Epilogue, Linear, Precision, Scratch, padded_rows};
 use candle_core::Tensor;
 
 /// The BERT hyper-parameters the encoder needs (from the model's `config.json`).
@@ -60,7 +60,24 @@ struct Work {
     ctx: Vec<f32>,
     tmp: Vec<f32>,
     ffn: Vec<f32>,
-    bf16: Vec<u16>,
+    scratch: Scratch,
+}
+
+/// Largest magnitude of each input of a layer's three int8 products (query/key/value,
+/// attention output, feed-forward in), gathered on calibration text.
+#[derive(Clone)]
+struct InputRange {
+    qkv: Vec<f32>,
+    out: Vec<f32>,
+    up: Vec<f32>,
+}
+
+fn widen(range: &mut [f32], rows: &[f32]) {
+    for row in rows.chunks_exact(range.len()) {
+        for (m, v) in range.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
 }
 
 /// The loaded encoder.
@@ -90,10 +107,18 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// Builds the encoder from a BERT checkpoint's tensors (names as in Hugging Face's
     /// `BertModel`, with or without a `bert.` prefix).
+    ///
+    /// [`Precision::Int8Avx512`] is a mix: the query/key/value, attention-output and
+    /// feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
+    /// ranges a bf16 pass over `calibration` (token-id sequences) shows; the feed-forward-out
+    /// product, whose input (GELU output, 1,536 channels) has the widest outliers, stays in
+    /// bf16. Without calibration sequences the int8 products are unscaled. Other precisions
+    /// ignore `calibration`.
     pub fn new(
         cfg: BertConfig,
         tensors: &HashMap<String, Tensor>,
         precision: Precision,
+        calibration: &[&[u32]],
     ) -> Result<Encoder, String> {
         if cfg.hidden_act != "gelu" {
             return Err(format!(
@@ -129,8 +154,15 @@ impl Encoder {
                 beta: get(&format!("{prefix}.LayerNorm.bias"), h)?,
             })
         };
+        // The int8 mix starts as bf16 (f32 where the CPU lacks it) and is calibrated below.
+        let int8 = precision == Precision::Int8Avx512 && precision.available();
+        let base = if int8 {
+            Precision::Bf16Avx512
+        } else {
+            precision
+        };
         let linear = |w: Vec<f32>, b: Vec<f32>, n: usize, k: usize| {
-            Linear::new(w, b, n, k, precision).ok_or_else(|| format!("linear {k} -> {n}"))
+            Linear::new(w, b, n, k, base).ok_or_else(|| format!("linear {k} -> {n}"))
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
@@ -167,7 +199,7 @@ impl Encoder {
         }
         let token_types = get("embeddings.token_type_embeddings.weight", 2 * h)
             .or_else(|_| get("embeddings.token_type_embeddings.weight", h))?;
-        Ok(Encoder {
+        let mut encoder = Encoder {
             word: get("embeddings.word_embeddings.weight", cfg.vocab_size * h)?,
             position: get(
                 "embeddings.position_embeddings.weight",
@@ -178,7 +210,64 @@ impl Encoder {
             layers,
             cfg,
             pool: std::sync::Mutex::new(Vec::new()),
-        })
+        };
+        if int8 {
+            let ranges = encoder.input_ranges(calibration)?;
+            for (l, (layer, r)) in encoder.layers.iter_mut().zip(&ranges).enumerate() {
+                let p = format!("encoder.layer.{l}");
+                let mut w = Vec::with_capacity(3 * h * h);
+                let mut b = Vec::with_capacity(3 * h);
+                for part in ["query", "key", "value"] {
+                    w.extend(get(&format!("{p}.attention.self.{part}.weight"), h * h)?);
+                    b.extend(get(&format!("{p}.attention.self.{part}.bias"), h)?);
+                }
+                let q = |w: Vec<f32>, b: Vec<f32>, n: usize, k: usize, range: &[f32]| {
+                    let range = (!calibration.is_empty()).then_some(range);
+                    Linear::new_int8(w, b, n, k, range).ok_or_else(|| format!("linear {k} -> {n}"))
+                };
+                layer.qkv = q(w, b, 3 * h, h, &r.qkv)?;
+                layer.out = q(
+                    get(&format!("{p}.attention.output.dense.weight"), h * h)?,
+                    get(&format!("{p}.attention.output.dense.bias"), h)?,
+                    h,
+                    h,
+                    &r.out,
+                )?;
+                layer.up = q(
+                    get(&format!("{p}.intermediate.dense.weight"), i * h)?,
+                    get(&format!("{p}.intermediate.dense.bias"), i)?,
+                    i,
+                    h,
+                    &r.up,
+                )?;
+            }
+        }
+        Ok(encoder)
+    }
+
+    /// Each layer's [`InputRange`] over the calibration sequences (zeros without any).
+    fn input_ranges(&self, calibration: &[&[u32]]) -> Result<Vec<InputRange>, String> {
+        let h = self.cfg.hidden_size;
+        let mut ranges = vec![
+            InputRange {
+                qkv: vec![0.0; h],
+                out: vec![0.0; h],
+                up: vec![0.0; h],
+            };
+            self.layers.len()
+        ];
+        let mut w = Work::default();
+        for s in calibration {
+            let s = &s[..s.len().min(self.max_len())];
+            if s.is_empty() {
+                continue;
+            }
+            if let Some(&bad) = s.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                return Err(format!("calibration token id {bad} outside the vocabulary"));
+            }
+            self.forward(&[s], &[(0, s.len())], s.len(), &mut w, Some(&mut ranges));
+        }
+        Ok(ranges)
     }
 
     /// The precision the matrix products run in.
@@ -221,7 +310,7 @@ impl Encoder {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.forward(seqs, &spans, rows, &mut w);
+        self.forward(seqs, &spans, rows, &mut w, None);
         let out = spans
             .iter()
             .map(|&(start, len)| {
@@ -242,8 +331,16 @@ impl Encoder {
         Ok(out)
     }
 
-    /// The last hidden states of the `rows` tokens of `seqs` (at `spans`) into `w.x`.
-    fn forward(&self, seqs: &[&[u32]], spans: &[(usize, usize)], rows: usize, w: &mut Work) {
+    /// The last hidden states of the `rows` tokens of `seqs` (at `spans`) into `w.x`; with
+    /// `ranges`, each layer's product inputs widen them.
+    fn forward(
+        &self,
+        seqs: &[&[u32]],
+        spans: &[(usize, usize)],
+        rows: usize,
+        w: &mut Work,
+        mut ranges: Option<&mut Vec<InputRange>>,
+    ) {
         let h = self.cfg.hidden_size;
         let pr = padded_rows(rows);
         let eps = self.cfg.layer_norm_eps as f32;
@@ -263,7 +360,7 @@ impl Encoder {
             ctx,
             tmp,
             ffn,
-            bf16: scratch,
+            scratch,
         } = w;
         for (s, &(start, _)) in seqs.iter().zip(spans) {
             for (p, &t) in s.iter().enumerate() {
@@ -283,9 +380,16 @@ impl Encoder {
             &self.norm.beta,
             eps,
         );
-        for l in &self.layers {
+        for (li, l) in self.layers.iter().enumerate() {
+            let mut range = ranges.as_deref_mut().and_then(|r| r.get_mut(li));
+            if let Some(r) = range.as_deref_mut() {
+                widen(&mut r.qkv, &x[..rows * h]);
+            }
             l.qkv.forward(x, rows, qkv, Epilogue::Bias, scratch);
             augur_kernels::attention(qkv, h, self.cfg.num_attention_heads, spans, ctx);
+            if let Some(r) = range.as_deref_mut() {
+                widen(&mut r.out, &ctx[..rows * h]);
+            }
             l.out.forward(ctx, rows, tmp, Epilogue::None, scratch);
             augur_kernels::add_layer_norm(
                 &mut tmp[..rows * h],
@@ -296,6 +400,9 @@ impl Encoder {
                 eps,
             );
             std::mem::swap(x, tmp);
+            if let Some(r) = range.as_deref_mut() {
+                widen(&mut r.up, &x[..rows * h]);
+            }
             l.up.forward(x, rows, ffn, Epilogue::BiasGelu, scratch);
             l.down.forward(ffn, rows, tmp, Epilogue::None, scratch);
             augur_kernels::add_layer_norm(
@@ -375,12 +482,23 @@ mod tests {
             put(format!("{p}.output.LayerNorm.weight"), &[32], 2.0);
             put(format!("{p}.output.LayerNorm.bias"), &[32], 0.2);
         }
-        Encoder::new(cfg, &t, precision).unwrap()
+        Encoder::new(
+            cfg,
+            &t,
+            precision,
+            &[&[1, 2, 3, 4, 5, 6, 7, 8], &[9, 30, 49]],
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_batch_embeds_each_text_as_if_alone() {
-        for precision in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
+        for precision in [
+            Precision::F32,
+            Precision::Bf16Amx,
+            Precision::Bf16Avx512,
+            Precision::Int8Avx512,
+        ] {
             let e = tiny(precision);
             let seqs: Vec<Vec<u32>> = (1..=9u32)
                 .map(|n| (0..n * 4).map(|i| (i * 7 + n) % 50).collect())
@@ -417,6 +535,6 @@ mod tests {
         assert!(e.embed(&[]).unwrap().is_empty());
         let mut cfg_err = tiny(Precision::F32).cfg.clone();
         cfg_err.hidden_act = "relu".into();
-        assert!(Encoder::new(cfg_err, &HashMap::new(), Precision::F32).is_err());
+        assert!(Encoder::new(cfg_err, &HashMap::new(), Precision::F32, &[]).is_err());
     }
 }

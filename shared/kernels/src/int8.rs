@@ -1,0 +1,426 @@
+//! 8-bit integer matrix products with AVX512-VNNI (`vpdpbusd`): i32 accumulation of u8
+//! activations times i8 weights, for CPUs that have it (AMD Zen 4 and later; Intel Ice Lake and
+//! later).
+//!
+//! `out = x W^T` with `W` `[n x k]`, quantised as PyTorch's dynamic quantisation does it, plus
+//! SmoothQuant's per-input scaling:
+//! - the weight is multiplied by a per-input factor `s_i` (which the activations are divided by,
+//!   so the product is unchanged), then rounded to i8 with one scale per output column;
+//! - each activation row `v = x / s` is rounded to u8 over its own range at every call:
+//!   `v ~ low + scale * u`, `u` in 0..=255 (asymmetric: the whole byte covers the row's span);
+//! - `out[r][c] = scale[r] * wscale[c] * sum_i u[r][i] q[c][i] + low[r] * wscale[c] * sum_i
+//!   q[c][i]`, the integer sum exact.
+//!
+//! The per-input factors move outlier input channels' range from the activations into the
+//! weight (SmoothQuant, alpha = 1/2: `s_i = sqrt(max|x_i| / max|W_:,i|)`, from calibration
+//! statistics); without them a few outlier channels of BERT's hidden states set each row's
+//! scale and the rest lose their resolution.
+//!
+//! The weight is packed once: 16 output columns x 4 consecutive inputs per 64-byte vector (one
+//! `vpdpbusd` operand). The micro-kernel keeps an 8-row x 32-column block of i32 sums in 16
+//! registers; each step broadcasts 4 inputs of a row against two weight vectors.
+
+/// Rows of the output one micro-kernel call keeps in registers: activations are padded to a
+/// multiple of this ([`quantize_rows`]).
+pub const ROWS: usize = 8;
+/// Output columns of one micro-kernel block.
+const COLS: usize = 32;
+
+/// Whether the CPU runs AVX512-F, AVX512-BW and AVX512-VNNI (checked once).
+pub fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(imp::detect)
+}
+
+/// A weight `[n x k]` scaled per input and rounded to i8 per output column, packed for
+/// [`matmul`]; `n` a multiple of 32 and `k` of 4.
+#[derive(Clone)]
+pub struct Packed {
+    n: usize,
+    k: usize,
+    /// Column group `g` (16 columns), input quad `q`: 64 bytes at `(g * k / 4 + q) * 64`, column
+    /// `j`'s inputs `4q..4q + 4` at `4 j`.
+    data: Vec<i8>,
+    /// Per output column: the weight's scale.
+    scale: Vec<f32>,
+    /// Per output column: scale x the sum of its rounded weights (the activations' `low` term).
+    offset: Vec<f32>,
+    /// Per input: `1 / s_i`, what an activation is multiplied by before rounding.
+    inv_smooth: Vec<f32>,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "int8::Packed({} x {})", self.n, self.k)
+    }
+}
+
+impl Packed {
+    /// Packs a row-major `[n x k]` weight with per-input factors `smooth` (`k` positive finite
+    /// values; all ones for plain dynamic quantisation). `None` unless `n` is a multiple of 32,
+    /// `k` of 4, and the lengths and factors are valid.
+    pub fn new(w: &[f32], n: usize, k: usize, smooth: &[f32]) -> Option<Packed> {
+        if n == 0
+            || k == 0
+            || !n.is_multiple_of(COLS)
+            || !k.is_multiple_of(4)
+            || w.len() != n * k
+            || smooth.len() != k
+            || smooth.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || w.iter().any(|v| !v.is_finite())
+        {
+            return None;
+        }
+        let quads = k / 4;
+        let mut data = vec![0i8; n * k];
+        let mut scale = vec![0.0f32; n];
+        let mut offset = vec![0.0f32; n];
+        let mut col = vec![0.0f32; k];
+        for c in 0..n {
+            for ((v, &x), &s) in col.iter_mut().zip(&w[c * k..(c + 1) * k]).zip(smooth) {
+                *v = x * s;
+            }
+            let max = col.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let sc = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let (g, j) = (c / 16, c % 16);
+            let mut sum = 0i64;
+            for (i, v) in col.iter().enumerate() {
+                let q = (v / sc).round().clamp(-127.0, 127.0) as i8;
+                sum += q as i64;
+                data[(g * quads + i / 4) * 64 + 4 * j + i % 4] = q;
+            }
+            scale[c] = sc;
+            offset[c] = sc * sum as f32;
+        }
+        Some(Packed {
+            n,
+            k,
+            data,
+            scale,
+            offset,
+            inv_smooth: smooth.iter().map(|s| 1.0 / s).collect(),
+        })
+    }
+
+    /// `(n, k)`: output columns and inputs.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// The rounded weight `q[c][i]` (for tests and diagnostics).
+    pub fn weight(&self, c: usize, i: usize) -> i8 {
+        let quads = self.k / 4;
+        self.data[((c / 16) * quads + i / 4) * 64 + 4 * (c % 16) + i % 4]
+    }
+
+    /// The scale of output column `c`.
+    pub fn scale(&self, c: usize) -> f32 {
+        self.scale[c]
+    }
+}
+
+/// Activation rows rounded to u8 for [`matmul`], with each row's `scale` and `low`; rows past
+/// the real ones are zeros (scale 0, low 0).
+#[derive(Default, Clone, Debug)]
+pub struct Quantized {
+    /// Row-major, `k` bytes a row.
+    pub data: Vec<u8>,
+    /// Per row: the value of one step of `u`.
+    pub scale: Vec<f32>,
+    /// Per row: the value `u = 0` stands for.
+    pub low: Vec<f32>,
+    /// Rows, padded to a multiple of [`ROWS`].
+    pub rows: usize,
+}
+
+/// Rounds the first `rows` rows of `x` (row-major, `w`'s `k` columns), divided by `w`'s
+/// per-input factors, to u8 over each row's range, into `out` (rows padded with zeros to a
+/// multiple of [`ROWS`]). Rows are quantised in parallel chunks.
+pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
+    use rayon::prelude::*;
+    let k = w.k;
+    assert!(x.len() >= rows * k, "x is too short");
+    let padded = rows.div_ceil(ROWS) * ROWS;
+    out.data.resize(padded * k, 0);
+    out.data[rows * k..].fill(0);
+    out.scale.resize(padded, 0.0);
+    out.low.resize(padded, 0.0);
+    out.scale[rows..].fill(0.0);
+    out.low[rows..].fill(0.0);
+    out.rows = padded;
+    let chunk = 64;
+    out.data[..rows * k]
+        .par_chunks_mut(chunk * k)
+        .zip(out.scale[..rows].par_chunks_mut(chunk))
+        .zip(out.low[..rows].par_chunks_mut(chunk))
+        .zip(x[..rows * k].par_chunks(chunk * k))
+        .for_each(|(((u, s), l), x)| {
+            for (((u, s), l), x) in u
+                .chunks_exact_mut(k)
+                .zip(s.iter_mut())
+                .zip(l.iter_mut())
+                .zip(x.chunks_exact(k))
+            {
+                (*s, *l) = quantize_row(x, &w.inv_smooth, u);
+            }
+        });
+}
+
+crate::math::dispatch! {
+    /// One row of [`quantize_rows`]: `u[i] = floor((x[i] * inv[i] - low) / scale + 1/2)`;
+    /// returns `(scale, low)` (scale 0 when the row is constant).
+    pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for (a, b) in x.iter().zip(inv) {
+            let v = a * b;
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if hi > lo {
+            let scale = (hi - lo) / 255.0;
+            let step = 1.0 / scale;
+            for ((o, a), b) in u.iter_mut().zip(x).zip(inv) {
+                // In [0, 255.5] up to rounding: the cast truncates and saturates.
+                *o = (((a * b) - lo) * step + 0.5) as u8;
+            }
+            (scale, lo)
+        } else {
+            u.fill(0);
+            (0.0, if lo.is_finite() { lo } else { 0.0 })
+        }
+    }
+}
+
+/// `out[r][c] = scale[r] * wscale[c] * sum_i u[r][i] q[c][i] + low[r] * offset[c]` for the
+/// `a.rows` rows (see the module documentation); `out` row-major with `w`'s `n` columns and at
+/// least `a.rows` rows. Panics if AVX512-VNNI is not [`available`] or the sizes disagree.
+pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
+    assert!(available(), "AVX512-VNNI is not available on this CPU");
+    assert!(a.rows.is_multiple_of(ROWS), "rows must be padded to {ROWS}");
+    assert!(
+        a.data.len() >= a.rows * w.k && a.scale.len() >= a.rows && a.low.len() >= a.rows,
+        "a is too short"
+    );
+    assert!(out.len() >= a.rows * w.n, "out is too short");
+    crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
+        // SAFETY: AVX512-VNNI is available (asserted above); `a` holds `a.rows` rows of `w.k`
+        // bytes and their parameters, `out` `a.rows x w.n` (asserted above), and
+        // `over_column_blocks` hands each call its own column blocks [first, last).
+        unsafe { imp::blocks(a, w, out, first, last) }
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{COLS, Packed, Quantized, ROWS};
+    use std::arch::x86_64::*;
+
+    pub(super) fn detect() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// Column blocks `[first, last)` (32 columns each) of the product, all rows.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-F/BW/VNNI; `a` must hold `a.rows` (a multiple of `ROWS`) rows
+    /// of `w.k` bytes with their scale and low, `out` at least `a.rows x w.n` f32 with nothing
+    /// else writing columns `[first * 32, last * 32)`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn blocks(
+        a: &Quantized,
+        w: &Packed,
+        out: *mut f32,
+        first: usize,
+        last: usize,
+    ) {
+        let (n, k) = (w.n, w.k);
+        let quads = k / 4;
+        let data = w.data.as_ptr();
+        let u = a.data.as_ptr();
+        for cb in first..last {
+            let b0 = data.wrapping_add(2 * cb * quads * 64);
+            let b1 = data.wrapping_add((2 * cb + 1) * quads * 64);
+            // SAFETY: columns cb*32..cb*32+32 < n of the per-column vectors.
+            let (s0, s1, o0, o1) = unsafe {
+                (
+                    _mm512_loadu_ps(w.scale.as_ptr().add(cb * COLS)),
+                    _mm512_loadu_ps(w.scale.as_ptr().add(cb * COLS + 16)),
+                    _mm512_loadu_ps(w.offset.as_ptr().add(cb * COLS)),
+                    _mm512_loadu_ps(w.offset.as_ptr().add(cb * COLS + 16)),
+                )
+            };
+            for rb in (0..a.rows).step_by(ROWS) {
+                let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
+                let ar = u.wrapping_add(rb * k);
+                for q in 0..quads {
+                    // SAFETY: quad q of column groups 2cb and 2cb+1 lies inside the packed
+                    // weight (n x k bytes); rows rb..rb+ROWS of `a` hold k bytes each.
+                    unsafe {
+                        let v0 = _mm512_loadu_si512(b0.add(q * 64).cast::<__m512i>());
+                        let v1 = _mm512_loadu_si512(b1.add(q * 64).cast::<__m512i>());
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let x = _mm512_set1_epi32(
+                                ar.add(r * k + 4 * q).cast::<i32>().read_unaligned(),
+                            );
+                            acc[0] = _mm512_dpbusd_epi32(acc[0], x, v0);
+                            acc[1] = _mm512_dpbusd_epi32(acc[1], x, v1);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let (sr, lr) = (a.scale[rb + r], a.low[rb + r]);
+                    let (sv, lv) = (_mm512_set1_ps(sr), _mm512_set1_ps(lr));
+                    let y0 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(acc[0]),
+                        _mm512_mul_ps(sv, s0),
+                        _mm512_mul_ps(lv, o0),
+                    );
+                    let y1 = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(acc[1]),
+                        _mm512_mul_ps(sv, s1),
+                        _mm512_mul_ps(lv, o1),
+                    );
+                    // SAFETY: row rb + r < a.rows, columns cb*32..cb*32+32 < n: inside `out`,
+                    // and in this call's own column range.
+                    unsafe {
+                        let c = out.add((rb + r) * n + cb * COLS);
+                        _mm512_storeu_ps(c, y0);
+                        _mm512_storeu_ps(c.add(16), y1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    use super::{Packed, Quantized};
+
+    pub(super) fn detect() -> bool {
+        false
+    }
+
+    /// Never called: [`super::available`] is false here.
+    pub(super) unsafe fn blocks(_: &Quantized, _: &Packed, _: *mut f32, _: usize, _: usize) {
+        unreachable!("AVX512-VNNI is not available on this platform")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::tests::lcg;
+
+    #[test]
+    fn packing_rounds_each_column_to_its_own_scale() {
+        let (n, k) = (32, 8);
+        let mut s = 5;
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+        let smooth: Vec<f32> = (0..k).map(|i| 0.5 + i as f32 * 0.25).collect();
+        let p = Packed::new(&w, n, k, &smooth).unwrap();
+        for c in 0..n {
+            let max = (0..k)
+                .map(|i| (w[c * k + i] * smooth[i]).abs())
+                .fold(0.0, f32::max);
+            assert!((p.scale(c) - max / 127.0).abs() < 1e-7);
+            for i in 0..k {
+                let want = w[c * k + i] * smooth[i] / p.scale(c);
+                assert!((p.weight(c, i) as f32 - want).abs() <= 0.5 + 1e-4);
+            }
+            assert!((0..k).any(|i| p.weight(c, i).unsigned_abs() == 127));
+        }
+        assert!(Packed::new(&w, n, k, &vec![0.0; k]).is_none());
+        assert!(Packed::new(&w[..16 * k], 16, k, &smooth).is_none());
+    }
+
+    #[test]
+    fn rows_round_over_their_own_range() {
+        let (n, k) = (32, 12);
+        let w = vec![0.1; n * k];
+        let smooth = vec![2.0; k];
+        let p = Packed::new(&w, n, k, &smooth).unwrap();
+        let mut s = 9;
+        let rows = 3;
+        let mut x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 3.0).collect();
+        x[2 * k..].fill(0.7); // a constant row
+        let mut q = Quantized::default();
+        quantize_rows(&x, rows, &p, &mut q);
+        assert_eq!(q.rows, ROWS);
+        for r in 0..rows {
+            for i in 0..k {
+                let v = x[r * k + i] / 2.0;
+                let back = q.low[r] + q.scale[r] * q.data[r * k + i] as f32;
+                assert!(
+                    (back - v).abs() <= q.scale[r] * 0.5 + 1e-5,
+                    "[{r}][{i}] {back} vs {v}"
+                );
+            }
+        }
+        assert_eq!(q.scale[2], 0.0);
+        assert!((q.low[2] - 0.35).abs() < 1e-6);
+        // Both ends of a varying row are hit exactly.
+        assert!(q.data[..k].contains(&0) && q.data[..k].contains(&255));
+        assert!(q.data[rows * k..].iter().all(|&b| b == 0));
+        assert!(q.scale[rows..].iter().all(|&v| v == 0.0));
+    }
+
+    /// The kernel's output is exactly the formula over the rounded operands (integer sums in
+    /// f64), on shapes from one row to MiniLM's.
+    #[test]
+    fn matmul_matches_the_formula_over_the_rounded_operands() {
+        if !available() {
+            eprintln!("\n*** SKIPPED: this CPU has no AVX512-VNNI ***\n");
+            return;
+        }
+        for &(rows, n, k) in &[
+            (1usize, 32usize, 4usize),
+            (45, 96, 384),
+            (300, 1152, 384),
+            (64, 384, 1536),
+        ] {
+            let mut s = (rows * n + k) as u64;
+            let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 4.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+            let smooth: Vec<f32> = (0..k).map(|_| 1.0 + lcg(&mut s).abs()).collect();
+            let p = Packed::new(&w, n, k, &smooth).unwrap();
+            let mut q = Quantized::default();
+            quantize_rows(&x, rows, &p, &mut q);
+            let mut out = vec![f32::NAN; q.rows * n];
+            matmul(&q, &p, &mut out);
+            for r in 0..q.rows {
+                for c in 0..n {
+                    let dot: i64 = (0..k)
+                        .map(|i| q.data[r * k + i] as i64 * p.weight(c, i) as i64)
+                        .sum();
+                    let wsum: i64 = (0..k).map(|i| p.weight(c, i) as i64).sum();
+                    let want = q.scale[r] as f64 * p.scale(c) as f64 * dot as f64
+                        + q.low[r] as f64 * p.scale(c) as f64 * wsum as f64;
+                    let got = out[r * n + c] as f64;
+                    let mag = q.scale[r] as f64 * p.scale(c) as f64 * 255.0 * 127.0 * k as f64
+                        + (q.low[r] as f64 * p.scale(c) as f64 * wsum as f64).abs();
+                    assert!(
+                        (got - want).abs() <= 1e-6 * (1.0 + mag),
+                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
+                    );
+                }
+            }
+            // Padding rows are zeros.
+            assert!(out[rows * n..].iter().all(|&v| v == 0.0));
+            // And the whole is close to the real product (8-bit operands).
+            for r in 0..rows {
+                for c in 0..n {
+                    let exact: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
+                    let got = out[r * n + c];
+                    assert!(
+                        (got - exact).abs() < 0.05 * (1.0 + (k as f32).sqrt()),
+                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+}
