@@ -110,10 +110,11 @@ impl Encoder {
     ///
     /// [`Precision::Int8Avx512`] is a mix: the query/key/value, attention-output and
     /// feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
-    /// ranges a bf16 pass over `calibration` (token-id sequences) shows; the feed-forward-out
-    /// product, whose input (GELU output, 1,536 channels) has the widest outliers, stays in
-    /// bf16. Without calibration sequences the int8 products are unscaled. Other precisions
-    /// ignore `calibration`.
+    /// ranges a bf16 pass over `calibration` (token-id sequences) shows, the widest inputs in
+    /// f32 ([`augur_kernels::INT8_OUTLIERS`]); the feed-forward-out product, whose input (GELU
+    /// output, 1,536 channels) has the widest outliers, stays in bf16 (f32 on Intel). Without
+    /// calibration sequences the int8 products are unscaled. Other precisions ignore
+    /// `calibration`.
     pub fn new(
         cfg: BertConfig,
         tensors: &HashMap<String, Tensor>,
@@ -154,12 +155,15 @@ impl Encoder {
                 beta: get(&format!("{prefix}.LayerNorm.bias"), h)?,
             })
         };
-        // The int8 mix starts as bf16 (f32 where the CPU lacks it) and is calibrated below.
+        // The int8 mix starts as bf16 where the CPU prefers AVX512-BF16 (AMD), else f32, and
+        // is calibrated below.
         let int8 = precision == Precision::Int8Avx512 && precision.available();
-        let base = if int8 {
-            Precision::Bf16Avx512
-        } else {
-            precision
+        let base = match precision {
+            Precision::Int8Avx512 if augur_kernels::avx512bf16::preferred() => {
+                Precision::Bf16Avx512
+            }
+            Precision::Int8Avx512 => Precision::F32,
+            p => p,
         };
         let linear = |w: Vec<f32>, b: Vec<f32>, n: usize, k: usize| {
             Linear::new(w, b, n, k, base).ok_or_else(|| format!("linear {k} -> {n}"))

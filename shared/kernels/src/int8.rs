@@ -45,8 +45,13 @@ pub struct Packed {
     scale: Vec<f32>,
     /// Per output column: scale x the sum of its rounded weights (the activations' `low` term).
     offset: Vec<f32>,
-    /// Per input: `1 / s_i`, what an activation is multiplied by before rounding.
+    /// Per input: `1 / s_i`, what an activation is multiplied by before rounding (0 for the
+    /// outlier inputs, which stay out of the integer product).
     inv_smooth: Vec<f32>,
+    /// Inputs multiplied in f32 instead (the widest on calibration data).
+    outliers: Vec<usize>,
+    /// Their weights, `[outliers x n]`: `wo[j * n + c] = W[c][outliers[j]]`.
+    wo: Vec<f32>,
 }
 
 impl std::fmt::Debug for Packed {
@@ -57,9 +62,24 @@ impl std::fmt::Debug for Packed {
 
 impl Packed {
     /// Packs a row-major `[n x k]` weight with per-input factors `smooth` (`k` positive finite
-    /// values; all ones for plain dynamic quantisation). `None` unless `n` is a multiple of 32,
-    /// `k` of 4, and the lengths and factors are valid.
-    pub fn new(w: &[f32], n: usize, k: usize, smooth: &[f32]) -> Option<Packed> {
+    /// values; all ones for plain dynamic quantisation); the inputs listed in `outliers` (each
+    /// below `k`, at most once) are multiplied in f32 instead, outside the integer product.
+    /// `None` unless `n` is a multiple of 32, `k` of 4, and the lengths, factors and outliers are
+    /// valid.
+    pub fn new(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        smooth: &[f32],
+        outliers: &[usize],
+    ) -> Option<Packed> {
+        let mut seen = vec![false; k];
+        if outliers
+            .iter()
+            .any(|&i| i >= k || std::mem::replace(&mut seen[i], true))
+        {
+            return None;
+        }
         if n == 0
             || k == 0
             || !n.is_multiple_of(COLS)
@@ -77,8 +97,13 @@ impl Packed {
         let mut offset = vec![0.0f32; n];
         let mut col = vec![0.0f32; k];
         for c in 0..n {
-            for ((v, &x), &s) in col.iter_mut().zip(&w[c * k..(c + 1) * k]).zip(smooth) {
-                *v = x * s;
+            for (((v, &x), &s), &out) in col
+                .iter_mut()
+                .zip(&w[c * k..(c + 1) * k])
+                .zip(smooth)
+                .zip(&seen)
+            {
+                *v = if out { 0.0 } else { x * s };
             }
             let max = col.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let sc = if max > 0.0 { max / 127.0 } else { 1.0 };
@@ -92,14 +117,31 @@ impl Packed {
             scale[c] = sc;
             offset[c] = sc * sum as f32;
         }
+        let mut wo = vec![0.0f32; outliers.len() * n];
+        for (j, &i) in outliers.iter().enumerate() {
+            for c in 0..n {
+                wo[j * n + c] = w[c * k + i];
+            }
+        }
         Some(Packed {
             n,
             k,
             data,
             scale,
             offset,
-            inv_smooth: smooth.iter().map(|s| 1.0 / s).collect(),
+            inv_smooth: smooth
+                .iter()
+                .zip(&seen)
+                .map(|(s, &out)| if out { 0.0 } else { 1.0 / s })
+                .collect(),
+            outliers: outliers.to_vec(),
+            wo,
         })
+    }
+
+    /// The inputs multiplied in f32.
+    pub fn outliers(&self) -> &[usize] {
+        &self.outliers
     }
 
     /// `(n, k)`: output columns and inputs.
@@ -129,6 +171,9 @@ pub struct Quantized {
     pub scale: Vec<f32>,
     /// Per row: the value `u = 0` stands for.
     pub low: Vec<f32>,
+    /// Per row: the raw values of the weight's outlier inputs (`outliers` a row; zeros in
+    /// padding rows).
+    pub outlier_values: Vec<f32>,
     /// Rows, padded to a multiple of [`ROWS`].
     pub rows: usize,
 }
@@ -148,6 +193,17 @@ pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
     out.scale[rows..].fill(0.0);
     out.low[rows..].fill(0.0);
     out.rows = padded;
+    let o = w.outliers.len();
+    out.outlier_values.resize(padded * o, 0.0);
+    out.outlier_values[rows * o..].fill(0.0);
+    for r in 0..rows {
+        for (v, &i) in out.outlier_values[r * o..(r + 1) * o]
+            .iter_mut()
+            .zip(&w.outliers)
+        {
+            *v = x[r * k + i];
+        }
+    }
     let chunk = 64;
     out.data[..rows * k]
         .par_chunks_mut(chunk * k)
@@ -166,40 +222,54 @@ pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
         });
 }
 
-crate::math::dispatch! {
-    /// One row of [`quantize_rows`]: `u[i] = floor((x[i] * inv[i] - low) / scale + 1/2)`;
-    /// returns `(scale, low)` (scale 0 when the row is constant).
-    pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for (a, b) in x.iter().zip(inv) {
-            let v = a * b;
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if hi > lo {
-            let scale = (hi - lo) / 255.0;
-            let step = 1.0 / scale;
-            for ((o, a), b) in u.iter_mut().zip(x).zip(inv) {
-                // In [0, 255.5] up to rounding: the cast truncates and saturates.
-                *o = (((a * b) - lo) * step + 0.5) as u8;
-            }
-            (scale, lo)
-        } else {
-            u.fill(0);
-            (0.0, if lo.is_finite() { lo } else { 0.0 })
-        }
+/// One row of [`quantize_rows`]: `u[i] = floor((x[i] * inv[i] - low) / scale + 1/2)`;
+/// returns `(scale, low)` (scale 0 when the row is constant). Vectorised where the CPU has
+/// AVX512-BW, with exactly [`quantize_row_scalar`]'s arithmetic.
+pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
+    assert!(x.len() == inv.len() && x.len() == u.len(), "lengths differ");
+    if available() {
+        // SAFETY: AVX512-F/BW are available; the three slices have the same length (asserted).
+        unsafe { imp::quantize_row(x, inv, u) }
+    } else {
+        quantize_row_scalar(x, inv, u)
     }
 }
 
-/// `out[r][c] = scale[r] * wscale[c] * sum_i u[r][i] q[c][i] + low[r] * offset[c]` for the
-/// `a.rows` rows (see the module documentation); `out` row-major with `w`'s `n` columns and at
-/// least `a.rows` rows. Panics if AVX512-VNNI is not [`available`] or the sizes disagree.
+/// [`quantize_row`] one value at a time (the reference, and the path of CPUs without
+/// AVX-512, which never multiply in int8 but may quantise for tests).
+pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for (a, b) in x.iter().zip(inv) {
+        let v = a * b;
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if hi > lo {
+        let scale = (hi - lo) / 255.0;
+        let step = 1.0 / scale;
+        for ((o, a), b) in u.iter_mut().zip(x).zip(inv) {
+            // In [0, 255.5] up to rounding (v >= lo exactly): the cast truncates and saturates.
+            *o = ((a * b - lo) * step + 0.5) as u8;
+        }
+        (scale, lo)
+    } else {
+        u.fill(0);
+        (0.0, if lo.is_finite() { lo } else { 0.0 })
+    }
+}
+
+/// `out[r][c] = scale[r] * wscale[c] * sum_i u[r][i] q[c][i] + low[r] * offset[c]` plus the
+/// outlier inputs' f32 products, for the `a.rows` rows (see the module documentation); `out`
+/// row-major with `w`'s `n` columns and at least `a.rows` rows. Panics if AVX512-VNNI is not [`available`] or the sizes disagree.
 pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
     assert!(available(), "AVX512-VNNI is not available on this CPU");
     assert!(a.rows.is_multiple_of(ROWS), "rows must be padded to {ROWS}");
     assert!(
-        a.data.len() >= a.rows * w.k && a.scale.len() >= a.rows && a.low.len() >= a.rows,
-        "a is too short"
+        a.data.len() >= a.rows * w.k
+            && a.scale.len() >= a.rows
+            && a.low.len() >= a.rows
+            && a.outlier_values.len() >= a.rows * w.outliers.len(),
+        "a is too short (quantised for another weight?)"
     );
     assert!(out.len() >= a.rows * w.n, "out is too short");
     crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
@@ -219,6 +289,57 @@ mod imp {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// [`super::quantize_row_scalar`] 16 values at a time (the same operations in the same
+    /// order, so the same bytes for finite input).
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-F/BW; `x`, `inv` and `u` must have the same length.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
+        let k = x.len();
+        let full = k / 16 * 16;
+        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
+        let mut vlo = _mm512_set1_ps(f32::INFINITY);
+        let mut vhi = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(16) {
+            // SAFETY: i + 16 <= k = every slice's length.
+            let v =
+                unsafe { _mm512_mul_ps(_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(ip.add(i))) };
+            vlo = _mm512_min_ps(vlo, v);
+            vhi = _mm512_max_ps(vhi, v);
+        }
+        let (mut lo, mut hi) = (_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi));
+        for i in full..k {
+            let v = x[i] * inv[i];
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if hi <= lo {
+            u.fill(0);
+            return (0.0, if lo.is_finite() { lo } else { 0.0 });
+        }
+        let scale = (hi - lo) / 255.0;
+        let step = 1.0 / scale;
+        let (vl, vs, half) = (
+            _mm512_set1_ps(lo),
+            _mm512_set1_ps(step),
+            _mm512_set1_ps(0.5),
+        );
+        for i in (0..full).step_by(16) {
+            // SAFETY: as above; 16 bytes at u[i..i + 16].
+            unsafe {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(ip.add(i)));
+                let t = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vl), vs), half);
+                let b = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(t));
+                _mm_storeu_si128(up.add(i).cast::<__m128i>(), b);
+            }
+        }
+        for i in full..k {
+            u[i] = ((x[i] * inv[i] - lo) * step + 0.5) as u8;
+        }
+        (scale, lo)
     }
 
     /// Column blocks `[first, last)` (32 columns each) of the product, all rows.
@@ -269,19 +390,41 @@ mod imp {
                         }
                     }
                 }
-                for (r, acc) in acc.iter().enumerate() {
-                    let (sr, lr) = (a.scale[rb + r], a.low[rb + r]);
-                    let (sv, lv) = (_mm512_set1_ps(sr), _mm512_set1_ps(lr));
-                    let y0 = _mm512_fmadd_ps(
+                let outs = w.outliers.len();
+                let mut y = [[_mm512_setzero_ps(); 2]; ROWS];
+                for (r, (y, acc)) in y.iter_mut().zip(&acc).enumerate() {
+                    let (sv, lv) = (
+                        _mm512_set1_ps(a.scale[rb + r]),
+                        _mm512_set1_ps(a.low[rb + r]),
+                    );
+                    y[0] = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(acc[0]),
                         _mm512_mul_ps(sv, s0),
                         _mm512_mul_ps(lv, o0),
                     );
-                    let y1 = _mm512_fmadd_ps(
+                    y[1] = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(acc[1]),
                         _mm512_mul_ps(sv, s1),
                         _mm512_mul_ps(lv, o1),
                     );
+                }
+                // The outlier inputs in f32: each weight pair loaded once for the 8 rows.
+                let xo = &a.outlier_values[rb * outs..(rb + ROWS) * outs];
+                for j in 0..outs {
+                    // SAFETY: outlier j's weights for columns cb*32..cb*32+32 < n lie inside
+                    // `wo` (outliers x n).
+                    let (w0, w1) = unsafe {
+                        let wj = w.wo.as_ptr().add(j * n + cb * COLS);
+                        (_mm512_loadu_ps(wj), _mm512_loadu_ps(wj.add(16)))
+                    };
+                    for (r, y) in y.iter_mut().enumerate() {
+                        let xv = _mm512_set1_ps(xo[r * outs + j]);
+                        y[0] = _mm512_fmadd_ps(xv, w0, y[0]);
+                        y[1] = _mm512_fmadd_ps(xv, w1, y[1]);
+                    }
+                }
+                for (r, y) in y.iter().enumerate() {
+                    let (y0, y1) = (y[0], y[1]);
                     // SAFETY: row rb + r < a.rows, columns cb*32..cb*32+32 < n: inside `out`,
                     // and in this call's own column range.
                     unsafe {
@@ -304,6 +447,11 @@ mod imp {
     }
 
     /// Never called: [`super::available`] is false here.
+    pub(super) unsafe fn quantize_row(_: &[f32], _: &[f32], _: &mut [u8]) -> (f32, f32) {
+        unreachable!("AVX512-BW is not available on this platform")
+    }
+
+    /// Never called: [`super::available`] is false here.
     pub(super) unsafe fn blocks(_: &Quantized, _: &Packed, _: *mut f32, _: usize, _: usize) {
         unreachable!("AVX512-VNNI is not available on this platform")
     }
@@ -321,7 +469,7 @@ mod tests {
         let mut s = 5;
         let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
         let smooth: Vec<f32> = (0..k).map(|i| 0.5 + i as f32 * 0.25).collect();
-        let p = Packed::new(&w, n, k, &smooth).unwrap();
+        let p = Packed::new(&w, n, k, &smooth, &[]).unwrap();
         for c in 0..n {
             let max = (0..k)
                 .map(|i| (w[c * k + i] * smooth[i]).abs())
@@ -333,8 +481,10 @@ mod tests {
             }
             assert!((0..k).any(|i| p.weight(c, i).unsigned_abs() == 127));
         }
-        assert!(Packed::new(&w, n, k, &vec![0.0; k]).is_none());
-        assert!(Packed::new(&w[..16 * k], 16, k, &smooth).is_none());
+        assert!(Packed::new(&w, n, k, &vec![0.0; k], &[]).is_none());
+        assert!(Packed::new(&w[..16 * k], 16, k, &smooth, &[]).is_none());
+        assert!(Packed::new(&w, n, k, &smooth, &[1, 1]).is_none());
+        assert!(Packed::new(&w, n, k, &smooth, &[k]).is_none());
     }
 
     #[test]
@@ -342,7 +492,7 @@ mod tests {
         let (n, k) = (32, 12);
         let w = vec![0.1; n * k];
         let smooth = vec![2.0; k];
-        let p = Packed::new(&w, n, k, &smooth).unwrap();
+        let p = Packed::new(&w, n, k, &smooth, &[]).unwrap();
         let mut s = 9;
         let rows = 3;
         let mut x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 3.0).collect();
@@ -368,6 +518,28 @@ mod tests {
         assert!(q.scale[rows..].iter().all(|&v| v == 0.0));
     }
 
+    #[test]
+    fn vector_quantisation_gives_the_scalar_bytes() {
+        let mut s = 21;
+        for k in [1usize, 4, 15, 16, 17, 384, 1536] {
+            for scale in [1e-3f32, 1.0, 300.0] {
+                let x: Vec<f32> = (0..k).map(|_| lcg(&mut s) * scale).collect();
+                let inv: Vec<f32> = (0..k).map(|_| 0.25 + lcg(&mut s).abs()).collect();
+                let (mut a, mut b) = (vec![7u8; k], vec![9u8; k]);
+                let pa = quantize_row(&x, &inv, &mut a);
+                let pb = quantize_row_scalar(&x, &inv, &mut b);
+                assert_eq!(pa, pb, "k {k}");
+                assert_eq!(a, b, "k {k}");
+            }
+        }
+        let (mut a, mut b) = (vec![1u8; 20], vec![2u8; 20]);
+        assert_eq!(
+            quantize_row(&[3.0; 20], &[0.5; 20], &mut a),
+            quantize_row_scalar(&[3.0; 20], &[0.5; 20], &mut b)
+        );
+        assert_eq!(a, b);
+    }
+
     /// The kernel's output is exactly the formula over the rounded operands (integer sums in
     /// f64), on shapes from one row to MiniLM's.
     #[test]
@@ -386,7 +558,14 @@ mod tests {
             let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 4.0).collect();
             let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
             let smooth: Vec<f32> = (0..k).map(|_| 1.0 + lcg(&mut s).abs()).collect();
-            let p = Packed::new(&w, n, k, &smooth).unwrap();
+            // Every third input of the first 48 (some) in f32.
+            let outliers: Vec<usize> = (0..k.min(48)).step_by(3).collect();
+            let p = Packed::new(&w, n, k, &smooth, &outliers).unwrap();
+            assert!(
+                outliers
+                    .iter()
+                    .all(|&i| (0..n).all(|c| p.weight(c, i) == 0))
+            );
             let mut q = Quantized::default();
             quantize_rows(&x, rows, &p, &mut q);
             let mut out = vec![f32::NAN; q.rows * n];
@@ -397,8 +576,17 @@ mod tests {
                         .map(|i| q.data[r * k + i] as i64 * p.weight(c, i) as i64)
                         .sum();
                     let wsum: i64 = (0..k).map(|i| p.weight(c, i) as i64).sum();
+                    let exact: f64 = if r < rows {
+                        outliers
+                            .iter()
+                            .map(|&i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                            .sum()
+                    } else {
+                        0.0
+                    };
                     let want = q.scale[r] as f64 * p.scale(c) as f64 * dot as f64
-                        + q.low[r] as f64 * p.scale(c) as f64 * wsum as f64;
+                        + q.low[r] as f64 * p.scale(c) as f64 * wsum as f64
+                        + exact;
                     let got = out[r * n + c] as f64;
                     let mag = q.scale[r] as f64 * p.scale(c) as f64 * 255.0 * 127.0 * k as f64
                         + (q.low[r] as f64 * p.scale(c) as f64 * wsum as f64).abs();

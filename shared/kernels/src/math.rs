@@ -87,13 +87,13 @@ pub fn max(xs: &[f32]) -> f32 {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Level {
+enum Level {
     Base,
     Avx2,
     Avx512,
 }
 
-pub(crate) fn level() -> Level {
+fn level() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -114,30 +114,29 @@ pub(crate) fn level() -> Level {
 /// Defines `pub fn $name(args)` running `$body` compiled for AVX-512, AVX2+FMA or the baseline,
 /// whichever the CPU supports.
 macro_rules! dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+        pub fn $name($($arg: $ty),*) {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $(-> $ret)? $body
+            fn generic($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
+            fn avx512($($arg: $ty),*) { generic($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
-            match $crate::math::level() {
+            fn avx2($($arg: $ty),*) { generic($($arg),*) }
+            match level() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `level()` saw these features on this CPU.
-                $crate::math::Level::Avx512 => unsafe { avx512($($arg),*) },
+                Level::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                $crate::math::Level::Avx2 => unsafe { avx2($($arg),*) },
+                Level::Avx2 => unsafe { avx2($($arg),*) },
                 _ => generic($($arg),*),
             }
         }
     };
 }
-pub(crate) use dispatch;
 
 dispatch! {
     /// `rows[r][c] += bias[c]`, then GELU when `gelu`; `rows` is row-major with `bias.len()` columns.
