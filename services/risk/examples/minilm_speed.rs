@@ -5,7 +5,7 @@
 //! `cargo run --release -p augur-risk --example minilm_speed` (needs `make minilm` and the spam
 //! dataset under `AUGUR_DATASETS`, default `../shared/datasets`). Env: `MINILM_DOCS` (default 64),
 //! `MINILM_BATCHES` (tokens per forward pass, default `256,512,1024,4096`), `MINILM_SINGLE` (single calls, default 50),
-//! `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`, `candle`: see `augur_risk::embed`).
+//! `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512`, `candle`: see `augur_risk::embed`).
 
 use std::time::Instant;
 

@@ -5,9 +5,10 @@
 //! and attention runs per sequence), the query/key/value projections are one matrix product,
 //! biases, GELU and the residual layer norms are fused into single passes over the rows, and the
 //! activation buffers are allocated once per batch. The matrix products run in bf16 on AMX
-//! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]) where the CPU has them,
-//! in f32 elsewhere; the embeddings of all three
-//! match sentence-transformers (test `minilm_parity`).
+//! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]), mostly in 8-bit
+//! integers ([`Precision::Int8Avx512`], see [`Encoder::new`]) where the CPU has them, in f32
+//! elsewhere; the embeddings of every precision match sentence-transformers (test
+//! `minilm_parity`).
 
 use std::collections::HashMap;
 

@@ -1,7 +1,8 @@
 //! Numeric kernels for transformer inference on CPU (the MiniLM sentence encoder of the risk
-//! service): a linear layer that multiplies in bf16 on Intel AMX where the CPU has it and in
-//! f32 through the `gemm` crate elsewhere, multi-head self-attention over unpadded sequences,
-//! and the element-wise steps in [`math`].
+//! service): a linear layer that multiplies in bf16 on Intel AMX or with AVX512-BF16, in 8-bit
+//! integers with AVX512-VNNI ([`int8`]), or in f32 through the `gemm` crate, whichever the CPU
+//! has and the caller asks for; multi-head self-attention over unpadded sequences; and the
+//! element-wise steps in [`math`].
 //!
 //! This is the workspace's only crate with `unsafe` code (inline assembly, raw-pointer matrix
 //! products, target-feature dispatch); each block says why it is sound, and the tests compare
