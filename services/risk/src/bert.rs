@@ -73,6 +73,18 @@ struct InputRange {
     up: Vec<f32>,
 }
 
+/// The four matrix products of a layer.
+#[derive(Clone, Copy)]
+enum Product {
+    Qkv,
+    Out,
+    Up,
+    Down,
+}
+
+/// A product's weight (`[n x k]`), bias, `n` and `k`.
+type Weights = (Vec<f32>, Vec<f32>, usize, usize);
+
 fn widen(range: &mut [f32], rows: &[f32]) {
     for row in rows.chunks_exact(range.len()) {
         for (m, v) in range.iter_mut().zip(row) {
@@ -166,39 +178,45 @@ impl Encoder {
             Precision::Int8Avx512 => Precision::F32,
             p => p,
         };
-        let linear = |w: Vec<f32>, b: Vec<f32>, n: usize, k: usize| {
+        // Weight ([n x k]), bias, n and k of one product of layer `l`.
+        let weights = |l: usize, product: Product| -> Result<Weights, String> {
+            let p = format!("encoder.layer.{l}");
+            let dense = |name: &str, n: usize, k: usize| -> Result<Weights, String> {
+                Ok((
+                    get(&format!("{p}.{name}.weight"), n * k)?,
+                    get(&format!("{p}.{name}.bias"), n)?,
+                    n,
+                    k,
+                ))
+            };
+            match product {
+                Product::Qkv => {
+                    let (mut w, mut b) = (Vec::with_capacity(3 * h * h), Vec::with_capacity(3 * h));
+                    for part in ["query", "key", "value"] {
+                        let (pw, pb, _, _) = dense(&format!("attention.self.{part}"), h, h)?;
+                        w.extend(pw);
+                        b.extend(pb);
+                    }
+                    Ok((w, b, 3 * h, h))
+                }
+                Product::Out => dense("attention.output.dense", h, h),
+                Product::Up => dense("intermediate.dense", i, h),
+                Product::Down => dense("output.dense", h, i),
+            }
+        };
+        let linear = |l: usize, product: Product| -> Result<Linear, String> {
+            let (w, b, n, k) = weights(l, product)?;
             Linear::new(w, b, n, k, base).ok_or_else(|| format!("linear {k} -> {n}"))
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let mut w = Vec::with_capacity(3 * h * h);
-            let mut b = Vec::with_capacity(3 * h);
-            for part in ["query", "key", "value"] {
-                w.extend(get(&format!("{p}.attention.self.{part}.weight"), h * h)?);
-                b.extend(get(&format!("{p}.attention.self.{part}.bias"), h)?);
-            }
             layers.push(Layer {
-                qkv: linear(w, b, 3 * h, h)?,
-                out: linear(
-                    get(&format!("{p}.attention.output.dense.weight"), h * h)?,
-                    get(&format!("{p}.attention.output.dense.bias"), h)?,
-                    h,
-                    h,
-                )?,
+                qkv: linear(l, Product::Qkv)?,
+                out: linear(l, Product::Out)?,
                 norm1: norm(&format!("{p}.attention.output"))?,
-                up: linear(
-                    get(&format!("{p}.intermediate.dense.weight"), i * h)?,
-                    get(&format!("{p}.intermediate.dense.bias"), i)?,
-                    i,
-                    h,
-                )?,
-                down: linear(
-                    get(&format!("{p}.output.dense.weight"), h * i)?,
-                    get(&format!("{p}.output.dense.bias"), h)?,
-                    h,
-                    i,
-                )?,
+                up: linear(l, Product::Up)?,
+                down: linear(l, Product::Down)?,
                 norm2: norm(&format!("{p}.output"))?,
             });
         }
@@ -218,33 +236,15 @@ impl Encoder {
         };
         if int8 {
             let ranges = encoder.input_ranges(calibration)?;
+            let quantised = |l: usize, product: Product, range: &[f32]| -> Result<Linear, String> {
+                let (w, b, n, k) = weights(l, product)?;
+                let range = (!calibration.is_empty()).then_some(range);
+                Linear::new_int8(w, b, n, k, range).ok_or_else(|| format!("linear {k} -> {n}"))
+            };
             for (l, (layer, r)) in encoder.layers.iter_mut().zip(&ranges).enumerate() {
-                let p = format!("encoder.layer.{l}");
-                let mut w = Vec::with_capacity(3 * h * h);
-                let mut b = Vec::with_capacity(3 * h);
-                for part in ["query", "key", "value"] {
-                    w.extend(get(&format!("{p}.attention.self.{part}.weight"), h * h)?);
-                    b.extend(get(&format!("{p}.attention.self.{part}.bias"), h)?);
-                }
-                let q = |w: Vec<f32>, b: Vec<f32>, n: usize, k: usize, range: &[f32]| {
-                    let range = (!calibration.is_empty()).then_some(range);
-                    Linear::new_int8(w, b, n, k, range).ok_or_else(|| format!("linear {k} -> {n}"))
-                };
-                layer.qkv = q(w, b, 3 * h, h, &r.qkv)?;
-                layer.out = q(
-                    get(&format!("{p}.attention.output.dense.weight"), h * h)?,
-                    get(&format!("{p}.attention.output.dense.bias"), h)?,
-                    h,
-                    h,
-                    &r.out,
-                )?;
-                layer.up = q(
-                    get(&format!("{p}.intermediate.dense.weight"), i * h)?,
-                    get(&format!("{p}.intermediate.dense.bias"), i)?,
-                    i,
-                    h,
-                    &r.up,
-                )?;
+                layer.qkv = quantised(l, Product::Qkv, &r.qkv)?;
+                layer.out = quantised(l, Product::Out, &r.out)?;
+                layer.up = quantised(l, Product::Up, &r.up)?;
             }
         }
         Ok(encoder)
