@@ -387,12 +387,12 @@ impl Encoder {
         );
         for (li, l) in self.layers.iter().enumerate() {
             let mut range = ranges.as_deref_mut().and_then(|r| r.get_mut(li));
-            if let Some(r) = range.as_deref_mut() {
+            if let Some(r) = &mut range {
                 widen(&mut r.qkv, &x[..rows * h]);
             }
             l.qkv.forward(x, rows, qkv, Epilogue::Bias, scratch);
             augur_kernels::attention(qkv, h, self.cfg.num_attention_heads, spans, ctx);
-            if let Some(r) = range.as_deref_mut() {
+            if let Some(r) = &mut range {
                 widen(&mut r.out, &ctx[..rows * h]);
             }
             l.out.forward(ctx, rows, tmp, Epilogue::None, scratch);
@@ -405,7 +405,7 @@ impl Encoder {
                 eps,
             );
             std::mem::swap(x, tmp);
-            if let Some(r) = range.as_deref_mut() {
+            if let Some(r) = &mut range {
                 widen(&mut r.up, &x[..rows * h]);
             }
             l.up.forward(x, rows, ffn, Epilogue::BiasGelu, scratch);
