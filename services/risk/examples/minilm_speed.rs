@@ -35,7 +35,13 @@ fn main() -> anyhow::Result<()> {
         "spam dataset not found at {}",
         data.display()
     );
+    let t = Instant::now();
     let mut e = Embedder::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "loaded MiniLM ({}) in {:.2} s",
+        e.engine().name(),
+        t.elapsed().as_secs_f64()
+    );
     let docs: Vec<String> = std::fs::read_to_string(&data)?
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
