@@ -103,6 +103,8 @@ pub struct Encoder {
     token_type0: Vec<f32>,
     norm: Norm,
     layers: Vec<Layer>,
+    /// Attention's two products in bf16 (on the AVX512-BF16 engines).
+    bf16_attention: bool,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -233,6 +235,7 @@ impl Encoder {
             layers,
             cfg,
             pool: std::sync::Mutex::new(Vec::new()),
+            bf16_attention: false,
         };
         if int8 {
             let ranges = encoder.input_ranges(calibration)?;
@@ -247,6 +250,11 @@ impl Encoder {
                 layer.up = quantised(l, Product::Up, &r.up)?;
             }
         }
+        // Only where AVX512-BF16 is the preferred bf16 path (AMD); AMX CPUs keep f32 attention.
+        encoder.bf16_attention = matches!(
+            encoder.precision(),
+            Precision::Bf16Avx512 | Precision::Int8Avx512
+        ) && augur_kernels::avx512bf16::preferred();
         Ok(encoder)
     }
 
@@ -391,7 +399,14 @@ impl Encoder {
                 widen(&mut r.qkv, &x[..rows * h]);
             }
             l.qkv.forward(x, rows, qkv, Epilogue::Bias, scratch);
-            augur_kernels::attention(qkv, h, self.cfg.num_attention_heads, spans, ctx);
+            augur_kernels::attention_in(
+                qkv,
+                h,
+                self.cfg.num_attention_heads,
+                spans,
+                ctx,
+                self.bf16_attention,
+            );
             if let Some(r) = &mut range {
                 widen(&mut r.out, &ctx[..rows * h]);
             }
