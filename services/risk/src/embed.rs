@@ -198,7 +198,12 @@ impl Embedder {
             Engine::Kernels(precision) => {
                 let config: BertConfig =
                     serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
-                let calibration = calibration_ids(&tokenizer)?;
+                // Only the int8 mix reads calibration text.
+                let calibration = if precision == Precision::Int8Avx512 {
+                    calibration_ids(&tokenizer)?
+                } else {
+                    Vec::new()
+                };
                 let refs: Vec<&[u32]> = calibration.iter().map(Vec::as_slice).collect();
                 Model::Kernels(Encoder::new(config, &tensors, precision, &refs).map_err(load_err)?)
             }

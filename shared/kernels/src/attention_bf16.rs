@@ -146,6 +146,7 @@ fn exp_row(row: &mut [f32], scale: f32, total: &mut f32) {
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::MR;
+    use crate::math;
     use std::arch::x86_64::*;
 
     /// `e^x` for 16 lanes, x in about [-87, 0] (softmax arguments): the Cody-Waite reduction
@@ -158,17 +159,11 @@ mod imp {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(math::LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(math::LN2_LO), r);
+        let mut p = _mm512_set1_ps(math::EXP_POLY[0]);
+        for c in &math::EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
         let y = _mm512_add_ps(
             _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),

@@ -144,11 +144,6 @@ impl Packed {
         &self.outliers
     }
 
-    /// `(n, k)`: output columns and inputs.
-    pub fn dims(&self) -> (usize, usize) {
-        (self.n, self.k)
-    }
-
     /// The rounded weight `q[c][i]` (for tests and diagnostics).
     pub fn weight(&self, c: usize, i: usize) -> i8 {
         let quads = self.k / 4;

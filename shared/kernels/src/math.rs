@@ -7,8 +7,19 @@
 //! slower, same results).
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
+/// ln 2 split in two for the Cody-Waite reduction (shared with the AVX-512 exponential of
+/// [`crate::attention_bf16`]).
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// The Cephes polynomial of `exp` on the reduced argument, highest degree first.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 /// 1.5 x 2^23: adding it rounds to the nearest integer, which then sits in the low mantissa bits.
 const ROUND: f32 = 12_582_912.0;
 
@@ -21,12 +32,10 @@ pub fn exp(x: f32) -> f32 {
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let mut p = 1.987_569_1e-4_f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 0.5);
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p.mul_add(r, *c);
+    }
     let y = p.mul_add(r * r, r) + 1.0;
     // The rounded integer n is in t's low mantissa bits (two's complement offset by 2^22).
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
