@@ -423,8 +423,7 @@ impl Encoder {
             if let Some(r) = &mut range {
                 widen(&mut r.up, &x[..rows * h]);
             }
-            l.up.forward(x, rows, ffn, Epilogue::BiasGelu, scratch);
-            l.down.forward(ffn, rows, tmp, Epilogue::None, scratch);
+            l.up.forward_gelu_then(x, rows, ffn, &l.down, tmp, scratch);
             augur_kernels::add_layer_norm(
                 &mut tmp[..rows * h],
                 &x[..rows * h],

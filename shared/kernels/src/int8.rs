@@ -257,6 +257,33 @@ pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
 /// outlier inputs' f32 products, for the `a.rows` rows (see the module documentation); `out`
 /// row-major with `w`'s `n` columns and at least `a.rows` rows. Panics if AVX512-VNNI is not [`available`] or the sizes disagree.
 pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
+    check(a, w, out.len());
+    crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
+        // SAFETY: AVX512-VNNI is available and `a` holds `a.rows` rows of `w.k` bytes and
+        // their parameters, `out` `a.rows x w.n` (`check`), and `over_column_blocks` hands
+        // each call its own column blocks [first, last).
+        unsafe { imp::blocks(a, w, imp::Out::F32(out), first, last) }
+    });
+}
+
+/// `out[r][c] = bf16(gelu(y[r][c] + bias[c]))` with `y` the product of [`matmul`]: the bias,
+/// GELU ([`crate::math::gelu`]) and the bf16 rounding ([`crate::math::bf16_round`]) applied to
+/// each block while it is in registers, so that the f32 product is never stored (the
+/// feed-forward-in product of a transformer layer, whose output feeds a bf16 product). The
+/// same values as [`matmul`] followed by those steps. Panics as [`matmul`] does, or if `bias`
+/// does not hold `n` values.
+pub fn matmul_gelu_bf16(a: &Quantized, w: &Packed, bias: &[f32], out: &mut [u16]) {
+    check(a, w, out.len());
+    assert_eq!(bias.len(), w.n, "one bias per output column");
+    crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
+        let bias = bias.as_ptr();
+        // SAFETY: as in `matmul`; `bias` holds `w.n` values (asserted above).
+        unsafe { imp::blocks(a, w, imp::Out::GeluBf16 { bias, out }, first, last) }
+    });
+}
+
+/// The checks shared by [`matmul`] and [`matmul_gelu_bf16`] (`out` values in the output).
+fn check(a: &Quantized, w: &Packed, out: usize) {
     assert!(available(), "AVX512-VNNI is not available on this CPU");
     assert!(a.rows.is_multiple_of(ROWS), "rows must be padded to {ROWS}");
     assert!(
@@ -266,19 +293,20 @@ pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
             && a.outlier_values.len() >= a.rows * w.outliers.len(),
         "a is too short (quantised for another weight?)"
     );
-    assert!(out.len() >= a.rows * w.n, "out is too short");
-    crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
-        // SAFETY: AVX512-VNNI is available (asserted above); `a` holds `a.rows` rows of `w.k`
-        // bytes and their parameters, `out` `a.rows x w.n` (asserted above), and
-        // `over_column_blocks` hands each call its own column blocks [first, last).
-        unsafe { imp::blocks(a, w, out, first, last) }
-    });
+    assert!(out >= a.rows * w.n, "out is too short");
 }
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::{COLS, Packed, Quantized, ROWS};
     use std::arch::x86_64::*;
+
+    /// Where [`blocks`] writes: f32 products, or `bf16(gelu(product + bias))`.
+    #[derive(Clone, Copy)]
+    pub(super) enum Out {
+        F32(*mut f32),
+        GeluBf16 { bias: *const f32, out: *mut u16 },
+    }
 
     pub(super) fn detect() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -341,16 +369,10 @@ mod imp {
     ///
     /// # Safety
     /// The CPU must have AVX512-F/BW/VNNI; `a` must hold `a.rows` (a multiple of `ROWS`) rows
-    /// of `w.k` bytes with their scale and low, `out` at least `a.rows x w.n` f32 with nothing
-    /// else writing columns `[first * 32, last * 32)`.
+    /// of `w.k` bytes with their scale and low, `out` at least `a.rows x w.n` values (and the
+    /// bias `w.n`) with nothing else writing columns `[first * 32, last * 32)`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn blocks(
-        a: &Quantized,
-        w: &Packed,
-        out: *mut f32,
-        first: usize,
-        last: usize,
-    ) {
+    pub(super) unsafe fn blocks(a: &Quantized, w: &Packed, out: Out, first: usize, last: usize) {
         let (n, k) = (w.n, w.k);
         let quads = k / 4;
         let data = w.data.as_ptr();
@@ -420,12 +442,33 @@ mod imp {
                 }
                 for (r, y) in y.iter().enumerate() {
                     let (y0, y1) = (y[0], y[1]);
-                    // SAFETY: row rb + r < a.rows, columns cb*32..cb*32+32 < n: inside `out`,
-                    // and in this call's own column range.
+                    let at = (rb + r) * n + cb * COLS;
+                    // SAFETY: row rb + r < a.rows, columns cb*32..cb*32+32 < n: inside `out`
+                    // (and `bias`), and in this call's own column range.
                     unsafe {
-                        let c = out.add((rb + r) * n + cb * COLS);
-                        _mm512_storeu_ps(c, y0);
-                        _mm512_storeu_ps(c.add(16), y1);
+                        match out {
+                            Out::F32(out) => {
+                                _mm512_storeu_ps(out.add(at), y0);
+                                _mm512_storeu_ps(out.add(at + 16), y1);
+                            }
+                            Out::GeluBf16 { bias, out } => {
+                                let b = bias.add(cb * COLS);
+                                let mut t = [0.0f32; COLS];
+                                _mm512_storeu_ps(
+                                    t.as_mut_ptr(),
+                                    _mm512_add_ps(y0, _mm512_loadu_ps(b)),
+                                );
+                                _mm512_storeu_ps(
+                                    t.as_mut_ptr().add(16),
+                                    _mm512_add_ps(y1, _mm512_loadu_ps(b.add(16))),
+                                );
+                                let o = crate::math::gelu_bf16(&t);
+                                _mm512_storeu_si512(
+                                    out.add(at).cast::<__m512i>(),
+                                    _mm512_loadu_si512(o.as_ptr().cast::<__m512i>()),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -437,6 +480,13 @@ mod imp {
 mod imp {
     use super::{Packed, Quantized};
 
+    /// As on x86-64 (never used here).
+    #[derive(Clone, Copy)]
+    pub(super) enum Out {
+        F32(*mut f32),
+        GeluBf16 { bias: *const f32, out: *mut u16 },
+    }
+
     pub(super) fn detect() -> bool {
         false
     }
@@ -447,7 +497,7 @@ mod imp {
     }
 
     /// Never called: [`super::available`] is false here.
-    pub(super) unsafe fn blocks(_: &Quantized, _: &Packed, _: *mut f32, _: usize, _: usize) {
+    pub(super) unsafe fn blocks(_: &Quantized, _: &Packed, _: Out, _: usize, _: usize) {
         unreachable!("AVX512-VNNI is not available on this platform")
     }
 }

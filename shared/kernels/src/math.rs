@@ -63,6 +63,17 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// `bf16_round(gelu(x))` of each value (inlined into vectorised callers such as the int8
+/// kernel's fused epilogue).
+#[inline(always)]
+pub(crate) fn gelu_bf16<const N: usize>(x: &[f32; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = bf16_round(gelu(*v).to_bits());
+    }
+    out
+}
+
 /// Sum with 16 independent accumulators (a plain `f32` sum is a serial chain the compiler may
 /// not vectorise, since reordering changes the rounding).
 #[inline(always)]
