@@ -26,9 +26,6 @@ pub fn supports(d: usize) -> bool {
 pub struct Scratch {
     /// Query rows as bf16 (pairs of the head dimension, read as u32).
     q: Vec<u16>,
-    /// One key or value row as bf16.
-    row: Vec<u16>,
-    row2: Vec<u16>,
     k: Vec<u32>,
     v: Vec<u32>,
     s: Vec<f32>,
@@ -44,15 +41,16 @@ fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
 }
 
 /// `out[i] = softmax(scale * q_i K^T) V` for the `len` rows of one sequence and head: row `i`'s
-/// query at `q[i * stride..][..d]`, key at `k[i * stride..]`, value at `v[i * stride..]`, output
-/// at `out[i * out_stride..][..d]`. Panics unless [`supports`]`(d)` and the slices hold the rows.
+/// query at `q[i * stride..][..d]`, key at `k[i * stride..]`, value at `v[i * stride..]` (all
+/// already rounded to bf16, [`crate::math::to_bf16`]), output at `out[i * out_stride..][..d]`.
+/// Panics unless [`supports`]`(d)` and the slices hold the rows.
 ///
 /// # Safety
 /// `out` must address `len` rows of `d` writable f32 at stride `out_stride` that nothing else
 /// accesses during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn head(
-    (q, k, v): (&[f32], &[f32], &[f32]),
+    (q, k, v): (&[u16], &[u16], &[u16]),
     stride: usize,
     len: usize,
     d: usize,
@@ -77,8 +75,6 @@ pub unsafe fn head(
     let groups = d / 16;
     let Scratch {
         q: qp,
-        row,
-        row2,
         k: kp,
         v: vp,
         s,
@@ -88,15 +84,13 @@ pub unsafe fn head(
     // Query rows (rows past `len` are never stored, so their contents do not matter).
     grow(qp, rows * d);
     for i in 0..len {
-        math::to_bf16(&q[i * stride..][..d], &mut qp[i * d..(i + 1) * d]);
+        qp[i * d..(i + 1) * d].copy_from_slice(&q[i * stride..][..d]);
     }
     // Keys: group g of 16, pair t at kp[(g * pairs + t) * 16 + lane] (scores of padding keys
     // are never read).
     grow(kp, keys * pairs);
-    grow(row, d);
-    grow(row2, d);
     for j in 0..len {
-        math::to_bf16(&k[j * stride..][..d], &mut row[..d]);
+        let row = &k[j * stride..][..d];
         let (g, lane) = (j / 16, j % 16);
         for t in 0..pairs {
             kp[(g * pairs + t) * 16 + lane] = row[2 * t] as u32 | (row[2 * t + 1] as u32) << 16;
@@ -105,14 +99,16 @@ pub unsafe fn head(
     // Values: key pair m, column group c of 16: vp[(m * groups + c) * 16 + lane]; padding keys
     // are zeros (their probabilities are zeros too, and 0 x garbage could be NaN).
     grow(vp, keys / 2 * groups * 16);
+    let zeros = [0u16; 32];
     for m in 0..keys / 2 {
-        for (r, buf) in [(2 * m, &mut *row), (2 * m + 1, &mut *row2)] {
+        let value = |r: usize| {
             if r < len {
-                math::to_bf16(&v[r * stride..][..d], &mut buf[..d]);
+                &v[r * stride..][..d]
             } else {
-                buf[..d].fill(0);
+                &zeros[..d]
             }
-        }
+        };
+        let (row, row2) = (value(2 * m), value(2 * m + 1));
         for c in 0..d {
             vp[(m * groups + c / 16) * 16 + c % 16] = row[c] as u32 | (row2[c] as u32) << 16;
         }

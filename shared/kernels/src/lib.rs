@@ -408,33 +408,48 @@ pub fn attention_in(
             std::cell::RefCell::new(attention_bf16::Scratch::default());
     }
     let bf16 = bf16 && attention_bf16::supports(d);
-    jobs.par_iter().for_each(|&(start, len, h)| {
-        if bf16 {
-            let stride = 3 * hidden;
-            let base = start * stride + h * d;
-            let end = (start + len) * stride;
-            BF16.with_borrow_mut(|scratch| {
-                // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`: inside
-                // it (asserted above) and disjoint from every other job.
-                unsafe {
-                    attention_bf16::head(
-                        (
-                            &qkv[base..end],
-                            &qkv[base + hidden..end],
-                            &qkv[base + 2 * hidden..end],
-                        ),
-                        stride,
-                        len,
-                        d,
-                        scale,
-                        out.get().add(start * hidden + h * d),
-                        hidden,
-                        scratch,
-                    );
-                }
-            });
-            return;
+    if bf16 {
+        // Q, K and V rounded to bf16 in one pass (per head, 3 x len calls of d values each
+        // cost their call overhead), in the calling thread's buffer.
+        thread_local! {
+            static QKV: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        QKV.with_borrow_mut(|q16| {
+            let n = rows * 3 * hidden;
+            if q16.len() < n {
+                q16.resize(n, 0);
+            }
+            math::to_bf16(&qkv[..n], &mut q16[..n]);
+            let q16 = &q16[..n];
+            jobs.par_iter().for_each(|&(start, len, h)| {
+                let stride = 3 * hidden;
+                let base = start * stride + h * d;
+                let end = (start + len) * stride;
+                BF16.with_borrow_mut(|scratch| {
+                    // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`:
+                    // inside it (asserted above) and disjoint from every other job.
+                    unsafe {
+                        attention_bf16::head(
+                            (
+                                &q16[base..end],
+                                &q16[base + hidden..end],
+                                &q16[base + 2 * hidden..end],
+                            ),
+                            stride,
+                            len,
+                            d,
+                            scale,
+                            out.get().add(start * hidden + h * d),
+                            hidden,
+                            scratch,
+                        );
+                    }
+                });
+            });
+        });
+        return;
+    }
+    jobs.par_iter().for_each(|&(start, len, h)| {
         SCORES.with_borrow_mut(|scores| {
             scores.resize(len * len, 0.0);
             let scores = &mut scores[..len * len];
