@@ -410,16 +410,20 @@ pub fn attention_in(
     let bf16 = bf16 && attention_bf16::supports(d);
     if bf16 {
         // Q, K and V rounded to bf16 in one pass (per head, 3 x len calls of d values each
-        // cost their call overhead), in the calling thread's buffer.
+        // cost their call overhead), into the calling thread's buffer. The buffer is taken
+        // out for the call and put back after: while this thread waits for the heads below,
+        // rayon may run another caller's attention on it, which then finds none and makes its
+        // own (a borrow held across the parallel loop would panic there).
         thread_local! {
-            static QKV: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+            static QKV: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
         }
-        QKV.with_borrow_mut(|q16| {
-            let n = rows * 3 * hidden;
-            if q16.len() < n {
-                q16.resize(n, 0);
-            }
-            math::to_bf16(&qkv[..n], &mut q16[..n]);
+        let mut q16 = QKV.take();
+        let n = rows * 3 * hidden;
+        if q16.len() < n {
+            q16.resize(n, 0);
+        }
+        math::to_bf16(&qkv[..n], &mut q16[..n]);
+        {
             let q16 = &q16[..n];
             jobs.par_iter().for_each(|&(start, len, h)| {
                 let stride = 3 * hidden;
@@ -446,7 +450,10 @@ pub fn attention_in(
                     }
                 });
             });
-        });
+        }
+        // Keep the larger of this buffer and any a nested call left.
+        let other = QKV.take();
+        QKV.set(if other.len() > q16.len() { other } else { q16 });
         return;
     }
     jobs.par_iter().for_each(|&(start, len, h)| {
@@ -849,6 +856,47 @@ mod tests {
         check_attention(64, 4, false, 1e-4);
         check_attention(64, 4, true, 0.03);
         check_attention(128, 4, true, 0.03);
+    }
+
+    #[test]
+    fn attention_runs_nested_in_parallel_callers() {
+        // The encoder runs groups of texts in parallel and each group's attention runs its
+        // heads in parallel: a worker waiting inside one call may run another group's call.
+        // Every call must give what it gives alone (and not trip over a per-thread buffer).
+        let (hidden, heads) = (128, 4);
+        let seqs = [
+            (0usize, 90usize),
+            (90, 61),
+            (151, 9),
+            (160, 128),
+            (288, 33),
+            (321, 80),
+        ];
+        let rows = 401;
+        let mut s = 41;
+        let qkv: Vec<f32> = (0..rows * 3 * hidden).map(|_| lcg(&mut s)).collect();
+        for bf16 in [false, true] {
+            let mut want = vec![0.0; rows * hidden];
+            attention_in(&qkv, hidden, heads, &seqs, &mut want, bf16);
+            // More workers than cores: more stealing.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(6)
+                .build()
+                .unwrap();
+            let got: Vec<Vec<f32>> = pool.install(|| {
+                (0..300)
+                    .into_par_iter()
+                    .map(|_| {
+                        let mut ctx = vec![0.0; rows * hidden];
+                        attention_in(&qkv, hidden, heads, &seqs, &mut ctx, bf16);
+                        ctx
+                    })
+                    .collect()
+            });
+            for g in &got {
+                assert_eq!(g, &want, "bf16 {bf16}");
+            }
+        }
     }
 
     /// Every (sequence, head) of `attention_in` against the formula in f64; with `bf16` where
