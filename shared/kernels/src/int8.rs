@@ -262,7 +262,7 @@ pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
         // SAFETY: AVX512-VNNI is available and `a` holds `a.rows` rows of `w.k` bytes and
         // their parameters, `out` `a.rows x w.n` (`check`), and `over_column_blocks` hands
         // each call its own column blocks [first, last).
-        unsafe { imp::blocks(a, w, imp::Out::F32(out), first, last) }
+        unsafe { imp::blocks(a, w, Out::F32(out), first, last) }
     });
 }
 
@@ -278,7 +278,7 @@ pub fn matmul_gelu_bf16(a: &Quantized, w: &Packed, bias: &[f32], out: &mut [u16]
     crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
         let bias = bias.as_ptr();
         // SAFETY: as in `matmul`; `bias` holds `w.n` values (asserted above).
-        unsafe { imp::blocks(a, w, imp::Out::GeluBf16 { bias, out }, first, last) }
+        unsafe { imp::blocks(a, w, Out::GeluBf16 { bias, out }, first, last) }
     });
 }
 
@@ -296,17 +296,17 @@ fn check(a: &Quantized, w: &Packed, out: usize) {
     assert!(out >= a.rows * w.n, "out is too short");
 }
 
+/// Where the kernel writes its blocks: f32 products, or `bf16(gelu(product + bias))`.
+#[derive(Clone, Copy)]
+enum Out {
+    F32(*mut f32),
+    GeluBf16 { bias: *const f32, out: *mut u16 },
+}
+
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::{COLS, Packed, Quantized, ROWS};
+    use super::{COLS, Out, Packed, Quantized, ROWS};
     use std::arch::x86_64::*;
-
-    /// Where [`blocks`] writes: f32 products, or `bf16(gelu(product + bias))`.
-    #[derive(Clone, Copy)]
-    pub(super) enum Out {
-        F32(*mut f32),
-        GeluBf16 { bias: *const f32, out: *mut u16 },
-    }
 
     pub(super) fn detect() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -478,14 +478,7 @@ mod imp {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    use super::{Packed, Quantized};
-
-    /// As on x86-64 (never used here).
-    #[derive(Clone, Copy)]
-    pub(super) enum Out {
-        F32(*mut f32),
-        GeluBf16 { bias: *const f32, out: *mut u16 },
-    }
+    use super::{Out, Packed, Quantized};
 
     pub(super) fn detect() -> bool {
         false
