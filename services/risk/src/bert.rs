@@ -6,7 +6,8 @@
 //! biases, GELU and the residual layer norms are fused into single passes over the rows, and the
 //! activation buffers are allocated once per batch. The matrix products run in bf16 on AMX
 //! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]), mostly in 8-bit
-//! integers ([`Precision::Int8Avx512`], see [`Encoder::new`]) where the CPU has them, in f32
+//! integers ([`Precision::Int8Avx512`] / [`Precision::Int8Avx2`], see [`Encoder::new`]) where
+//! the CPU has them, in f32
 //! elsewhere; the embeddings of every precision match sentence-transformers (test
 //! `minilm_parity`).
 
@@ -123,11 +124,13 @@ impl Encoder {
     /// Builds the encoder from a BERT checkpoint's tensors (names as in Hugging Face's
     /// `BertModel`, with or without a `bert.` prefix).
     ///
-    /// [`Precision::Int8Avx512`] is a mix: the query/key/value, attention-output and
+    /// [`Precision::Int8Avx512`] and [`Precision::Int8Avx2`] are a mix: the query/key/value,
+    /// attention-output and
     /// feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
     /// ranges a bf16 pass over `calibration` (token-id sequences) shows, the widest inputs in
     /// f32 ([`augur_kernels::INT8_OUTLIERS`]); the feed-forward-out product, whose input (GELU
-    /// output, 1,536 channels) has the widest outliers, stays in bf16 (f32 on Intel). Without
+    /// output, 1,536 channels) has the widest outliers, stays in bf16 (f32 on Intel, and with
+    /// the AVX2 kernel, which CPUs without AVX512-BF16 run). Without
     /// calibration sequences the int8 products are unscaled. Other precisions ignore
     /// `calibration`.
     pub fn new(
@@ -172,12 +175,12 @@ impl Encoder {
         };
         // The int8 mix starts as bf16 where the CPU prefers AVX512-BF16 (AMD), else f32, and
         // is calibrated below.
-        let int8 = precision == Precision::Int8Avx512 && precision.available();
+        let int8 = precision.int8_kernel().filter(|_| precision.available());
         let base = match precision {
             Precision::Int8Avx512 if augur_kernels::avx512bf16::preferred() => {
                 Precision::Bf16Avx512
             }
-            Precision::Int8Avx512 => Precision::F32,
+            Precision::Int8Avx512 | Precision::Int8Avx2 => Precision::F32,
             p => p,
         };
         // Weight ([n x k]), bias, n and k of one product of layer `l`.
@@ -237,12 +240,13 @@ impl Encoder {
             pool: std::sync::Mutex::new(Vec::new()),
             bf16_attention: false,
         };
-        if int8 {
+        if let Some(kernel) = int8 {
             let ranges = encoder.input_ranges(calibration)?;
             let quantised = |l: usize, product: Product, range: &[f32]| -> Result<Linear, String> {
                 let (w, b, n, k) = weights(l, product)?;
                 let range = (!calibration.is_empty()).then_some(range);
-                Linear::new_int8(w, b, n, k, range).ok_or_else(|| format!("linear {k} -> {n}"))
+                Linear::new_int8(w, b, n, k, range, kernel)
+                    .ok_or_else(|| format!("linear {k} -> {n}"))
             };
             for (l, (layer, r)) in encoder.layers.iter_mut().zip(&ranges).enumerate() {
                 layer.qkv = quantised(l, Product::Qkv, &r.qkv)?;
@@ -517,6 +521,7 @@ mod tests {
             Precision::Bf16Amx,
             Precision::Bf16Avx512,
             Precision::Int8Avx512,
+            Precision::Int8Avx2,
         ] {
             let e = tiny(precision);
             let seqs: Vec<Vec<u32>> = (1..=9u32)

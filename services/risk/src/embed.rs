@@ -83,7 +83,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// `f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512` or `candle`.
+    /// `f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512`, `int8-avx2` or `candle`.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Kernels(p) => p.name(),
@@ -93,7 +93,7 @@ impl Engine {
 }
 
 /// The engine named by env `AUGUR_MINILM_ENGINE` (`f32`, `bf16-amx`, `bf16-avx512`,
-/// `int8-avx512`, `candle`); unset or
+/// `int8-avx512`, `int8-avx2`, `candle`); unset or
 /// empty: our encoder in [`Precision::best`]. Any other value is an error naming the variable.
 pub fn default_engine() -> Result<Engine, EmbedError> {
     engine_named(std::env::var("AUGUR_MINILM_ENGINE").ok().as_deref())
@@ -106,9 +106,10 @@ fn engine_named(value: Option<&str>) -> Result<Engine, EmbedError> {
         Some("bf16-amx") => Ok(Engine::Kernels(Precision::Bf16Amx)),
         Some("bf16-avx512") => Ok(Engine::Kernels(Precision::Bf16Avx512)),
         Some("int8-avx512") => Ok(Engine::Kernels(Precision::Int8Avx512)),
+        Some("int8-avx2") => Ok(Engine::Kernels(Precision::Int8Avx2)),
         Some("candle") => Ok(Engine::Candle),
         Some(other) => Err(EmbedError::Engine(format!(
-            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx, bf16-avx512, int8-avx512 or candle (or unset)"
+            "AUGUR_MINILM_ENGINE={other:?}: expected f32, bf16-amx, bf16-avx512, int8-avx512, int8-avx2 or candle (or unset)"
         ))),
     }
 }
@@ -199,7 +200,7 @@ impl Embedder {
                 let config: BertConfig =
                     serde_json::from_slice(&cfg_bytes).map_err(|e| load_err(e.to_string()))?;
                 // Only the int8 mix reads calibration text.
-                let calibration = if precision == Precision::Int8Avx512 {
+                let calibration = if precision.int8_kernel().is_some() {
                     calibration_ids(&tokenizer)?
                 } else {
                     Vec::new()

@@ -78,6 +78,7 @@ fn embeddings_match_sentence_transformers() {
         Engine::Kernels(Precision::Bf16Amx),
         Engine::Kernels(Precision::Bf16Avx512),
         Engine::Kernels(Precision::Int8Avx512),
+        Engine::Kernels(Precision::Int8Avx2),
     ] {
         let Some(e) = load(&dir, engine) else {
             continue;
@@ -246,6 +247,7 @@ fn our_encoder_matches_candle_transformers_on_varied_texts() {
         (Engine::Kernels(Precision::Bf16Amx), 0.999),
         (Engine::Kernels(Precision::Bf16Avx512), 0.999),
         (Engine::Kernels(Precision::Int8Avx512), 0.999),
+        (Engine::Kernels(Precision::Int8Avx2), 0.999),
     ] {
         let Some(e) = load(&dir, engine) else {
             continue;

@@ -39,6 +39,7 @@ fn main() {
             Precision::Bf16Amx,
             Precision::Bf16Avx512,
             Precision::Int8Avx512,
+            Precision::Int8Avx2,
         ] {
             let l = Linear::new(w.clone(), vec![0.0; n], n, k, p).unwrap();
             if l.precision() != p {

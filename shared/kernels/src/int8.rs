@@ -1,6 +1,6 @@
-//! 8-bit integer matrix products with AVX512-VNNI (`vpdpbusd`): i32 accumulation of u8
-//! activations times i8 weights, for CPUs that have it (AMD Zen 4 and later; Intel Ice Lake and
-//! later).
+//! 8-bit integer matrix products: i32 accumulation of u8 activations times i8 weights, by
+//! AVX512-VNNI (`vpdpbusd`) where the CPU has it (AMD Zen 4 and later; Intel Ice Lake and
+//! later), else by AVX2 (`vpmaddubsw` + `vpmaddwd`, every x86-64 CPU since Haswell / Zen 1).
 //!
 //! `out = x W^T` with `W` `[n x k]`, quantised as PyTorch's dynamic quantisation does it, plus
 //! SmoothQuant's per-input scaling:
@@ -17,8 +17,19 @@
 //! scale and the rest lose their resolution.
 //!
 //! The weight is packed once: 16 output columns x 4 consecutive inputs per 64-byte vector (one
-//! `vpdpbusd` operand). The micro-kernel keeps an 8-row x 32-column block of i32 sums in 16
-//! registers; each step broadcasts 4 inputs of a row against two weight vectors.
+//! `vpdpbusd` operand, or two AVX2 vectors of 8 columns). The VNNI micro-kernel keeps an 8-row
+//! x 32-column block of i32 sums in 16 registers; each step broadcasts 4 inputs of a row
+//! against two weight vectors.
+//!
+//! AVX2 has no u8 x i8 multiply-add into i32: `vpmaddubsw` adds two u8 x i8 products into a
+//! *saturating* i16, which 255 x 127 x 2 overflows. The AVX2 kernel therefore multiplies the
+//! centred activations `u - 128` (in -128..=127): their magnitude (at most 128) is the unsigned
+//! operand and their sign is moved onto the weight (`vpsignb`), so each pair is at most 2 x 128
+//! x 127 = 32,512 and never saturates; `vpmaddwd` by ones widens the pairs to i32, and adding
+//! back `128 x sum_i q[c][i]` gives exactly the VNNI kernel's integer sums, hence the same
+//! outputs bit for bit. (PyTorch's FBGEMM instead rounds activations to 7 bits on such CPUs.)
+//! The extra `vpsignb` costs about a third of the kernel's rate: on AMD Zen 3 it multiplies at
+//! ~1.35x the f32 FMA rate (2x without the sign step).
 
 /// Rows of the output one micro-kernel call keeps in registers: activations are padded to a
 /// multiple of this ([`quantize_rows`]).
@@ -26,10 +37,37 @@ pub const ROWS: usize = 8;
 /// Output columns of one micro-kernel block.
 const COLS: usize = 32;
 
-/// Whether the CPU runs AVX512-F, AVX512-BW and AVX512-VNNI (checked once).
+/// The instructions an int8 product runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX512-VNNI `vpdpbusd` (with AVX512-F/BW).
+    Vnni,
+    /// AVX2 `vpmaddubsw` / `vpmaddwd` on centred activations (with FMA).
+    Avx2,
+}
+
+impl Kernel {
+    /// Whether this CPU runs the kernel (checked once).
+    pub fn available(self) -> bool {
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        match self {
+            Kernel::Vnni => *VNNI.get_or_init(imp::detect_vnni),
+            Kernel::Avx2 => *AVX2.get_or_init(imp::detect_avx2),
+        }
+    }
+
+    /// The fastest kernel this CPU runs, if any.
+    pub fn best() -> Option<Kernel> {
+        [Kernel::Vnni, Kernel::Avx2]
+            .into_iter()
+            .find(|k| k.available())
+    }
+}
+
+/// Whether the CPU runs AVX512-F, AVX512-BW and AVX512-VNNI ([`Kernel::Vnni`]).
 pub fn available() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(imp::detect)
+    Kernel::Vnni.available()
 }
 
 /// A weight `[n x k]` scaled per input and rounded to i8 per output column, packed for
@@ -52,6 +90,10 @@ pub struct Packed {
     outliers: Vec<usize>,
     /// Their weights, `[outliers x n]`: `wo[j * n + c] = W[c][outliers[j]]`.
     wo: Vec<f32>,
+    /// Per output column: `128 x sum_i q[c][i]`, what the AVX2 kernel's centred sums lack.
+    wsum128: Vec<i32>,
+    /// What [`matmul`] multiplies with.
+    kernel: Kernel,
 }
 
 impl std::fmt::Debug for Packed {
@@ -95,6 +137,7 @@ impl Packed {
         let mut data = vec![0i8; n * k];
         let mut scale = vec![0.0f32; n];
         let mut offset = vec![0.0f32; n];
+        let mut wsum128 = vec![0i32; n];
         let mut col = vec![0.0f32; k];
         for c in 0..n {
             for (((v, &x), &s), &out) in col
@@ -116,6 +159,8 @@ impl Packed {
             }
             scale[c] = sc;
             offset[c] = sc * sum as f32;
+            // |sum| <= 127 k: fits i32 for any k a weight can have in memory here.
+            wsum128[c] = i32::try_from(128 * sum).ok()?;
         }
         let mut wo = vec![0.0f32; outliers.len() * n];
         for (j, &i) in outliers.iter().enumerate() {
@@ -136,7 +181,20 @@ impl Packed {
                 .collect(),
             outliers: outliers.to_vec(),
             wo,
+            wsum128,
+            kernel: Kernel::best().unwrap_or(Kernel::Vnni),
         })
+    }
+
+    /// The same weight multiplied by `kernel` (by default the fastest the CPU runs).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Packed {
+        self.kernel = kernel;
+        self
+    }
+
+    /// What [`matmul`] multiplies this weight with.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The inputs multiplied in f32.
@@ -219,19 +277,22 @@ pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
 
 /// One row of [`quantize_rows`]: `u[i] = floor((x[i] * inv[i] - low) / scale + 1/2)`;
 /// returns `(scale, low)` (scale 0 when the row is constant). Vectorised where the CPU has
-/// AVX512-BW, with exactly [`quantize_row_scalar`]'s arithmetic.
+/// AVX512-BW or AVX2, with exactly [`quantize_row_scalar`]'s arithmetic.
 pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
     assert!(x.len() == inv.len() && x.len() == u.len(), "lengths differ");
-    if available() {
+    if Kernel::Vnni.available() {
         // SAFETY: AVX512-F/BW are available; the three slices have the same length (asserted).
         unsafe { imp::quantize_row(x, inv, u) }
+    } else if Kernel::Avx2.available() {
+        // SAFETY: AVX2 is available; the three slices have the same length (asserted).
+        unsafe { imp::quantize_row_avx2(x, inv, u) }
     } else {
         quantize_row_scalar(x, inv, u)
     }
 }
 
-/// [`quantize_row`] one value at a time (the reference, and the path of CPUs without
-/// AVX-512, which never multiply in int8 but may quantise for tests).
+/// [`quantize_row`] one value at a time (the reference, and the path of CPUs without AVX2,
+/// which never multiply in int8 but may quantise for tests).
 pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     for (a, b) in x.iter().zip(inv) {
@@ -255,14 +316,15 @@ pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
 
 /// `out[r][c] = scale[r] * wscale[c] * sum_i u[r][i] q[c][i] + low[r] * offset[c]` plus the
 /// outlier inputs' f32 products, for the `a.rows` rows (see the module documentation); `out`
-/// row-major with `w`'s `n` columns and at least `a.rows` rows. Panics if AVX512-VNNI is not [`available`] or the sizes disagree.
+/// row-major with `w`'s `n` columns and at least `a.rows` rows. Panics if `w`'s
+/// [`Kernel`] is not available or the sizes disagree.
 pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
     check(a, w, out.len());
     crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
-        // SAFETY: AVX512-VNNI is available and `a` holds `a.rows` rows of `w.k` bytes and
+        // SAFETY: `w`'s kernel is available and `a` holds `a.rows` rows of `w.k` bytes and
         // their parameters, `out` `a.rows x w.n` (`check`), and `over_column_blocks` hands
         // each call its own column blocks [first, last).
-        unsafe { imp::blocks(a, w, Out::F32(out), first, last) }
+        unsafe { blocks(a, w, Out::F32(out), first, last) }
     });
 }
 
@@ -278,13 +340,31 @@ pub fn matmul_gelu_bf16(a: &Quantized, w: &Packed, bias: &[f32], out: &mut [u16]
     crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
         let bias = bias.as_ptr();
         // SAFETY: as in `matmul`; `bias` holds `w.n` values (asserted above).
-        unsafe { imp::blocks(a, w, Out::GeluBf16 { bias, out }, first, last) }
+        unsafe { blocks(a, w, Out::GeluBf16 { bias, out }, first, last) }
     });
+}
+
+/// Column blocks `[first, last)` by `w`'s kernel.
+///
+/// # Safety
+/// As [`imp::blocks`] / [`imp::blocks_avx2`], for `w`'s kernel.
+unsafe fn blocks(a: &Quantized, w: &Packed, out: Out, first: usize, last: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match w.kernel {
+            Kernel::Vnni => imp::blocks(a, w, out, first, last),
+            Kernel::Avx2 => imp::blocks_avx2(a, w, out, first, last),
+        }
+    }
 }
 
 /// The checks shared by [`matmul`] and [`matmul_gelu_bf16`] (`out` values in the output).
 fn check(a: &Quantized, w: &Packed, out: usize) {
-    assert!(available(), "AVX512-VNNI is not available on this CPU");
+    assert!(
+        w.kernel.available(),
+        "the {:?} int8 kernel is not available on this CPU",
+        w.kernel
+    );
     assert!(a.rows.is_multiple_of(ROWS), "rows must be padded to {ROWS}");
     assert!(
         a.data.len() >= a.rows * w.k
@@ -308,10 +388,14 @@ mod imp {
     use super::{COLS, Out, Packed, Quantized, ROWS};
     use std::arch::x86_64::*;
 
-    pub(super) fn detect() -> bool {
+    pub(super) fn detect_vnni() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    pub(super) fn detect_avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
 
     /// [`super::quantize_row_scalar`] 16 values at a time (the same operations in the same
@@ -474,24 +558,232 @@ mod imp {
             }
         }
     }
+    /// [`super::quantize_row_scalar`] 8 values at a time (the same operations in the same
+    /// order, so the same bytes for finite input).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `x`, `inv` and `u` must have the same length.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_row_avx2(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
+        let k = x.len();
+        let full = k / 16 * 16;
+        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
+        let mut vlo = _mm256_set1_ps(f32::INFINITY);
+        let mut vhi = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 <= k = every slice's length.
+            let v =
+                unsafe { _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(ip.add(i))) };
+            vlo = _mm256_min_ps(vlo, v);
+            vhi = _mm256_max_ps(vhi, v);
+        }
+        let (mut los, mut his) = ([0.0f32; 8], [0.0f32; 8]);
+        // SAFETY: 8 floats each.
+        unsafe {
+            _mm256_storeu_ps(los.as_mut_ptr(), vlo);
+            _mm256_storeu_ps(his.as_mut_ptr(), vhi);
+        }
+        let mut lo = los.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+        let mut hi = his.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for i in full..k {
+            let v = x[i] * inv[i];
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if hi <= lo {
+            u.fill(0);
+            return (0.0, if lo.is_finite() { lo } else { 0.0 });
+        }
+        let scale = (hi - lo) / 255.0;
+        let step = 1.0 / scale;
+        let (vl, vs, half) = (
+            _mm256_set1_ps(lo),
+            _mm256_set1_ps(step),
+            _mm256_set1_ps(0.5),
+        );
+        for i in (0..full).step_by(16) {
+            // SAFETY: as above; 16 bytes at u[i..i + 16].
+            unsafe {
+                let t0 = _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(ip.add(i)));
+                let t1 = _mm256_mul_ps(
+                    _mm256_loadu_ps(xp.add(i + 8)),
+                    _mm256_loadu_ps(ip.add(i + 8)),
+                );
+                let t0 = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t0, vl), vs), half);
+                let t1 = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(t1, vl), vs), half);
+                // Truncation as the scalar cast (values in [0.5, 255.5]); the packs saturate
+                // per 128-bit lane, the permutation puts the lanes back in order.
+                let w = _mm256_packus_epi32(_mm256_cvttps_epi32(t0), _mm256_cvttps_epi32(t1));
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(w);
+                let b =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                _mm_storeu_si128(up.add(i).cast::<__m128i>(), b);
+            }
+        }
+        for i in full..k {
+            u[i] = ((x[i] * inv[i] - lo) * step + 0.5) as u8;
+        }
+        (scale, lo)
+    }
+
+    /// [`blocks`] on AVX2: the same outputs bit for bit. Each 32-column block runs as two
+    /// 16-column groups (one packed 64-byte vector: columns 0-7 and 8-15 of the group), four
+    /// rows at a time: 8 registers of i32 sums.
+    ///
+    /// # Safety
+    /// As [`blocks`], with AVX2 and FMA instead of AVX-512.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn blocks_avx2(
+        a: &Quantized,
+        w: &Packed,
+        out: Out,
+        first: usize,
+        last: usize,
+    ) {
+        const R: usize = 4;
+        const _: () = assert!(ROWS.is_multiple_of(R));
+        let (n, k) = (w.n, w.k);
+        let quads = k / 4;
+        let data = w.data.as_ptr();
+        let u = a.data.as_ptr();
+        let (ones, centre) = (_mm256_set1_epi16(1), _mm256_set1_epi8(i8::MIN));
+        let outs = w.outliers.len();
+        for g in 2 * first..2 * last {
+            let bg = data.wrapping_add(g * quads * 64);
+            let c0 = g * 16;
+            // SAFETY: columns c0..c0+16 < n of the per-column vectors.
+            let (s, o, ws) = unsafe {
+                (
+                    [
+                        _mm256_loadu_ps(w.scale.as_ptr().add(c0)),
+                        _mm256_loadu_ps(w.scale.as_ptr().add(c0 + 8)),
+                    ],
+                    [
+                        _mm256_loadu_ps(w.offset.as_ptr().add(c0)),
+                        _mm256_loadu_ps(w.offset.as_ptr().add(c0 + 8)),
+                    ],
+                    [
+                        _mm256_loadu_si256(w.wsum128.as_ptr().add(c0).cast::<__m256i>()),
+                        _mm256_loadu_si256(w.wsum128.as_ptr().add(c0 + 8).cast::<__m256i>()),
+                    ],
+                )
+            };
+            for rb in (0..a.rows).step_by(R) {
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                let ar = u.wrapping_add(rb * k);
+                for q in 0..quads {
+                    // SAFETY: quad q of column group g lies inside the packed weight (n x k
+                    // bytes); rows rb..rb+R of `a` hold k bytes each.
+                    unsafe {
+                        let v0 = _mm256_loadu_si256(bg.add(q * 64).cast::<__m256i>());
+                        let v1 = _mm256_loadu_si256(bg.add(q * 64 + 32).cast::<__m256i>());
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let x = _mm256_set1_epi32(
+                                ar.add(r * k + 4 * q).cast::<i32>().read_unaligned(),
+                            );
+                            // u - 128 as i8; its magnitude times the weight with its sign.
+                            let c = _mm256_xor_si256(x, centre);
+                            let m = _mm256_abs_epi8(c);
+                            let p0 = _mm256_maddubs_epi16(m, _mm256_sign_epi8(v0, c));
+                            let p1 = _mm256_maddubs_epi16(m, _mm256_sign_epi8(v1, c));
+                            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
+                            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+                        }
+                    }
+                }
+                // The VNNI kernel's arithmetic on the restored sums.
+                let mut y = [[_mm256_setzero_ps(); 2]; R];
+                for (r, (y, acc)) in y.iter_mut().zip(&acc).enumerate() {
+                    let (sv, lv) = (
+                        _mm256_set1_ps(a.scale[rb + r]),
+                        _mm256_set1_ps(a.low[rb + r]),
+                    );
+                    for h in 0..2 {
+                        y[h] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(_mm256_add_epi32(acc[h], ws[h])),
+                            _mm256_mul_ps(sv, s[h]),
+                            _mm256_mul_ps(lv, o[h]),
+                        );
+                    }
+                }
+                let xo = &a.outlier_values[rb * outs..(rb + R) * outs];
+                for j in 0..outs {
+                    // SAFETY: outlier j's weights for columns c0..c0+16 < n lie inside `wo`.
+                    let (w0, w1) = unsafe {
+                        let wj = w.wo.as_ptr().add(j * n + c0);
+                        (_mm256_loadu_ps(wj), _mm256_loadu_ps(wj.add(8)))
+                    };
+                    for (r, y) in y.iter_mut().enumerate() {
+                        let xv = _mm256_set1_ps(xo[r * outs + j]);
+                        y[0] = _mm256_fmadd_ps(xv, w0, y[0]);
+                        y[1] = _mm256_fmadd_ps(xv, w1, y[1]);
+                    }
+                }
+                for (r, y) in y.iter().enumerate() {
+                    let at = (rb + r) * n + c0;
+                    // SAFETY: row rb + r < a.rows, columns c0..c0+16 < n: inside `out` (and
+                    // `bias`), and in this call's own column range.
+                    unsafe {
+                        match out {
+                            Out::F32(out) => {
+                                _mm256_storeu_ps(out.add(at), y[0]);
+                                _mm256_storeu_ps(out.add(at + 8), y[1]);
+                            }
+                            Out::GeluBf16 { bias, out } => {
+                                let b = bias.add(c0);
+                                let mut t = [0.0f32; 16];
+                                _mm256_storeu_ps(
+                                    t.as_mut_ptr(),
+                                    _mm256_add_ps(y[0], _mm256_loadu_ps(b)),
+                                );
+                                _mm256_storeu_ps(
+                                    t.as_mut_ptr().add(8),
+                                    _mm256_add_ps(y[1], _mm256_loadu_ps(b.add(8))),
+                                );
+                                let o = crate::math::gelu_bf16(&t);
+                                _mm256_storeu_si256(
+                                    out.add(at).cast::<__m256i>(),
+                                    _mm256_loadu_si256(o.as_ptr().cast::<__m256i>()),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
     use super::{Out, Packed, Quantized};
 
-    pub(super) fn detect() -> bool {
+    pub(super) fn detect_vnni() -> bool {
         false
     }
 
-    /// Never called: [`super::available`] is false here.
+    pub(super) fn detect_avx2() -> bool {
+        false
+    }
+
+    /// Never called: no kernel is available here.
     pub(super) unsafe fn quantize_row(_: &[f32], _: &[f32], _: &mut [u8]) -> (f32, f32) {
         unreachable!("AVX512-BW is not available on this platform")
     }
 
-    /// Never called: [`super::available`] is false here.
+    /// Never called: no kernel is available here.
+    pub(super) unsafe fn quantize_row_avx2(_: &[f32], _: &[f32], _: &mut [u8]) -> (f32, f32) {
+        unreachable!("AVX2 is not available on this platform")
+    }
+
+    /// Never called: no kernel is available here.
     pub(super) unsafe fn blocks(_: &Quantized, _: &Packed, _: Out, _: usize, _: usize) {
         unreachable!("AVX512-VNNI is not available on this platform")
+    }
+
+    /// Never called: no kernel is available here.
+    pub(super) unsafe fn blocks_avx2(_: &Quantized, _: &Packed, _: Out, _: usize, _: usize) {
+        unreachable!("AVX2 is not available on this platform")
     }
 }
 
@@ -568,6 +860,13 @@ mod tests {
                 let pb = quantize_row_scalar(&x, &inv, &mut b);
                 assert_eq!(pa, pb, "k {k}");
                 assert_eq!(a, b, "k {k}");
+                if Kernel::Avx2.available() {
+                    let mut c = vec![3u8; k];
+                    // SAFETY: AVX2 is available; the slices have the same length.
+                    let pc = unsafe { imp::quantize_row_avx2(&x, &inv, &mut c) };
+                    assert_eq!(pc, pb, "avx2, k {k}");
+                    assert_eq!(c, b, "avx2, k {k}");
+                }
             }
         }
         let (mut a, mut b) = (vec![1u8; 20], vec![2u8; 20]);
@@ -582,10 +881,22 @@ mod tests {
     /// f64), on shapes from one row to MiniLM's.
     #[test]
     fn matmul_matches_the_formula_over_the_rounded_operands() {
-        if !available() {
-            eprintln!("\n*** SKIPPED: this CPU has no AVX512-VNNI ***\n");
-            return;
+        let kernels: Vec<Kernel> = [Kernel::Vnni, Kernel::Avx2]
+            .into_iter()
+            .filter(|k| {
+                let ok = k.available();
+                if !ok {
+                    eprintln!("\n*** SKIPPED the {k:?} kernel: not available on this CPU ***\n");
+                }
+                ok
+            })
+            .collect();
+        for kernel in kernels {
+            formula_holds(kernel);
         }
+    }
+
+    fn formula_holds(kernel: Kernel) {
         for &(rows, n, k) in &[
             (1usize, 32usize, 4usize),
             (45, 96, 384),
@@ -598,7 +909,9 @@ mod tests {
             let smooth: Vec<f32> = (0..k).map(|_| 1.0 + lcg(&mut s).abs()).collect();
             // Every third input of the first 48 (some) in f32.
             let outliers: Vec<usize> = (0..k.min(48)).step_by(3).collect();
-            let p = Packed::new(&w, n, k, &smooth, &outliers).unwrap();
+            let p = Packed::new(&w, n, k, &smooth, &outliers)
+                .unwrap()
+                .with_kernel(kernel);
             assert!(
                 outliers
                     .iter()
@@ -630,7 +943,7 @@ mod tests {
                         + (q.low[r] as f64 * p.scale(c) as f64 * wsum as f64).abs();
                     assert!(
                         (got - want).abs() <= 1e-6 * (1.0 + mag),
-                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
+                        "{kernel:?} ({rows},{n},{k}) [{r}][{c}]: {got} vs {want}"
                     );
                 }
             }
@@ -643,10 +956,79 @@ mod tests {
                     let got = out[r * n + c];
                     assert!(
                         (got - exact).abs() < 0.05 * (1.0 + (k as f32).sqrt()),
-                        "({rows},{n},{k}) [{r}][{c}]: {got} vs {exact}"
+                        "{kernel:?} ({rows},{n},{k}) [{r}][{c}]: {got} vs {exact}"
                     );
                 }
             }
         }
+    }
+
+    /// The operands' extremes (activations at 0 and 255, weights at +-127 in every pair) must
+    /// not saturate the AVX2 kernel's 16-bit pair sums: its integer sums are exact.
+    #[test]
+    fn avx2_sums_are_exact_at_the_operands_extremes() {
+        if !Kernel::Avx2.available() {
+            eprintln!("\n*** SKIPPED: this CPU has no AVX2 ***\n");
+            return;
+        }
+        let (rows, n, k) = (8usize, 32usize, 64usize);
+        // Row r: +-1 in a pattern, so every value rounds to 0 or 255.
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| if (i / k + i / 3) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        // Weights +-1: every one rounds to +-127.
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| if (i / k + i % 5) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let p = Packed::new(&w, n, k, &vec![1.0; k], &[])
+            .unwrap()
+            .with_kernel(Kernel::Avx2);
+        let mut q = Quantized::default();
+        quantize_rows(&x, rows, &p, &mut q);
+        assert!(q.data.iter().all(|&b| b == 0 || b == 255));
+        assert!((0..n).all(|c| (0..k).all(|i| p.weight(c, i).unsigned_abs() == 127)));
+        let mut out = vec![f32::NAN; rows * n];
+        matmul(&q, &p, &mut out);
+        for r in 0..rows {
+            for c in 0..n {
+                // The product of +-1 values, exact in the rounded operands.
+                let want: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
+                assert!(
+                    (out[r * n + c] - want).abs() < 1e-3,
+                    "[{r}][{c}]: {} vs {want}",
+                    out[r * n + c]
+                );
+            }
+        }
+    }
+
+    /// Where the CPU has both kernels they give the same outputs bit for bit (f32 and the
+    /// fused GELU -> bf16 form), outlier inputs included.
+    #[test]
+    fn avx2_and_vnni_kernels_agree_bit_for_bit() {
+        if !(Kernel::Vnni.available() && Kernel::Avx2.available()) {
+            eprintln!("\n*** SKIPPED: this CPU does not run both int8 kernels ***\n");
+            return;
+        }
+        let (rows, n, k) = (45usize, 96usize, 384usize);
+        let mut s = 77;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 3.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut s)).collect();
+        let smooth: Vec<f32> = (0..k).map(|_| 1.0 + lcg(&mut s).abs()).collect();
+        let vnni = Packed::new(&w, n, k, &smooth, &[3, 50, 200])
+            .unwrap()
+            .with_kernel(Kernel::Vnni);
+        let avx2 = vnni.clone().with_kernel(Kernel::Avx2);
+        let mut q = Quantized::default();
+        quantize_rows(&x, rows, &vnni, &mut q);
+        let (mut a, mut b) = (vec![0.0f32; q.rows * n], vec![1.0f32; q.rows * n]);
+        matmul(&q, &vnni, &mut a);
+        matmul(&q, &avx2, &mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let (mut a, mut b) = (vec![0u16; q.rows * n], vec![1u16; q.rows * n]);
+        matmul_gelu_bf16(&q, &vnni, &bias, &mut a);
+        matmul_gelu_bf16(&q, &avx2, &bias, &mut b);
+        assert_eq!(a, b);
     }
 }

@@ -1,6 +1,6 @@
 //! Numeric kernels for transformer inference on CPU (the MiniLM sentence encoder of the risk
 //! service): a linear layer that multiplies in bf16 on Intel AMX or with AVX512-BF16, in 8-bit
-//! integers with AVX512-VNNI ([`int8`]), or in f32 through the `gemm` crate, whichever the CPU
+//! integers with AVX512-VNNI or AVX2 ([`int8`]), or in f32 through the `gemm` crate, whichever the CPU
 //! has and the caller asks for; multi-head self-attention over unpadded sequences; and the
 //! element-wise steps in [`math`].
 //!
@@ -28,6 +28,9 @@ pub enum Precision {
     /// Weights rounded to i8 per output column, activations to u8 per row at every call,
     /// products by AVX512-VNNI `vpdpbusd` with exact i32 sums ([`int8`]).
     Int8Avx512,
+    /// The same 8-bit rounding and exact sums by AVX2 `vpmaddubsw` / `vpmaddwd`
+    /// ([`int8::Kernel::Avx2`]), for CPUs without AVX512-VNNI.
+    Int8Avx2,
 }
 
 impl Precision {
@@ -55,17 +58,29 @@ impl Precision {
             Precision::F32 => true,
             Precision::Bf16Amx => amx::available(),
             Precision::Bf16Avx512 => avx512bf16::available(),
-            Precision::Int8Avx512 => int8::available(),
+            Precision::Int8Avx512 => int8::Kernel::Vnni.available(),
+            Precision::Int8Avx2 => int8::Kernel::Avx2.available(),
         }
     }
 
-    /// Short name for logs and metadata (`f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512`).
+    /// Short name for logs and metadata (`f32`, `bf16-amx`, `bf16-avx512`, `int8-avx512`,
+    /// `int8-avx2`).
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16Amx => "bf16-amx",
             Precision::Bf16Avx512 => "bf16-avx512",
             Precision::Int8Avx512 => "int8-avx512",
+            Precision::Int8Avx2 => "int8-avx2",
+        }
+    }
+
+    /// The int8 kernel of an int8 precision.
+    pub fn int8_kernel(self) -> Option<int8::Kernel> {
+        match self {
+            Precision::Int8Avx512 => Some(int8::Kernel::Vnni),
+            Precision::Int8Avx2 => Some(int8::Kernel::Avx2),
+            _ => None,
         }
     }
 }
@@ -109,7 +124,7 @@ pub struct Linear {
     wt: Vec<f32>,
     bias: Vec<f32>,
     packed: Option<amx::Packed>,
-    /// The i8 copy (for [`Precision::Int8Avx512`]).
+    /// The i8 copy (for the int8 precisions).
     int8: Option<int8::Packed>,
     /// What `packed` or `int8` is multiplied with (F32 when there is no packed copy).
     precision: Precision,
@@ -130,8 +145,8 @@ impl std::fmt::Debug for Linear {
 impl Linear {
     /// A layer from its `[n x k]` weight and `n` biases; with a bf16 precision the weight is
     /// packed once (falling back to f32 when the CPU lacks that precision or the sizes are not
-    /// multiples of 32); [`Precision::Int8Avx512`] is [`Linear::new_int8`] without calibration
-    /// (every input's factor 1). `None` when the lengths disagree.
+    /// multiples of 32); an int8 precision is [`Linear::new_int8`] with its kernel and without
+    /// calibration (every input's factor 1). `None` when the lengths disagree.
     pub fn new(
         w: Vec<f32>,
         bias: Vec<f32>,
@@ -139,8 +154,8 @@ impl Linear {
         k: usize,
         precision: Precision,
     ) -> Option<Linear> {
-        if precision == Precision::Int8Avx512 {
-            return Linear::new_int8(w, bias, n, k, None);
+        if let Some(kernel) = precision.int8_kernel() {
+            return Linear::new_int8(w, bias, n, k, None, kernel);
         }
         if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
             return None;
@@ -159,8 +174,8 @@ impl Linear {
         Some(Linear::assemble(w, bias, n, k, packed, None, precision))
     }
 
-    /// A layer multiplying in 8-bit integers ([`int8`]) where the CPU has AVX512-VNNI (else
-    /// f32). `absmax`, when given, is each input's largest magnitude seen on calibration data:
+    /// A layer multiplying in 8-bit integers ([`int8`]) with `kernel` where the CPU runs it
+    /// (else f32). `absmax`, when given, is each input's largest magnitude seen on calibration data:
     /// input `i` is then scaled by SmoothQuant's `s_i = sqrt(absmax_i / max_c |W[c][i]|)`
     /// (clamped to [1e-2, 1e2]) before rounding, and the [`INT8_OUTLIERS`] inputs still widest
     /// after that scaling are multiplied in f32. `None` when the lengths disagree.
@@ -170,6 +185,7 @@ impl Linear {
         n: usize,
         k: usize,
         absmax: Option<&[f32]>,
+        kernel: int8::Kernel,
     ) -> Option<Linear> {
         if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
             return None;
@@ -198,15 +214,15 @@ impl Linear {
             }
             None => (vec![1.0; k], Vec::new()),
         };
-        let packed = if int8::available() {
-            int8::Packed::new(&w, n, k, &smooth, &outliers)
+        let packed = if kernel.available() {
+            int8::Packed::new(&w, n, k, &smooth, &outliers).map(|p| p.with_kernel(kernel))
         } else {
             None
         };
-        let precision = if packed.is_some() {
-            Precision::Int8Avx512
-        } else {
-            Precision::F32
+        let precision = match (&packed, kernel) {
+            (None, _) => Precision::F32,
+            (Some(_), int8::Kernel::Vnni) => Precision::Int8Avx512,
+            (Some(_), int8::Kernel::Avx2) => Precision::Int8Avx2,
         };
         Some(Linear::assemble(w, bias, n, k, None, packed, precision))
     }
@@ -676,10 +692,20 @@ mod tests {
     /// product where plain per-row int8 loses the other channels' resolution.
     #[test]
     fn calibrated_int8_handles_outlier_channels() {
-        if !int8::available() {
-            eprintln!("\n*** SKIPPED: this CPU has no AVX512-VNNI ***\n");
-            return;
+        for kernel in [int8::Kernel::Vnni, int8::Kernel::Avx2] {
+            if kernel.available() {
+                calibrated_int8_with(kernel);
+            } else {
+                eprintln!("\n*** SKIPPED the {kernel:?} kernel: not available on this CPU ***\n");
+            }
         }
+    }
+
+    fn calibrated_int8_with(kernel: int8::Kernel) {
+        let precision = match kernel {
+            int8::Kernel::Vnni => Precision::Int8Avx512,
+            int8::Kernel::Avx2 => Precision::Int8Avx2,
+        };
         let (rows, n, k) = (40, 64, 128);
         let mut s = 17;
         // Three far outliers (for the f32 inputs) and twelve milder ones (more than the f32
@@ -708,7 +734,7 @@ mod tests {
             }
         }
         let err = |l: &Linear| {
-            assert_eq!(l.precision(), Precision::Int8Avx512);
+            assert_eq!(l.precision(), precision);
             let mut out = vec![0.0; padded_rows(rows) * n];
             l.forward(&x, rows, &mut out, Epilogue::Bias, &mut Scratch::default());
             out.iter()
@@ -716,8 +742,9 @@ mod tests {
                 .map(|(g, w)| (g - w).abs())
                 .fold(0.0f32, f32::max)
         };
-        let plain = Linear::new_int8(w.clone(), b.clone(), n, k, None).unwrap();
-        let calibrated = Linear::new_int8(w.clone(), b.clone(), n, k, Some(&absmax)).unwrap();
+        let plain = Linear::new_int8(w.clone(), b.clone(), n, k, None, kernel).unwrap();
+        let calibrated =
+            Linear::new_int8(w.clone(), b.clone(), n, k, Some(&absmax), kernel).unwrap();
         let q = calibrated.int8.as_ref().unwrap();
         for o in outliers {
             assert!(
@@ -734,7 +761,7 @@ mod tests {
         );
         // Measured: plain 0.258, calibrated 0.033; without the SmoothQuant factors 0.053.
         assert!(e_cal < 0.04, "calibrated error {e_cal}");
-        assert!(Linear::new_int8(w, b, n, k, Some(&absmax[..5])).is_none());
+        assert!(Linear::new_int8(w, b, n, k, Some(&absmax[..5]), kernel).is_none());
     }
 
     #[test]
@@ -750,6 +777,7 @@ mod tests {
             Precision::Bf16Amx,
             Precision::Bf16Avx512,
             Precision::Int8Avx512,
+            Precision::Int8Avx2,
         ] {
             let l = Linear::new(w.clone(), b.clone(), n, k, p).unwrap();
             if l.precision() != p {
@@ -801,7 +829,28 @@ mod tests {
         let b2: Vec<f32> = (0..m).map(|_| lcg(&mut s)).collect();
         let pairs = [
             (
-                Linear::new_int8(w1.clone(), b1.clone(), n, k, Some(&absmax)).unwrap(),
+                Linear::new_int8(
+                    w1.clone(),
+                    b1.clone(),
+                    n,
+                    k,
+                    Some(&absmax),
+                    int8::Kernel::Vnni,
+                )
+                .unwrap(),
+                Linear::new(w2.clone(), b2.clone(), m, n, Precision::Bf16Avx512).unwrap(),
+            ),
+            // The AVX2 kernel's fused form where bf16 runs (else both unfused).
+            (
+                Linear::new_int8(
+                    w1.clone(),
+                    b1.clone(),
+                    n,
+                    k,
+                    Some(&absmax),
+                    int8::Kernel::Avx2,
+                )
+                .unwrap(),
                 Linear::new(w2.clone(), b2.clone(), m, n, Precision::Bf16Avx512).unwrap(),
             ),
             (
