@@ -383,6 +383,10 @@ mod tests {
             engine_named(Some("int8-avx512")).unwrap(),
             Engine::Kernels(Precision::Int8Avx512)
         );
+        assert_eq!(
+            engine_named(Some("int8-avx2")).unwrap(),
+            Engine::Kernels(Precision::Int8Avx2)
+        );
         assert_eq!(engine_named(Some("candle")).unwrap(), Engine::Candle);
         let best = Engine::Kernels(Precision::best());
         assert_eq!(engine_named(None).unwrap(), best);

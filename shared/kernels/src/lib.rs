@@ -37,9 +37,10 @@ impl Precision {
     /// The fastest precision this CPU runs: [`Precision::Bf16Amx`] where AMX bf16 is
     /// [`amx::available`], else [`Precision::Int8Avx512`] where [`avx512bf16::preferred`] (AMD
     /// Zen 4 and later, which all have AVX512-VNNI too) and [`int8::available`], else
-    /// [`Precision::Bf16Avx512`] where preferred, else [`Precision::F32`]. (Intel CPUs with
-    /// VNNI but no AMX can run int8 too, but have not been measured: they stay on f32 unless
-    /// asked.)
+    /// [`Precision::Bf16Avx512`] where preferred, else [`Precision::Int8Avx2`] on CPUs with
+    /// AVX2 and no AVX-512 ([`int8::avx2_preferred`]), else [`Precision::F32`]. (Intel CPUs
+    /// with AVX-512 or VNNI but no AMX can run int8 too, but have not been measured: they stay
+    /// on f32 unless asked.)
     pub fn best() -> Precision {
         if amx::available() {
             Precision::Bf16Amx
@@ -47,6 +48,8 @@ impl Precision {
             Precision::Int8Avx512
         } else if avx512bf16::preferred() {
             Precision::Bf16Avx512
+        } else if int8::avx2_preferred() {
+            Precision::Int8Avx2
         } else {
             Precision::F32
         }
