@@ -290,12 +290,31 @@ pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
 /// AVX512-BW or AVX2, with exactly [`quantize_row_scalar`]'s arithmetic.
 pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
     assert!(x.len() == inv.len() && x.len() == u.len(), "lengths differ");
+    // The vector code takes whole 16-value runs; the rest is done one value at a time.
+    let full = x.len() / 16 * 16;
     if Kernel::Vnni.available() {
-        // SAFETY: AVX512-F/BW are available; the three slices have the same length (asserted).
-        unsafe { imp::quantize_row(x, inv, u) }
+        quantize_row_with(
+            x,
+            inv,
+            u,
+            full,
+            // SAFETY: AVX512-F/BW are available; the slices have the same length, a multiple
+            // of 16 (`quantize_row_with` hands the first `full` values of each).
+            |x, inv| unsafe { imp::range_avx512(x, inv) },
+            // SAFETY: as above.
+            |x, inv, u, lo, step| unsafe { imp::bytes_avx512(x, inv, u, lo, step) },
+        )
     } else if Kernel::Avx2.available() {
-        // SAFETY: AVX2 is available; the three slices have the same length (asserted).
-        unsafe { imp::quantize_row_avx2(x, inv, u) }
+        quantize_row_with(
+            x,
+            inv,
+            u,
+            full,
+            // SAFETY: AVX2 is available; the slices as above.
+            |x, inv| unsafe { imp::range_avx2(x, inv) },
+            // SAFETY: as above.
+            |x, inv, u, lo, step| unsafe { imp::bytes_avx2(x, inv, u, lo, step) },
+        )
     } else {
         quantize_row_scalar(x, inv, u)
     }
@@ -304,8 +323,30 @@ pub fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
 /// [`quantize_row`] one value at a time (the reference, and the path of CPUs without AVX2,
 /// which never multiply in int8 but may quantise for tests).
 pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for (a, b) in x.iter().zip(inv) {
+    quantize_row_with(
+        x,
+        inv,
+        u,
+        0,
+        |_, _| (f32::INFINITY, f32::NEG_INFINITY),
+        |_, _, _, _, _| {},
+    )
+}
+
+/// The arithmetic of [`quantize_row`], with the first `full` values done by vector code:
+/// `range` gives the least and greatest `x[i] * inv[i]` of those, `bytes(x, inv, u, low,
+/// step)` writes their `u[i] = (x[i] * inv[i] - low) * step + 1/2` truncated (both given the
+/// `full`-value prefixes of the slices); the rest runs here one value at a time.
+fn quantize_row_with(
+    x: &[f32],
+    inv: &[f32],
+    u: &mut [u8],
+    full: usize,
+    range: impl FnOnce(&[f32], &[f32]) -> (f32, f32),
+    bytes: impl FnOnce(&[f32], &[f32], &mut [u8], f32, f32),
+) -> (f32, f32) {
+    let (mut lo, mut hi) = range(&x[..full], &inv[..full]);
+    for (a, b) in x[full..].iter().zip(&inv[full..]) {
         let v = a * b;
         lo = lo.min(v);
         hi = hi.max(v);
@@ -313,7 +354,8 @@ pub fn quantize_row_scalar(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
     if hi > lo {
         let scale = (hi - lo) / 255.0;
         let step = 1.0 / scale;
-        for ((o, a), b) in u.iter_mut().zip(x).zip(inv) {
+        bytes(&x[..full], &inv[..full], &mut u[..full], lo, step);
+        for ((o, a), b) in u[full..].iter_mut().zip(&x[full..]).zip(&inv[full..]) {
             // In [0, 255.5] up to rounding (v >= lo exactly): the cast truncates and saturates.
             *o = ((a * b - lo) * step + 0.5) as u8;
         }
@@ -412,44 +454,41 @@ mod imp {
         std::arch::is_x86_feature_detected!("avx512f")
     }
 
-    /// [`super::quantize_row_scalar`] 16 values at a time (the same operations in the same
-    /// order, so the same bytes for finite input).
+    /// The least and greatest `x[i] * inv[i]`, 16 at a time.
     ///
     /// # Safety
-    /// The CPU must have AVX512-F/BW; `x`, `inv` and `u` must have the same length.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn quantize_row(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
-        let k = x.len();
-        let full = k / 16 * 16;
-        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
+    /// The CPU must have AVX512-F; `x` and `inv` must have the same length, a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn range_avx512(x: &[f32], inv: &[f32]) -> (f32, f32) {
+        let (xp, ip) = (x.as_ptr(), inv.as_ptr());
         let mut vlo = _mm512_set1_ps(f32::INFINITY);
         let mut vhi = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..full).step_by(16) {
-            // SAFETY: i + 16 <= k = every slice's length.
+        for i in (0..x.len()).step_by(16) {
+            // SAFETY: i + 16 <= the slices' common length.
             let v =
                 unsafe { _mm512_mul_ps(_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(ip.add(i))) };
             vlo = _mm512_min_ps(vlo, v);
             vhi = _mm512_max_ps(vhi, v);
         }
-        let (mut lo, mut hi) = (_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi));
-        for i in full..k {
-            let v = x[i] * inv[i];
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if hi <= lo {
-            u.fill(0);
-            return (0.0, if lo.is_finite() { lo } else { 0.0 });
-        }
-        let scale = (hi - lo) / 255.0;
-        let step = 1.0 / scale;
+        (_mm512_reduce_min_ps(vlo), _mm512_reduce_max_ps(vhi))
+    }
+
+    /// `u[i] = (x[i] * inv[i] - lo) * step + 1/2` truncated, 16 at a time (the scalar
+    /// operations in the same order, so the same bytes for finite input).
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-F/BW; the three slices must have the same length, a multiple
+    /// of 16.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn bytes_avx512(x: &[f32], inv: &[f32], u: &mut [u8], lo: f32, step: f32) {
+        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
         let (vl, vs, half) = (
             _mm512_set1_ps(lo),
             _mm512_set1_ps(step),
             _mm512_set1_ps(0.5),
         );
-        for i in (0..full).step_by(16) {
-            // SAFETY: as above; 16 bytes at u[i..i + 16].
+        for i in (0..x.len()).step_by(16) {
+            // SAFETY: i + 16 <= the slices' common length: 16 floats each, 16 bytes of u.
             unsafe {
                 let v = _mm512_mul_ps(_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(ip.add(i)));
                 let t = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vl), vs), half);
@@ -457,10 +496,6 @@ mod imp {
                 _mm_storeu_si128(up.add(i).cast::<__m128i>(), b);
             }
         }
-        for i in full..k {
-            u[i] = ((x[i] * inv[i] - lo) * step + 0.5) as u8;
-        }
-        (scale, lo)
     }
 
     /// Column blocks `[first, last)` (32 columns each) of the product, all rows.
@@ -572,20 +607,17 @@ mod imp {
             }
         }
     }
-    /// [`super::quantize_row_scalar`] 8 values at a time (the same operations in the same
-    /// order, so the same bytes for finite input).
+    /// [`range_avx512`] 8 at a time.
     ///
     /// # Safety
-    /// The CPU must have AVX2; `x`, `inv` and `u` must have the same length.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn quantize_row_avx2(x: &[f32], inv: &[f32], u: &mut [u8]) -> (f32, f32) {
-        let k = x.len();
-        let full = k / 16 * 16;
-        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
+    /// The CPU must have AVX; `x` and `inv` must have the same length, a multiple of 8.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn range_avx2(x: &[f32], inv: &[f32]) -> (f32, f32) {
+        let (xp, ip) = (x.as_ptr(), inv.as_ptr());
         let mut vlo = _mm256_set1_ps(f32::INFINITY);
         let mut vhi = _mm256_set1_ps(f32::NEG_INFINITY);
-        for i in (0..full).step_by(8) {
-            // SAFETY: i + 8 <= k = every slice's length.
+        for i in (0..x.len()).step_by(8) {
+            // SAFETY: i + 8 <= the slices' common length.
             let v =
                 unsafe { _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(ip.add(i))) };
             vlo = _mm256_min_ps(vlo, v);
@@ -597,26 +629,26 @@ mod imp {
             _mm256_storeu_ps(los.as_mut_ptr(), vlo);
             _mm256_storeu_ps(his.as_mut_ptr(), vhi);
         }
-        let mut lo = los.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-        let mut hi = his.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        for i in full..k {
-            let v = x[i] * inv[i];
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if hi <= lo {
-            u.fill(0);
-            return (0.0, if lo.is_finite() { lo } else { 0.0 });
-        }
-        let scale = (hi - lo) / 255.0;
-        let step = 1.0 / scale;
+        (
+            los.iter().fold(f32::INFINITY, |m, &v| m.min(v)),
+            his.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+        )
+    }
+
+    /// [`bytes_avx512`] on AVX2, 16 at a time (the same bytes).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; the three slices must have the same length, a multiple of 16.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bytes_avx2(x: &[f32], inv: &[f32], u: &mut [u8], lo: f32, step: f32) {
+        let (xp, ip, up) = (x.as_ptr(), inv.as_ptr(), u.as_mut_ptr());
         let (vl, vs, half) = (
             _mm256_set1_ps(lo),
             _mm256_set1_ps(step),
             _mm256_set1_ps(0.5),
         );
-        for i in (0..full).step_by(16) {
-            // SAFETY: as above; 16 bytes at u[i..i + 16].
+        for i in (0..x.len()).step_by(16) {
+            // SAFETY: i + 16 <= the slices' common length: 16 floats each, 16 bytes of u.
             unsafe {
                 let t0 = _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(ip.add(i)));
                 let t1 = _mm256_mul_ps(
@@ -634,10 +666,6 @@ mod imp {
                 _mm_storeu_si128(up.add(i).cast::<__m128i>(), b);
             }
         }
-        for i in full..k {
-            u[i] = ((x[i] * inv[i] - lo) * step + 0.5) as u8;
-        }
-        (scale, lo)
     }
 
     /// [`blocks`] on AVX2: the same outputs bit for bit. Each 32-column block runs as two
@@ -785,12 +813,22 @@ mod imp {
     }
 
     /// Never called: no kernel is available here.
-    pub(super) unsafe fn quantize_row(_: &[f32], _: &[f32], _: &mut [u8]) -> (f32, f32) {
-        unreachable!("AVX512-BW is not available on this platform")
+    pub(super) unsafe fn range_avx512(_: &[f32], _: &[f32]) -> (f32, f32) {
+        unreachable!("AVX-512 is not available on this platform")
     }
 
     /// Never called: no kernel is available here.
-    pub(super) unsafe fn quantize_row_avx2(_: &[f32], _: &[f32], _: &mut [u8]) -> (f32, f32) {
+    pub(super) unsafe fn bytes_avx512(_: &[f32], _: &[f32], _: &mut [u8], _: f32, _: f32) {
+        unreachable!("AVX-512 is not available on this platform")
+    }
+
+    /// Never called: no kernel is available here.
+    pub(super) unsafe fn range_avx2(_: &[f32], _: &[f32]) -> (f32, f32) {
+        unreachable!("AVX2 is not available on this platform")
+    }
+
+    /// Never called: no kernel is available here.
+    pub(super) unsafe fn bytes_avx2(_: &[f32], _: &[f32], _: &mut [u8], _: f32, _: f32) {
         unreachable!("AVX2 is not available on this platform")
     }
 
@@ -880,8 +918,17 @@ mod tests {
                 assert_eq!(a, b, "k {k}");
                 if Kernel::Avx2.available() {
                     let mut c = vec![3u8; k];
-                    // SAFETY: AVX2 is available; the slices have the same length.
-                    let pc = unsafe { imp::quantize_row_avx2(&x, &inv, &mut c) };
+                    let full = k / 16 * 16;
+                    let pc = quantize_row_with(
+                        &x,
+                        &inv,
+                        &mut c,
+                        full,
+                        // SAFETY: AVX2 is available; equal lengths, multiples of 16.
+                        |x, inv| unsafe { imp::range_avx2(x, inv) },
+                        // SAFETY: as above.
+                        |x, inv, u, lo, step| unsafe { imp::bytes_avx2(x, inv, u, lo, step) },
+                    );
                     assert_eq!(pc, pb, "avx2, k {k}");
                     assert_eq!(c, b, "avx2, k {k}");
                 }
