@@ -28,8 +28,9 @@
 //! x 127 = 32,512 and never saturates; `vpmaddwd` by ones widens the pairs to i32, and adding
 //! back `128 x sum_i q[c][i]` gives exactly the VNNI kernel's integer sums, hence the same
 //! outputs bit for bit. (PyTorch's FBGEMM instead rounds activations to 7 bits on such CPUs.)
-//! The extra `vpsignb` costs about a third of the kernel's rate: on AMD Zen 3 it multiplies at
-//! ~1.35x the f32 FMA rate (2x without the sign step).
+//! The extra `vpsignb` competes with the multiplies for the same pipes: on AMD Zen 3 the kernel
+//! multiplies at ~1.25-1.35x the f32 FMA rate (up to 2x without the sign step, which exact
+//! 8-bit sums need).
 
 /// Rows of the output one micro-kernel call keeps in registers: activations are padded to a
 /// multiple of this ([`quantize_rows`]).
