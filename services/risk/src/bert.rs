@@ -7,9 +7,8 @@
 //! activation buffers are allocated once per batch. The matrix products run in bf16 on AMX
 //! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]), mostly in 8-bit
 //! integers ([`Precision::Int8Avx512`] / [`Precision::Int8Avx2`], see [`Encoder::new`]) where
-//! the CPU has them, in f32
-//! elsewhere; the embeddings of every precision match sentence-transformers (test
-//! `minilm_parity`).
+//! the CPU has them, in f32 elsewhere; the embeddings of every precision match
+//! sentence-transformers (test `minilm_parity`).
 
 use std::collections::HashMap;
 
@@ -125,14 +124,12 @@ impl Encoder {
     /// `BertModel`, with or without a `bert.` prefix).
     ///
     /// [`Precision::Int8Avx512`] and [`Precision::Int8Avx2`] are a mix: the query/key/value,
-    /// attention-output and
-    /// feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
+    /// attention-output and feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
     /// ranges a bf16 pass over `calibration` (token-id sequences) shows, the widest inputs in
     /// f32 ([`augur_kernels::INT8_OUTLIERS`]); the feed-forward-out product, whose input (GELU
     /// output, 1,536 channels) has the widest outliers, stays in bf16 (f32 on Intel, and with
-    /// the AVX2 kernel, which CPUs without AVX512-BF16 run). Without
-    /// calibration sequences the int8 products are unscaled. Other precisions ignore
-    /// `calibration`.
+    /// the AVX2 kernel, which CPUs without AVX512-BF16 run). Without calibration sequences the
+    /// int8 products are unscaled. Other precisions ignore `calibration`.
     pub fn new(
         cfg: BertConfig,
         tensors: &HashMap<String, Tensor>,

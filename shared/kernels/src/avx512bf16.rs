@@ -1,10 +1,10 @@
 //! bf16 matrix products with AVX512-BF16 (`vdpbf16ps`), f32 accumulation, for CPUs that have
 //! it but no AMX (AMD Zen 4 and Zen 5; Intel Cooper Lake).
 //!
-//! Same operands as [`crate::amx`]: the weight packed once into [`amx::Packed`]'s
+//! Same operands as [`crate::amx`]: the weight packed once into [`crate::amx::Packed`]'s
 //! pair-interleaved tiles (one 64-byte row of a tile is exactly one `vdpbf16ps` operand: the
 //! input pair `(2q, 2q + 1)` of 16 output columns), the activations rounded to bf16 by
-//! [`amx::to_bf16_padded`]. The micro-kernel keeps an 8-row x 32-column block of C in 16
+//! [`crate::amx::to_bf16_padded`]. The micro-kernel keeps an 8-row x 32-column block of C in 16
 //! vector registers; each step broadcasts one input pair of a row against two weight vectors.
 //!
 //! Whether it pays depends on the CPU: on AMD Zen 4 / Zen 5 one `vdpbf16ps` does twice the

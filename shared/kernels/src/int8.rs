@@ -28,9 +28,9 @@
 //! x 127 = 32,512 and never saturates; `vpmaddwd` by ones widens the pairs to i32, and adding
 //! back `128 x sum_i q[c][i]` gives exactly the VNNI kernel's integer sums, hence the same
 //! outputs bit for bit. (PyTorch's FBGEMM instead rounds activations to 7 bits on such CPUs.)
-//! The extra `vpsignb` competes with the multiplies for the same pipes: on AMD Zen 3 the kernel
-//! multiplies at ~1.25-1.35x the f32 FMA rate (up to 2x without the sign step, which exact
-//! 8-bit sums need).
+//! The extra `vpsignb` competes with the multiplies for the same pipes: on AMD Zen 3 the
+//! register block runs at 1-1.3x the f32 FMA block's rate (about 2x without the sign step,
+//! which exact sums need; `bench/scripts/int8_avx2_microbench.c`).
 
 /// Rows of the output one micro-kernel call keeps in registers: activations are padded to a
 /// multiple of this ([`quantize_rows`]).
@@ -74,11 +74,6 @@ impl Kernel {
 pub fn avx2_preferred() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| Kernel::Avx2.available() && !imp::has_avx512f())
-}
-
-/// Whether the CPU runs AVX512-F, AVX512-BW and AVX512-VNNI ([`Kernel::Vnni`]).
-pub fn available() -> bool {
-    Kernel::Vnni.available()
 }
 
 /// A weight `[n x k]` scaled per input and rounded to i8 per output column, packed for

@@ -1,8 +1,8 @@
 //! Numeric kernels for transformer inference on CPU (the MiniLM sentence encoder of the risk
 //! service): a linear layer that multiplies in bf16 on Intel AMX or with AVX512-BF16, in 8-bit
-//! integers with AVX512-VNNI or AVX2 ([`int8`]), or in f32 through the `gemm` crate, whichever the CPU
-//! has and the caller asks for; multi-head self-attention over unpadded sequences; and the
-//! element-wise steps in [`math`].
+//! integers with AVX512-VNNI or AVX2 ([`int8`]), or in f32 through the `gemm` crate, whichever
+//! the CPU has and the caller asks for; multi-head self-attention over unpadded sequences; and
+//! the element-wise steps in [`math`].
 //!
 //! This is the workspace's only crate with `unsafe` code (inline assembly, raw-pointer matrix
 //! products, target-feature dispatch); each block says why it is sound, and the tests compare
@@ -36,7 +36,7 @@ pub enum Precision {
 impl Precision {
     /// The fastest precision this CPU runs: [`Precision::Bf16Amx`] where AMX bf16 is
     /// [`amx::available`], else [`Precision::Int8Avx512`] where [`avx512bf16::preferred`] (AMD
-    /// Zen 4 and later, which all have AVX512-VNNI too) and [`int8::available`], else
+    /// Zen 4 and later, which all have AVX512-VNNI too) and [`int8::Kernel::Vnni`] runs, else
     /// [`Precision::Bf16Avx512`] where preferred, else [`Precision::Int8Avx2`] on CPUs with
     /// AVX2 and no AVX-512 ([`int8::avx2_preferred`]), else [`Precision::F32`]. (Intel CPUs
     /// with AVX-512 or VNNI but no AMX can run int8 too, but have not been measured: they stay
@@ -44,7 +44,7 @@ impl Precision {
     pub fn best() -> Precision {
         if amx::available() {
             Precision::Bf16Amx
-        } else if avx512bf16::preferred() && int8::available() {
+        } else if avx512bf16::preferred() && int8::Kernel::Vnni.available() {
             Precision::Int8Avx512
         } else if avx512bf16::preferred() {
             Precision::Bf16Avx512
@@ -78,12 +78,22 @@ impl Precision {
         }
     }
 
-    /// The int8 kernel of an int8 precision.
+    /// The int8 kernel of an int8 precision (the inverse of `Precision::from(kernel)`).
     pub fn int8_kernel(self) -> Option<int8::Kernel> {
         match self {
             Precision::Int8Avx512 => Some(int8::Kernel::Vnni),
             Precision::Int8Avx2 => Some(int8::Kernel::Avx2),
             _ => None,
+        }
+    }
+}
+
+impl From<int8::Kernel> for Precision {
+    /// The precision whose products `kernel` runs.
+    fn from(kernel: int8::Kernel) -> Precision {
+        match kernel {
+            int8::Kernel::Vnni => Precision::Int8Avx512,
+            int8::Kernel::Avx2 => Precision::Int8Avx2,
         }
     }
 }
@@ -178,8 +188,8 @@ impl Linear {
     }
 
     /// A layer multiplying in 8-bit integers ([`int8`]) with `kernel` where the CPU runs it
-    /// (else f32). `absmax`, when given, is each input's largest magnitude seen on calibration data:
-    /// input `i` is then scaled by SmoothQuant's `s_i = sqrt(absmax_i / max_c |W[c][i]|)`
+    /// (else f32). `absmax`, when given, is each input's largest magnitude seen on calibration
+    /// data: input `i` is then scaled by SmoothQuant's `s_i = sqrt(absmax_i / max_c |W[c][i]|)`
     /// (clamped to [1e-2, 1e2]) before rounding, and the [`INT8_OUTLIERS`] inputs still widest
     /// after that scaling are multiplied in f32. `None` when the lengths disagree.
     pub fn new_int8(
@@ -222,10 +232,10 @@ impl Linear {
         } else {
             None
         };
-        let precision = match (&packed, kernel) {
-            (None, _) => Precision::F32,
-            (Some(_), int8::Kernel::Vnni) => Precision::Int8Avx512,
-            (Some(_), int8::Kernel::Avx2) => Precision::Int8Avx2,
+        let precision = if packed.is_some() {
+            Precision::from(kernel)
+        } else {
+            Precision::F32
         };
         Some(Linear::assemble(w, bias, n, k, None, packed, precision))
     }
@@ -705,10 +715,7 @@ mod tests {
     }
 
     fn calibrated_int8_with(kernel: int8::Kernel) {
-        let precision = match kernel {
-            int8::Kernel::Vnni => Precision::Int8Avx512,
-            int8::Kernel::Avx2 => Precision::Int8Avx2,
-        };
+        let precision = Precision::from(kernel);
         let (rows, n, k) = (40, 64, 128);
         let mut s = 17;
         // Three far outliers (for the f32 inputs) and twelve milder ones (more than the f32
