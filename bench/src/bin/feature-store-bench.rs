@@ -55,6 +55,10 @@ struct Args {
     /// Customers per GetHistoricalFeatures call of the interference measurement.
     #[arg(long, default_value_t = 2_000)]
     historical_batch: usize,
+    /// Customer features the GetOnlineFeatures table asks for (comma-separated; empty: the
+    /// full view), e.g. a model service's subset.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
 }
 
 /// The server runs on its own runtime (two worker threads, like a 2-CPU pod), so the load
@@ -258,10 +262,18 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         clients.push(FeatureStoreClient::new(channel));
     }
-    println!(
-        "\n## GetOnlineFeatures, full customer view ({} features), over loopback gRPC\n",
-        augur_feature_store::features::CUSTOMER_FEATURES.len()
-    );
+    let total = augur_feature_store::features::CUSTOMER_FEATURES.len();
+    if args.features.is_empty() {
+        println!(
+            "\n## GetOnlineFeatures, full customer view ({total} features), over loopback gRPC\n"
+        );
+    } else {
+        println!(
+            "\n## GetOnlineFeatures, {} of the customer view's {total} features ({}), over loopback gRPC\n",
+            args.features.len(),
+            args.features.join(", ")
+        );
+    }
     println!(
         "| batch | load | requests | throughput (req/s) | entities/s | p50 ms | p99 ms | p99.9 ms | errors |"
     );
@@ -274,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
         let make = {
             let clients = clients.clone();
             let customers = customers.clone();
+            let features = args.features.clone();
             let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             move || {
                 let n = counter.load(std::sync::atomic::Ordering::Relaxed);
@@ -282,11 +295,12 @@ async fn main() -> anyhow::Result<()> {
                 let ids: Vec<String> = (0..batch)
                     .map(|k| customers[(i + k * 7919) % customers.len()].clone())
                     .collect();
+                let features = features.clone();
                 async move {
                     c.get_online_features(pb::GetOnlineFeaturesRequest {
                         view: "customer".into(),
                         entity_ids: ids,
-                        features: vec![],
+                        features,
                     })
                     .await
                     .is_ok()

@@ -490,6 +490,32 @@ impl CustomerState {
         now: Micros,
         category_of: &impl Fn(&str) -> Option<Arc<str>>,
     ) -> Vec<Value> {
+        self.values_needed(now, category_of, Needed::ALL)
+    }
+
+    /// The requested columns of the customer view as of `now` (see [`select`]); `needed` is
+    /// [`Needed::of`] the same columns, computed once per read.
+    pub fn row(
+        &self,
+        now: Micros,
+        category_of: &impl Fn(&str) -> Option<Arc<str>>,
+        cols: &[Column],
+        needed: Needed,
+    ) -> Vec<Value> {
+        let full = self.values_needed(now, category_of, needed);
+        select(&full, cols, |k| self.attribute(k))
+    }
+
+    /// [`CustomerState::values`], computing only the groups of features that `needed` asks
+    /// for: the others are [`Value::Missing`] in their places (never read by [`select`] with
+    /// the columns `needed` was made of). The order aggregates are always computed (every
+    /// group shares their one pass over the orders).
+    pub fn values_needed(
+        &self,
+        now: Micros,
+        category_of: &impl Fn(&str) -> Option<Arc<str>>,
+        needed: Needed,
+    ) -> Vec<Value> {
         let orders: Vec<&OrderRec> = self.live_orders(now).collect();
         let window = |days: i64| {
             let from = now - days * MICROS_PER_DAY;
@@ -516,43 +542,6 @@ impl CustomerState {
         let gap_std = gap_mean.filter(|_| gaps.len() >= 2).map(|mean| {
             (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (gaps.len() - 1) as f64).sqrt()
         });
-        let mut categories: Vec<Arc<str>> = orders
-            .iter()
-            .flat_map(|o| o.lines.iter())
-            .filter_map(|(sku, _)| category_of(sku))
-            .collect();
-        categories.sort_unstable();
-        categories.dedup();
-
-        let today = day_of(now);
-        let from30 = today - 29;
-        let (mut cart_sessions, mut abandoned) = (0u32, 0u32);
-        for s in self.sessions.values() {
-            let d = day_of(s.last);
-            if s.cart && d >= from30 && s.last <= now {
-                cart_sessions += 1;
-                if !s.purchase {
-                    abandoned += 1;
-                }
-            }
-        }
-        let reviews: Vec<&ReviewRec> = self.reviews.iter().filter(|r| r.ts <= now).collect();
-        let reviews_30d = reviews
-            .iter()
-            .filter(|r| r.ts > now - 30 * MICROS_PER_DAY)
-            .count() as i64;
-        let review_mean = (!reviews.is_empty()).then(|| {
-            reviews.iter().map(|r| f64::from(r.rating)).sum::<f64>() / reviews.len() as f64
-        });
-        let negative_share = (!reviews.is_empty()).then(|| {
-            reviews.iter().filter(|r| r.rating <= 2).count() as f64 / reviews.len() as f64
-        });
-        let interactions_life: i64 = self
-            .interactions
-            .range(..=today)
-            .map(|(_, c)| c.iter().map(|&x| i64::from(x)).sum::<i64>())
-            .sum();
-        let last_interaction = self.last_interaction.filter(|&l| l <= now);
         let signup = self
             .record
             .as_ref()
@@ -560,8 +549,8 @@ impl CustomerState {
             .or(self.first_seen);
 
         let opt = |v: Option<f64>| v.map_or(Value::Missing, Value::F64);
-        use InteractionKind as K;
-        let mut out = vec![
+        let mut out = Vec::with_capacity(CUSTOMER_FEATURES.len());
+        out.extend([
             opt(last.map(|l| days_between(l, now))),
             Value::I64(f30),
             Value::I64(f90),
@@ -576,53 +565,119 @@ impl CustomerState {
             opt(gap_std),
             opt(first.map(|f| days_between(f, now))),
             Value::I64(orders.iter().map(|o| o.units).sum()),
-            Value::I64(categories.len() as i64),
-            Value::I64(self.interaction_count(now, 7, K::View)),
-            Value::I64(self.interaction_count(now, 30, K::View)),
-            Value::I64(self.interaction_count(now, 7, K::Click)),
-            Value::I64(self.interaction_count(now, 30, K::Click)),
-            Value::I64(self.interaction_count(now, 7, K::AddToCart)),
-            Value::I64(self.interaction_count(now, 30, K::AddToCart)),
-            Value::I64(self.interaction_count(now, 7, K::Purchase)),
-            Value::I64(self.interaction_count(now, 30, K::Purchase)),
-            Value::I64(self.interaction_count(now, 7, K::Search)),
-            Value::I64(self.interaction_count(now, 30, K::Search)),
-            Value::I64(self.interaction_count(now, 30, K::Wishlist)),
-            Value::I64(interactions_life),
-            opt(last_interaction.map(|l| days_between(l, now))),
-            opt((cart_sessions > 0).then(|| f64::from(abandoned) / f64::from(cart_sessions))),
-            Value::I64(reviews.len() as i64),
-            Value::I64(reviews_30d),
-            opt(review_mean),
-            opt(negative_share),
+        ]);
+        debug_assert_eq!(out.len(), group::CATEGORIES.start);
+        if needed.any(group::CATEGORIES) {
+            let mut categories: Vec<Arc<str>> = orders
+                .iter()
+                .flat_map(|o| o.lines.iter())
+                .filter_map(|(sku, _)| category_of(sku))
+                .collect();
+            categories.sort_unstable();
+            categories.dedup();
+            out.push(Value::I64(categories.len() as i64));
+        } else {
+            out.push(Value::Missing);
+        }
+        let today = day_of(now);
+        if needed.any(group::INTERACTIONS) {
+            use InteractionKind as K;
+            let interactions_life: i64 = self
+                .interactions
+                .range(..=today)
+                .map(|(_, c)| c.iter().map(|&x| i64::from(x)).sum::<i64>())
+                .sum();
+            let last_interaction = self.last_interaction.filter(|&l| l <= now);
+            out.extend([
+                Value::I64(self.interaction_count(now, 7, K::View)),
+                Value::I64(self.interaction_count(now, 30, K::View)),
+                Value::I64(self.interaction_count(now, 7, K::Click)),
+                Value::I64(self.interaction_count(now, 30, K::Click)),
+                Value::I64(self.interaction_count(now, 7, K::AddToCart)),
+                Value::I64(self.interaction_count(now, 30, K::AddToCart)),
+                Value::I64(self.interaction_count(now, 7, K::Purchase)),
+                Value::I64(self.interaction_count(now, 30, K::Purchase)),
+                Value::I64(self.interaction_count(now, 7, K::Search)),
+                Value::I64(self.interaction_count(now, 30, K::Search)),
+                Value::I64(self.interaction_count(now, 30, K::Wishlist)),
+                Value::I64(interactions_life),
+                opt(last_interaction.map(|l| days_between(l, now))),
+            ]);
+        } else {
+            out.resize(group::INTERACTIONS.end, Value::Missing);
+        }
+        debug_assert_eq!(out.len(), group::CART.start);
+        if needed.any(group::CART) {
+            let from30 = today - 29;
+            let (mut cart_sessions, mut abandoned) = (0u32, 0u32);
+            for s in self.sessions.values() {
+                let d = day_of(s.last);
+                if s.cart && d >= from30 && s.last <= now {
+                    cart_sessions += 1;
+                    if !s.purchase {
+                        abandoned += 1;
+                    }
+                }
+            }
+            out.push(opt(
+                (cart_sessions > 0).then(|| f64::from(abandoned) / f64::from(cart_sessions))
+            ));
+        } else {
+            out.push(Value::Missing);
+        }
+        if needed.any(group::REVIEWS) {
+            let reviews: Vec<&ReviewRec> = self.reviews.iter().filter(|r| r.ts <= now).collect();
+            let reviews_30d = reviews
+                .iter()
+                .filter(|r| r.ts > now - 30 * MICROS_PER_DAY)
+                .count() as i64;
+            let review_mean = (!reviews.is_empty()).then(|| {
+                reviews.iter().map(|r| f64::from(r.rating)).sum::<f64>() / reviews.len() as f64
+            });
+            let negative_share = (!reviews.is_empty()).then(|| {
+                reviews.iter().filter(|r| r.rating <= 2).count() as f64 / reviews.len() as f64
+            });
+            out.extend([
+                Value::I64(reviews.len() as i64),
+                Value::I64(reviews_30d),
+                opt(review_mean),
+                opt(negative_share),
+            ]);
+        } else {
+            out.resize(group::REVIEWS.end, Value::Missing);
+        }
+        let status_count = |status: OrderStatus| {
             Value::I64(
                 self.orders
                     .iter()
-                    .filter(|o| o.status_ts <= now && o.status == OrderStatus::Refunded)
+                    .filter(|o| o.status_ts <= now && o.status == status)
                     .count() as i64,
-            ),
-            Value::I64(
-                self.orders
-                    .iter()
-                    .filter(|o| o.status_ts <= now && o.status == OrderStatus::ChargedBack)
-                    .count() as i64,
-            ),
+            )
+        };
+        out.extend([
+            status_count(OrderStatus::Refunded),
+            status_count(OrderStatus::ChargedBack),
             opt(signup.map(|s| days_between(s, now).max(0.0))),
             self.record
                 .as_ref()
                 .filter(|r| !r.country.is_empty())
                 .map_or(Value::Missing, |r| Value::Str(r.country.clone())),
-        ];
+        ]);
+        debug_assert_eq!(out.len(), group::SEQUENCE.start);
         // The recent order sequence, newest first.
-        for k in 0..ORDER_SEQUENCE_STEPS {
-            match orders.len().checked_sub(k + 1).and_then(|i| orders.get(i)) {
-                Some(o) => out.extend([
-                    Value::F64(days_between(o.ts, now)),
-                    Value::F64(o.total),
-                    Value::I64(o.units),
-                ]),
-                None => out.extend([Value::Missing, Value::Missing, Value::Missing]),
+        if needed.any(group::SEQUENCE) {
+            for k in 0..ORDER_SEQUENCE_STEPS {
+                match orders.len().checked_sub(k + 1).and_then(|i| orders.get(i)) {
+                    Some(o) => out.extend([
+                        Value::F64(days_between(o.ts, now)),
+                        Value::F64(o.total),
+                        Value::I64(o.units),
+                    ]),
+                    None => out.extend([Value::Missing, Value::Missing, Value::Missing]),
+                }
             }
+        } else {
+            out.resize(group::SEQUENCE.end, Value::Missing);
         }
         out
     }
@@ -845,6 +900,47 @@ pub fn resolve_columns(
     Ok((names.to_vec(), cols))
 }
 
+/// Where the groups of the customer view that [`CustomerState::values_needed`] may skip sit
+/// in [`CUSTOMER_FEATURES`] (checked against the names by a unit test).
+pub mod group {
+    use std::ops::Range;
+    /// `distinct_categories`: a category lookup per order line.
+    pub const CATEGORIES: Range<usize> = 14..15;
+    /// `views_7d` to `days_since_last_interaction`: eleven range sums over the daily counts.
+    pub const INTERACTIONS: Range<usize> = 15..28;
+    /// `cart_abandon_rate_30d`: a pass over the sessions.
+    pub const CART: Range<usize> = 28..29;
+    /// `review_count` to `negative_review_share`.
+    pub const REVIEWS: Range<usize> = 29..33;
+    /// `order_1_days_ago` to the last step's `order_<k>_units`.
+    pub const SEQUENCE: Range<usize> = 37..37 + 3 * super::ORDER_SEQUENCE_STEPS;
+}
+
+const _: () = assert!(CUSTOMER_FEATURES.len() <= 64, "Needed is a 64-bit mask");
+const _: () = assert!(group::SEQUENCE.end == CUSTOMER_FEATURES.len());
+
+/// The columns of the customer view a read needs, as a bit mask over [`CUSTOMER_FEATURES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needed(u64);
+
+impl Needed {
+    /// Every feature.
+    pub const ALL: Needed = Needed(u64::MAX);
+
+    /// The view's columns among `cols` (attributes need none).
+    pub fn of(cols: &[Column]) -> Needed {
+        Needed(cols.iter().fold(0, |m, c| match c {
+            Column::Index(i) if *i < 64 => m | 1 << i,
+            _ => m,
+        }))
+    }
+
+    /// Whether any column in `range` is needed.
+    pub fn any(self, range: std::ops::Range<usize>) -> bool {
+        range.into_iter().any(|i| i < 64 && self.0 & (1 << i) != 0)
+    }
+}
+
 /// Picks the requested columns out of a full row.
 pub fn select(full: &[Value], cols: &[Column], attr: impl Fn(&str) -> Value) -> Vec<Value> {
     cols.iter()
@@ -1029,5 +1125,142 @@ mod tests {
             Err((1, "nope".into()))
         );
         assert!(resolve_columns(ViewKind::Product, &["attr_x".into()]).is_err());
+    }
+
+    #[test]
+    fn skippable_groups_sit_where_their_names_are() {
+        let name = |i: usize| CUSTOMER_FEATURES[i].name;
+        let ends = |r: std::ops::Range<usize>| (name(r.start), name(r.end - 1));
+        assert_eq!(
+            ends(group::CATEGORIES),
+            ("distinct_categories", "distinct_categories")
+        );
+        assert_eq!(
+            ends(group::INTERACTIONS),
+            ("views_7d", "days_since_last_interaction")
+        );
+        assert_eq!(
+            ends(group::CART),
+            ("cart_abandon_rate_30d", "cart_abandon_rate_30d")
+        );
+        assert_eq!(
+            ends(group::REVIEWS),
+            ("review_count", "negative_review_share")
+        );
+        assert_eq!(ends(group::SEQUENCE), ("order_1_days_ago", "order_5_units"));
+        // The neighbours of each group are outside it.
+        assert_eq!(name(group::CATEGORIES.start - 1), "units_lifetime");
+        assert_eq!(name(group::REVIEWS.end), "refund_count");
+        assert_eq!(name(group::SEQUENCE.start - 1), "country");
+        // A projection that reads only order aggregates skips every group.
+        let needed = Needed::of(&[Column::Index(0), Column::Attribute("tier".into())]);
+        for g in [
+            group::CATEGORIES,
+            group::INTERACTIONS,
+            group::CART,
+            group::REVIEWS,
+            group::SEQUENCE,
+        ] {
+            assert!(!needed.any(g.clone()));
+            assert!(Needed::ALL.any(g));
+        }
+    }
+
+    /// A customer with everything the view reads: orders with lines in several categories and
+    /// every status, interactions of every kind across sessions (with and without a cart and a
+    /// purchase), reviews and a customer record with attributes, all spread over ~120 days.
+    fn busy_customer(seed: u64) -> CustomerState {
+        let mut rng = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = |n: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        let mut s = CustomerState::default();
+        let statuses = [
+            OrderStatus::Placed,
+            OrderStatus::Cancelled,
+            OrderStatus::Refunded,
+            OrderStatus::ChargedBack,
+        ];
+        for i in 0..next(9) {
+            let mut o = order(
+                &format!("o{i}"),
+                T0 + next(120) as i64 * D,
+                1.0 + next(200) as f64,
+                statuses[next(4) as usize],
+            );
+            o.lines[0].sku = format!("sku{}", next(6));
+            o.lines.push(OrderLine {
+                sku: format!("sku{}", next(6)),
+                quantity: 1 + next(3) as i64,
+                unit_price: 5.0,
+                promotion: false,
+            });
+            s.apply_order(&o, &mut intern);
+        }
+        for i in 0..next(40) {
+            s.apply_interaction(&Interaction {
+                event_id: format!("e{i}"),
+                customer_id: "c".into(),
+                sku: format!("sku{}", next(6)),
+                kind: InteractionKind::ALL[next(INTERACTION_KINDS as u64) as usize],
+                query: String::new(),
+                ts: T0 + next(120 * 24) as i64 * (D / 24),
+                session_id: format!("s{}", next(5)),
+                value: 0.0,
+            });
+        }
+        for i in 0..next(5) {
+            s.apply_review(&Review {
+                review_id: format!("r{i}"),
+                customer_id: "c".into(),
+                sku: "sku1".into(),
+                rating: 1 + next(5) as i32,
+                title: String::new(),
+                text: String::new(),
+                ts: T0 + next(120) as i64 * D,
+                label: ReviewLabel::Unspecified,
+            });
+        }
+        if next(3) > 0 {
+            s.apply_customer(&Customer {
+                customer_id: "c".into(),
+                signup_ts: Some(T0 - next(50) as i64 * D),
+                country: ["", "DE", "FR"][next(3) as usize].into(),
+                attributes: [("tier".to_string(), "gold".to_string())].into(),
+                ts: T0,
+            });
+        }
+        s
+    }
+
+    proptest::proptest! {
+        /// A projected read equals the same columns picked out of the full view, for any set
+        /// of columns (repeats and attributes included) and any moment.
+        #[test]
+        fn projected_rows_equal_the_full_view(
+            seed in 0u64..1_000_000,
+            picks in proptest::collection::vec(0usize..CUSTOMER_FEATURES.len() + 2, 0..12),
+            day in 0i64..150,
+        ) {
+            let s = busy_customer(seed);
+            let cat = |sku: &str| (!sku.ends_with('5')).then(|| Arc::<str>::from(&sku[..4]));
+            let cols: Vec<Column> = picks
+                .iter()
+                .map(|&i| match i.checked_sub(CUSTOMER_FEATURES.len()) {
+                    None => Column::Index(i),
+                    Some(0) => Column::Attribute("tier".into()),
+                    Some(_) => Column::Attribute("absent".into()),
+                })
+                .collect();
+            let now = T0 + day * D + D / 3;
+            let full = s.values(now, &cat);
+            let expected = select(&full, &cols, |k| s.attribute(k));
+            proptest::prop_assert_eq!(s.row(now, &cat, &cols, Needed::of(&cols)), expected);
+        }
     }
 }
