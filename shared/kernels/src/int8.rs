@@ -28,9 +28,10 @@
 //! x 127 = 32,512 and never saturates; `vpmaddwd` by ones widens the pairs to i32, and adding
 //! back `128 x sum_i q[c][i]` gives exactly the VNNI kernel's integer sums, hence the same
 //! outputs bit for bit. (PyTorch's FBGEMM instead rounds activations to 7 bits on such CPUs.)
-//! The extra `vpsignb` competes with the multiplies for the same pipes: on AMD Zen 3 the
-//! register block runs at 1-1.3x the f32 FMA block's rate (about 2x without the sign step,
-//! which exact sums need; `bench/scripts/int8_avx2_microbench.c`).
+//! The activations are stored centred for it ([`Quantized::centred`]), so the loop spends no
+//! instruction on the centring. The extra `vpsignb` competes with the multiplies for the same
+//! pipes: on AMD Zen 3 the register block runs at 1.05-1.3x the f32 FMA block's rate (about 2x
+//! without the sign step, which exact sums need; `bench/scripts/int8_avx2_microbench.c`).
 
 /// Rows of the output one micro-kernel call keeps in registers: activations are padded to a
 /// multiple of this ([`quantize_rows`]).
@@ -221,11 +222,16 @@ impl Packed {
 }
 
 /// Activation rows rounded to u8 for [`matmul`], with each row's `scale` and `low`; rows past
-/// the real ones are zeros (scale 0, low 0).
+/// the real ones are zeros (u 0, scale 0, low 0).
 #[derive(Default, Clone, Debug)]
 pub struct Quantized {
-    /// Row-major, `k` bytes a row.
+    /// Row-major, `k` bytes a row: `u`, or `u ^ 0x80` when [`Quantized::centred`] (read
+    /// either as `u` with [`Quantized::u`]).
     pub data: Vec<u8>,
+    /// Whether `data` holds `u ^ 0x80`, i.e. `u - 128` as i8: the operand [`Kernel::Avx2`]
+    /// multiplies, stored so by [`quantize_rows`] for a weight packed for that kernel (the
+    /// centring in its inner loop cost ~15% of the 8-bit block's rate on AMD Zen 3).
+    pub centred: bool,
     /// Per row: the value of one step of `u`.
     pub scale: Vec<f32>,
     /// Per row: the value `u = 0` stands for.
@@ -237,16 +243,31 @@ pub struct Quantized {
     pub rows: usize,
 }
 
+impl Quantized {
+    /// Activation byte `at` (row-major) as the unsigned `u` the row's scale and low apply to.
+    pub fn u(&self, at: usize) -> u8 {
+        if self.centred {
+            self.data[at] ^ 0x80
+        } else {
+            self.data[at]
+        }
+    }
+}
+
 /// Rounds the first `rows` rows of `x` (row-major, `w`'s `k` columns), divided by `w`'s
 /// per-input factors, to u8 over each row's range, into `out` (rows padded with zeros to a
-/// multiple of [`ROWS`]). Rows are quantised in parallel chunks.
+/// multiple of [`ROWS`]), stored as `w`'s kernel multiplies them ([`Quantized::centred`]).
+/// Rows are quantised in parallel chunks.
 pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
     use rayon::prelude::*;
     let k = w.k;
     assert!(x.len() >= rows * k, "x is too short");
     let padded = rows.div_ceil(ROWS) * ROWS;
+    let centred = w.kernel == Kernel::Avx2;
+    let flip = if centred { 0x80 } else { 0 };
+    out.centred = centred;
     out.data.resize(padded * k, 0);
-    out.data[rows * k..].fill(0);
+    out.data[rows * k..].fill(flip);
     out.scale.resize(padded, 0.0);
     out.low.resize(padded, 0.0);
     out.scale[rows..].fill(0.0);
@@ -277,6 +298,11 @@ pub fn quantize_rows(x: &[f32], rows: usize, w: &Packed, out: &mut Quantized) {
                 .zip(x.chunks_exact(k))
             {
                 (*s, *l) = quantize_row(x, &w.inv_smooth, u);
+                if centred {
+                    for b in u.iter_mut() {
+                        *b ^= flip;
+                    }
+                }
             }
         });
 }
@@ -414,6 +440,11 @@ fn check(a: &Quantized, w: &Packed, out: usize) {
         w.kernel
     );
     assert!(a.rows.is_multiple_of(ROWS), "rows must be padded to {ROWS}");
+    assert!(
+        a.centred == (w.kernel == Kernel::Avx2),
+        "a was quantised for another int8 kernel than {:?}",
+        w.kernel
+    );
     assert!(
         a.data.len() >= a.rows * w.k
             && a.scale.len() >= a.rows
@@ -684,7 +715,7 @@ mod imp {
         let quads = k / 4;
         let data = w.data.as_ptr();
         let u = a.data.as_ptr();
-        let (ones, centre) = (_mm256_set1_epi16(1), _mm256_set1_epi8(i8::MIN));
+        let ones = _mm256_set1_epi16(1);
         let outs = w.outliers.len();
         for g in 2 * first..2 * last {
             let bg = data.wrapping_add(g * quads * 64);
@@ -716,11 +747,11 @@ mod imp {
                         let v0 = _mm256_loadu_si256(bg.add(q * 64).cast::<__m256i>());
                         let v1 = _mm256_loadu_si256(bg.add(q * 64 + 32).cast::<__m256i>());
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let x = _mm256_set1_epi32(
+                            // u - 128 as i8 (stored centred); its magnitude times the
+                            // weight with its sign.
+                            let c = _mm256_set1_epi32(
                                 ar.add(r * k + 4 * q).cast::<i32>().read_unaligned(),
                             );
-                            // u - 128 as i8; its magnitude times the weight with its sign.
-                            let c = _mm256_xor_si256(x, centre);
                             let m = _mm256_abs_epi8(c);
                             let p0 = _mm256_maddubs_epi16(m, _mm256_sign_epi8(v0, c));
                             let p1 = _mm256_maddubs_epi16(m, _mm256_sign_epi8(v1, c));
@@ -885,7 +916,7 @@ mod tests {
         for r in 0..rows {
             for i in 0..k {
                 let v = x[r * k + i] / 2.0;
-                let back = q.low[r] + q.scale[r] * q.data[r * k + i] as f32;
+                let back = q.low[r] + q.scale[r] * q.u(r * k + i) as f32;
                 assert!(
                     (back - v).abs() <= q.scale[r] * 0.5 + 1e-5,
                     "[{r}][{i}] {back} vs {v}"
@@ -895,8 +926,9 @@ mod tests {
         assert_eq!(q.scale[2], 0.0);
         assert!((q.low[2] - 0.35).abs() < 1e-6);
         // Both ends of a varying row are hit exactly.
-        assert!(q.data[..k].contains(&0) && q.data[..k].contains(&255));
-        assert!(q.data[rows * k..].iter().all(|&b| b == 0));
+        let u = |r: std::ops::Range<usize>| r.map(|i| q.u(i)).collect::<Vec<u8>>();
+        assert!(u(0..k).contains(&0) && u(0..k).contains(&255));
+        assert!(u(rows * k..q.rows * k).iter().all(|&b| b == 0));
         assert!(q.scale[rows..].iter().all(|&v| v == 0.0));
     }
 
@@ -985,7 +1017,7 @@ mod tests {
             for r in 0..q.rows {
                 for c in 0..n {
                     let dot: i64 = (0..k)
-                        .map(|i| q.data[r * k + i] as i64 * p.weight(c, i) as i64)
+                        .map(|i| q.u(r * k + i) as i64 * p.weight(c, i) as i64)
                         .sum();
                     let wsum: i64 = (0..k).map(|i| p.weight(c, i) as i64).sum();
                     let exact: f64 = if r < rows {
@@ -1046,7 +1078,8 @@ mod tests {
             .with_kernel(Kernel::Avx2);
         let mut q = Quantized::default();
         quantize_rows(&x, rows, &p, &mut q);
-        assert!(q.data.iter().all(|&b| b == 0 || b == 255));
+        assert!(q.centred);
+        assert!((0..q.data.len()).all(|i| q.u(i) == 0 || q.u(i) == 255));
         assert!((0..n).all(|c| (0..k).all(|i| p.weight(c, i).unsigned_abs() == 127)));
         let mut out = vec![f32::NAN; rows * n];
         matmul(&q, &p, &mut out);
@@ -1081,15 +1114,19 @@ mod tests {
             .unwrap()
             .with_kernel(Kernel::Vnni);
         let avx2 = vnni.clone().with_kernel(Kernel::Avx2);
-        let mut q = Quantized::default();
+        let (mut q, mut qc) = (Quantized::default(), Quantized::default());
         quantize_rows(&x, rows, &vnni, &mut q);
+        quantize_rows(&x, rows, &avx2, &mut qc);
+        // The same bytes, stored centred for the AVX2 kernel.
+        assert!(!q.centred && qc.centred);
+        assert!(q.data.iter().zip(&qc.data).all(|(u, c)| *c == u ^ 0x80));
         let (mut a, mut b) = (vec![0.0f32; q.rows * n], vec![1.0f32; q.rows * n]);
         matmul(&q, &vnni, &mut a);
-        matmul(&q, &avx2, &mut b);
+        matmul(&qc, &avx2, &mut b);
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         let (mut a, mut b) = (vec![0u16; q.rows * n], vec![1u16; q.rows * n]);
         matmul_gelu_bf16(&q, &vnni, &bias, &mut a);
-        matmul_gelu_bf16(&q, &avx2, &bias, &mut b);
+        matmul_gelu_bf16(&qc, &avx2, &bias, &mut b);
         assert_eq!(a, b);
     }
 }
