@@ -9,8 +9,8 @@
 //! - interaction: event_id, customer_id, sku, kind, query, ts, session_id, value;
 //! - review: review_id, customer_id, sku, rating, title, text, ts, label;
 //! - product: sku, title, description, category ("A > B"), brand, price, currency, stock,
-//!   active, on_promotion, ts, attr_<key>...;
-//! - customer: customer_id, signup_ts, country, ts, attr_<key>....
+//!   active, on_promotion, ts, `attr_<key>`...;
+//! - customer: customer_id, signup_ts, country, ts, `attr_<key>`....
 //!
 //! Times are RFC 3339 (`2024-05-01T10:00:00Z`), a date (`2024-05-01`) or Unix seconds.
 

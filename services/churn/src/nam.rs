@@ -57,11 +57,11 @@ impl Default for NamConfig {
 pub struct Nam {
     pub inputs: usize,
     pub hidden: usize,
-    /// [inputs * hidden], row-major.
+    /// `[inputs * hidden]`, row-major.
     pub w1: Vec<f32>,
     pub b1: Vec<f32>,
     pub w2: Vec<f32>,
-    /// [inputs]
+    /// `[inputs]`
     pub lin: Vec<f32>,
     pub bias: f32,
     /// Mean contribution of each column over the training examples (the explanation baseline).
@@ -95,7 +95,7 @@ pub struct SeqNet {
     pub w_hh: Vec<f32>,
     pub b_ih: Vec<f32>,
     pub b_hh: Vec<f32>,
-    /// [hidden] and the read-out bias.
+    /// `[hidden]` and the read-out bias.
     pub w_out: Vec<f32>,
     pub b_out: f32,
 }

@@ -72,7 +72,7 @@ pub struct TrainOptions {
     pub gru_adjusted: bool,
     /// Train the global boosted-trees model ([`crate::gbm`]) as a member.
     pub gbm: bool,
-    /// Offer the regression with ARIMA errors ([`arima_regression`]) as a member. Off by
+    /// Offer the regression with ARIMA errors (`arima_regression`) as a member. Off by
     /// default: it adds about a sixth to Train on the Dominick's and demo data, where validation
     /// never picked it (BENCHMARKS.md).
     pub arima: bool,

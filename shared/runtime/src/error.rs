@@ -160,7 +160,7 @@ pub const MAX_ID_BYTES: usize = 128;
 ///   allow list, version skew), which retrying cannot fix: FAILED_PRECONDITION saying so, for the
 ///   operator (also logged as a warning; the dependency's message never carries a token);
 /// - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED from its load shedding,
-///   CANCELLED, UNKNOWN, INTERNAL, ...): UNAVAILABLE "<dependency> unavailable: <code>: <message>".
+///   CANCELLED, UNKNOWN, INTERNAL, ...): UNAVAILABLE `"<dependency> unavailable: <code>: <message>"`.
 pub fn from_dependency(dependency: &str, status: &Status) -> ApiError {
     let field = dependency.replace(' ', "_");
     match status.code() {
