@@ -12,7 +12,8 @@ MASE scaled by the in-sample one-step naive MAE of units, WAPE pooled.
     python3 -m venv /tmp/pyvenv && /tmp/pyvenv/bin/pip install numpy pandas scikit-learn lightgbm
     AUGUR_DATASETS=../shared/datasets /tmp/pyvenv/bin/python bench/scripts/dominicks_pooled_lightgbm.py
 
-Results of 2026-12-01 are in BENCHMARKS.md ("Long-run levels and raw log targets for the trees").
+Results of 2026-12-01 are in BENCHMARKS.md ("Long-run levels, raw log targets and the LightGBM
+anchor as a member").
 """
 import os
 
