@@ -493,16 +493,15 @@ impl CustomerState {
         self.values_needed(now, category_of, Needed::ALL)
     }
 
-    /// The requested columns of the customer view as of `now` (see [`select`]); `needed` is
-    /// [`Needed::of`] the same columns, computed once per read.
+    /// The requested columns of the customer view as of `now` (see [`select`]), computing only
+    /// the groups of features they need.
     pub fn row(
         &self,
         now: Micros,
         category_of: &impl Fn(&str) -> Option<Arc<str>>,
         cols: &[Column],
-        needed: Needed,
     ) -> Vec<Value> {
-        let full = self.values_needed(now, category_of, needed);
+        let full = self.values_needed(now, category_of, Needed::of(cols));
         select(&full, cols, |k| self.attribute(k))
     }
 
@@ -510,7 +509,7 @@ impl CustomerState {
     /// for: the others are [`Value::Missing`] in their places (never read by [`select`] with
     /// the columns `needed` was made of). The order aggregates are always computed (every
     /// group shares their one pass over the orders).
-    pub fn values_needed(
+    fn values_needed(
         &self,
         now: Micros,
         category_of: &impl Fn(&str) -> Option<Arc<str>>,
@@ -902,7 +901,7 @@ pub fn resolve_columns(
 
 /// Where the groups of the customer view that [`CustomerState::values_needed`] may skip sit
 /// in [`CUSTOMER_FEATURES`] (checked against the names by a unit test).
-pub mod group {
+mod group {
     use std::ops::Range;
     /// `distinct_categories`: a category lookup per order line.
     pub const CATEGORIES: Range<usize> = 14..15;
@@ -921,14 +920,14 @@ const _: () = assert!(group::SEQUENCE.end == CUSTOMER_FEATURES.len());
 
 /// The columns of the customer view a read needs, as a bit mask over [`CUSTOMER_FEATURES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Needed(u64);
+struct Needed(u64);
 
 impl Needed {
     /// Every feature.
-    pub const ALL: Needed = Needed(u64::MAX);
+    const ALL: Needed = Needed(u64::MAX);
 
     /// The view's columns among `cols` (attributes need none).
-    pub fn of(cols: &[Column]) -> Needed {
+    fn of(cols: &[Column]) -> Needed {
         Needed(cols.iter().fold(0, |m, c| match c {
             Column::Index(i) if *i < 64 => m | 1 << i,
             _ => m,
@@ -936,7 +935,7 @@ impl Needed {
     }
 
     /// Whether any column in `range` is needed.
-    pub fn any(self, range: std::ops::Range<usize>) -> bool {
+    fn any(self, range: std::ops::Range<usize>) -> bool {
         range.into_iter().any(|i| i < 64 && self.0 & (1 << i) != 0)
     }
 }
@@ -1260,7 +1259,7 @@ mod tests {
             let now = T0 + day * D + D / 3;
             let full = s.values(now, &cat);
             let expected = select(&full, &cols, |k| s.attribute(k));
-            proptest::prop_assert_eq!(s.row(now, &cat, &cols, Needed::of(&cols)), expected);
+            proptest::prop_assert_eq!(s.row(now, &cat, &cols), expected);
         }
     }
 }

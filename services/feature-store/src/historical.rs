@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::app::group_rows;
 use crate::error::Error;
-use crate::features::{Column, CustomerState, Needed, ProductState, Value, select};
+use crate::features::{Column, CustomerState, ProductState, Value, select};
 use crate::model::{self, Event, Micros};
 use crate::online::Online;
 use crate::storage::{LineRow, Store, StoredEvent};
@@ -58,7 +58,6 @@ fn replay_customers(
         }
     }
     let category_of = |sku: &str| categories.get(sku).cloned();
-    let needed = Needed::of(cols);
     let mut out: Vec<Option<Vec<Value>>> = vec![None; rows.len()];
     let mut intern = |s: &str| Arc::<str>::from(s);
     for (id, mut idx) in by_entity {
@@ -83,7 +82,7 @@ fn replay_customers(
                 next += 1;
             }
             if !state.unknown_at(as_of) {
-                out[i] = Some(state.row(as_of, &category_of, cols, needed));
+                out[i] = Some(state.row(as_of, &category_of, cols));
             }
         }
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use crate::features::{Column, CustomerState, Needed, ProductState, Value, select};
+use crate::features::{Column, CustomerState, ProductState, Value, select};
 use crate::model::{Event, Hasher, Micros};
 
 const SHARDS: usize = 32;
@@ -273,12 +273,11 @@ impl Online {
     ) -> Vec<Option<Vec<Value>>> {
         let cats = read(&self.categories);
         let category_of = |sku: &str| cats.get(sku).cloned();
-        let needed = Needed::of(cols);
         ids.iter()
             .map(|id| {
                 let shard = read(self.customers.shard(id));
                 let state = &shard.get(id.as_str())?.state;
-                Some(state.row(now, &category_of, cols, needed))
+                Some(state.row(now, &category_of, cols))
             })
             .collect()
     }
