@@ -5,9 +5,9 @@
 //! and attention runs per sequence), the query/key/value projections are one matrix product,
 //! biases, GELU and the residual layer norms are fused into single passes over the rows, and the
 //! activation buffers are allocated once per batch. The matrix products run in bf16 on AMX
-//! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]), mostly in 8-bit
-//! integers ([`Precision::Int8Avx512`] / [`Precision::Int8Avx2`], see [`Encoder::new`]) where
-//! the CPU has them, in f32 elsewhere; the embeddings of every precision match
+//! ([`Precision::Bf16Amx`]) or AVX512-BF16 ([`Precision::Bf16Avx512`]), in 8-bit integers
+//! ([`Precision::Int8Avx512`] / [`Precision::Int8Avx2`], see [`Encoder::new`]) where the CPU
+//! has them, in f32 elsewhere; the embeddings of every precision match
 //! sentence-transformers (test `minilm_parity`).
 
 use std::collections::HashMap;
@@ -64,14 +64,54 @@ struct Work {
     scratch: Scratch,
 }
 
-/// Largest magnitude of each input of a layer's three int8 products (query/key/value,
-/// attention output, feed-forward in), gathered on calibration text.
+/// Calibration statistics of one product's inputs: each input's largest magnitude and, for
+/// GPTQ rounding, their Gram matrix `X^T X` (empty when not gathered).
+#[derive(Clone, Default)]
+struct Stats {
+    absmax: Vec<f32>,
+    gram: Vec<f32>,
+}
+
+impl Stats {
+    fn new(k: usize, gram: bool) -> Stats {
+        Stats {
+            absmax: vec![0.0; k],
+            gram: if gram { vec![0.0; k * k] } else { Vec::new() },
+        }
+    }
+
+    fn add(&mut self, rows: &[f32]) {
+        widen(&mut self.absmax, rows);
+        if !self.gram.is_empty() {
+            let k = self.absmax.len();
+            augur_kernels::gram_add(rows, rows.len() / k, k, &mut self.gram);
+        }
+    }
+
+    fn gram(&self) -> Option<&[f32]> {
+        (!self.gram.is_empty()).then_some(self.gram.as_slice())
+    }
+}
+
+/// Calibration statistics of a layer's four products' inputs (query/key/value, attention
+/// output, feed-forward in and out), gathered on calibration text.
 #[derive(Clone)]
 struct InputRange {
-    qkv: Vec<f32>,
-    out: Vec<f32>,
-    up: Vec<f32>,
+    qkv: Stats,
+    out: Stats,
+    up: Stats,
+    down: Stats,
 }
+
+/// SmoothQuant exponent of the feed-forward-out product (the others: 1/2). Its input, the GELU
+/// output, has the widest outliers; with 1/4 more of their range stays on the activations and
+/// less reaches the weight. Chosen on held-out texts, not the parity test's (worst cosine to
+/// candle-transformers over the 120 texts of the test `the_int8_mix_holds_on_more_texts`:
+/// 0.99922 with 1/4, 0.99919-0.99926 with 1/2 and 8 or 32 outliers; mean 1 - cosine 0.00038
+/// against 0.00041-0.00046).
+const DOWN_SMOOTHING: f32 = 0.25;
+/// Inputs of the feed-forward-out product multiplied in f32 (of 1,536; the others: 8 of 384).
+const DOWN_OUTLIERS: usize = 32;
 
 /// The four matrix products of a layer.
 #[derive(Clone, Copy)]
@@ -123,13 +163,15 @@ impl Encoder {
     /// Builds the encoder from a BERT checkpoint's tensors (names as in Hugging Face's
     /// `BertModel`, with or without a `bert.` prefix).
     ///
-    /// [`Precision::Int8Avx512`] and [`Precision::Int8Avx2`] are a mix: the query/key/value,
-    /// attention-output and feed-forward-in products run in 8-bit integers, scaled per input (SmoothQuant) by the
-    /// ranges a bf16 pass over `calibration` (token-id sequences) shows, the widest inputs in
-    /// f32 ([`augur_kernels::INT8_OUTLIERS`]); the feed-forward-out product, whose input (GELU
-    /// output, 1,536 channels) has the widest outliers, stays in bf16 (f32 on Intel, and with
-    /// the AVX2 kernel, which CPUs without AVX512-BF16 run). Without calibration sequences the
-    /// int8 products are unscaled. Other precisions ignore `calibration`.
+    /// [`Precision::Int8Avx512`] and [`Precision::Int8Avx2`] are a mix: the four matrix
+    /// products of every layer run in 8-bit integers, scaled per input (SmoothQuant) by the
+    /// ranges a bf16 (AMD) or f32 pass over `calibration` (token-id sequences) shows, the
+    /// widest inputs in f32 ([`augur_kernels::INT8_OUTLIERS`]; 32 (`DOWN_OUTLIERS`) for the
+    /// feed-forward-out product, whose input, the GELU output, has the widest outliers), and
+    /// the weights rounded by GPTQ's error feedback on the same pass's inputs
+    /// ([`augur_kernels::gptq`]); attention's two products run in bf16 on AVX512-BF16, else
+    /// f32. Without calibration sequences the int8 products are unscaled and rounded to
+    /// nearest. Other precisions ignore `calibration`.
     pub fn new(
         cfg: BertConfig,
         tensors: &HashMap<String, Tensor>,
@@ -238,17 +280,37 @@ impl Encoder {
             bf16_attention: false,
         };
         if let Some(kernel) = int8 {
-            let ranges = encoder.input_ranges(calibration)?;
-            let quantised = |l: usize, product: Product, range: &[f32]| -> Result<Linear, String> {
+            use rayon::prelude::*;
+            let ranges = encoder.input_ranges(calibration, true)?;
+            let quantised = |l: usize, product: Product, st: &Stats| -> Result<Linear, String> {
                 let (w, b, n, k) = weights(l, product)?;
-                let range = (!calibration.is_empty()).then_some(range);
-                Linear::new_int8(w, b, n, k, range, kernel)
+                let c = (!calibration.is_empty()).then(|| {
+                    let mut c = augur_kernels::Calibration::new(&st.absmax);
+                    c.gram = st.gram();
+                    if let Product::Down = product {
+                        c.alpha = DOWN_SMOOTHING;
+                        c.outliers = DOWN_OUTLIERS;
+                    }
+                    c
+                });
+                Linear::new_int8_calibrated(w, b, n, k, c.as_ref(), kernel)
                     .ok_or_else(|| format!("linear {k} -> {n}"))
             };
-            for (l, (layer, r)) in encoder.layers.iter_mut().zip(&ranges).enumerate() {
-                layer.qkv = quantised(l, Product::Qkv, &r.qkv)?;
-                layer.out = quantised(l, Product::Out, &r.out)?;
-                layer.up = quantised(l, Product::Up, &r.up)?;
+            // Layers side by side (GPTQ's factorisations are partly sequential).
+            let layers: Vec<[Linear; 4]> = ranges
+                .par_iter()
+                .enumerate()
+                .map(|(l, r)| {
+                    Ok([
+                        quantised(l, Product::Qkv, &r.qkv)?,
+                        quantised(l, Product::Out, &r.out)?,
+                        quantised(l, Product::Up, &r.up)?,
+                        quantised(l, Product::Down, &r.down)?,
+                    ])
+                })
+                .collect::<Result<_, String>>()?;
+            for (layer, [qkv, out, up, down]) in encoder.layers.iter_mut().zip(layers) {
+                (layer.qkv, layer.out, layer.up, layer.down) = (qkv, out, up, down);
             }
         }
         // Only where AVX512-BF16 is the preferred bf16 path (AMD); AMX CPUs keep f32 attention.
@@ -260,13 +322,14 @@ impl Encoder {
     }
 
     /// Each layer's [`InputRange`] over the calibration sequences (zeros without any).
-    fn input_ranges(&self, calibration: &[&[u32]]) -> Result<Vec<InputRange>, String> {
-        let h = self.cfg.hidden_size;
+    fn input_ranges(&self, calibration: &[&[u32]], gram: bool) -> Result<Vec<InputRange>, String> {
+        let (h, i) = (self.cfg.hidden_size, self.cfg.intermediate_size);
         let mut ranges = vec![
             InputRange {
-                qkv: vec![0.0; h],
-                out: vec![0.0; h],
-                up: vec![0.0; h],
+                qkv: Stats::new(h, gram),
+                out: Stats::new(h, gram),
+                up: Stats::new(h, gram),
+                down: Stats::new(i, gram),
             };
             self.layers.len()
         ];
@@ -397,7 +460,7 @@ impl Encoder {
         for (li, l) in self.layers.iter().enumerate() {
             let mut range = ranges.as_deref_mut().and_then(|r| r.get_mut(li));
             if let Some(r) = &mut range {
-                widen(&mut r.qkv, &x[..rows * h]);
+                r.qkv.add(&x[..rows * h]);
             }
             l.qkv.forward(x, rows, qkv, Epilogue::Bias, scratch);
             augur_kernels::attention_in(
@@ -409,7 +472,7 @@ impl Encoder {
                 self.bf16_attention,
             );
             if let Some(r) = &mut range {
-                widen(&mut r.out, &ctx[..rows * h]);
+                r.out.add(&ctx[..rows * h]);
             }
             l.out.forward(ctx, rows, tmp, Epilogue::None, scratch);
             augur_kernels::add_layer_norm(
@@ -422,9 +485,14 @@ impl Encoder {
             );
             std::mem::swap(x, tmp);
             if let Some(r) = &mut range {
-                widen(&mut r.up, &x[..rows * h]);
+                r.up.add(&x[..rows * h]);
             }
             l.up.forward_gelu_then(x, rows, ffn, &l.down, tmp, scratch);
+            if let Some(r) = &mut range {
+                // Calibration runs the unfused pair (bf16 or f32 products): `ffn` holds the
+                // GELU output.
+                r.down.add(&ffn[..rows * self.cfg.intermediate_size]);
+            }
             augur_kernels::add_layer_norm(
                 &mut tmp[..rows * h],
                 &x[..rows * h],

@@ -122,6 +122,20 @@ impl Packed {
         smooth: &[f32],
         outliers: &[usize],
     ) -> Option<Packed> {
+        Packed::new_calibrated(w, n, k, smooth, outliers, None)
+    }
+
+    /// [`Packed::new`], with the weights rounded by GPTQ's error feedback ([`crate::gptq`])
+    /// when `gram` (`[k x k]`, the Gram matrix `X^T X` of the unscaled inputs on calibration
+    /// data) is given; `None` also when that matrix is unusable.
+    pub fn new_calibrated(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        smooth: &[f32],
+        outliers: &[usize],
+        gram: Option<&[f32]>,
+    ) -> Option<Packed> {
         let mut seen = vec![false; k];
         if outliers
             .iter()
@@ -140,13 +154,11 @@ impl Packed {
         {
             return None;
         }
-        let quads = k / 4;
-        let mut data = vec![0i8; n * k];
+        // The scaled weight (outlier inputs zeroed) and each column's step.
+        let mut cols = vec![0.0f32; n * k];
         let mut scale = vec![0.0f32; n];
-        let mut offset = vec![0.0f32; n];
-        let mut wsum128 = vec![0i32; n];
-        let mut col = vec![0.0f32; k];
         for c in 0..n {
+            let col = &mut cols[c * k..(c + 1) * k];
             for (((v, &x), &s), &out) in col
                 .iter_mut()
                 .zip(&w[c * k..(c + 1) * k])
@@ -156,16 +168,31 @@ impl Packed {
                 *v = if out { 0.0 } else { x * s };
             }
             let max = col.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let sc = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scale[c] = if max > 0.0 { max / 127.0 } else { 1.0 };
+        }
+        let rounded: Vec<i8> = match gram {
+            Some(g) => {
+                let inv: Vec<f32> = smooth.iter().map(|s| 1.0 / s).collect();
+                crate::gptq::round(&mut cols, (n, k), &scale, g, &inv, outliers)?
+            }
+            None => cols
+                .iter()
+                .enumerate()
+                .map(|(t, v)| (v / scale[t / k]).round().clamp(-127.0, 127.0) as i8)
+                .collect(),
+        };
+        let quads = k / 4;
+        let mut data = vec![0i8; n * k];
+        let mut offset = vec![0.0f32; n];
+        let mut wsum128 = vec![0i32; n];
+        for c in 0..n {
             let (g, j) = (c / 16, c % 16);
             let mut sum = 0i64;
-            for (i, v) in col.iter().enumerate() {
-                let q = (v / sc).round().clamp(-127.0, 127.0) as i8;
+            for (i, &q) in rounded[c * k..(c + 1) * k].iter().enumerate() {
                 sum += q as i64;
                 data[(g * quads + i / 4) * 64 + 4 * j + i % 4] = q;
             }
-            scale[c] = sc;
-            offset[c] = sc * sum as f32;
+            offset[c] = scale[c] * sum as f32;
             // |sum| <= 127 k: fits i32 for any k a weight can have in memory here.
             wsum128[c] = i32::try_from(128 * sum).ok()?;
         }

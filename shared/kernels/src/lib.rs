@@ -11,6 +11,7 @@
 pub mod amx;
 pub mod attention_bf16;
 pub mod avx512bf16;
+pub mod gptq;
 pub mod int8;
 pub mod math;
 
@@ -120,6 +121,32 @@ pub enum Epilogue {
 /// 0.9985 to 0.9994-0.9995 (16: the same, 10% slower; none: 2% faster).
 pub const INT8_OUTLIERS: usize = 8;
 
+/// What calibration data says about a product's inputs, for [`Linear::new_int8_calibrated`].
+#[derive(Clone, Copy, Debug)]
+pub struct Calibration<'a> {
+    /// Each input's largest magnitude.
+    pub absmax: &'a [f32],
+    /// The inputs' Gram matrix `X^T X` (`[k x k]`, [`gram_add`]): the weight is then rounded
+    /// by GPTQ's error feedback ([`gptq`]) instead of to nearest.
+    pub gram: Option<&'a [f32]>,
+    /// SmoothQuant's exponent: `s_i = (absmax_i / max_c |W[c][i]|)^alpha`.
+    pub alpha: f32,
+    /// How many of the inputs widest after smoothing are multiplied in f32 (at most `k / 8`).
+    pub outliers: usize,
+}
+
+impl<'a> Calibration<'a> {
+    /// Ranges only: alpha 1/2, [`INT8_OUTLIERS`] outliers, rounding to nearest.
+    pub fn new(absmax: &'a [f32]) -> Calibration<'a> {
+        Calibration {
+            absmax,
+            gram: None,
+            alpha: 0.5,
+            outliers: INT8_OUTLIERS,
+        }
+    }
+}
+
 /// Per-call buffers of [`Linear::forward`], kept by the caller between calls.
 #[derive(Default, Debug)]
 pub struct Scratch {
@@ -191,7 +218,8 @@ impl Linear {
     /// (else f32). `absmax`, when given, is each input's largest magnitude seen on calibration
     /// data: input `i` is then scaled by SmoothQuant's `s_i = sqrt(absmax_i / max_c |W[c][i]|)`
     /// (clamped to [1e-2, 1e2]) before rounding, and the [`INT8_OUTLIERS`] inputs still widest
-    /// after that scaling are multiplied in f32. `None` when the lengths disagree.
+    /// after that scaling are multiplied in f32 ([`Calibration::new`]). `None` when the lengths
+    /// disagree.
     pub fn new_int8(
         w: Vec<f32>,
         bias: Vec<f32>,
@@ -200,18 +228,36 @@ impl Linear {
         absmax: Option<&[f32]>,
         kernel: int8::Kernel,
     ) -> Option<Linear> {
+        let calibration = absmax.map(Calibration::new);
+        Linear::new_int8_calibrated(w, bias, n, k, calibration.as_ref(), kernel)
+    }
+
+    /// [`Linear::new_int8`] with the [`Calibration`] spelt out (smoothing exponent, outlier
+    /// count, and GPTQ rounding when it carries the inputs' Gram matrix). `None` when the
+    /// lengths disagree.
+    pub fn new_int8_calibrated(
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        n: usize,
+        k: usize,
+        calibration: Option<&Calibration>,
+        kernel: int8::Kernel,
+    ) -> Option<Linear> {
         if w.len() != n * k || bias.len() != n || n == 0 || k == 0 {
             return None;
         }
-        if absmax.is_some_and(|a| a.len() != k) {
+        if calibration
+            .is_some_and(|c| c.absmax.len() != k || c.gram.is_some_and(|g| g.len() != k * k))
+        {
             return None;
         }
-        let (smooth, outliers) = match absmax {
-            Some(a) => {
+        let (smooth, outliers) = match calibration {
+            Some(c) => {
+                let a = c.absmax;
                 let smooth: Vec<f32> = (0..k)
                     .map(|i| {
                         let wmax = (0..n).fold(0.0f32, |m, c| m.max(w[c * k + i].abs()));
-                        let s = (a[i].max(1e-5) / wmax.max(1e-5)).sqrt();
+                        let s = (a[i].max(1e-5) / wmax.max(1e-5)).powf(c.alpha);
                         if s.is_finite() {
                             s.clamp(1e-2, 1e2)
                         } else {
@@ -221,14 +267,19 @@ impl Linear {
                     .collect();
                 let mut order: Vec<usize> = (0..k).collect();
                 order.sort_by(|&i, &j| (a[j] / smooth[j]).total_cmp(&(a[i] / smooth[i])));
-                order.truncate(INT8_OUTLIERS.min(k / 8));
+                order.truncate(c.outliers.min(k / 8));
                 order.sort_unstable();
                 (smooth, order)
             }
             None => (vec![1.0; k], Vec::new()),
         };
+        let gram = calibration.and_then(|c| c.gram);
         let packed = if kernel.available() {
-            int8::Packed::new(&w, n, k, &smooth, &outliers).map(|p| p.with_kernel(kernel))
+            // A Gram matrix GPTQ cannot use (not positive definite) falls back to rounding
+            // each weight to nearest.
+            gram.and_then(|g| int8::Packed::new_calibrated(&w, n, k, &smooth, &outliers, Some(g)))
+                .or_else(|| int8::Packed::new(&w, n, k, &smooth, &outliers))
+                .map(|p| p.with_kernel(kernel))
         } else {
             None
         };
@@ -340,11 +391,12 @@ impl Linear {
     /// [`padded_rows`]`(rows)` rows) holds the GELU output where the two steps run apart; `out`
     /// is as for `next`'s [`Linear::forward`].
     ///
-    /// An int8 layer followed by a bf16 one on AVX512-BF16 (the `int8-avx512` mix) runs fused:
+    /// An int8 layer followed by a bf16 one on AVX512-BF16 (the `int8-avx512` mix until the
+    /// feed-forward-out product went to int8 too, 2026-12-01) runs fused:
     /// the bias, GELU and bf16 rounding are applied to the int8 product's register blocks
     /// ([`int8::matmul_gelu_bf16`]) and the bf16 rows go straight to `next`'s product, with the
-    /// same values as the two [`Linear::forward`] calls (which every other pair runs; `mid` is
-    /// then left holding the GELU output).
+    /// same values as the two [`Linear::forward`] calls (which every other pair runs, the
+    /// all-int8 one of the MiniLM mix included; `mid` is then left holding the GELU output).
     pub fn forward_gelu_then(
         &self,
         x: &[f32],
@@ -520,6 +572,42 @@ pub fn attention_in(
             }
         })
     });
+}
+
+/// `gram += X^T X` for the first `rows` rows of `x` (row-major, `k` columns); `gram` is `[k x
+/// k]` row-major. For calibration statistics ([`Linear::new_int8_calibrated`]).
+pub fn gram_add(x: &[f32], rows: usize, k: usize, gram: &mut [f32]) {
+    assert!(x.len() >= rows * k, "x too short");
+    assert_eq!(gram.len(), k * k, "gram must be k x k");
+    if rows == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: dst is k x k row-major (asserted); lhs = X^T (k x rows: element (i, r) at
+    // x[r * k + i]) and rhs = X (rows x k) lie inside `x` (asserted); `gram` is borrowed
+    // mutably and does not overlap `x`.
+    unsafe {
+        gemm::gemm(
+            k,
+            k,
+            rows,
+            gram.as_mut_ptr(),
+            1,
+            k as isize,
+            true,
+            x.as_ptr(),
+            k as isize,
+            1,
+            x.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
 /// `x[r] = layer_norm(x[r] + add[r] + bias) * gamma + beta` for every row (`gamma.len()`
@@ -771,7 +859,27 @@ mod tests {
         );
         // Measured: plain 0.258, calibrated 0.033; without the SmoothQuant factors 0.053.
         assert!(e_cal < 0.04, "calibrated error {e_cal}");
-        assert!(Linear::new_int8(w, b, n, k, Some(&absmax[..5]), kernel).is_none());
+        // GPTQ rounding on the same inputs' Gram matrix: a lower squared error on them.
+        let mut gram = vec![0.0f32; k * k];
+        gram_add(&x, rows, k, &mut gram);
+        let mut c = Calibration::new(&absmax);
+        c.gram = Some(&gram);
+        let gptq =
+            Linear::new_int8_calibrated(w.clone(), b.clone(), n, k, Some(&c), kernel).unwrap();
+        let sq = |l: &Linear| {
+            let mut out = vec![0.0; padded_rows(rows) * n];
+            l.forward(&x, rows, &mut out, Epilogue::Bias, &mut Scratch::default());
+            out.iter()
+                .zip(&want)
+                .map(|(g, w)| ((g - w) as f64).powi(2))
+                .sum::<f64>()
+        };
+        let (s_cal, s_gptq) = (sq(&calibrated), sq(&gptq));
+        eprintln!("squared error: calibrated {s_cal}, with GPTQ {s_gptq}");
+        assert!(s_gptq < 0.8 * s_cal, "GPTQ {s_gptq} vs {s_cal}");
+        assert!(Linear::new_int8(w.clone(), b.clone(), n, k, Some(&absmax[..5]), kernel).is_none());
+        c.gram = Some(&gram[1..]);
+        assert!(Linear::new_int8_calibrated(w, b, n, k, Some(&c), kernel).is_none());
     }
 
     #[test]
