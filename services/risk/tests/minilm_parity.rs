@@ -194,8 +194,10 @@ fn prefix_tokenisation_gives_the_whole_texts_ids() {
 /// Our encoder against candle-transformers' BERT on 40 texts of 1 to ~400 words (some beyond
 /// the 256-token cap), embedded in one call (groups of several texts): f32 agrees to 1e-5 in
 /// cosine, bf16 products and the int8 mix to 1e-3 (measured on an AMD Zen 5: bf16 0.99996,
-/// int8 0.99944 at worst; int8 without its f32 outlier inputs got 0.99848 on the one-word
-/// text "great", whose three tokens average no rounding error away).
+/// int8 0.99944 at worst with the feed-forward-out product in bf16; int8 without its f32
+/// outlier inputs got 0.99848 on the one-word text "great", whose three tokens average no
+/// rounding error away; on an AMD Zen 4, 2026-12-01, with all four products in int8 and GPTQ
+/// rounding: 0.99928, int8-avx2 0.99940).
 #[test]
 fn our_encoder_matches_candle_transformers_on_varied_texts() {
     let Some(dir) = model_dir() else { return };
