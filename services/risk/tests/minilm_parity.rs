@@ -230,20 +230,13 @@ fn our_encoder_matches_candle_transformers_on_varied_texts() {
         "was",
         "slow",
     ];
-    let texts: Vec<String> = (0..40usize)
-        .map(|i| {
-            let n = 1 + (i * i * 7 + i * 13) % 400;
-            (0..n)
-                .map(|j| words[(i * 31 + j * j * 17 + j) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let reference = Embedder::load_with(&dir, Engine::Candle)
-        .unwrap()
-        .embed(&refs)
-        .unwrap();
+    let (texts, reference) = texts_with_reference(
+        &dir,
+        &words,
+        40,
+        |i| 1 + (i * i * 7 + i * 13) % 400,
+        |i, j| i * 31 + j * j * 17 + j,
+    );
     for (engine, min_cos) in [
         (Engine::Kernels(Precision::F32), 0.99999f32),
         (Engine::Kernels(Precision::Bf16Amx), 0.999),
@@ -254,11 +247,8 @@ fn our_encoder_matches_candle_transformers_on_varied_texts() {
         let Some(e) = load(&dir, engine) else {
             continue;
         };
-        let got = e.embed(&refs).unwrap();
-        let worst = got
-            .iter()
-            .zip(&reference)
-            .map(|(g, r)| embed::dot(g, r))
+        let worst = cosines(&e, &texts, &reference)
+            .into_iter()
             .fold(1.0f32, f32::min);
         eprintln!(
             "{}: worst cosine to candle-transformers {worst:.7}",
@@ -322,20 +312,13 @@ fn the_int8_mix_holds_on_more_texts() {
         "meh",
         "returned",
     ];
-    let texts: Vec<String> = (0..120usize)
-        .map(|i| {
-            let n = 1 + (i * i * 11 + i * 5) % 300;
-            (0..n)
-                .map(|j| words[(i * 17 + j * j * 13 + 3 * j + i * j) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let reference = Embedder::load_with(&dir, Engine::Candle)
-        .unwrap()
-        .embed(&refs)
-        .unwrap();
+    let (texts, reference) = texts_with_reference(
+        &dir,
+        &words,
+        120,
+        |i| 1 + (i * i * 11 + i * 5) % 300,
+        |i, j| i * 17 + j * j * 13 + 3 * j + i * j,
+    );
     for engine in [
         Engine::Kernels(Precision::Int8Avx512),
         Engine::Kernels(Precision::Int8Avx2),
@@ -343,13 +326,7 @@ fn the_int8_mix_holds_on_more_texts() {
         let Some(e) = load(&dir, engine) else {
             continue;
         };
-        let cos: Vec<f32> = e
-            .embed(&refs)
-            .unwrap()
-            .iter()
-            .zip(&reference)
-            .map(|(g, r)| embed::dot(g, r))
-            .collect();
+        let cos = cosines(&e, &texts, &reference);
         let worst = cos.iter().copied().fold(1.0f32, f32::min);
         let mean = cos.iter().map(|c| 1.0 - c).sum::<f32>() / cos.len() as f32;
         eprintln!(
@@ -358,4 +335,40 @@ fn the_int8_mix_holds_on_more_texts() {
         );
         assert!(worst >= 0.999, "{}: cosine {worst}", engine.name());
     }
+}
+
+/// `count` texts: text `i` has `len(i)` words, its word `j` is `words[pick(i, j) % words.len()]`;
+/// with candle-transformers' embeddings of them (the reference).
+fn texts_with_reference(
+    dir: &std::path::Path,
+    words: &[&str],
+    count: usize,
+    len: impl Fn(usize) -> usize,
+    pick: impl Fn(usize, usize) -> usize,
+) -> (Vec<String>, Vec<Vec<f32>>) {
+    let texts: Vec<String> = (0..count)
+        .map(|i| {
+            (0..len(i))
+                .map(|j| words[pick(i, j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let reference = Embedder::load_with(dir, Engine::Candle)
+        .unwrap()
+        .embed(&refs)
+        .unwrap();
+    (texts, reference)
+}
+
+/// Each text's cosine between its embedding by `e` and the reference's.
+fn cosines(e: &Embedder, texts: &[String], reference: &[Vec<f32>]) -> Vec<f32> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    e.embed(&refs)
+        .unwrap()
+        .iter()
+        .zip(reference)
+        .map(|(g, r)| embed::dot(g, r))
+        .collect()
 }
