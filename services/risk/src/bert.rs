@@ -65,38 +65,32 @@ struct Work {
 }
 
 /// Calibration statistics of one product's inputs: each input's largest magnitude and, for
-/// GPTQ rounding, their Gram matrix `X^T X` (empty when not gathered).
-#[derive(Clone, Default)]
+/// GPTQ rounding, their Gram matrix `X^T X`.
+#[derive(Clone)]
 struct Stats {
     absmax: Vec<f32>,
     gram: Vec<f32>,
 }
 
 impl Stats {
-    fn new(k: usize, gram: bool) -> Stats {
+    fn new(k: usize) -> Stats {
         Stats {
             absmax: vec![0.0; k],
-            gram: if gram { vec![0.0; k * k] } else { Vec::new() },
+            gram: vec![0.0; k * k],
         }
     }
 
     fn add(&mut self, rows: &[f32]) {
         widen(&mut self.absmax, rows);
-        if !self.gram.is_empty() {
-            let k = self.absmax.len();
-            augur_kernels::gram_add(rows, rows.len() / k, k, &mut self.gram);
-        }
-    }
-
-    fn gram(&self) -> Option<&[f32]> {
-        (!self.gram.is_empty()).then_some(self.gram.as_slice())
+        let k = self.absmax.len();
+        augur_kernels::gram_add(rows, rows.len() / k, k, &mut self.gram);
     }
 }
 
 /// Calibration statistics of a layer's four products' inputs (query/key/value, attention
 /// output, feed-forward in and out), gathered on calibration text.
 #[derive(Clone)]
-struct InputRange {
+struct LayerStats {
     qkv: Stats,
     out: Stats,
     up: Stats,
@@ -280,12 +274,12 @@ impl Encoder {
             bf16_attention: false,
         };
         if let Some(kernel) = int8 {
-            let ranges = encoder.input_ranges(calibration, true)?;
+            let stats = encoder.calibration_stats(calibration)?;
             let quantised = |l: usize, product: Product, st: &Stats| -> Result<Linear, String> {
                 let (w, b, n, k) = weights(l, product)?;
                 let c = (!calibration.is_empty()).then(|| {
                     let mut c = augur_kernels::Calibration::new(&st.absmax);
-                    c.gram = st.gram();
+                    c.gram = Some(&st.gram);
                     if let Product::Down = product {
                         c.alpha = DOWN_SMOOTHING;
                         c.outliers = DOWN_OUTLIERS;
@@ -298,7 +292,7 @@ impl Encoder {
             // One layer at a time (GPTQ's loops are parallel inside), each layer's statistics
             // dropped once it is quantised: the 1,536-input factorisations take ~28 MB each,
             // and side by side they raised the load's peak memory by ~170 MB.
-            for (l, (layer, r)) in encoder.layers.iter_mut().zip(ranges).enumerate() {
+            for (l, (layer, r)) in encoder.layers.iter_mut().zip(stats).enumerate() {
                 layer.qkv = quantised(l, Product::Qkv, &r.qkv)?;
                 layer.out = quantised(l, Product::Out, &r.out)?;
                 layer.up = quantised(l, Product::Up, &r.up)?;
@@ -313,15 +307,15 @@ impl Encoder {
         Ok(encoder)
     }
 
-    /// Each layer's [`InputRange`] over the calibration sequences (zeros without any).
-    fn input_ranges(&self, calibration: &[&[u32]], gram: bool) -> Result<Vec<InputRange>, String> {
+    /// Each layer's [`LayerStats`] over the calibration sequences (zeros without any).
+    fn calibration_stats(&self, calibration: &[&[u32]]) -> Result<Vec<LayerStats>, String> {
         let (h, i) = (self.cfg.hidden_size, self.cfg.intermediate_size);
-        let mut ranges = vec![
-            InputRange {
-                qkv: Stats::new(h, gram),
-                out: Stats::new(h, gram),
-                up: Stats::new(h, gram),
-                down: Stats::new(i, gram),
+        let mut stats = vec![
+            LayerStats {
+                qkv: Stats::new(h),
+                out: Stats::new(h),
+                up: Stats::new(h),
+                down: Stats::new(i),
             };
             self.layers.len()
         ];
@@ -334,9 +328,9 @@ impl Encoder {
             if let Some(&bad) = s.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
                 return Err(format!("calibration token id {bad} outside the vocabulary"));
             }
-            self.forward(&[s], &[(0, s.len())], s.len(), &mut w, Some(&mut ranges));
+            self.forward(&[s], &[(0, s.len())], s.len(), &mut w, Some(&mut stats));
         }
-        Ok(ranges)
+        Ok(stats)
     }
 
     /// The precision the matrix products run in.
@@ -401,14 +395,14 @@ impl Encoder {
     }
 
     /// The last hidden states of the `rows` tokens of `seqs` (at `spans`) into `w.x`; with
-    /// `ranges`, each layer's product inputs widen them.
+    /// `stats`, each layer's product inputs are added to them.
     fn forward(
         &self,
         seqs: &[&[u32]],
         spans: &[(usize, usize)],
         rows: usize,
         w: &mut Work,
-        mut ranges: Option<&mut Vec<InputRange>>,
+        mut stats: Option<&mut Vec<LayerStats>>,
     ) {
         let h = self.cfg.hidden_size;
         let pr = padded_rows(rows);
@@ -450,7 +444,7 @@ impl Encoder {
             eps,
         );
         for (li, l) in self.layers.iter().enumerate() {
-            let mut range = ranges.as_deref_mut().and_then(|r| r.get_mut(li));
+            let mut range = stats.as_deref_mut().and_then(|r| r.get_mut(li));
             if let Some(r) = &mut range {
                 r.qkv.add(&x[..rows * h]);
             }

@@ -11,6 +11,7 @@
 //! `U` is obtained without inverting `H`: with `R` the upper-triangular factor of `H = R R^T`
 //! (a Cholesky factorisation in reversed order), `H^-1 = R^-T R^-1`, so `U = R^-1`.
 
+use crate::math::{axpy_f32, axpy_f64, dot_f64};
 use rayon::prelude::*;
 
 /// Rounds `w` (`[n x k]` row-major, already multiplied by the per-input factors `s_i`; changed
@@ -81,11 +82,11 @@ pub fn round(
                 for (r, &sc) in sc.iter().enumerate() {
                     let row = &mut block[r * k..(r + 1) * k];
                     let v = row[i];
-                    let rounded = (v / sc).round().clamp(-127.0, 127.0);
+                    let rounded = crate::int8::weight_step(v, sc);
                     q[r * k + i] = rounded as i8;
                     let err = (v - rounded * sc) / u[i * k + i];
                     if err != 0.0 {
-                        vec::axpy_f32(&mut row[i + 1..], -err, ui);
+                        axpy_f32(&mut row[i + 1..], -err, ui);
                     }
                 }
             }
@@ -104,12 +105,11 @@ fn inverse_upper_factor(mut h: Vec<f64>, k: usize) -> Option<Vec<f32>> {
     // and R[i][j] = (H[i][j] - R[i][j+1..] . R[j][j+1..]) / R[j][j] for i < j. Columns go in
     // blocks of ROW_BLOCK: the block's own rows first, then every row above it (in parallel),
     // each running through the block's columns while its row stays in cache.
-    let mut hi = ROW_BLOCK.min(k);
     let mut j1 = k;
     while j1 > 0 {
-        let j0 = j1.saturating_sub(hi);
+        let j0 = j1.saturating_sub(ROW_BLOCK);
         for j in (j0..j1).rev() {
-            let tail = vec::dot_f64(
+            let tail = dot_f64(
                 &h[j * k + j + 1..(j + 1) * k],
                 &h[j * k + j + 1..(j + 1) * k],
             );
@@ -121,7 +121,7 @@ fn inverse_upper_factor(mut h: Vec<f64>, k: usize) -> Option<Vec<f32>> {
             let d = d.sqrt();
             h[j * k + j] = d;
             for i in j0..j {
-                let t = vec::dot_f64(
+                let t = dot_f64(
                     &h[i * k + j + 1..(i + 1) * k],
                     &h[j * k + j + 1..(j + 1) * k],
                 );
@@ -133,12 +133,11 @@ fn inverse_upper_factor(mut h: Vec<f64>, k: usize) -> Option<Vec<f32>> {
         above.par_chunks_mut(k).for_each(|row| {
             for j in (j0..j1).rev() {
                 let rj = &block[(j - j0) * k..(j - j0 + 1) * k];
-                let t = vec::dot_f64(&row[j + 1..], &rj[j + 1..]);
+                let t = dot_f64(&row[j + 1..], &rj[j + 1..]);
                 row[j] = (row[j] - t) / rj[j];
             }
         });
         j1 = j0;
-        hi = ROW_BLOCK;
     }
     // U = R^-1 (upper triangular), row by row from U R = I: u[i][l] = (delta_il - sum_{m=i}^{l-1}
     // u[i][m] r[m][l]) / r[l][l], the sums accumulated along rows of R as each u[i][l] is known.
@@ -159,160 +158,12 @@ fn inverse_upper_factor(mut h: Vec<f64>, k: usize) -> Option<Vec<f32>> {
                     let v = (if l == i { 1.0 } else { 0.0 } - a[l]) / r[l * k + l];
                     rows[t * k + l] = v as f32;
                     if v != 0.0 {
-                        vec::axpy_f64(&mut a[l + 1..], v, rl);
+                        axpy_f64(&mut a[l + 1..], v, rl);
                     }
                 }
             }
         });
     Some(u)
-}
-
-/// Dot products and `y += a x` compiled for AVX2 + FMA where the CPU has them (the crate is
-/// built for baseline x86-64), with a portable fallback.
-mod vec {
-    /// `x . y` in f64; `$madd(a, b, c)` is `a * b + c`.
-    macro_rules! dot {
-        ($t:ty, $dot:ident, $madd:path) => {
-            #[inline(always)]
-            pub(super) fn $dot(x: &[$t], y: &[$t]) -> $t {
-                let n = x.len().min(y.len());
-                let (x, y) = (&x[..n], &y[..n]);
-                // Eight independent sums, so that the loop vectorises.
-                let mut acc = [0.0 as $t; 8];
-                let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-                let tail: $t = xc
-                    .remainder()
-                    .iter()
-                    .zip(yc.remainder())
-                    .map(|(a, b)| a * b)
-                    .sum();
-                for (a, b) in xc.zip(yc) {
-                    for t in 0..8 {
-                        acc[t] = $madd(a[t], b[t], acc[t]);
-                    }
-                }
-                acc.iter().sum::<$t>() + tail
-            }
-        };
-    }
-
-    /// `y += a x`; `$madd(a, b, c)` is `a * b + c`.
-    macro_rules! axpy {
-        ($t:ty, $axpy:ident, $madd:path) => {
-            #[inline(always)]
-            pub(super) fn $axpy(y: &mut [$t], a: $t, x: &[$t]) {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = $madd(a, x, *y);
-                }
-            }
-        };
-    }
-
-    mod plain {
-        #[inline(always)]
-        fn madd64(a: f64, b: f64, c: f64) -> f64 {
-            a * b + c
-        }
-        #[inline(always)]
-        fn madd32(a: f32, b: f32, c: f32) -> f32 {
-            a * b + c
-        }
-        dot!(f64, dot_f64, madd64);
-        axpy!(f64, axpy_f64, madd64);
-        axpy!(f32, axpy_f32, madd32);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod fma {
-        #[inline(always)]
-        fn madd64(a: f64, b: f64, c: f64) -> f64 {
-            a.mul_add(b, c)
-        }
-        #[inline(always)]
-        fn madd32(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
-        }
-        dot!(f64, dot_f64_inner, madd64);
-        axpy!(f64, axpy_f64_inner, madd64);
-        axpy!(f32, axpy_f32_inner, madd32);
-
-        /// # Safety
-        /// The CPU must have AVX2 and FMA.
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn dot_f64(x: &[f64], y: &[f64]) -> f64 {
-            dot_f64_inner(x, y)
-        }
-        /// # Safety
-        /// The CPU must have AVX2 and FMA.
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn axpy_f64(y: &mut [f64], a: f64, x: &[f64]) {
-            axpy_f64_inner(y, a, x)
-        }
-        /// # Safety
-        /// The CPU must have AVX2 and FMA.
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-            axpy_f32_inner(y, a, x)
-        }
-    }
-
-    /// Whether the CPU has AVX2 and FMA (checked once).
-    #[cfg(target_arch = "x86_64")]
-    fn fma() -> bool {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-
-    pub(super) fn dot_f64(x: &[f64], y: &[f64]) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        if fma() {
-            // SAFETY: AVX2 and FMA were detected.
-            return unsafe { fma::dot_f64(x, y) };
-        }
-        plain::dot_f64(x, y)
-    }
-
-    pub(super) fn axpy_f64(y: &mut [f64], a: f64, x: &[f64]) {
-        #[cfg(target_arch = "x86_64")]
-        if fma() {
-            // SAFETY: AVX2 and FMA were detected.
-            return unsafe { fma::axpy_f64(y, a, x) };
-        }
-        plain::axpy_f64(y, a, x)
-    }
-
-    pub(super) fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if fma() {
-            // SAFETY: AVX2 and FMA were detected.
-            return unsafe { fma::axpy_f32(y, a, x) };
-        }
-        plain::axpy_f32(y, a, x)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn dispatched_loops_match_the_plain_ones() {
-            let x: Vec<f64> = (0..37).map(|i| (i as f64 * 0.37).sin()).collect();
-            let y: Vec<f64> = (0..37).map(|i| (i as f64 * 0.11).cos()).collect();
-            let want: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
-            assert!((super::dot_f64(&x, &y) - want).abs() < 1e-12);
-            assert!((super::plain::dot_f64(&x, &y) - want).abs() < 1e-12);
-            let mut a = y.clone();
-            super::axpy_f64(&mut a, 0.5, &x);
-            let mut b: Vec<f32> = y.iter().map(|&v| v as f32).collect();
-            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            super::axpy_f32(&mut b, 0.5, &xf);
-            for ((a, b), (x, y)) in a.iter().zip(&b).zip(x.iter().zip(&y)) {
-                assert!((a - (y + 0.5 * x)).abs() < 1e-12);
-                assert!((*b as f64 - (y + 0.5 * x)).abs() < 1e-6);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -322,7 +173,7 @@ mod tests {
     use crate::tests::lcg;
 
     /// `U^T U` equals `H^-1`, i.e. `H U^T U = I` (to f32 rounding); 40 inputs are three column
-    /// blocks, the first a partial one.
+    /// blocks, one of them partial.
     #[test]
     fn the_factor_inverts_the_gram_matrix() {
         let (k, rows) = (40, 100);

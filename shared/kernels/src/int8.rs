@@ -77,6 +77,11 @@ pub fn avx2_preferred() -> bool {
     *OK.get_or_init(|| Kernel::Avx2.available() && !imp::has_avx512f())
 }
 
+/// `v` rounded to the nearest multiple of `scale`, in steps (-127..=127).
+pub(crate) fn weight_step(v: f32, scale: f32) -> f32 {
+    (v / scale).round().clamp(-127.0, 127.0)
+}
+
 /// A weight `[n x k]` scaled per input and rounded to i8 per output column, packed for
 /// [`matmul`]; `n` a multiple of 32 and `k` of 4.
 #[derive(Clone)]
@@ -178,7 +183,7 @@ impl Packed {
             None => cols
                 .iter()
                 .enumerate()
-                .map(|(t, v)| (v / scale[t / k]).round().clamp(-127.0, 127.0) as i8)
+                .map(|(t, &v)| weight_step(v, scale[t / k]) as i8)
                 .collect(),
         };
         let quads = k / 4;

@@ -137,17 +137,17 @@ fn level() -> Level {
 /// Defines `pub fn $name(args)` running `$body` compiled for AVX-512, AVX2+FMA or the baseline,
 /// whichever the CPU supports.
 macro_rules! dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512($($arg: $ty),*) { generic($($arg),*) }
+            fn avx512($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) { generic($($arg),*) }
+            fn avx2($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
             match level() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `level()` saw these features on this CPU.
@@ -254,10 +254,68 @@ dispatch! {
     }
 }
 
+dispatch! {
+    /// `x . y` over the shorter of the two, in f64 (eight independent sums, so that the loop
+    /// vectorises; fused multiply-adds where the CPU has them). For [`crate::gptq`]'s
+    /// factorisations.
+    pub fn dot_f64(x: &[f64], y: &[f64]) -> f64 {
+        let n = x.len().min(y.len());
+        let (x, y) = (&x[..n], &y[..n]);
+        let mut acc = [0.0f64; 8];
+        let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+        let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+        for (a, b) in xc.zip(yc) {
+            for t in 0..8 {
+                acc[t] = a[t].mul_add(b[t], acc[t]);
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+dispatch! {
+    /// `y[i] += a * x[i]` over the shorter of the two, in f64.
+    pub fn axpy_f64(y: &mut [f64], a: f64, x: &[f64]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = a.mul_add(x, *y);
+        }
+    }
+}
+
+dispatch! {
+    /// `y[i] += a * x[i]` over the shorter of the two, in f32.
+    pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = a.mul_add(x, *y);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn dot_and_axpy_match_plain_loops() {
+        let x: Vec<f64> = (0..37).map(|i| (i as f64 * 0.37).sin()).collect();
+        let y: Vec<f64> = (0..37).map(|i| (i as f64 * 0.11).cos()).collect();
+        let want: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        assert!((dot_f64(&x, &y) - want).abs() < 1e-12);
+        assert!(
+            (dot_f64(&x[..5], &y) - x[..5].iter().zip(&y).map(|(a, b)| a * b).sum::<f64>()).abs()
+                < 1e-12
+        );
+        let mut a = y.clone();
+        axpy_f64(&mut a, 0.5, &x);
+        let mut b: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        axpy_f32(&mut b, 0.5, &xf);
+        for ((a, b), (x, y)) in a.iter().zip(&b).zip(x.iter().zip(&y)) {
+            assert!((a - (y + 0.5 * x)).abs() < 1e-12);
+            assert!((*b as f64 - (y + 0.5 * x)).abs() < 1e-6);
+        }
+    }
 
     #[test]
     fn exp_matches_std_to_two_ulps_of_relative_error() {
