@@ -430,7 +430,33 @@ pub fn matmul(a: &Quantized, w: &Packed, out: &mut [f32]) {
         // SAFETY: `w`'s kernel is available and `a` holds `a.rows` rows of `w.k` bytes and
         // their parameters, `out` `a.rows x w.n` (`check`), and `over_column_blocks` hands
         // each call its own column blocks [first, last).
-        unsafe { blocks(a, w, Out::F32(out), first, last) }
+        unsafe {
+            blocks(
+                a,
+                w,
+                Out::F32 {
+                    out,
+                    bias: std::ptr::null(),
+                    gelu: false,
+                },
+                first,
+                last,
+            )
+        }
+    });
+}
+
+/// [`matmul`] with `bias` added to every row and, with `gelu`, GELU ([`crate::math::gelu`])
+/// applied after it, on each block while it is in registers (instead of a second pass over the
+/// stored product): the same values as [`matmul`] followed by [`crate::math::bias_act`].
+/// Panics as [`matmul`] does, or if `bias` does not hold `n` values.
+pub fn matmul_bias(a: &Quantized, w: &Packed, bias: &[f32], gelu: bool, out: &mut [f32]) {
+    check(a, w, out.len());
+    assert_eq!(bias.len(), w.n, "one bias per output column");
+    crate::over_column_blocks(w.n / COLS, a.rows * w.n * w.k, out, |first, last, out| {
+        let bias = bias.as_ptr();
+        // SAFETY: as in `matmul`; `bias` holds `w.n` values (asserted above).
+        unsafe { blocks(a, w, Out::F32 { out, bias, gelu }, first, last) }
     });
 }
 
@@ -487,11 +513,19 @@ fn check(a: &Quantized, w: &Packed, out: usize) {
     assert!(out >= a.rows * w.n, "out is too short");
 }
 
-/// Where the kernel writes its blocks: f32 products, or `bf16(gelu(product + bias))`.
+/// Where the kernel writes its blocks: f32 products (plus `bias` unless it is null, then GELU
+/// if `gelu`), or `bf16(gelu(product + bias))`.
 #[derive(Clone, Copy)]
 enum Out {
-    F32(*mut f32),
-    GeluBf16 { bias: *const f32, out: *mut u16 },
+    F32 {
+        out: *mut f32,
+        bias: *const f32,
+        gelu: bool,
+    },
+    GeluBf16 {
+        bias: *const f32,
+        out: *mut u16,
+    },
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -639,7 +673,21 @@ mod imp {
                     // (and `bias`), and in this call's own column range.
                     unsafe {
                         match out {
-                            Out::F32(out) => {
+                            Out::F32 { out, bias, gelu } => {
+                                let (mut y0, mut y1) = (y0, y1);
+                                if !bias.is_null() {
+                                    let b = bias.add(cb * COLS);
+                                    y0 = _mm512_add_ps(y0, _mm512_loadu_ps(b));
+                                    y1 = _mm512_add_ps(y1, _mm512_loadu_ps(b.add(16)));
+                                }
+                                if gelu {
+                                    let mut t = [0.0f32; COLS];
+                                    _mm512_storeu_ps(t.as_mut_ptr(), y0);
+                                    _mm512_storeu_ps(t.as_mut_ptr().add(16), y1);
+                                    let o = crate::math::gelu_block(&t);
+                                    y0 = _mm512_loadu_ps(o.as_ptr());
+                                    y1 = _mm512_loadu_ps(o.as_ptr().add(16));
+                                }
                                 _mm512_storeu_ps(out.add(at), y0);
                                 _mm512_storeu_ps(out.add(at + 16), y1);
                             }
@@ -826,9 +874,23 @@ mod imp {
                     // `bias`), and in this call's own column range.
                     unsafe {
                         match out {
-                            Out::F32(out) => {
-                                _mm256_storeu_ps(out.add(at), y[0]);
-                                _mm256_storeu_ps(out.add(at + 8), y[1]);
+                            Out::F32 { out, bias, gelu } => {
+                                let (mut y0, mut y1) = (y[0], y[1]);
+                                if !bias.is_null() {
+                                    let b = bias.add(c0);
+                                    y0 = _mm256_add_ps(y0, _mm256_loadu_ps(b));
+                                    y1 = _mm256_add_ps(y1, _mm256_loadu_ps(b.add(8)));
+                                }
+                                if gelu {
+                                    let mut t = [0.0f32; 16];
+                                    _mm256_storeu_ps(t.as_mut_ptr(), y0);
+                                    _mm256_storeu_ps(t.as_mut_ptr().add(8), y1);
+                                    let o = crate::math::gelu_block(&t);
+                                    y0 = _mm256_loadu_ps(o.as_ptr());
+                                    y1 = _mm256_loadu_ps(o.as_ptr().add(8));
+                                }
+                                _mm256_storeu_ps(out.add(at), y0);
+                                _mm256_storeu_ps(out.add(at + 8), y1);
                             }
                             Out::GeluBf16 { bias, out } => {
                                 let b = bias.add(c0);
@@ -1125,6 +1187,49 @@ mod tests {
                     out[r * n + c]
                 );
             }
+        }
+    }
+
+    /// The bias (and GELU) applied on the register blocks give exactly the values of the
+    /// product stored and then passed over by `math::bias_act`, on every kernel this CPU runs.
+    #[test]
+    fn fused_bias_and_gelu_give_the_separate_pass_values() {
+        let (rows, n, k) = (21usize, 64usize, 96usize);
+        let mut s = 91;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut s) * 2.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut s)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut s) * 4.0).collect();
+        let mut ran = 0;
+        for kernel in [Kernel::Vnni, Kernel::Avx2] {
+            if !kernel.available() {
+                continue;
+            }
+            ran += 1;
+            let p = Packed::new(&w, n, k, &vec![1.0; k], &[1, 40])
+                .unwrap()
+                .with_kernel(kernel);
+            let mut q = Quantized::default();
+            quantize_rows(&x, rows, &p, &mut q);
+            for gelu in [false, true] {
+                let mut want = vec![0.0f32; q.rows * n];
+                matmul(&q, &p, &mut want);
+                crate::math::bias_act(&mut want, &bias, gelu);
+                let mut got = vec![f32::NAN; q.rows * n];
+                matmul_bias(&q, &p, &bias, gelu, &mut got);
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?}, gelu {gelu}"
+                );
+                // And the bias did something (a kernel ignoring it would fail above too).
+                let mut plain = vec![0.0f32; q.rows * n];
+                matmul(&q, &p, &mut plain);
+                assert!(plain.iter().zip(&got).any(|(a, b)| a != b));
+            }
+        }
+        if ran == 0 {
+            eprintln!("\n*** SKIPPED: this CPU runs no int8 kernel ***\n");
         }
     }
 

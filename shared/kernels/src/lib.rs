@@ -345,7 +345,14 @@ impl Linear {
         match (&self.packed, &self.int8) {
             (_, Some(q)) => {
                 int8::quantize_rows(x, rows, q, &mut scratch.int8);
-                int8::matmul(&scratch.int8, q, out);
+                if then == Epilogue::None {
+                    int8::matmul(&scratch.int8, q, out);
+                } else {
+                    // The bias (and GELU) on the product's register blocks: no second pass.
+                    let gelu = then == Epilogue::BiasGelu;
+                    int8::matmul_bias(&scratch.int8, q, &self.bias, gelu, out);
+                }
+                return;
             }
             (Some(p), None) => {
                 let b = &mut scratch.bf16;
@@ -378,6 +385,7 @@ impl Linear {
                 }
             }
         }
+        // (The int8 kernel applies it itself and has returned.)
         if then != Epilogue::None {
             let gelu = then == Epilogue::BiasGelu;
             out[..rows * self.n]

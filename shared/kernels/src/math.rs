@@ -74,6 +74,17 @@ pub(crate) fn gelu_bf16<const N: usize>(x: &[f32; N]) -> [u16; N] {
     out
 }
 
+/// `gelu(x)` of each value (inlined into vectorised callers such as the int8 kernel's fused
+/// epilogue).
+#[inline(always)]
+pub(crate) fn gelu_block<const N: usize>(x: &[f32; N]) -> [f32; N] {
+    let mut out = [0.0f32; N];
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = gelu(*v);
+    }
+    out
+}
+
 /// Sum with 16 independent accumulators (a plain `f32` sum is a serial chain the compiler may
 /// not vectorise, since reordering changes the rounding).
 #[inline(always)]
