@@ -1,5 +1,5 @@
-"""Diagnostic (not part of any model): does a brand-/store-pooled recent residual help the
-issue's global LightGBM on Dominick's orange juice?
+"""Diagnostic (not part of any model): does a brand-/store-pooled recent residual (or, with the
+argument `depth`, the discount depth) help the issue's global LightGBM on Dominick's orange juice?
 
 The categorical LightGBM anchor (one model per horizon step, last 8 log units, log own price,
 deal and feat of the target week, store and brand as categories), with and without four pooled
@@ -9,13 +9,18 @@ weeks, and the brand's for the last 12. Scored as in forecast-bench: last 12 row
 held out (depth 0), or first dropping 12 / 24 more rows (depth 1 / 2, the pre-test origins);
 MASE scaled by the in-sample one-step naive MAE of units, WAPE pooled.
 
+With the argument `depth` the extra features are instead the target week's log price minus the
+highest and minus the median log price of the series' last 26 weeks before the origin (how deep
+a price cut is against the regular price, which the recent mean mixes with earlier promotions).
+
     python3 -m venv /tmp/pyvenv && /tmp/pyvenv/bin/pip install numpy pandas scikit-learn lightgbm
-    AUGUR_DATASETS=../shared/datasets /tmp/pyvenv/bin/python bench/scripts/dominicks_pooled_lightgbm.py
+    AUGUR_DATASETS=../shared/datasets /tmp/pyvenv/bin/python bench/scripts/dominicks_pooled_lightgbm.py [depth]
 
 Results of 2026-12-01 are in BENCHMARKS.md ("Long-run levels, raw log targets and the LightGBM
-anchor as a member").
+anchor as a member"), those of `depth` (2026-12-02) under "Yearly season and discount depth".
 """
 import os
+import sys
 
 import lightgbm as lgb
 import numpy as np
@@ -23,6 +28,7 @@ import pandas as pd
 
 DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
 H, L = 12, 8
+DEPTH = len(sys.argv) > 1 and sys.argv[1] == "depth"
 
 df = pd.read_csv(DATA)
 df["price"] = [row[f"price{int(row.brand)}"] for _, row in df.iterrows()]
@@ -69,10 +75,19 @@ def run(depth, pooled):
         y, p, d, f, cut = S["y"], S["p"], S["d"], S["f"], S["cut"]
         for t in range(L, cut + 1):
             base = [S["s"], S["b"]] + list(y[t - L:t][::-1])
-            extra = pooled_features(S, S["w"][t - 1]) if pooled else []
+            if not pooled:
+                extra = []
+            elif DEPTH:
+                recent = p[max(0, t - 26):t]
+                extra = [recent.max(), np.median(recent)]
+            else:
+                extra = pooled_features(S, S["w"][t - 1])
             for h in range(1, H + 1):
                 j = t + h - 1
-                x = base + [p[j], d[j], f[j]] + extra
+                if DEPTH and extra:
+                    x = base + [p[j], d[j], f[j], p[j] - extra[0], p[j] - extra[1]]
+                else:
+                    x = base + [p[j], d[j], f[j]] + extra
                 if t == cut:
                     test_x[h].append(x)
                 elif j < cut:
