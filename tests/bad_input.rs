@@ -764,7 +764,7 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
         range: None,
         customer_id,
         batch_size,
-        order_id: String::new(),
+        ..Default::default()
     };
     invalid(
         "ScanEvents kind 999",
@@ -781,13 +781,25 @@ async fn feature_store_rejects_bad_input_and_keeps_good_data() {
             &format!("ScanEvents {what} order id"),
             drain(
                 c.scan_events(fs::ScanEventsRequest {
-                    order_id: id,
+                    order_id: id.clone(),
                     ..Default::default()
                 })
                 .await,
             )
             .await,
             "order_id",
+        );
+        invalid(
+            &format!("ScanEvents {what} device fingerprint"),
+            drain(
+                c.scan_events(fs::ScanEventsRequest {
+                    device_fingerprint: id.replace("O1", "dev"),
+                    ..Default::default()
+                })
+                .await,
+            )
+            .await,
+            "device_fingerprint",
         );
     }
     invalid(
@@ -2634,6 +2646,7 @@ mod props {
                                 customer_id: s.clone(),
                                 batch_size: n,
                                 order_id: s.clone(),
+                                device_fingerprint: s.clone(),
                             })
                             .await,
                         )

@@ -225,9 +225,8 @@ impl FeatureStore {
                         // Half-open range: everything at or before `until`.
                         end: Some(ts(until + 1)),
                     }),
-                    customer_id: String::new(),
                     batch_size: 5_000,
-                    order_id: String::new(),
+                    ..Default::default()
                 }))
                 .await?;
             let mut keys = BTreeSet::new();

@@ -91,6 +91,8 @@ impl<T> Entry<T> {
 pub struct Online {
     customers: Sharded<Entry<CustomerState>>,
     products: Sharded<Entry<ProductState>>,
+    /// Each device's orders (by stored fingerprint hash): their sequence numbers.
+    devices: Sharded<Entry<()>>,
     categories: RwLock<HashMap<Arc<str>, Arc<str>>>,
     interned: RwLock<HashSet<Arc<str>>>,
     customer_index: RwLock<BTreeSet<Box<str>>>,
@@ -107,6 +109,7 @@ impl Online {
         Self {
             customers: Sharded::new(),
             products: Sharded::new(),
+            devices: Sharded::new(),
             categories: RwLock::new(HashMap::new()),
             interned: RwLock::new(HashSet::new()),
             customer_index: RwLock::new(BTreeSet::new()),
@@ -186,6 +189,12 @@ impl Online {
     pub fn apply(&self, e: &Event, seq: i64) {
         match e {
             Event::Order(o) => {
+                if !o.device_hash.is_empty() {
+                    write(self.devices.shard(&o.device_hash))
+                        .entry(o.device_hash.as_str().into())
+                        .or_default()
+                        .record(seq);
+                }
                 let first = if o.customer_id.is_empty() {
                     lock(&self.anonymous).insert(format!("o:{}", o.order_id).into())
                 } else {
@@ -325,6 +334,26 @@ impl Online {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Sequence numbers of the stored orders placed from one of these devices (stored
+    /// fingerprint hashes), sorted. An erasure strips the fingerprint from the stored event
+    /// but not from this index: readers check the events they fetch.
+    pub fn device_seqs(&self, hashes: &[&str]) -> Vec<i64> {
+        let mut out = Vec::new();
+        for h in hashes {
+            if let Some(e) = read(self.devices.shard(h)).get(*h) {
+                out.extend_from_slice(&e.seqs);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The stored form of a device fingerprint: its keyed hash.
+    pub fn device_hash(&self, fingerprint: &str) -> String {
+        self.hasher.hash(fingerprint)
     }
 
     /// Sequence numbers of the stored events that carry one of these SKUs (interactions,

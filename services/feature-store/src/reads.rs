@@ -152,6 +152,8 @@ pub struct EventFilter<'a> {
     pub end: Micros,
     pub customer: Option<&'a str>,
     pub order: Option<&'a str>,
+    /// A device fingerprint, raw or as stored (its keyed hash).
+    pub device: Option<&'a str>,
 }
 
 /// Streams raw events in event-time order.
@@ -167,7 +169,22 @@ pub async fn events(
         end,
         customer,
         order,
+        device,
     } = f;
+    // The stored hashes a device filter accepts: the raw fingerprint's and the value itself.
+    let devices: Vec<String> = device
+        .map(|d| vec![app.online().device_hash(d), d.to_string()])
+        .unwrap_or_default();
+    let device_ok = |r: &crate::storage::StoredEvent| -> Result<bool, Error> {
+        if device.is_none() {
+            return Ok(true);
+        }
+        // Checked on the stored event: an erasure strips the fingerprint there.
+        Ok(match r.decode()?.payload {
+            Some(pb::event::Payload::Order(o)) => devices.contains(&o.device_fingerprint),
+            _ => false,
+        })
+    };
     if let Some(id) = order {
         // One order's events: a lookup by key on the (kind, event_key) index.
         let rows = if kinds.contains(&EventKind::Order) {
@@ -175,12 +192,39 @@ pub async fn events(
         } else {
             Vec::new()
         };
-        let rows = rows.into_iter().filter(|r| {
-            r.ts >= start
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in rows {
+            if r.ts >= start
                 && r.ts < end
                 && customer.is_none_or(|c| r.customer_id.as_deref() == Some(c))
-        });
-        return send_rows(rows, batch, tx).await;
+                && device_ok(&r)?
+            {
+                kept.push(r);
+            }
+        }
+        return send_rows(kept.into_iter(), batch, tx).await;
+    }
+    if device.is_some() {
+        // One device's orders: found through the sequence numbers the online state keeps.
+        if !kinds.contains(&EventKind::Order) {
+            return Ok(());
+        }
+        let hashes: Vec<&str> = devices.iter().map(String::as_str).collect();
+        let seqs = app.online().device_seqs(&hashes);
+        let rows = app
+            .store()
+            .events_by_seq(&seqs, Some(&[EventKind::Order]), end.saturating_sub(1))
+            .await?;
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in rows {
+            if r.ts >= start
+                && customer.is_none_or(|c| r.customer_id.as_deref() == Some(c))
+                && device_ok(&r)?
+            {
+                kept.push(r);
+            }
+        }
+        return send_rows(kept.into_iter(), batch, tx).await;
     }
     if let Some(id) = customer {
         // One customer's events: found through the sequence numbers the online state keeps.

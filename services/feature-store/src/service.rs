@@ -386,6 +386,7 @@ impl FeatureStore for FeatureStoreService {
             customer_id,
             batch_size: bs,
             order_id,
+            device_fingerprint,
         } = req.into_inner();
         let (start, end) = range("range", r.as_ref())?;
         let mut wanted = Vec::new();
@@ -428,6 +429,19 @@ impl FeatureStore for FeatureStoreService {
         if order_id.chars().any(char::is_control) {
             return Err(Error::invalid("order_id", "id contains control characters").into());
         }
+        // As long as ingestion accepts a fingerprint.
+        if device_fingerprint.len() > 512 {
+            return Err(
+                Error::invalid("device_fingerprint", "fingerprint longer than 512 bytes").into(),
+            );
+        }
+        if device_fingerprint.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "device_fingerprint",
+                "fingerprint contains control characters",
+            )
+            .into());
+        }
         let batch = batch_size("batch_size", bs)?;
         let app = self.app.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -438,6 +452,7 @@ impl FeatureStore for FeatureStoreService {
                 end,
                 customer: (!customer_id.is_empty()).then_some(customer_id.as_str()),
                 order: (!order_id.is_empty()).then_some(order_id.as_str()),
+                device: (!device_fingerprint.is_empty()).then_some(device_fingerprint.as_str()),
             };
             if let Err(e) = crate::reads::events(&app, filter, batch, &tx).await {
                 let _ = tx.send(Err(e.into())).await;

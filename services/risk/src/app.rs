@@ -1151,28 +1151,24 @@ impl App {
     }
 
     /// Orders from the order's device in the velocity window, this one included: stored orders
-    /// from the feature store (fingerprints compared as stored) plus orders this process scored.
+    /// from the feature store's per-device index (which takes the raw fingerprint of a new
+    /// order and the stored hash of a stored one) plus orders this process scored.
     async fn device_orders(&self, o: &Order, ts: i64, stored: bool) -> Result<u32, Error> {
         if o.device_fingerprint.is_empty() {
             return Ok(1);
         }
         let events = self
             .fs
-            .scan(
-                &[fpb::EventKind::Order],
-                Some((ts - VELOCITY_WINDOW_SECS + 1).max(0)),
-                Some(ts + 1),
-                "",
+            .device_orders(
+                &o.device_fingerprint,
+                (ts - VELOCITY_WINDOW_SECS + 1).max(0),
+                ts + 1,
             )
             .await?;
         let mut ids: std::collections::HashSet<String> = events
             .into_iter()
             .filter_map(|e| match e.payload {
-                Some(Payload::Order(x))
-                    if x.device_fingerprint == o.device_fingerprint && x.order_id != o.order_id =>
-                {
-                    Some(x.order_id)
-                }
+                Some(Payload::Order(x)) if x.order_id != o.order_id => Some(x.order_id),
                 _ => None,
             })
             .collect();

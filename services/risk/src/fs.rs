@@ -162,7 +162,29 @@ impl FeatureStore {
             range,
             customer_id: customer_id.to_string(),
             batch_size: 5000,
-            order_id: String::new(),
+            ..Default::default()
+        };
+        self.events(req).await
+    }
+
+    /// Orders placed from one device in `[start, end)` (unix seconds): the feature store
+    /// looks them up in its per-device index (`ScanEventsRequest.device_fingerprint`, raw or
+    /// as stored), not by scanning every order of the range.
+    pub async fn device_orders(
+        &self,
+        device_fingerprint: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<fpb::Event>, Error> {
+        let req = fpb::ScanEventsRequest {
+            kinds: vec![fpb::EventKind::Order as i32],
+            range: Some(TimeRange {
+                start: Some(ts(start)),
+                end: Some(ts(end)),
+            }),
+            batch_size: 5000,
+            device_fingerprint: device_fingerprint.to_string(),
+            ..Default::default()
         };
         self.events(req).await
     }

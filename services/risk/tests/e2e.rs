@@ -490,6 +490,89 @@ async fn planted_fraud_and_spam_rank_above_normal_over_grpc() {
     assert!(r.decision != pb::Decision::Approve as i32, "{r:?}");
     assert!(r.anomaly_score > 0.8, "{r:?}");
 
+    // Velocity from the feature store: four orders from one device ingested there in the last
+    // minutes (never scored by this service), then a live checkout from it: five in the
+    // window. The store keeps fingerprints hashed; the live order carries the raw one.
+    let mut placed = Vec::new();
+    for k in 0..4 {
+        placed.push(ev(Payload::Order(order(
+            &format!("ing-dev-{k}"),
+            &format!("cust-03{k}"),
+            now - 400 + k * 60,
+            40.0,
+            "DE",
+            "DE",
+            "ingested-device",
+            OrderStatus::Placed,
+        ))));
+    }
+    // An older one (outside the 10 minutes) and one from another device do not count.
+    placed.push(ev(Payload::Order(order(
+        "ing-dev-old",
+        "cust-030",
+        now - 3600,
+        40.0,
+        "DE",
+        "DE",
+        "ingested-device",
+        OrderStatus::Placed,
+    ))));
+    placed.push(ev(Payload::Order(order(
+        "ing-dev-other",
+        "cust-031",
+        now - 100,
+        40.0,
+        "DE",
+        "DE",
+        "another-device",
+        OrderStatus::Placed,
+    ))));
+    let resp = fsc
+        .ingest(IngestRequest { events: placed })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
+    let live = order(
+        "chk-live-dev",
+        "cust-035",
+        now,
+        40.0,
+        "DE",
+        "DE",
+        "ingested-device",
+        OrderStatus::Placed,
+    );
+    let r = c
+        .score_order(pb::ScoreOrderRequest {
+            target: Some(pb::score_order_request::Target::Order(live)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.rules
+            .iter()
+            .any(|f| f.name == "rule:device_velocity" && f.value == "5"),
+        "{:?}",
+        r.rules
+    );
+    // The stored order scored by id counts the same window (by its stored, hashed fingerprint).
+    let r = c
+        .score_order(pb::ScoreOrderRequest {
+            target: Some(pb::score_order_request::Target::OrderId("ing-dev-3".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.rules
+            .iter()
+            .any(|f| f.name == "rule:device_velocity" && f.value == "4"),
+        "{:?}",
+        r.rules
+    );
+
     // Streaming: five checkouts from one device in a few minutes, and one bad request.
     let mut reqs = Vec::new();
     for k in 0..5 {
