@@ -606,6 +606,98 @@ async fn speed() -> anyhow::Result<()> {
             info.training_examples
         );
     }
+    // `ORDER_BACKGROUND=N`: N more orders stored in the last 9 minutes: two from each device
+    // the scored orders use (`bench-dev-0..299`), so that every velocity lookup finds stored
+    // orders, the rest from devices of their own; and the time of the whole-window scan the
+    // velocity lookup used to be.
+    let background: usize = std::env::var("ORDER_BACKGROUND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if background > 0 {
+        let ids: Vec<String> = data
+            .events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Some(fpb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
+                _ => None,
+            })
+            .take(500)
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        let events: Vec<fpb::Event> = (0..background)
+            .map(|i| fpb::Event {
+                payload: Some(fpb::event::Payload::Order(fpb::Order {
+                    order_id: format!("bg-{i}"),
+                    customer_id: ids[i % ids.len()].clone(),
+                    ts: Some(prost_types::Timestamp {
+                        seconds: now - 540 + (i * 530 / background) as i64,
+                        nanos: 0,
+                    }),
+                    lines: vec![fpb::OrderLine {
+                        sku: "sku-00001".into(),
+                        quantity: 1,
+                        unit_price: 25.0,
+                        promotion: false,
+                    }],
+                    currency: "EUR".into(),
+                    payment_method: "card".into(),
+                    shipping_country: "DE".into(),
+                    billing_country: "DE".into(),
+                    device_fingerprint: if i < 600 {
+                        format!("bench-dev-{}", i % 300)
+                    } else {
+                        format!("bg-dev-{i}")
+                    },
+                    channel: "web".into(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let t = Instant::now();
+        for chunk in events.chunks(5000) {
+            fsc.ingest(fpb::IngestRequest {
+                events: chunk.to_vec(),
+            })
+            .await?;
+        }
+        println!(
+            "{background} background orders in the last 9 minutes ingested in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let mut times = Vec::new();
+        let mut seen = 0;
+        for _ in 0..10 {
+            let t = Instant::now();
+            let mut st = fsc
+                .scan_events(fpb::ScanEventsRequest {
+                    kinds: vec![fpb::EventKind::Order as i32],
+                    range: Some(augur_proto::common::TimeRange {
+                        start: Some(prost_types::Timestamp {
+                            seconds: now - 599,
+                            nanos: 0,
+                        }),
+                        end: Some(prost_types::Timestamp {
+                            seconds: now + 1,
+                            nanos: 0,
+                        }),
+                    }),
+                    batch_size: 5000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            seen = 0;
+            while let Some(m) = st.message().await? {
+                seen += m.events.len();
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "the whole 10-minute window (what each ScoreOrder read before the per-device index): {seen} orders in {:.1} ms (median of 10)",
+            pct(&mut times, 0.5)
+        );
+    }
     // Orders to score: a customer of the demo data, fresh order ids.
     let customers: Vec<String> = data
         .events
