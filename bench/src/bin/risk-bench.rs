@@ -614,16 +614,18 @@ async fn speed() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // Orders to score (and the background's): customers of the demo data.
+    let customers: Vec<String> = data
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(fpb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
+            _ => None,
+        })
+        .take(500)
+        .collect();
     if background > 0 {
-        let ids: Vec<String> = data
-            .events
-            .iter()
-            .filter_map(|e| match &e.payload {
-                Some(fpb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
-                _ => None,
-            })
-            .take(500)
-            .collect();
+        let ids = &customers;
         let now = chrono::Utc::now().timestamp();
         let events: Vec<fpb::Event> = (0..background)
             .map(|i| fpb::Event {
@@ -699,15 +701,6 @@ async fn speed() -> anyhow::Result<()> {
         );
     }
     // Orders to score: a customer of the demo data, fresh order ids.
-    let customers: Vec<String> = data
-        .events
-        .iter()
-        .filter_map(|e| match &e.payload {
-            Some(fpb::event::Payload::Customer(c)) => Some(c.customer_id.clone()),
-            _ => None,
-        })
-        .take(500)
-        .collect();
     let now = chrono::Utc::now().timestamp();
     let make = move |k: usize| pb::ScoreOrderRequest {
         target: Some(pb::score_order_request::Target::Order(fpb::Order {

@@ -9,32 +9,12 @@ mod common;
 
 use augur_proto::featurestore as pb;
 use common::*;
-use tokio_stream::StreamExt;
-
-type Client = pb::feature_store_client::FeatureStoreClient<tonic::transport::Channel>;
 
 fn from_device(mut e: pb::Event, device: &str) -> pb::Event {
     if let Some(pb::event::Payload::Order(o)) = &mut e.payload {
         o.device_fingerprint = device.into();
     }
     e
-}
-
-async fn lookup(
-    c: &mut Client,
-    req: pb::ScanEventsRequest,
-) -> Result<Vec<pb::Order>, tonic::Status> {
-    let mut s = c.scan_events(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(b) = s.next().await {
-        for e in b?.events {
-            match e.event.and_then(|e| e.payload) {
-                Some(pb::event::Payload::Order(o)) => out.push(o),
-                other => panic!("not an order: {other:?}"),
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn by_device(device: &str) -> pb::ScanEventsRequest {
@@ -87,16 +67,21 @@ async fn scenario(backend: Backend) {
     for round in ["fresh", "after restart"] {
         let c = &mut fs.client;
         // By the raw fingerprint: that device's orders in event-time order, nothing else.
-        let got = lookup(c, by_device("dev_c1")).await.expect("dev_c1");
+        let got = scan_orders(c, by_device("dev_c1")).await.expect("dev_c1");
         assert_eq!(ids(&got), ["a1", "a2", "a3"], "{round}");
-        let got = lookup(c, by_device("shared")).await.expect("shared");
+        let got = scan_orders(c, by_device("shared")).await.expect("shared");
         assert_eq!(ids(&got), ["s1", "s2"], "{round}");
         // The stored form is the keyed hash, and it finds the same orders.
         let stored = got[0].device_fingerprint.clone();
         assert!(!stored.is_empty() && stored != "shared", "{stored}");
-        let again = lookup(c, by_device(&stored)).await.expect("by hash");
+        let again = scan_orders(c, by_device(&stored)).await.expect("by hash");
         assert_eq!(ids(&again), ["s1", "s2"], "{round}");
-        assert!(lookup(c, by_device("nope")).await.expect("nope").is_empty());
+        assert!(
+            scan_orders(c, by_device("nope"))
+                .await
+                .expect("nope")
+                .is_empty()
+        );
 
         // The other filters combine with it.
         let range = |start: i64, end: i64| {
@@ -107,22 +92,31 @@ async fn scenario(backend: Backend) {
         };
         let mut r = by_device("dev_c1");
         r.range = range(T0 + DAY + 11, T0 + DAY + 30);
-        assert_eq!(ids(&lookup(c, r).await.expect("range")), ["a2"], "{round}");
+        assert_eq!(
+            ids(&scan_orders(c, r).await.expect("range")),
+            ["a2"],
+            "{round}"
+        );
         let mut r = by_device("shared");
         r.customer_id = "c3".into();
-        assert_eq!(ids(&lookup(c, r).await.expect("customer")), ["s2"]);
+        assert_eq!(ids(&scan_orders(c, r).await.expect("customer")), ["s2"]);
         let mut r = by_device("shared");
         r.order_id = "s1".into();
-        assert_eq!(ids(&lookup(c, r).await.expect("order")), ["s1"]);
+        assert_eq!(ids(&scan_orders(c, r).await.expect("order")), ["s1"]);
         let mut r = by_device("dev_c1");
         r.order_id = "s1".into();
-        assert!(lookup(c, r).await.expect("other device's order").is_empty());
+        assert!(
+            scan_orders(c, r)
+                .await
+                .expect("other device's order")
+                .is_empty()
+        );
         let mut r = by_device("dev_c1");
         r.kinds = vec![pb::EventKind::Review as i32];
-        assert!(lookup(c, r).await.expect("kinds").is_empty());
+        assert!(scan_orders(c, r).await.expect("kinds").is_empty());
         let mut r = by_device("dev_c1");
         r.batch_size = 1;
-        assert_eq!(lookup(c, r).await.expect("batches").len(), 3);
+        assert_eq!(scan_orders(c, r).await.expect("batches").len(), 3);
 
         if round == "fresh" {
             // The index lives in memory: a restart on the same data rebuilds it from the log.
@@ -135,7 +129,7 @@ async fn scenario(backend: Backend) {
     // Bad values.
     let c = &mut fs.client;
     for bad in ["d".repeat(513), "dev\n1".to_string()] {
-        let e = lookup(c, by_device(&bad))
+        let e = scan_orders(c, by_device(&bad))
             .await
             .expect_err("bad value accepted");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
@@ -153,10 +147,12 @@ async fn scenario(backend: Backend) {
     })
     .await
     .expect("erase");
-    let got = lookup(c, by_device("shared")).await.expect("after erasure");
+    let got = scan_orders(c, by_device("shared"))
+        .await
+        .expect("after erasure");
     assert_eq!(ids(&got), ["s2"]);
     assert_eq!(
-        lookup(c, by_device("dev_c1"))
+        scan_orders(c, by_device("dev_c1"))
             .await
             .expect("untouched")
             .len(),

@@ -7,7 +7,6 @@ mod common;
 
 use augur_proto::featurestore as pb;
 use common::*;
-use tokio_stream::StreamExt;
 
 fn with_status(mut e: pb::Event, status: pb::OrderStatus, t: i64) -> pb::Event {
     if let Some(pb::event::Payload::Order(o)) = &mut e.payload {
@@ -15,23 +14,6 @@ fn with_status(mut e: pb::Event, status: pb::OrderStatus, t: i64) -> pb::Event {
         o.ts = ts(t);
     }
     e
-}
-
-async fn lookup(
-    c: &mut pb::feature_store_client::FeatureStoreClient<tonic::transport::Channel>,
-    req: pb::ScanEventsRequest,
-) -> Result<Vec<pb::Order>, tonic::Status> {
-    let mut s = c.scan_events(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(b) = s.next().await {
-        for e in b?.events {
-            match e.event.and_then(|e| e.payload) {
-                Some(pb::event::Payload::Order(o)) => out.push(o),
-                other => panic!("not an order: {other:?}"),
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn by_id(id: &str) -> pb::ScanEventsRequest {
@@ -70,7 +52,7 @@ async fn scenario(backend: Backend) {
     assert!(r.rejected.is_empty(), "{r:?}");
 
     // All of o1's events, in event-time order, and nothing of its neighbours.
-    let o1 = lookup(c, by_id("o1")).await.expect("o1");
+    let o1 = scan_orders(c, by_id("o1")).await.expect("o1");
     let statuses: Vec<i32> = o1.iter().map(|o| o.status).collect();
     assert_eq!(
         statuses,
@@ -84,11 +66,16 @@ async fn scenario(backend: Backend) {
     assert!(o1.iter().all(|o| o.order_id == "o1"));
     assert_eq!(o1[0].ts, ts(T0 + 10 * DAY));
     for id in ["o10", "o1/x", "o", "o1 ", "o2"] {
-        let got = lookup(c, by_id(id)).await.expect(id);
+        let got = scan_orders(c, by_id(id)).await.expect(id);
         assert_eq!(got.len(), 1, "{id}: {got:?}");
         assert_eq!(got[0].order_id, id);
     }
-    assert!(lookup(c, by_id("nope")).await.expect("unknown").is_empty());
+    assert!(
+        scan_orders(c, by_id("nope"))
+            .await
+            .expect("unknown")
+            .is_empty()
+    );
 
     // Other filters combine with it.
     let range = |start: i64, end: i64| {
@@ -99,25 +86,27 @@ async fn scenario(backend: Backend) {
     };
     let mut r = by_id("o1");
     r.range = range(T0 + 20 * DAY, T0 + 50 * DAY);
-    let late = lookup(c, r).await.expect("range");
+    let late = scan_orders(c, r).await.expect("range");
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].status, pb::OrderStatus::ChargedBack as i32);
     let mut r = by_id("o1");
     r.customer_id = "c2".into();
-    assert!(lookup(c, r).await.expect("customer").is_empty());
+    assert!(scan_orders(c, r).await.expect("customer").is_empty());
     let mut r = by_id("o1");
     r.customer_id = "c1".into();
-    assert_eq!(lookup(c, r).await.expect("customer").len(), 3);
+    assert_eq!(scan_orders(c, r).await.expect("customer").len(), 3);
     let mut r = by_id("o1");
     r.kinds = vec![pb::EventKind::Review as i32];
-    assert!(lookup(c, r).await.expect("kinds").is_empty());
+    assert!(scan_orders(c, r).await.expect("kinds").is_empty());
     let mut r = by_id("o1");
     r.batch_size = 1;
-    assert_eq!(lookup(c, r).await.expect("batches").len(), 3);
+    assert_eq!(scan_orders(c, r).await.expect("batches").len(), 3);
 
     // Bad ids.
     for id in ["x".repeat(129), "o\n1".to_string()] {
-        let e = lookup(c, by_id(&id)).await.expect_err("bad id accepted");
+        let e = scan_orders(c, by_id(&id))
+            .await
+            .expect_err("bad id accepted");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("order_id"), "{}", e.message());
     }
@@ -128,12 +117,12 @@ async fn scenario(backend: Backend) {
     })
     .await
     .expect("erase");
-    let o1 = lookup(c, by_id("o1")).await.expect("o1 after erasure");
+    let o1 = scan_orders(c, by_id("o1")).await.expect("o1 after erasure");
     assert_eq!(o1.len(), 3);
     assert!(o1.iter().all(|o| o.customer_id.is_empty()), "{o1:?}");
     let mut r = by_id("o1");
     r.customer_id = "c1".into();
-    assert!(lookup(c, r).await.expect("erased customer").is_empty());
+    assert!(scan_orders(c, r).await.expect("erased customer").is_empty());
 
     drop(fs.client);
     fs.handle.shutdown().await.expect("shutdown");

@@ -493,40 +493,34 @@ async fn planted_fraud_and_spam_rank_above_normal_over_grpc() {
     // Velocity from the feature store: four orders from one device ingested there in the last
     // minutes (never scored by this service), then a live checkout from it: five in the
     // window. The store keeps fingerprints hashed; the live order carries the raw one.
-    let mut placed = Vec::new();
-    for k in 0..4 {
-        placed.push(ev(Payload::Order(order(
-            &format!("ing-dev-{k}"),
-            &format!("cust-03{k}"),
-            now - 400 + k * 60,
-            40.0,
-            "DE",
-            "DE",
-            "ingested-device",
-            OrderStatus::Placed,
-        ))));
-    }
     // An older one (outside the 10 minutes) and one from another device do not count.
-    placed.push(ev(Payload::Order(order(
-        "ing-dev-old",
-        "cust-030",
-        now - 3600,
-        40.0,
-        "DE",
-        "DE",
-        "ingested-device",
-        OrderStatus::Placed,
-    ))));
-    placed.push(ev(Payload::Order(order(
-        "ing-dev-other",
-        "cust-031",
-        now - 100,
-        40.0,
-        "DE",
-        "DE",
-        "another-device",
-        OrderStatus::Placed,
-    ))));
+    let placed: Vec<Event> = (0..4)
+        .map(|k| {
+            (
+                format!("ing-dev-{k}"),
+                now - 400 + k * 60,
+                "ingested-device",
+            )
+        })
+        .chain([
+            ("ing-dev-old".to_string(), now - 3600, "ingested-device"),
+            ("ing-dev-other".to_string(), now - 100, "another-device"),
+        ])
+        .enumerate()
+        .map(|(k, (id, t, device))| {
+            let cust = format!("cust-03{k}");
+            ev(Payload::Order(order(
+                &id,
+                &cust,
+                t,
+                40.0,
+                "DE",
+                "DE",
+                device,
+                OrderStatus::Placed,
+            )))
+        })
+        .collect();
     let resp = fsc
         .ingest(IngestRequest { events: placed })
         .await

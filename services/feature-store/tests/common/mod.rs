@@ -195,3 +195,21 @@ pub fn f64_of(names: &[String], row: &pb::FeatureRow, name: &str) -> f64 {
         other => panic!("{name} is not numeric: {other:?}"),
     }
 }
+
+/// The orders a `ScanEvents` request streams (panics on any other kind of event).
+pub async fn scan_orders(
+    c: &mut FeatureStoreClient<Channel>,
+    req: pb::ScanEventsRequest,
+) -> Result<Vec<pb::Order>, tonic::Status> {
+    let mut s = c.scan_events(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(b) = s.message().await? {
+        for e in b.events {
+            match e.event.and_then(|e| e.payload) {
+                Some(pb::event::Payload::Order(o)) => out.push(o),
+                other => panic!("not an order: {other:?}"),
+            }
+        }
+    }
+    Ok(out)
+}
