@@ -16,6 +16,8 @@ pub type Micros = i64;
 
 pub const MICROS_PER_SEC: i64 = 1_000_000;
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
+/// Longest payment or device fingerprint an order may carry (and a scan may filter by).
+pub const MAX_FINGERPRINT_BYTES: usize = 512;
 
 /// Limits applied to incoming events.
 #[derive(Debug, Clone)]
@@ -737,9 +739,17 @@ fn validate_order(c: &mut Checker<'_>, o: &pb::Order, hasher: &Hasher) -> Option
     c.no_card_number("order.payment_method", payment_method);
     c.country("order.shipping_country", shipping_country);
     c.country("order.billing_country", billing_country);
-    c.text("order.payment_fingerprint", payment_fingerprint, 512);
+    c.text(
+        "order.payment_fingerprint",
+        payment_fingerprint,
+        MAX_FINGERPRINT_BYTES,
+    );
     c.no_card_number("order.payment_fingerprint", payment_fingerprint);
-    c.text("order.device_fingerprint", device_fingerprint, 512);
+    c.text(
+        "order.device_fingerprint",
+        device_fingerprint,
+        MAX_FINGERPRINT_BYTES,
+    );
     c.no_card_number("order.device_fingerprint", device_fingerprint);
     c.text("order.ip_address", ip_address, 64);
     let status = OrderStatus::from_proto(*status);

@@ -351,11 +351,6 @@ impl Online {
         out
     }
 
-    /// The stored form of a device fingerprint: its keyed hash.
-    pub fn device_hash(&self, fingerprint: &str) -> String {
-        self.hasher.hash(fingerprint)
-    }
-
     /// Sequence numbers of the stored events that carry one of these SKUs (interactions,
     /// reviews, product snapshots; order lines live in `order_lines`), sorted.
     pub fn product_seqs(&self, skus: &[String]) -> Vec<i64> {

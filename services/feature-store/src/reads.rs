@@ -120,28 +120,53 @@ fn stored_to_pb(row: crate::storage::StoredEvent) -> Result<pb::StoredEvent, Err
     })
 }
 
-/// Sends rows already read, `batch` per message.
-async fn send_rows(
-    rows: impl Iterator<Item = crate::storage::StoredEvent>,
+/// Sends events already read, `batch` per message.
+async fn send_events(
+    events: Vec<pb::StoredEvent>,
     batch: u64,
     tx: &Tx<pb::ScanEventsResponse>,
 ) -> Result<(), Error> {
-    let mut rows = rows.peekable();
-    while rows.peek().is_some() {
-        let events = rows
-            .by_ref()
-            .take(batch as usize)
-            .map(stored_to_pb)
-            .collect::<Result<Vec<_>, _>>()?;
-        if tx
-            .send(Ok(pb::ScanEventsResponse { events }))
-            .await
-            .is_err()
-        {
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let msg = pb::ScanEventsResponse {
+            events: events.by_ref().take(batch as usize).collect(),
+        };
+        if tx.send(Ok(msg)).await.is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The rows of a lookup (by key or by sequence numbers) that pass every filter of `f`,
+/// decoded. `devices`: the stored hashes a device filter accepts; the device is checked on
+/// the decoded event, since an erasure strips it there but not from the online index.
+fn matching(
+    rows: Vec<crate::storage::StoredEvent>,
+    f: &EventFilter<'_>,
+    devices: &[String],
+) -> Result<Vec<pb::StoredEvent>, Error> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.ts < f.start
+            || r.ts >= f.end
+            || !f.kinds.contains(&r.kind)
+            || f.customer
+                .is_some_and(|c| r.customer_id.as_deref() != Some(c))
+        {
+            continue;
+        }
+        let e = stored_to_pb(r)?;
+        let device_ok = f.device.is_none()
+            || matches!(
+                e.event.as_ref().and_then(|e| e.payload.as_ref()),
+                Some(pb::event::Payload::Order(o)) if devices.contains(&o.device_fingerprint)
+            );
+        if device_ok {
+            out.push(e);
+        }
+    }
+    Ok(out)
 }
 
 /// Which events a scan reads.
@@ -173,18 +198,8 @@ pub async fn events(
     } = f;
     // The stored hashes a device filter accepts: the raw fingerprint's and the value itself.
     let devices: Vec<String> = device
-        .map(|d| vec![app.online().device_hash(d), d.to_string()])
+        .map(|d| vec![app.hasher().hash(d), d.to_string()])
         .unwrap_or_default();
-    let device_ok = |r: &crate::storage::StoredEvent| -> Result<bool, Error> {
-        if device.is_none() {
-            return Ok(true);
-        }
-        // Checked on the stored event: an erasure strips the fingerprint there.
-        Ok(match r.decode()?.payload {
-            Some(pb::event::Payload::Order(o)) => devices.contains(&o.device_fingerprint),
-            _ => false,
-        })
-    };
     if let Some(id) = order {
         // One order's events: a lookup by key on the (kind, event_key) index.
         let rows = if kinds.contains(&EventKind::Order) {
@@ -192,48 +207,22 @@ pub async fn events(
         } else {
             Vec::new()
         };
-        let mut kept = Vec::with_capacity(rows.len());
-        for r in rows {
-            if r.ts >= start
-                && r.ts < end
-                && customer.is_none_or(|c| r.customer_id.as_deref() == Some(c))
-                && device_ok(&r)?
-            {
-                kept.push(r);
-            }
-        }
-        return send_rows(kept.into_iter(), batch, tx).await;
+        return send_events(matching(rows, &f, &devices)?, batch, tx).await;
     }
-    if device.is_some() {
-        // One device's orders: found through the sequence numbers the online state keeps.
-        if !kinds.contains(&EventKind::Order) {
-            return Ok(());
-        }
+    // One device's orders or one customer's events: found through the sequence numbers the
+    // online state keeps.
+    let seqs = if device.is_some() {
         let hashes: Vec<&str> = devices.iter().map(String::as_str).collect();
-        let seqs = app.online().device_seqs(&hashes);
-        let rows = app
-            .store()
-            .events_by_seq(&seqs, Some(&[EventKind::Order]), end.saturating_sub(1))
-            .await?;
-        let mut kept = Vec::with_capacity(rows.len());
-        for r in rows {
-            if r.ts >= start
-                && customer.is_none_or(|c| r.customer_id.as_deref() == Some(c))
-                && device_ok(&r)?
-            {
-                kept.push(r);
-            }
-        }
-        return send_rows(kept.into_iter(), batch, tx).await;
-    }
-    if let Some(id) = customer {
-        // One customer's events: found through the sequence numbers the online state keeps.
-        let seqs = app.online().customer_seqs(&[id.to_string()]);
+        Some(app.online().device_seqs(&hashes))
+    } else {
+        customer.map(|id| app.online().customer_seqs(&[id.to_string()]))
+    };
+    if let Some(seqs) = seqs {
         let rows = app
             .store()
             .events_by_seq(&seqs, Some(kinds), end.saturating_sub(1))
             .await?;
-        return send_rows(rows.into_iter().filter(|r| r.ts >= start), batch, tx).await;
+        return send_events(matching(rows, &f, &devices)?, batch, tx).await;
     }
     let mut cursor = None;
     loop {

@@ -429,16 +429,12 @@ impl FeatureStore for FeatureStoreService {
         if order_id.chars().any(char::is_control) {
             return Err(Error::invalid("order_id", "id contains control characters").into());
         }
-        // As long as ingestion accepts a fingerprint.
-        if device_fingerprint.len() > 512 {
-            return Err(
-                Error::invalid("device_fingerprint", "fingerprint longer than 512 bytes").into(),
-            );
-        }
-        if device_fingerprint.chars().any(char::is_control) {
+        // Any fingerprint ingestion accepts can be looked up (it is hashed, never parsed).
+        let max = crate::model::MAX_FINGERPRINT_BYTES;
+        if device_fingerprint.len() > max {
             return Err(Error::invalid(
                 "device_fingerprint",
-                "fingerprint contains control characters",
+                format!("fingerprint longer than {max} bytes"),
             )
             .into());
         }
