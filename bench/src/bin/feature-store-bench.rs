@@ -55,6 +55,15 @@ struct Args {
     /// Customers per GetHistoricalFeatures call of the interference measurement.
     #[arg(long, default_value_t = 2_000)]
     historical_batch: usize,
+    /// As-of time of those calls, in days before the dataset's end (which is today); unset:
+    /// 2100-01-01, every event replayed. The dataset spans 365 days, so 270 asks for the state
+    /// a quarter of the way in, with three quarters of each customer's events after it.
+    #[arg(long)]
+    historical_days_back: Option<u32>,
+    /// Serve the read measurements from PostgreSQL (`AUGUR_TEST_DATABASE_URL` or the local
+    /// test server) instead of SQLite.
+    #[arg(long)]
+    postgres_reads: bool,
     /// Customer features the GetOnlineFeatures table asks for (comma-separated; empty: the
     /// full view), e.g. a model service's subset.
     #[arg(long, value_delimiter = ',')]
@@ -245,12 +254,33 @@ async fn main() -> anyhow::Result<()> {
 
     // The latency measurements read a store holding the whole dataset.
     let dir = tempfile::tempdir()?;
-    let (handle, client) = start(&config(dir.path(), None)).await?;
+    let read_db = if args.postgres_reads {
+        Some(
+            augur_testkit::postgres::TestDb::create()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("--postgres-reads: PostgreSQL unreachable"))?,
+        )
+    } else {
+        None
+    };
+    let (handle, client) =
+        start(&config(dir.path(), read_db.as_ref().map(|d| d.url.clone()))).await?;
+    println!(
+        "\nread measurements served from {}",
+        if read_db.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     let _ = ingest(&client, &events, args.batch, args.producers).await?;
 
     if args.ingest_only {
         drop(client);
         handle.shutdown().await?;
+        if let Some(db) = read_db {
+            db.drop_db().await;
+        }
         return Ok(());
     }
     // Several HTTP/2 connections, as several calling pods would open.
@@ -349,8 +379,12 @@ async fn main() -> anyhow::Result<()> {
     if args.interference_rate > 0.0 {
         interference(&args, &clients, &customers).await?;
     }
+    drop(clients);
     drop(client);
     handle.shutdown().await?;
+    if let Some(db) = read_db {
+        db.drop_db().await;
+    }
     Ok(())
 }
 
@@ -367,6 +401,17 @@ async fn interference(
     println!(
         "\n## GetOnlineFeatures (1 customer, open loop {rate:.0} req/s) while point-in-time reads run\n"
     );
+    let as_of = match args.historical_days_back {
+        // The dataset ends at today's midnight (UTC).
+        Some(days) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            now - now.rem_euclid(86_400) - i64::from(days) * 86_400
+        }
+        None => 4_102_444_800, // 2100-01-01: every event replayed
+    };
+    println!("historical as-of: {as_of} (unix seconds)\n");
     println!(
         "| background | online requests | p50 ms | p99 ms | p99.9 ms | errors | historical calls (customers each) | historical p50 ms |"
     );
@@ -405,7 +450,7 @@ async fn interference(
             tokio::spawn(async move {
                 let mut took = Vec::new();
                 let as_of = prost_types::Timestamp {
-                    seconds: 4_102_444_800, // 2100-01-01: every event replayed
+                    seconds: as_of,
                     nanos: 0,
                 };
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -483,10 +483,8 @@ impl Store {
 
     /// The events with these sequence numbers (of the given kinds, at or before `up_to`), in
     /// event-time order. The online state knows each entity's sequence numbers, so these are
-    /// primary-key lookups: the kind and time filters are applied to the rows read, not put in
-    /// the query, where SQLite's planner preferred the (kind, ts) index and read every event
-    /// of the kinds up to `up_to` (measured: 7.9 ms per velocity lookup with 20,000 recent
-    /// orders, see BENCHMARKS.md).
+    /// primary-key lookups (see [`events_by_seq_query`]); the kind filter is applied to the
+    /// rows read.
     #[tracing::instrument(name = "db.events_by_seq", level = "info", skip_all, fields(otel.kind = "client", rows = seqs.len()))]
     pub async fn events_by_seq(
         &self,
@@ -494,15 +492,17 @@ impl Store {
         kinds: Option<&[EventKind]>,
         up_to: Micros,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::with_capacity(seqs.len());
-        for chunk in seqs.chunks(SEQ_CHUNK) {
-            let rows = event::Entity::find()
-                .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = Vec::with_capacity(sorted.len());
+        for chunk in sorted.chunks(SEQ_CHUNK) {
+            for r in events_by_seq_query(chunk, up_to, self.backend())
                 .all(&self.db)
-                .await?;
-            for r in rows {
+                .await?
+            {
                 let r = StoredEvent::try_from(r)?;
-                if r.ts <= up_to && kinds.is_none_or(|k| k.contains(&r.kind)) {
+                if kinds.is_none_or(|k| k.contains(&r.kind)) {
                     out.push(r);
                 }
             }
@@ -538,11 +538,7 @@ impl Store {
     ) -> Result<Vec<LineRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in skus.chunks(IN_CHUNK) {
-            let rows = order_line::Entity::find()
-                .filter(order_line::Column::Sku.is_in(chunk.iter().cloned()))
-                .filter(order_line::Column::Ts.lte(up_to))
-                .all(&self.db)
-                .await?;
+            let rows = sku_lines_query(chunk, up_to).all(&self.db).await?;
             out.extend(rows.into_iter().map(LineRow::from));
         }
         out.sort_by(|a, b| (a.ts, &a.order_id, a.line_no).cmp(&(b.ts, &b.order_id, b.line_no)));
@@ -812,6 +808,41 @@ impl Store {
 
 /// `INSERT INTO table (cols) VALUES (...), ... tail` with `rows` rows of placeholders in the
 /// backend's style.
+/// The query of [`Store::events_by_seq`] for one chunk of sorted sequence numbers: the numbers,
+/// their range and the as-of time in the SQL, no kind filter.
+/// - On PostgreSQL the range (redundant with the list) keeps the planner on the primary key:
+///   given a long list alone it scanned the whole table (a parallel seq scan, 71 ms for 5,000
+///   numbers of a 240,000-event table, against 7 ms with the range; `EXPLAIN ANALYZE`,
+///   PostgreSQL 15). Not on SQLite, which then scans the range instead of looking the numbers
+///   up, however sparse they are in it.
+/// - The as-of time in the SQL spares PostgreSQL sending an entity's later events.
+/// - With `kind IN (..)` SQLite's planner preferred the `(kind, ts)` index to the primary key
+///   and read every event of the kinds up to `up_to` (7.9 ms per velocity lookup with 20,000
+///   recent orders, see BENCHMARKS.md); no index starts with `ts`.
+///
+/// A unit test checks SQLite's plan (key lookups).
+fn events_by_seq_query(
+    chunk: &[i64],
+    up_to: Micros,
+    backend: DbBackend,
+) -> sea_orm::Select<event::Entity> {
+    let mut q = event::Entity::find();
+    if backend == DbBackend::Postgres
+        && let (Some(&first), Some(&last)) = (chunk.first(), chunk.last())
+    {
+        q = q.filter(event::Column::Seq.between(first, last));
+    }
+    q.filter(event::Column::Seq.is_in(chunk.iter().copied()))
+        .filter(event::Column::Ts.lte(up_to))
+}
+
+/// The query of [`Store::sku_lines`]: the `(sku, ts)` index (plan checked by a unit test).
+fn sku_lines_query(chunk: &[String], up_to: Micros) -> sea_orm::Select<order_line::Entity> {
+    order_line::Entity::find()
+        .filter(order_line::Column::Sku.is_in(chunk.iter().cloned()))
+        .filter(order_line::Column::Ts.lte(up_to))
+}
+
 fn insert_sql(backend: DbBackend, table: &str, cols: &[&str], rows: usize, tail: &str) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(64 + rows * cols.len() * 6);
@@ -860,6 +891,153 @@ mod tests {
         })
         .await
         .expect("store")
+    }
+
+    /// Inserts `n` events directly: kind `1 + seq % 4`, customer `seq % 50`, time `seq * 1000`.
+    async fn insert_raw_events(store: &Store, n: i64) {
+        let mut values = Vec::new();
+        for i in 1..=n {
+            values.push(format!(
+                "({i}, {}, 'k{i}', 'c{}', NULL, {}, 0, {})",
+                1 + i % 4,
+                i % 50,
+                i * 1_000,
+                if store.backend() == DbBackend::Postgres {
+                    "'\\x00'"
+                } else {
+                    "x'00'"
+                }
+            ));
+        }
+        store
+            .db
+            .execute_unprepared(&format!(
+                "INSERT INTO events (seq, kind, event_key, customer_id, sku, ts, ingested_at, payload) VALUES {}",
+                values.join(", ")
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// `events_by_seq` against a plain filter, for sparse lists (read by key), dense ones (read
+    /// as a range and filtered), unsorted and repeated input, absent numbers, kinds and times.
+    async fn check_events_by_seq(store: &Store) {
+        use rand::{Rng, SeedableRng};
+        insert_raw_events(store, 3_000).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut cases: Vec<Vec<i64>> = vec![
+            vec![],
+            vec![5],
+            (1..=3_000).collect(),             // everything: one dense range
+            (1..=3_000).step_by(50).collect(), // one customer: sparse
+            (1..=3_000).filter(|i| i % 5 < 2).collect(), // 40%: dense
+            vec![2_999, 7, 7, 3_500, 1_200, 0, -4], // unsorted, repeated, absent
+        ];
+        for _ in 0..20 {
+            let density = rng.random_range(0.001..1.0);
+            cases.push((1..=3_200).filter(|_| rng.random_bool(density)).collect());
+        }
+        let kinds_options: [Option<&[EventKind]>; 2] =
+            [None, Some(&[EventKind::Order, EventKind::Review])];
+        for seqs in &cases {
+            for kinds in kinds_options {
+                for up_to in [0, 1_234_000, i64::MAX] {
+                    let got: Vec<i64> = store
+                        .events_by_seq(seqs, kinds, up_to)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.seq)
+                        .collect();
+                    let mut want: Vec<i64> = seqs
+                        .iter()
+                        .copied()
+                        .filter(|&q| (1..=3_000).contains(&q) && q * 1_000 <= up_to)
+                        .filter(|&q| {
+                            kinds.is_none_or(|k| {
+                                k.contains(&EventKind::from_i16(1 + (q % 4) as i16).unwrap())
+                            })
+                        })
+                        .collect();
+                    want.sort_unstable();
+                    want.dedup();
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} seqs, kinds {kinds:?}, up_to {up_to}",
+                        seqs.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn events_by_seq_returns_exactly_the_wanted_events_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        check_events_by_seq(&sqlite_store(dir.path()).await).await;
+    }
+
+    #[tokio::test]
+    async fn events_by_seq_returns_exactly_the_wanted_events_postgres() {
+        let Some(db) = augur_testkit::postgres::TestDb::create().await else {
+            return;
+        };
+        let store = Store::connect(&StoreOptions {
+            url: db.url.clone(),
+            max_connections: 2,
+            sqlite_synchronous: "normal".into(),
+        })
+        .await
+        .expect("store");
+        check_events_by_seq(&store).await;
+        drop(store);
+        db.drop_db().await;
+    }
+
+    /// SQLite's plan for a query (the `detail` column of `EXPLAIN QUERY PLAN`).
+    async fn sqlite_plan(store: &Store, q: sea_orm::Select<impl EntityTrait>) -> String {
+        use sea_orm::QueryTrait;
+        let st = q.build(DbBackend::Sqlite);
+        let explain = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("EXPLAIN QUERY PLAN {}", st.sql),
+            st.values.map(|v| v.0).unwrap_or_default(),
+        );
+        let rows = store.db.query_all_raw(explain).await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "detail").unwrap())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The lookups by sequence number and by SKU must go in through the keys they are given
+    /// (one primary-key lookup per number, not a scan of their range; the `(sku, ts)` index),
+    /// not through an index on kind or time, which would read every event up to the as-of
+    /// time: a planner trap hit once already.
+    #[tokio::test]
+    async fn lookups_by_seq_and_sku_use_their_keys_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        // Rows of several kinds and times, and statistics, so the planner has a choice to make.
+        insert_raw_events(&store, 2_000).await;
+        store.db.execute_unprepared("ANALYZE").await.unwrap();
+
+        let seqs: Vec<i64> = (1..=40).map(|i| i * 37).collect();
+        for up_to in [0, 500_000, i64::MAX] {
+            let plan =
+                sqlite_plan(&store, events_by_seq_query(&seqs, up_to, DbBackend::Sqlite)).await;
+            assert!(
+                plan.contains("INTEGER PRIMARY KEY (rowid=?)") && !plan.contains("ix_events"),
+                "events_by_seq plan: {plan}"
+            );
+        }
+        let skus: Vec<String> = (0..40).map(|i| format!("sku-{i}")).collect();
+        let plan = sqlite_plan(&store, sku_lines_query(&skus, 500_000)).await;
+        assert!(
+            plan.contains("ix_order_lines_sku_ts"),
+            "sku_lines plan: {plan}"
+        );
     }
 
     #[tokio::test]
