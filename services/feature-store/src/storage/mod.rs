@@ -806,8 +806,6 @@ impl Store {
     }
 }
 
-/// `INSERT INTO table (cols) VALUES (...), ... tail` with `rows` rows of placeholders in the
-/// backend's style.
 /// The query of [`Store::events_by_seq`] for one chunk of sorted sequence numbers: the numbers,
 /// their range and the as-of time in the SQL, no kind filter.
 /// - On PostgreSQL the range (redundant with the list) keeps the planner on the primary key:
@@ -843,6 +841,8 @@ fn sku_lines_query(chunk: &[String], up_to: Micros) -> sea_orm::Select<order_lin
         .filter(order_line::Column::Ts.lte(up_to))
 }
 
+/// `INSERT INTO table (cols) VALUES (...), ... tail` with `rows` rows of placeholders in the
+/// backend's style.
 fn insert_sql(backend: DbBackend, table: &str, cols: &[&str], rows: usize, tail: &str) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(64 + rows * cols.len() * 6);
