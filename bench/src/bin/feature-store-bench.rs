@@ -60,7 +60,7 @@ struct Args {
     /// a quarter of the way in, with three quarters of each customer's events after it.
     #[arg(long)]
     historical_days_back: Option<u32>,
-    /// Serve the read measurements from PostgreSQL (`AUGUR_TEST_DATABASE_URL` or the local
+    /// Serve the read measurements from PostgreSQL (`AUGUR_TEST_POSTGRES_URL` or the local
     /// test server) instead of SQLite.
     #[arg(long)]
     postgres_reads: bool,

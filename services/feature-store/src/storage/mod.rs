@@ -919,8 +919,9 @@ mod tests {
             .unwrap();
     }
 
-    /// `events_by_seq` against a plain filter, for sparse lists (read by key), dense ones (read
-    /// as a range and filtered), unsorted and repeated input, absent numbers, kinds and times.
+    /// `events_by_seq` against a plain filter, for sparse and dense lists, unsorted and repeated
+    /// input, absent numbers, kinds and times (on PostgreSQL each chunk's range is in the query,
+    /// so an unsorted chunk would lose events).
     async fn check_events_by_seq(store: &Store) {
         use rand::{Rng, SeedableRng};
         insert_raw_events(store, 3_000).await;
@@ -928,10 +929,10 @@ mod tests {
         let mut cases: Vec<Vec<i64>> = vec![
             vec![],
             vec![5],
-            (1..=3_000).collect(),             // everything: one dense range
-            (1..=3_000).step_by(50).collect(), // one customer: sparse
+            (1..=3_000).collect(),                       // everything
+            (1..=3_000).step_by(50).collect(),           // one customer: sparse
             (1..=3_000).filter(|i| i % 5 < 2).collect(), // 40%: dense
-            vec![2_999, 7, 7, 3_500, 1_200, 0, -4], // unsorted, repeated, absent
+            vec![2_999, 7, 7, 3_500, 1_200, 0, -4],      // unsorted, repeated, absent
         ];
         for _ in 0..20 {
             let density = rng.random_range(0.001..1.0);
