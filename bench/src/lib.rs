@@ -43,10 +43,13 @@ impl Run {
 
 /// Open-loop load: requests are started on a fixed schedule of `rate` per second for
 /// `duration`, whether or not earlier ones have finished (no coordinated omission: a slow
-/// server does not slow the arrivals). Latency is measured from the moment each request is
-/// started; the tokio timer has 1 ms resolution, so arrivals come in small bursts within each
-/// millisecond. `lag` reports how late the generator started requests (p99, ms), which shows
-/// when the load generator itself could not keep up.
+/// server does not slow the arrivals). Latency is measured from each request's *scheduled*
+/// start, so a request the generator (or the runtime it shares with a server under test)
+/// started late counts its wait, as a client on that schedule would see it; until 2026-12-02 it
+/// was measured from the request task's first poll, which left that wait out. The tokio timer
+/// has 1 ms resolution, so arrivals come in small bursts within each millisecond. `lag` reports
+/// how late the generator started requests (p99, ms): the part of the latency that is the
+/// generator's own delay.
 pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, make: F) -> (Run, f64)
 where
     F: Fn() -> Fut,
@@ -69,9 +72,8 @@ where
             let fut = make();
             let lat = lat.clone();
             handles.push(tokio::spawn(async move {
-                let t = Instant::now();
                 let ok = fut.await;
-                let us = t.elapsed().as_micros() as u64;
+                let us = scheduled.elapsed().as_micros() as u64;
                 let mut l = lat.lock().await;
                 if ok {
                     l.micros.push(us);
@@ -135,5 +137,44 @@ where
         requests: all.micros.len() as u64 + all.errors,
         elapsed: start.elapsed(),
         latencies: all,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The generator stalls for 30 ms while creating its first request (as when it shares a
+    /// runtime with a busy server): the requests due in that time start late, and their
+    /// latency must include the wait even though each finishes at once when polled. Measured
+    /// from the first poll (the code before 2026-12-02) every latency here is about zero.
+    #[tokio::test(flavor = "current_thread")]
+    async fn open_loop_counts_the_wait_of_a_late_start() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (run, lag) = open_loop(1000.0, Duration::from_millis(60), {
+            let calls = calls.clone();
+            move || {
+                if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                async { true }
+            }
+        })
+        .await;
+        assert_eq!(run.requests, 60);
+        assert_eq!(run.latencies.micros.len(), 60);
+        let late = run
+            .latencies
+            .micros
+            .iter()
+            .filter(|&&us| us >= 15_000)
+            .count();
+        // Requests scheduled at 0-15 ms were started at >= 30 ms: at least 15 waited >= 15 ms.
+        assert!(
+            late >= 15,
+            "{late} requests counted a wait of 15 ms or more"
+        );
+        assert!(lag >= 15.0, "generator lag p99 {lag} ms");
     }
 }
