@@ -1,5 +1,5 @@
 //! all-MiniLM-L6-v2 sentence embeddings: BERT ([`crate::bert::Encoder`] over `augur-kernels`:
-//! bf16 matrix products on Intel AMX, int8 and bf16 ones on AMD Zen 4 and later, f32 elsewhere), mean
+//! bf16 matrix products on Intel AMX, int8 ones with AVX512-VNNI or AVX2, f32 elsewhere), mean
 //! pooling over the
 //! tokens, L2 normalisation — the sentence-transformers recipe of that model.
 //!
