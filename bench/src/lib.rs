@@ -8,6 +8,27 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+/// The runtime the benches' servers run on: its own worker threads (2, like a 2-CPU pod;
+/// `AUGUR_BENCH_SERVER_THREADS` overrides), apart from the load generator's runtime, so that the
+/// generator's scheduling does not show up as server latency and the server's work does not
+/// hold up the generator's timers; both still share the machine's cores.
+pub fn server_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::env::var("AUGUR_BENCH_SERVER_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(2),
+            )
+            .thread_name("server")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("server runtime: {e}"))
+    })
+}
+
 /// Latency samples in microseconds.
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {

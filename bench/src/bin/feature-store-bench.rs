@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use augur_bench::{closed_loop, open_loop};
+use augur_bench::{closed_loop, open_loop, server_runtime};
 use augur_feature_store::Config;
 use augur_proto::featurestore as pb;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
@@ -68,25 +68,6 @@ struct Args {
     /// full view), e.g. a model service's subset.
     #[arg(long, value_delimiter = ',')]
     features: Vec<String>,
-}
-
-/// The server runs on its own runtime (two worker threads, like a 2-CPU pod), so the load
-/// generator's scheduling does not show up as server latency; both share the machine's two cores.
-fn server_runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::env::var("AUGUR_BENCH_SERVER_THREADS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2),
-            )
-            .thread_name("server")
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("server runtime: {e}"))
-    })
 }
 
 async fn start(

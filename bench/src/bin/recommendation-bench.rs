@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use augur_bench::{closed_loop, open_loop};
+use augur_bench::{closed_loop, open_loop, server_runtime};
 use augur_proto::featurestore as fs;
 use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
 use augur_proto::recommendation as pb;
@@ -35,19 +35,6 @@ struct Args {
     /// Skip the latency measurements.
     #[arg(long)]
     no_latency: bool,
-}
-
-/// Servers run on their own runtime (two worker threads, like a 2-CPU pod).
-fn server_runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("server")
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("server runtime: {e}"))
-    })
 }
 
 fn local() -> ServerConfig {
