@@ -42,7 +42,7 @@ impl Precision {
     /// [`avx512bf16::preferred`], else [`Precision::Int8Avx2`] on CPUs with AVX2 and no AVX-512
     /// ([`int8::avx2_preferred`]), else [`Precision::F32`].
     ///
-    /// On Intel without AMX the int8 mix keeps its other products in f32 (see the risk
+    /// On Intel without AMX the int8 mix runs attention in f32, not bf16 (see the risk
     /// service's `Encoder::new`); measured on a Xeon (family 6 model 207, AMX not exposed,
     /// 2026-12-02): MiniLM 50-69 against 29-34 documents/s at 256 tokens in f32, a 100-word
     /// review p50 11-15 against 22-24 ms (`minilm_speed`, engines alternated twice). Until then
