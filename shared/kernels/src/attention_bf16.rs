@@ -142,31 +142,8 @@ fn exp_row(row: &mut [f32], scale: f32, total: &mut f32) {
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::MR;
-    use crate::math;
+    use crate::math::exp16;
     use std::arch::x86_64::*;
-
-    /// `e^x` for 16 lanes, x in about [-87, 0] (softmax arguments): the Cody-Waite reduction
-    /// and Cephes polynomial of [`crate::math::exp`] with fused multiply-adds, `2^n` by
-    /// `vscalefps`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(math::LN2_HI), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(math::LN2_LO), r);
-        let mut p = _mm512_set1_ps(math::EXP_POLY[0]);
-        for c in &math::EXP_POLY[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
-        }
-        let y = _mm512_add_ps(
-            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
-            _mm512_set1_ps(1.0),
-        );
-        _mm512_scalef_ps(y, n)
-    }
 
     /// See [`super::exp_row`].
     ///

@@ -10,6 +10,7 @@
 
 pub mod amx;
 pub mod attention_bf16;
+pub mod attention_f32;
 pub mod avx512bf16;
 pub mod gptq;
 pub mod int8;
@@ -465,7 +466,8 @@ pub fn attention(
 }
 
 /// [`attention`], with its two products in bf16 ([`attention_bf16`]) when `bf16` is set and
-/// the CPU and head size allow it.
+/// the CPU and head size allow it; else fused in f32 where AVX-512F runs ([`attention_f32`]),
+/// else by the `gemm` crate.
 pub fn attention_in(
     qkv: &[f32],
     hidden: usize,
@@ -473,6 +475,34 @@ pub fn attention_in(
     seqs: &[(usize, usize)],
     ctx: &mut [f32],
     bf16: bool,
+) {
+    let want = if bf16 {
+        AttentionKernel::Bf16
+    } else {
+        AttentionKernel::FusedF32
+    };
+    attention_by(qkv, hidden, heads, seqs, ctx, want);
+}
+
+/// The kernels [`attention_in`] chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttentionKernel {
+    /// Scores, softmax and `P V` as three passes, the products by the `gemm` crate.
+    Gemm,
+    /// [`attention_f32`], where it [`attention_f32::supports`] the head size (else `Gemm`).
+    FusedF32,
+    /// [`attention_bf16`], where it [`attention_bf16::supports`] the head size (else
+    /// `FusedF32`).
+    Bf16,
+}
+
+fn attention_by(
+    qkv: &[f32],
+    hidden: usize,
+    heads: usize,
+    seqs: &[(usize, usize)],
+    ctx: &mut [f32],
+    want: AttentionKernel,
 ) {
     assert!(
         heads > 0 && hidden.is_multiple_of(heads),
@@ -500,8 +530,40 @@ pub fn attention_in(
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
         static BF16: std::cell::RefCell<attention_bf16::Scratch> =
             std::cell::RefCell::new(attention_bf16::Scratch::default());
+        static F32: std::cell::RefCell<attention_f32::Scratch> =
+            std::cell::RefCell::new(attention_f32::Scratch::default());
     }
-    let bf16 = bf16 && attention_bf16::supports(d);
+    let bf16 = want == AttentionKernel::Bf16 && attention_bf16::supports(d);
+    let fused = !bf16 && want != AttentionKernel::Gemm && attention_f32::supports(d);
+    if fused {
+        jobs.par_iter().for_each(|&(start, len, h)| {
+            let stride = 3 * hidden;
+            let base = start * stride + h * d;
+            let end = (start + len) * stride;
+            F32.with_borrow_mut(|scratch| {
+                // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`: inside
+                // it (asserted above) and disjoint from every other job. (The kernel calls no
+                // rayon code, so no nested job can find this thread's scratch borrowed.)
+                unsafe {
+                    attention_f32::head(
+                        (
+                            &qkv[base..end],
+                            &qkv[base + hidden..end],
+                            &qkv[base + 2 * hidden..end],
+                        ),
+                        stride,
+                        len,
+                        d,
+                        scale,
+                        out.get().add(start * hidden + h * d),
+                        hidden,
+                        scratch,
+                    );
+                }
+            });
+        });
+        return;
+    }
     if bf16 {
         // Q, K and V rounded to bf16 in one pass (per head, 3 x len calls of d values each
         // cost their call overhead), into the calling thread's buffer. The buffer is taken
@@ -1035,9 +1097,11 @@ mod tests {
 
     #[test]
     fn attention_matches_the_plain_formula_per_sequence() {
-        check_attention(64, 4, false, 1e-4);
-        check_attention(64, 4, true, 0.03);
-        check_attention(128, 4, true, 0.03);
+        for (hidden, heads) in [(64, 4), (128, 4)] {
+            check_attention(hidden, heads, AttentionKernel::Gemm, 1e-4);
+            check_attention(hidden, heads, AttentionKernel::FusedF32, 1e-4);
+            check_attention(hidden, heads, AttentionKernel::Bf16, 0.03);
+        }
     }
 
     #[test]
@@ -1059,6 +1123,11 @@ mod tests {
         let qkv: Vec<f32> = (0..rows * 3 * hidden).map(|_| lcg(&mut s)).collect();
         if !attention_bf16::supports(hidden / heads) {
             eprintln!("\n*** SKIPPED nested bf16 attention: no AVX512-BF16 here (f32 only) ***\n");
+        }
+        if !attention_f32::supports(hidden / heads) {
+            eprintln!(
+                "\n*** SKIPPED nested fused f32 attention: no AVX-512 here (gemm only) ***\n"
+            );
         }
         for bf16 in [false, true] {
             let mut want = vec![0.0; rows * hidden];
@@ -1084,20 +1153,38 @@ mod tests {
         }
     }
 
-    /// Every (sequence, head) of `attention_in` against the formula in f64; with `bf16` where
-    /// the CPU has it (said loudly where not), to bf16's tolerance.
-    fn check_attention(hidden: usize, heads: usize, bf16: bool, tol: f64) {
+    /// Every (sequence, head) of `attention_by` with `kernel` against the formula in f64,
+    /// where the CPU runs the kernel (said loudly where not).
+    fn check_attention(hidden: usize, heads: usize, kernel: AttentionKernel, tol: f64) {
         let d = hidden / heads;
-        if bf16 && !attention_bf16::supports(d) {
-            eprintln!("\n*** SKIPPED bf16 attention (d = {d}): no AVX512-BF16 here ***\n");
+        let runs = match kernel {
+            AttentionKernel::Gemm => true,
+            AttentionKernel::FusedF32 => attention_f32::supports(d),
+            AttentionKernel::Bf16 => attention_bf16::supports(d),
+        };
+        if !runs {
+            eprintln!("\n*** SKIPPED {kernel:?} attention (d = {d}): not on this CPU ***\n");
             return;
         }
-        let seqs = [(0usize, 5usize), (5, 1), (6, 40), (46, 17)];
-        let rows = 63;
+        // Lengths around the kernels' blocks: 8 query rows, 16 and 32 keys.
+        let seqs = [
+            (0usize, 5usize),
+            (5, 1),
+            (6, 40),
+            (46, 17),
+            (63, 8),
+            (71, 32),
+            (103, 33),
+            (136, 16),
+            (152, 64),
+            (216, 61),
+            (277, 100),
+        ];
+        let rows = 377;
         let mut s = 11;
         let qkv: Vec<f32> = (0..rows * 3 * hidden).map(|_| lcg(&mut s) * 2.0).collect();
         let mut ctx = vec![f32::NAN; rows * hidden];
-        attention_in(&qkv, hidden, heads, &seqs, &mut ctx, bf16);
+        attention_by(&qkv, hidden, heads, &seqs, &mut ctx, kernel);
         for &(start, len) in &seqs {
             for h in 0..heads {
                 for i in 0..len {
@@ -1121,7 +1208,7 @@ mod tests {
                         let got = ctx[(start + i) * hidden + h * d + c] as f64;
                         assert!(
                             (got - want).abs() < tol,
-                            "bf16 {bf16}: seq {start} head {h} [{i}][{c}]: {got} vs {want}"
+                            "{kernel:?}: seq {start} head {h} [{i}][{c}]: {got} vs {want}"
                         );
                     }
                 }
