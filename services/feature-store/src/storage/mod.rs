@@ -805,14 +805,18 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        order_line::Entity::update_many()
-            .col_expr(
-                order_line::Column::CustomerId,
-                Expr::value(Value::String(None)),
-            )
-            .filter(order_line::Column::CustomerId.eq(customer_id))
-            .exec(&txn)
-            .await?;
+        // A line carries the sequence number of its order's first event, which is one of
+        // the customer's events when the line names the customer: found through
+        // `ix_order_lines_seq`, not by scanning every line for the customer id.
+        let mut order_seqs: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.kind == EventKind::Order as i16)
+            .map(|r| r.seq)
+            .collect();
+        order_seqs.sort_unstable();
+        for chunk in order_seqs.chunks(SEQ_IN_CHUNK) {
+            unlink_lines_query(chunk, customer_id).exec(&txn).await?;
+        }
         let marker_seq = max_seq(&txn).await? + 1;
         let mut q = Query::insert();
         q.into_table(event::Entity)
@@ -841,6 +845,21 @@ impl Store {
         txn.commit().await?;
         Ok((touched, marker_seq))
     }
+}
+
+/// Clears the customer id of the order lines of the given order events (sequence numbers)
+/// that name `customer_id`: erasure's unlinking of order lines, by `ix_order_lines_seq`.
+fn unlink_lines_query(
+    order_seqs: &[i64],
+    customer_id: &str,
+) -> sea_orm::UpdateMany<order_line::Entity> {
+    order_line::Entity::update_many()
+        .col_expr(
+            order_line::Column::CustomerId,
+            Expr::value(Value::String(None)),
+        )
+        .filter(order_line::Column::Seq.is_in(order_seqs.iter().copied()))
+        .filter(order_line::Column::CustomerId.eq(customer_id))
 }
 
 /// The query of [`Store::events_by_seq`] for one chunk of sorted sequence numbers: the numbers,
@@ -1028,6 +1047,119 @@ mod tests {
         }
     }
 
+    fn test_order(
+        id: &str,
+        customer: &str,
+        status: OrderStatus,
+        ts: Micros,
+        skus: &[&str],
+    ) -> Event {
+        Event::Order(crate::model::Order {
+            order_id: id.into(),
+            customer_id: customer.into(),
+            ts,
+            lines: skus
+                .iter()
+                .map(|s| crate::model::OrderLine {
+                    sku: (*s).into(),
+                    quantity: 1,
+                    unit_price: 2.5,
+                    promotion: false,
+                })
+                .collect(),
+            total: 2.5 * skus.len() as f64,
+            currency: "EUR".into(),
+            payment_method: "card".into(),
+            shipping_country: "DE".into(),
+            billing_country: "DE".into(),
+            payment_hash: String::new(),
+            device_hash: String::new(),
+            ip_hash: String::new(),
+            status,
+            store_id: "s1".into(),
+            channel: "web".into(),
+        })
+    }
+
+    /// Erasure clears the customer id of exactly the erased customer's order lines (every
+    /// line of each of their orders, whichever status event came first; other customers'
+    /// lines untouched, no line deleted), in chunks of any size.
+    async fn check_erasure_unlinks_order_lines(store: &Store) {
+        let events = vec![
+            test_order("o1", "c1", OrderStatus::Placed, 1_000, &["A", "B"]),
+            test_order("o2", "c2", OrderStatus::Placed, 2_000, &["A"]),
+            test_order("o3", "c1", OrderStatus::Placed, 3_000, &["C"]),
+            test_order("o1", "c1", OrderStatus::Paid, 4_000, &["A", "B"]),
+            test_order("o4", "c12", OrderStatus::Placed, 5_000, &["D", "E", "F"]),
+        ];
+        let written = store.write_batch(&events, 10_000).await.unwrap().written;
+        assert_eq!(written.len(), 5);
+        let c1: Vec<i64> = written
+            .iter()
+            .filter(|&&(i, _)| matches!(&events[i], Event::Order(o) if o.customer_id == "c1"))
+            .map(|&(_, seq)| seq)
+            .collect();
+        let lines = || async {
+            let mut v: Vec<(String, i32, Option<String>)> = order_line::Entity::find()
+                .all(&store.db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| (l.order_id, l.line_no, l.customer_id))
+                .collect();
+            v.sort();
+            v
+        };
+        let before = lines().await;
+        assert_eq!(before.len(), 7);
+        store.erase_customer("c1", &c1, "h1", 20_000).await.unwrap();
+        let after = lines().await;
+        let want: Vec<(String, i32, Option<String>)> = before
+            .iter()
+            .map(|(o, n, c)| {
+                let gone = c.as_deref() == Some("c1");
+                (o.clone(), *n, if gone { None } else { c.clone() })
+            })
+            .collect();
+        assert_eq!(after, want);
+        assert_eq!(after.iter().filter(|l| l.2.is_none()).count(), 3);
+        // The query alone, in chunks of one number: the same lines, and a customer id that is
+        // not the lines' changes nothing.
+        let o4: Vec<i64> = vec![written[4].1];
+        unlink_lines_query(&o4, "c1").exec(&store.db).await.unwrap();
+        assert_eq!(lines().await, want);
+        for seq in &o4 {
+            unlink_lines_query(&[*seq], "c12")
+                .exec(&store.db)
+                .await
+                .unwrap();
+        }
+        assert_eq!(lines().await.iter().filter(|l| l.2.is_none()).count(), 6);
+    }
+
+    #[tokio::test]
+    async fn erasure_unlinks_exactly_the_customers_order_lines_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        check_erasure_unlinks_order_lines(&sqlite_store(dir.path()).await).await;
+    }
+
+    #[tokio::test]
+    async fn erasure_unlinks_exactly_the_customers_order_lines_postgres() {
+        let Some(db) = augur_testkit::postgres::TestDb::create().await else {
+            return;
+        };
+        let store = Store::connect(&StoreOptions {
+            url: db.url.clone(),
+            max_connections: 2,
+            sqlite_synchronous: "normal".into(),
+        })
+        .await
+        .expect("store");
+        check_erasure_unlinks_order_lines(&store).await;
+        drop(store);
+        db.drop_db().await;
+    }
+
     #[tokio::test]
     async fn events_by_seq_returns_exactly_the_wanted_events_sqlite() {
         let dir = tempfile::tempdir().unwrap();
@@ -1088,6 +1220,25 @@ mod tests {
                 "events_by_seq plan: {plan}"
             );
         }
+        use sea_orm::QueryTrait;
+        let st = unlink_lines_query(&seqs, "c7").build(DbBackend::Sqlite);
+        let rows = store
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!("EXPLAIN QUERY PLAN {}", st.sql),
+                st.values.map(|v| v.0).unwrap_or_default(),
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String>("", "detail").unwrap())
+            .collect();
+        assert!(
+            plan.join("; ").contains("ix_order_lines_seq"),
+            "erasure's order-line update plan: {plan:?}"
+        );
         let skus: Vec<String> = (0..40).map(|i| format!("sku-{i}")).collect();
         let plan = sqlite_plan(&store, sku_lines_query(&skus, 500_000)).await;
         assert!(
