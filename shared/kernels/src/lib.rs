@@ -484,6 +484,37 @@ pub fn attention_in(
     attention_by(qkv, hidden, heads, seqs, ctx, want);
 }
 
+/// Runs `head((q, k, v), stride, len, out)` for every `(start, len, head)` job in parallel:
+/// the job's query, key and value rows of `x` (a Q/K/V buffer of `3 x hidden` columns, in f32
+/// or bf16) from its first row on, their row stride, and where its output rows begin in `out`
+/// (rows `start..start + len`, columns `head * d..(head + 1) * d` of a `hidden`-column buffer).
+/// The caller's jobs must not overlap (distinct heads or disjoint sequences) and `x` and `out`
+/// must hold their rows, so that each call owns its part of `out`.
+fn for_each_head<T: Sync>(
+    x: &[T],
+    jobs: &[(usize, usize, usize)],
+    hidden: usize,
+    d: usize,
+    out: SendPtr<f32>,
+    head: impl Fn((&[T], &[T], &[T]), usize, usize, *mut f32) + Sync,
+) {
+    let stride = 3 * hidden;
+    jobs.par_iter().for_each(|&(start, len, h)| {
+        let base = start * stride + h * d;
+        let end = (start + len) * stride;
+        head(
+            (
+                &x[base..end],
+                &x[base + hidden..end],
+                &x[base + 2 * hidden..end],
+            ),
+            stride,
+            len,
+            out.get().wrapping_add(start * hidden + h * d),
+        );
+    });
+}
+
 /// The kernels [`attention_in`] chooses from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AttentionKernel {
@@ -536,31 +567,15 @@ fn attention_by(
     let bf16 = want == AttentionKernel::Bf16 && attention_bf16::supports(d);
     let fused = !bf16 && want != AttentionKernel::Gemm && attention_f32::supports(d);
     if fused {
-        jobs.par_iter().for_each(|&(start, len, h)| {
-            let stride = 3 * hidden;
-            let base = start * stride + h * d;
-            let end = (start + len) * stride;
+        for_each_head(qkv, &jobs, hidden, d, out, |qkv3, stride, len, out| {
             F32.with_borrow_mut(|scratch| {
-                // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`: inside
-                // it (asserted above) and disjoint from every other job. (The kernel calls no
-                // rayon code, so no nested job can find this thread's scratch borrowed.)
+                // SAFETY: `for_each_head` hands each job its own rows and head columns of
+                // `ctx`. (The kernel calls no rayon code, so no nested job can find this
+                // thread's scratch borrowed.)
                 unsafe {
-                    attention_f32::head(
-                        (
-                            &qkv[base..end],
-                            &qkv[base + hidden..end],
-                            &qkv[base + 2 * hidden..end],
-                        ),
-                        stride,
-                        len,
-                        d,
-                        scale,
-                        out.get().add(start * hidden + h * d),
-                        hidden,
-                        scratch,
-                    );
+                    attention_f32::head(qkv3, stride, len, d, scale, out, hidden, scratch);
                 }
-            });
+            })
         });
         return;
     }
@@ -579,34 +594,22 @@ fn attention_by(
             q16.resize(n, 0);
         }
         math::to_bf16(&qkv[..n], &mut q16[..n]);
-        {
-            let q16 = &q16[..n];
-            jobs.par_iter().for_each(|&(start, len, h)| {
-                let stride = 3 * hidden;
-                let base = start * stride + h * d;
-                let end = (start + len) * stride;
+        for_each_head(
+            &q16[..n],
+            &jobs,
+            hidden,
+            d,
+            out,
+            |qkv3, stride, len, out| {
                 BF16.with_borrow_mut(|scratch| {
-                    // SAFETY: writes rows start..start+len, columns h*d..(h+1)*d of `ctx`:
-                    // inside it (asserted above) and disjoint from every other job.
+                    // SAFETY: `for_each_head` hands each job its own rows and head columns of
+                    // `ctx`.
                     unsafe {
-                        attention_bf16::head(
-                            (
-                                &q16[base..end],
-                                &q16[base + hidden..end],
-                                &q16[base + 2 * hidden..end],
-                            ),
-                            stride,
-                            len,
-                            d,
-                            scale,
-                            out.get().add(start * hidden + h * d),
-                            hidden,
-                            scratch,
-                        );
+                        attention_bf16::head(qkv3, stride, len, d, scale, out, hidden, scratch);
                     }
-                });
-            });
-        }
+                })
+            },
+        );
         // Keep the larger of this buffer and any a nested call left.
         let other = QKV.take();
         QKV.set(if other.len() > q16.len() { other } else { q16 });
@@ -778,6 +781,16 @@ pub(crate) fn over_column_blocks<T>(
 }
 
 /// A raw output pointer handed to rayon workers that write disjoint parts of one buffer.
+/// The checks both fused attention kernels make of one head's rows: `q`, `k` and `v` hold
+/// `len` rows of `d` at `stride` (nothing to check when `len` is 0).
+pub(crate) fn check_head_rows<T>(qkv: [&[T]; 3], stride: usize, len: usize, d: usize) {
+    if len > 0 {
+        for x in qkv {
+            assert!(x.len() >= (len - 1) * stride + d, "rows out of range");
+        }
+    }
+}
+
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // Not derived: a derive would require `T: Copy`.
 impl<T> Clone for SendPtr<T> {

@@ -965,6 +965,16 @@ mod tests {
         .expect("store")
     }
 
+    async fn pg_store(url: &str) -> Store {
+        Store::connect(&StoreOptions {
+            url: url.to_string(),
+            max_connections: 2,
+            sqlite_synchronous: "normal".into(),
+        })
+        .await
+        .expect("store")
+    }
+
     /// Inserts `n` events directly: kind `1 + seq % 4`, customer `seq % 50`, time `seq * 1000`.
     async fn insert_raw_events(store: &Store, n: i64) {
         let mut values = Vec::new();
@@ -1148,13 +1158,7 @@ mod tests {
         let Some(db) = augur_testkit::postgres::TestDb::create().await else {
             return;
         };
-        let store = Store::connect(&StoreOptions {
-            url: db.url.clone(),
-            max_connections: 2,
-            sqlite_synchronous: "normal".into(),
-        })
-        .await
-        .expect("store");
+        let store = pg_store(&db.url).await;
         check_erasure_unlinks_order_lines(&store).await;
         drop(store);
         db.drop_db().await;
@@ -1171,13 +1175,7 @@ mod tests {
         let Some(db) = augur_testkit::postgres::TestDb::create().await else {
             return;
         };
-        let store = Store::connect(&StoreOptions {
-            url: db.url.clone(),
-            max_connections: 2,
-            sqlite_synchronous: "normal".into(),
-        })
-        .await
-        .expect("store");
+        let store = pg_store(&db.url).await;
         check_events_by_seq(&store).await;
         drop(store);
         db.drop_db().await;
