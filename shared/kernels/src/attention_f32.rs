@@ -7,7 +7,8 @@
 //! over it with the generic vectorised `exp`, and multiplies again, this kernel works on blocks
 //! of 8 query rows: their scores against every key (the keys packed 16 at a time per head
 //! dimension, each query value broadcast against two such groups), the exponentials of those 8
-//! rows with the fused-multiply-add `exp` of [`crate::attention_bf16`] (without normalising),
+//! rows with the fused-multiply-add `exp` it shares with [`crate::attention_bf16`]
+//! ([`crate::math`]; without normalising),
 //! then `P V` straight from the value rows (each probability broadcast against the row's 16 or 32
 //! values), every output row divided by its exponentials' sum at the end. The block's scores
 //! (8 x keys f32: 8 KiB at 256 keys) stay in L1 between the three steps. Keys are padded to 32

@@ -780,7 +780,6 @@ pub(crate) fn over_column_blocks<T>(
     }
 }
 
-/// A raw output pointer handed to rayon workers that write disjoint parts of one buffer.
 /// The checks both fused attention kernels make of one head's rows: `q`, `k` and `v` hold
 /// `len` rows of `d` at `stride` (nothing to check when `len` is 0).
 pub(crate) fn check_head_rows<T>(qkv: [&[T]; 3], stride: usize, len: usize, d: usize) {
@@ -791,6 +790,7 @@ pub(crate) fn check_head_rows<T>(qkv: [&[T]; 3], stride: usize, len: usize, d: u
     }
 }
 
+/// A raw output pointer handed to rayon workers that write disjoint parts of one buffer.
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // Not derived: a derive would require `T: Copy`.
 impl<T> Clone for SendPtr<T> {

@@ -302,6 +302,40 @@ dispatch! {
     }
 }
 
+/// `e^x` for 16 lanes, for the fused softmax of [`crate::attention_bf16`] and
+/// [`crate::attention_f32`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512_exp::exp16;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_exp {
+    use super::{EXP_POLY, LN2_HI, LN2_LO};
+    use std::arch::x86_64::*;
+
+    /// `e^x` for 16 lanes, x in about [-87, 0] (softmax arguments): the Cody-Waite reduction
+    /// and Cephes polynomial of [`super::exp`] with fused multiply-adds, `2^n` by
+    /// `vscalefps`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
+        let y = _mm512_add_ps(
+            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+            _mm512_set1_ps(1.0),
+        );
+        _mm512_scalef_ps(y, n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -412,39 +446,5 @@ mod tests {
         let mut y = vec![1.0f32, -1.0, 0.0, 2.0];
         bias_act(&mut y, &[1.0, 1.0], true);
         assert!((y[0] - gelu(2.0)).abs() < 1e-7 && (y[1] - 0.0).abs() < 1e-7);
-    }
-}
-
-/// `e^x` for 16 lanes, for the fused softmax of [`crate::attention_bf16`] and
-/// [`crate::attention_f32`].
-#[cfg(target_arch = "x86_64")]
-pub(crate) use avx512_exp::exp16;
-
-#[cfg(target_arch = "x86_64")]
-mod avx512_exp {
-    use super::{EXP_POLY, LN2_HI, LN2_LO};
-    use std::arch::x86_64::*;
-
-    /// `e^x` for 16 lanes, x in about [-87, 0] (softmax arguments): the Cody-Waite reduction
-    /// and Cephes polynomial of [`super::exp`] with fused multiply-adds, `2^n` by
-    /// `vscalefps`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(crate) fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-        let mut p = _mm512_set1_ps(EXP_POLY[0]);
-        for c in &EXP_POLY[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
-        }
-        let y = _mm512_add_ps(
-            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
-            _mm512_set1_ps(1.0),
-        );
-        _mm512_scalef_ps(y, n)
     }
 }
