@@ -1432,6 +1432,18 @@ async fn fc_hostile(
             format!("{s}covariates[price]"),
         ),
         (
+            "NaN static feature",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    x.static_features.insert("income".into(), f64::NAN);
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}static_features[income]"),
+        ),
+        (
             "unknown future covariate",
             fcast(
                 vec![fc::SeriesInput {
@@ -1603,6 +1615,14 @@ async fn fc_hostile_train(c: &mut fc::demand_forecast_client::DemandForecastClie
             "all inf values",
             fc_train(vec![with_series(&|x| x.values = vec![f64::INFINITY; 30])]),
             format!("{s}values"),
+        ),
+        (
+            "infinite static feature",
+            fc_train(vec![with_series(&|x| {
+                x.static_features
+                    .insert("competitor_distance".into(), f64::NEG_INFINITY);
+            })]),
+            format!("{s}static_features[competitor_distance]"),
         ),
         (
             "frequency 999",

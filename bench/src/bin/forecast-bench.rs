@@ -31,7 +31,7 @@ struct Args {
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
-    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, interval_log, arima).
+    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, gbm_statics, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -91,6 +91,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_promo" => o.gbm_promo = parse(k, v)?,
             "gbm_prev" => o.gbm_prev = parse(k, v)?,
             "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
+            "gbm_statics" => o.gbm_statics = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
@@ -413,7 +414,21 @@ fn anchors(data: &[datasets::OjSeries], h: usize) -> [Vec<Vec<f64>>; 3] {
 }
 
 fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let data = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?;
+    let mut data = datasets::dominicks(&dir.join("dominicks/oj_yx.csv"))?;
+    // The stores' demographics: static, so known in advance; the global trees read them.
+    let demo = dir.join("dominicks/oj_storedemo.csv");
+    match datasets::add_store_demographics(&demo, &mut data) {
+        Ok(n) => println!(
+            "store demographics: {n} stores from {} ({} of {} series described)",
+            demo.display(),
+            data.iter().filter(|s| !s.demographics.is_empty()).count(),
+            data.len()
+        ),
+        Err(e) => eprintln!(
+            "WARNING: no store demographics ({}: {e}); the models train without them",
+            demo.display()
+        ),
+    }
     let h = 12;
     let data: Vec<_> = if args.nested {
         let drop = h * args.nested_depth.max(1);

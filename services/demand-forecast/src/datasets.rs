@@ -86,6 +86,9 @@ pub struct OjSeries {
     pub price: Vec<f64>,
     pub deal: Vec<f64>,
     pub feat: Vec<f64>,
+    /// The store's demographics (`oj_storedemo.csv`, static and known in advance; empty when
+    /// the file is absent or lacks the store).
+    pub demographics: BTreeMap<String, f64>,
 }
 
 impl OjSeries {
@@ -104,6 +107,7 @@ impl OjSeries {
                 ("store".to_string(), self.store.clone()),
                 ("brand".to_string(), self.brand.clone()),
             ]),
+            statics: self.demographics.clone(),
         }
     }
 
@@ -117,6 +121,7 @@ impl OjSeries {
             price: self.price[..n].to_vec(),
             deal: self.deal[..n].to_vec(),
             feat: self.feat[..n].to_vec(),
+            demographics: self.demographics.clone(),
         }
     }
 
@@ -193,7 +198,53 @@ pub fn dominicks(path: &Path) -> anyhow::Result<Vec<OjSeries>> {
                 price: r.iter().map(|x| x.2).collect(),
                 deal: r.iter().map(|x| x.3).collect(),
                 feat: r.iter().map(|x| x.4).collect(),
+                demographics: BTreeMap::new(),
             }
         })
         .collect())
+}
+
+/// Reads `oj_storedemo.csv` (column `STORE`, then one numeric column per descriptor) into the
+/// series' [`OjSeries::demographics`], keys lower-cased; returns how many stores it described.
+pub fn add_store_demographics(path: &Path, series: &mut [OjSeries]) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty file"))?
+        .split(',')
+        .map(|h| h.trim_matches('"').to_lowercase())
+        .collect();
+    let c_store = header
+        .iter()
+        .position(|h| h == "store")
+        .ok_or_else(|| anyhow::anyhow!("no column STORE"))?;
+    let mut stores: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').map(|x| x.trim_matches('"')).collect();
+        let store = f
+            .get(c_store)
+            .ok_or_else(|| anyhow::anyhow!("short line"))?
+            .parse::<f64>()?;
+        let mut values = BTreeMap::new();
+        for (i, name) in header.iter().enumerate() {
+            if i == c_store {
+                continue;
+            }
+            let v: f64 = f
+                .get(i)
+                .ok_or_else(|| anyhow::anyhow!("short line"))?
+                .parse()?;
+            if v.is_finite() {
+                values.insert(name.clone(), v);
+            }
+        }
+        stores.insert((store as u32).to_string(), values);
+    }
+    for s in series.iter_mut() {
+        if let Some(v) = stores.get(&s.store) {
+            s.demographics = v.clone();
+        }
+    }
+    Ok(stores.len())
 }

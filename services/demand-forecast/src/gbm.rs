@@ -2,7 +2,8 @@
 //! series on log1p units relative to each series' recent level, one model for every horizon
 //! step (the step is a feature), reading the recent values, the value one season before the
 //! target, the known covariates of the target period (own price against its recent mean,
-//! promotion flags) and the series' static attributes (store, brand).
+//! promotion flags), the series' static attributes (store, brand) and its static numeric
+//! descriptors ([`SeriesIn::statics`], e.g. a store's demographics).
 //!
 //! It answers non-negative series only (its member slot stays empty, NaN, for the others) and
 //! is a member of the combination search like the GRU: it serves only where validation prefers
@@ -30,6 +31,8 @@ pub struct GbmConfig {
     pub categorical: bool,
     /// Each covariate's value in the period before the target (see [`GlobalGbm::prev`]).
     pub prev: bool,
+    /// The series' static numeric descriptors as features (see [`GlobalGbm::statics`]).
+    pub statics: bool,
 }
 
 impl GbmConfig {
@@ -53,6 +56,7 @@ impl GbmConfig {
             promo_history: false,
             categorical: false,
             prev: false,
+            statics: true,
         }
     }
 }
@@ -83,6 +87,11 @@ pub struct GlobalGbm {
     /// that follows another lifts sales less than one after a normal week.
     #[serde(default)]
     pub prev: bool,
+    /// Static numeric descriptors ([`SeriesIn::statics`]) read as features: key and the mean
+    /// over the training series that carry it, which stands in for a series without it. Only
+    /// keys with at least two distinct values in training.
+    #[serde(default)]
+    pub statics: Vec<(String, f32)>,
     pub trees: Gbdt,
 }
 
@@ -100,6 +109,7 @@ struct Prepared {
     z: Vec<f64>,
     covs: Vec<Option<Vec<f64>>>,
     attrs: Vec<f32>,
+    statics: Vec<f32>,
     season: usize,
 }
 
@@ -128,10 +138,21 @@ impl GlobalGbm {
                     .map_or(-1.0, |i| i as f32)
             })
             .collect();
+        let statics = self
+            .statics
+            .iter()
+            .map(|(k, mean)| {
+                s.statics
+                    .get(k)
+                    .filter(|v| v.is_finite())
+                    .map_or(*mean, |v| *v as f32)
+            })
+            .collect();
         Some(Prepared {
             z: y.iter().map(|v| v.ln_1p()).collect(),
             covs,
             attrs,
+            statics,
             season: s.season.max(1),
         })
     }
@@ -210,6 +231,7 @@ impl GlobalGbm {
         if self.promo_history {
             self.promo_features(p, t0, level, out);
         }
+        out.extend_from_slice(&p.statics);
         out.extend_from_slice(&p.attrs);
     }
 
@@ -264,6 +286,16 @@ impl GlobalGbm {
         for values in attributes.values_mut() {
             values.sort();
         }
+        let mut statics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        if cfg.statics {
+            for s in series {
+                for (k, v) in &s.statics {
+                    if v.is_finite() {
+                        statics.entry(k.clone()).or_default().push(*v);
+                    }
+                }
+            }
+        }
         let mut model = GlobalGbm {
             horizon: h,
             lags: lags_for(season),
@@ -290,6 +322,14 @@ impl GlobalGbm {
                 .collect(),
             promo_history: cfg.promo_history,
             prev: cfg.prev,
+            statics: statics
+                .into_iter()
+                .filter(|(_, v)| v.iter().any(|x| *x != v[0]))
+                .map(|(k, v)| {
+                    let mean = v.iter().sum::<f64>() / v.len() as f64;
+                    (k, mean as f32)
+                })
+                .collect(),
             trees: Gbdt {
                 base: 0.0,
                 learning_rate: 0.0,
@@ -508,5 +548,82 @@ mod tests {
         json.as_object_mut().unwrap().remove("prev");
         let back: GlobalGbm = serde_json::from_value(json).unwrap();
         assert_eq!(back.forecast(&s, &run, 4).unwrap(), f);
+    }
+
+    /// Daily series whose promotions lift sales by `1 + sensitivity`, a static numeric
+    /// descriptor of the series (like a store's demographics driving its price response).
+    fn sensitive_series(seed: u64, n: usize, sensitivity: f64) -> SeriesIn {
+        let mut s = crate::model::tests::promo_series(seed, n);
+        let promo = s.covariates["promotion"].clone();
+        for (t, v) in s.values.iter_mut().enumerate() {
+            let lift = if promo[t] > 0.5 { 1.0 + sensitivity } else { 1.0 };
+            let noise = 0.9 + 0.2 * ((seed * 31 + t as u64 * 17) % 11) as f64 / 10.0;
+            *v = (30.0 * lift * noise).round();
+        }
+        s.season = 1;
+        s.statics = BTreeMap::from([
+            ("sensitivity".to_string(), sensitivity),
+            // The same for every series: says nothing, left out.
+            ("country".to_string(), 1.0),
+        ]);
+        s
+    }
+
+    #[test]
+    fn static_numeric_descriptors_tell_the_series_promotion_response_apart() {
+        let series: Vec<SeriesIn> = (0..48)
+            .map(|i| sensitive_series(i, 100, 0.2 + 1.6 * (i % 8) as f64 / 7.0))
+            .collect();
+        let fit = |statics: bool| {
+            let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
+            cfg.statics = statics;
+            GlobalGbm::train(
+                &series,
+                |s| s.values.len(),
+                &["promotion".to_string()],
+                &cfg,
+            )
+            .unwrap()
+        };
+        let with = BTreeMap::from([("promotion".to_string(), vec![1.0; 4])]);
+        let without = BTreeMap::from([("promotion".to_string(), vec![0.0; 4])]);
+        let lift = |m: &GlobalGbm, s: &SeriesIn| {
+            let a = m.forecast(s, &with, 4).unwrap();
+            let b = m.forecast(s, &without, 4).unwrap();
+            a.iter().zip(&b).map(|(x, y)| x / y).sum::<f64>() / 4.0
+        };
+        // Two series with 8 periods of history and no promotion in it yet (new stores, say):
+        // only the descriptor tells how they will respond.
+        let fresh = |s: &SeriesIn| {
+            let mut s = s.clone();
+            s.values = (0..8).map(|t| 30.0 + (t % 3) as f64).collect();
+            s.covariates.insert("promotion".to_string(), vec![0.0; 8]);
+            s
+        };
+        let (low, high) = (fresh(&series[0]), fresh(&series[7]));
+        let m = fit(true);
+        assert_eq!(m.statics.len(), 1, "{:?}", m.statics);
+        assert_eq!(m.statics[0].0, "sensitivity");
+        assert!((m.statics[0].1 - 1.0).abs() < 1e-6, "{:?}", m.statics);
+        let (l, h) = (lift(&m, &low), lift(&m, &high));
+        assert!(l < 1.5 && h > 2.4, "lifts {l} (1.2 true) and {h} (2.8 true)");
+        // A series without the descriptor is read at the training mean: a lift in between.
+        let mut bare = high.clone();
+        bare.statics.clear();
+        let mid = lift(&m, &bare);
+        assert!(mid > l + 0.2 && mid < h - 0.2, "{l} < {mid} < {h}");
+        // Without the descriptors the trees see one average response.
+        let m0 = fit(false);
+        assert!(m0.statics.is_empty());
+        let (l0, h0) = (lift(&m0, &low), lift(&m0, &high));
+        assert!((h0 - l0).abs() < 0.25 * (h - l), "{l0} / {h0} against {l} / {h}");
+        // A model saved before the field reads back without it.
+        let mut json: serde_json::Value = serde_json::to_value(&m0).unwrap();
+        json.as_object_mut().unwrap().remove("statics");
+        let back: GlobalGbm = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back.forecast(&high, &with, 4).unwrap(),
+            m0.forecast(&high, &with, 4).unwrap()
+        );
     }
 }

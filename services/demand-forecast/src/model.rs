@@ -28,6 +28,9 @@ pub struct SeriesIn {
     pub covariates: BTreeMap<String, Vec<f64>>,
     /// Static descriptors (e.g. store, brand).
     pub attributes: BTreeMap<String, String>,
+    /// Static numeric descriptors (e.g. a store's demographics), read as numbers by the global
+    /// boosted trees; finite values only.
+    pub statics: BTreeMap<String, f64>,
 }
 
 /// A forecast: the point and one row of values per requested quantile level.
@@ -92,6 +95,8 @@ pub struct TrainOptions {
     pub gbm_prev: bool,
     /// The boosted trees split the static attributes (store, brand) as categories.
     pub gbm_categorical: bool,
+    /// The boosted trees read the series' static numeric descriptors ([`SeriesIn::statics`]).
+    pub gbm_statics: bool,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
     pub interval_log: bool,
 }
@@ -120,6 +125,7 @@ impl Default for TrainOptions {
             gbm_promo: false,
             gbm_prev: false,
             gbm_categorical: false,
+            gbm_statics: true,
             interval_log: true,
         }
     }
@@ -856,6 +862,7 @@ fn slice_series(s: &SeriesIn, n: usize) -> SeriesIn {
             .map(|(k, v)| (k.clone(), v[..n.min(v.len())].to_vec()))
             .collect(),
         attributes: s.attributes.clone(),
+        statics: s.statics.clone(),
     }
 }
 
@@ -958,6 +965,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     gbm_config.promo_history = opts.gbm_promo;
     gbm_config.prev = opts.gbm_prev;
     gbm_config.categorical = opts.gbm_categorical;
+    gbm_config.statics = opts.gbm_statics;
     let gbm: Option<GlobalGbm> = if opts.gbm {
         GlobalGbm::train(
             series,
@@ -1293,6 +1301,7 @@ pub(crate) mod tests {
             season: 7,
             covariates: BTreeMap::from([("promotion".to_string(), promo)]),
             attributes: BTreeMap::new(),
+            statics: BTreeMap::new(),
         }
     }
 
@@ -1317,6 +1326,7 @@ pub(crate) mod tests {
             season: 12,
             covariates: BTreeMap::new(),
             attributes: BTreeMap::new(),
+            statics: BTreeMap::new(),
         };
         let f = t.model.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
         assert_eq!(f.method, FALLBACK_NAME);
@@ -1351,6 +1361,7 @@ pub(crate) mod tests {
             season: 1,
             covariates: BTreeMap::from([("price".to_string(), prices)]),
             attributes: BTreeMap::new(),
+            statics: BTreeMap::new(),
         };
         let future = BTreeMap::from([("price".to_string(), vec![1.0, 2.0])]);
         let f = local_regression(&s, &future, 2).unwrap();

@@ -280,6 +280,7 @@ fn resolve_inline(
         season_length,
         covariates,
         attributes,
+        static_features,
     } = s;
     if values.is_empty() {
         return Err(Error::invalid(
@@ -358,12 +359,21 @@ fn resolve_inline(
         }
         covs.insert(name, c.values);
     }
+    for (name, v) in &static_features {
+        if !v.is_finite() {
+            return Err(Error::invalid(
+                format!("{field}.static_features[{name}]"),
+                format!("must be finite, got {v}"),
+            ));
+        }
+    }
     Ok((
         SeriesIn {
             values,
             season,
             covariates: covs,
             attributes: attributes.into_iter().collect(),
+            statics: static_features.into_iter().collect(),
         },
         ts,
         step,
@@ -397,6 +407,7 @@ fn from_fs_series(s: &fs::Series, season: usize) -> (SeriesIn, Vec<DateTime<Utc>
                 ("promotion".to_string(), promo),
             ]),
             attributes: BTreeMap::new(),
+            statics: BTreeMap::new(),
         },
         ts,
     )
@@ -663,6 +674,7 @@ fn backtest_one(
                 .map(|(k, v)| (k.clone(), v[..origin].to_vec()))
                 .collect(),
             attributes: r.input.attributes.clone(),
+            statics: r.input.statics.clone(),
         };
         let future = r
             .input
@@ -846,6 +858,7 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "gru" => opts.gru = v.parse::<bool>().map_err(|_| bad())?,
             "gru.epochs" => opts.gru_epochs = v.parse::<usize>().map_err(|_| bad())?,
             "gbm" => opts.gbm = v.parse::<bool>().map_err(|_| bad())?,
+            "gbm.statics" => opts.gbm_statics = v.parse::<bool>().map_err(|_| bad())?,
             "gbm.trees" => {
                 opts.gbm_trees = v
                     .parse::<usize>()
