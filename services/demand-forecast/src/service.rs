@@ -1290,6 +1290,7 @@ impl DemandForecast for Service {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn windows_of(validation_windows: u32) -> Result<usize, Error> {
@@ -1316,5 +1317,16 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[test]
+    fn inline_static_features_reach_the_model_input() {
+        let s = pb::InlineSeries {
+            values: vec![3.0, 4.0, 5.0],
+            static_features: [("income".to_string(), 10.5)].into(),
+            ..Default::default()
+        };
+        let (input, _, _) = resolve_inline("series[0].inline", s).unwrap();
+        assert_eq!(input.statics.get("income"), Some(&10.5));
     }
 }
