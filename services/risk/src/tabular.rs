@@ -611,20 +611,16 @@ impl TabularModel {
         }
         if let Some(g) = &self.gbdt {
             let share = if self.linear.is_some() { 0.5 } else { 1.0 };
-            // Each column's features (a ratio feature belongs to both its columns) set to
-            // their means: the trees walked again only where such a feature is on the path.
-            let mut groups: Vec<Vec<usize>> = vec![Vec::new(); ncol];
-            for j in 0..x.len() {
-                let (a, b) = self.encoder.owners(j);
-                for c in std::iter::once(a).chain(b) {
-                    if let Some(group) = groups.get_mut(c) {
-                        group.push(j);
+            let full = g.margin(&x) as f64;
+            for (c, o) in out.iter_mut().enumerate() {
+                let mut y = x.clone();
+                for (j, v) in y.iter_mut().enumerate() {
+                    let (a, b) = self.encoder.owners(j);
+                    if a == c || b == Some(c) {
+                        *v = self.means[j];
                     }
                 }
-            }
-            let (full, without) = g.margins_replacing(&x, &self.means, &groups);
-            for (o, m) in out.iter_mut().zip(without) {
-                *o += share * (full as f64 - m as f64);
+                *o += share * (full - g.margin(&y) as f64);
             }
         }
         out.into_iter()
@@ -1164,56 +1160,6 @@ mod tests {
         assert!(c[0].value > 0.0, "{c:?}");
         // missing values and unknown levels are handled
         let _ = m.predict(&[Cell::Missing, Cell::Cat("zzz".into())]);
-    }
-
-    /// The trees' contributions (each column's features, ratio features included, set to
-    /// their means) are exactly those of re-scoring every modified row, as before
-    /// `Gbdt::margins_replacing`.
-    #[test]
-    fn tree_contributions_equal_rescoring_each_column_at_its_mean() {
-        let cols = vec!["amount".to_string(), "price".to_string(), "tier".to_string()];
-        let mut r = rng(5);
-        let mut rows = Vec::new();
-        let mut y = Vec::new();
-        for _ in 0..1500 {
-            let price: f64 = r.random_range(4.0..9.0f64).exp();
-            let amount = price * r.random_range(0.2..1.2f64);
-            let tier = ["a", "b", "c"][r.random_range(0..3usize)];
-            let z = 6.0 * ((1.0 + amount).ln() - (1.0 + price).ln() + 0.45)
-                + if tier == "c" { 1.0 } else { 0.0 };
-            y.push(r.random_bool(1.0 / (1.0 + (-z).exp())));
-            rows.push(vec![Cell::Num(amount), Cell::Num(price), Cell::Cat(tier.into())]);
-        }
-        let ((trx, try_), (vax, vay)) = split_70_30(&rows, &y);
-        let o = FitOptions {
-            learners: vec![Learner::Gbdt],
-            ..Default::default()
-        };
-        let (m, _) = TabularModel::fit(&cols, (&trx, &try_), (&vax, &vay), &o);
-        let g = m.gbdt.as_ref().expect("trees");
-        assert!(m.linear.is_none(), "trees alone");
-        assert!(!m.encoder.ratios.is_empty(), "ratio features: one feature, two columns");
-        for row in vax.iter().take(50) {
-            let x = m.encoder.encode(row);
-            let full = g.margin(&x) as f64;
-            let got = m.contributions(row);
-            assert_eq!(got.len(), cols.len());
-            for (c, contribution) in got.iter().enumerate() {
-                let mut y = x.clone();
-                for (j, v) in y.iter_mut().enumerate() {
-                    let (a, b) = m.encoder.owners(j);
-                    if a == c || b == Some(c) {
-                        *v = m.means[j];
-                    }
-                }
-                let want = full - g.margin(&y) as f64;
-                assert_eq!(
-                    contribution.value.to_bits(),
-                    (0.0 + want).to_bits(),
-                    "column {c} of {row:?}"
-                );
-            }
-        }
     }
 
     /// Risk that depends on a ratio (amount against price) and on neither column alone: a

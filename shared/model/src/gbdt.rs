@@ -89,12 +89,6 @@ fn leaf_of(tree: &[Node], x: &[f32]) -> f32 {
 
 /// The index of the leaf that row `x` reaches.
 fn leaf_index(tree: &[Node], x: &[f32]) -> usize {
-    walk(tree, x, |_| {})
-}
-
-/// The index of the leaf that row `x` reaches, calling `visit` with the feature of every split
-/// on the way.
-fn walk(tree: &[Node], x: &[f32], mut visit: impl FnMut(usize)) -> usize {
     let mut i = 0;
     loop {
         match &tree[i] {
@@ -105,7 +99,6 @@ fn walk(tree: &[Node], x: &[f32], mut visit: impl FnMut(usize)) -> usize {
                 left,
                 right,
             } => {
-                visit(*feature);
                 i = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
                     *left
                 } else {
@@ -118,7 +111,6 @@ fn walk(tree: &[Node], x: &[f32], mut visit: impl FnMut(usize)) -> usize {
                 left,
                 right,
             } => {
-                visit(*feature);
                 let v = x.get(*feature).copied().unwrap_or(0.0);
                 i = if values.binary_search_by(|c| c.total_cmp(&v)).is_ok() {
                     *left
@@ -140,89 +132,6 @@ impl Gbdt {
                 .iter()
                 .map(|t| self.learning_rate * leaf_of(t, x))
                 .sum::<f32>()
-    }
-
-    /// [`Gbdt::margin`] of `x` and, for each group of feature indices in `groups`, of `x` with
-    /// that group's features set to their `replacement` values: the same numbers as calling
-    /// `margin` on each modified row, bit for bit, but a tree is walked again for a group only
-    /// when the group has a feature on the tree's path for `x` (the other trees give the same
-    /// leaf). Per-feature attributions ask for this once per request with every column a group;
-    /// indices beyond `x` or `replacement` are ignored.
-    pub fn margins_replacing(
-        &self,
-        x: &[f32],
-        replacement: &[f32],
-        groups: &[Vec<usize>],
-    ) -> (f32, Vec<f32>) {
-        let nt = self.trees.len();
-        let dim = x.len().min(replacement.len());
-        // The groups each feature belongs to.
-        let mut member: Vec<Vec<usize>> = vec![Vec::new(); dim];
-        for (g, features) in groups.iter().enumerate() {
-            for &j in features {
-                if let Some(m) = member.get_mut(j) {
-                    if !m.contains(&g) {
-                        m.push(g);
-                    }
-                }
-            }
-        }
-        let mut leaves = Vec::with_capacity(nt);
-        // Per group: (tree, leaf) for the trees whose leaf may differ, in tree order.
-        let mut changed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); groups.len()];
-        let mut touched: Vec<usize> = Vec::new();
-        let mut y = x.to_vec();
-        for (t, tree) in self.trees.iter().enumerate() {
-            touched.clear();
-            let leaf = walk(tree, x, |f| {
-                for &g in member.get(f).map_or(&[][..], Vec::as_slice) {
-                    if !touched.contains(&g) {
-                        touched.push(g);
-                    }
-                }
-            });
-            leaves.push(match tree.get(leaf) {
-                Some(Node::Leaf(v)) => *v,
-                _ => 0.0,
-            });
-            for &g in &touched {
-                for &j in groups[g].iter().filter(|&&j| j < dim) {
-                    y[j] = replacement[j];
-                }
-                changed[g].push((t, leaf_of(tree, &y)));
-                for &j in groups[g].iter().filter(|&&j| j < dim) {
-                    y[j] = x[j];
-                }
-            }
-        }
-        // The same sums, in the same order, as `margin`.
-        let full = self.base
-            + leaves
-                .iter()
-                .map(|l| self.learning_rate * l)
-                .sum::<f32>();
-        let per_group = changed
-            .iter()
-            .map(|alt| {
-                let mut next = alt.iter().peekable();
-                self.base
-                    + leaves
-                        .iter()
-                        .enumerate()
-                        .map(|(t, l)| {
-                            let leaf = match next.peek() {
-                                Some((u, v)) if *u == t => {
-                                    next.next();
-                                    *v
-                                }
-                                _ => *l,
-                            };
-                            self.learning_rate * leaf
-                        })
-                        .sum::<f32>()
-            })
-            .collect();
-        (full, per_group)
     }
 
     /// Log-loss boosting for labels `y` (`margin` = log-odds).
@@ -730,63 +639,6 @@ mod tests {
             .map(|r| if r[0] > 0.5 { 2.0 } else { -1.0 } + 3.0 * r[1] * r[2])
             .collect();
         (x, y)
-    }
-
-    /// Six features, the last two categorical codes: trees with both kinds of split.
-    fn mixed_data(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let mut u = uniform(seed);
-        let x: Vec<Vec<f32>> = (0..n)
-            .map(|_| {
-                let mut r: Vec<f32> = (0..4).map(|_| u()).collect();
-                r.push((u() * 5.0).floor());
-                r.push((u() * 3.0).floor());
-                r
-            })
-            .collect();
-        let y = x
-            .iter()
-            .map(|r| r[0] - 2.0 * r[1] * r[3] + if r[4] == 2.0 { 1.5 } else { 0.0 } + r[5])
-            .collect();
-        (x, y)
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// `margins_replacing` equals `margin` of each modified row, bit for bit: groups that
-        /// overlap, repeat a feature, reach past the row, or are empty.
-        #[test]
-        fn margins_replacing_equals_margin_of_each_modified_row(
-            seed in 0u64..1_000,
-            row in 0usize..300,
-            groups in proptest::collection::vec(proptest::collection::vec(0usize..8, 0..4), 0..8),
-            leaves in proptest::bool::ANY,
-        ) {
-            let (x, y) = mixed_data(300, seed);
-            let m = Gbdt::fit_regression(
-                &x,
-                &y,
-                &GbdtParams {
-                    trees: 40,
-                    depth: 4,
-                    learning_rate: 0.2,
-                    leaves: if leaves { 12 } else { 0 },
-                    ..Default::default()
-                },
-                false,
-                &[4, 5],
-            );
-            let replacement: Vec<f32> = (0..6).map(|j| 0.1 * j as f32 + 0.05).collect();
-            let (full, per) = m.margins_replacing(&x[row], &replacement, &groups);
-            proptest::prop_assert_eq!(full.to_bits(), m.margin(&x[row]).to_bits());
-            proptest::prop_assert_eq!(per.len(), groups.len());
-            for (g, features) in groups.iter().enumerate() {
-                let mut r = x[row].clone();
-                for &j in features.iter().filter(|&&j| j < 6) {
-                    r[j] = replacement[j];
-                }
-                proptest::prop_assert_eq!(per[g].to_bits(), m.margin(&r).to_bits(), "group {:?}", features);
-            }
-        }
     }
 
     #[test]
