@@ -161,6 +161,59 @@ fn proc_mib(pid: Option<u32>, key: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used so far: `/proc/<pid>/stat` (this process
+/// when `pid` is `None`), in the kernel's fixed 100 ticks a second; NaN where unreadable.
+fn proc_cpu_secs(pid: Option<u32>) -> f64 {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at field 3; utime
+            // and stime are fields 14 and 15.
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// CPU used by the platform and by this generator over one phase, in cores.
+struct CpuUse {
+    wall: std::time::Instant,
+    server: f64,
+    generator: f64,
+}
+
+impl CpuUse {
+    fn start(pid: Option<u32>) -> CpuUse {
+        CpuUse {
+            wall: std::time::Instant::now(),
+            server: pid.map_or(f64::NAN, |p| proc_cpu_secs(Some(p))),
+            generator: proc_cpu_secs(None),
+        }
+    }
+
+    /// `server ... cores, generator ... cores`, and a warning when the generator used at least
+    /// 90% of its CPUs (the offered load is then what it could send, not what was asked).
+    fn report(&self, pid: Option<u32>, generator_cpus: usize) -> String {
+        let secs = self.wall.elapsed().as_secs_f64().max(1e-9);
+        let generator = (proc_cpu_secs(None) - self.generator) / secs;
+        match pid {
+            Some(p) => {
+                let server = (proc_cpu_secs(Some(p)) - self.server) / secs;
+                let bound = if generator >= 0.9 * generator_cpus as f64 {
+                    " (generator-bound: its CPUs were busy, the server was not what limited)"
+                } else {
+                    ""
+                };
+                format!("server CPU {server:.2} cores, generator {generator:.2} cores{bound}")
+            }
+            None => format!("process CPU {generator:.2} cores (servers and generator together)"),
+        }
+    }
+}
+
 /// Where the platform runs.
 enum Platform {
     InProcess(augur_cli::up::Platform),
@@ -394,6 +447,12 @@ where
     codes.take();
 
     let callers = args.callers.unwrap_or((args.max_concurrent / 2).max(1));
+    let generator_cpus = if pid.is_some() {
+        cpu_count(&args.generator_cpus)
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let cpu = CpuUse::start(pid);
     let sat = closed_loop(
         callers,
         Duration::from_secs(args.saturation_seconds),
@@ -410,6 +469,7 @@ where
         sat.latencies.percentile(99.0),
         fmt_codes(&sat_codes)
     );
+    println!("  {:<22} {}", "", cpu.report(pid, generator_cpus));
     if saturation < 1.0 {
         println!("  (no successful requests: skipping the open-loop phases)");
         return;
@@ -418,9 +478,11 @@ where
     for (label, factor) in [("open loop 0.5x sat", 0.5), ("open loop 2x sat", 2.0)] {
         let rss_before = proc_mib(pid, "VmRSS:");
         let rate = args.base_rate.unwrap_or(saturation) * factor;
+        let cpu = CpuUse::start(pid);
         let (run, lag) = open_loop(rate, d, make.clone()).await;
         let c = codes.take();
         line(label, rate, &run, lag, &c);
+        println!("  {:<22} {}", "", cpu.report(pid, generator_cpus));
         println!(
             "  {:<22} {what} RSS {rss_before:.0} MiB -> {:.0} MiB (peak {:.0} MiB)",
             "",
