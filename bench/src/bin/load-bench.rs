@@ -164,7 +164,10 @@ fn proc_mib(pid: Option<u32>, key: &str) -> f64 {
 /// CPU seconds (user + system) a process has used so far: `/proc/<pid>/stat` (this process
 /// when `pid` is `None`), in the kernel's fixed 100 ticks a second; NaN where unreadable.
 fn proc_cpu_secs(pid: Option<u32>) -> f64 {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {

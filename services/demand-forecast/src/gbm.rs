@@ -556,7 +556,11 @@ mod tests {
         let mut s = crate::model::tests::promo_series(seed, n);
         let promo = s.covariates["promotion"].clone();
         for (t, v) in s.values.iter_mut().enumerate() {
-            let lift = if promo[t] > 0.5 { 1.0 + sensitivity } else { 1.0 };
+            let lift = if promo[t] > 0.5 {
+                1.0 + sensitivity
+            } else {
+                1.0
+            };
             let noise = 0.9 + 0.2 * ((seed * 31 + t as u64 * 17) % 11) as f64 / 10.0;
             *v = (30.0 * lift * noise).round();
         }
@@ -606,7 +610,10 @@ mod tests {
         assert_eq!(m.statics[0].0, "sensitivity");
         assert!((m.statics[0].1 - 1.0).abs() < 1e-6, "{:?}", m.statics);
         let (l, h) = (lift(&m, &low), lift(&m, &high));
-        assert!(l < 1.5 && h > 2.4, "lifts {l} (1.2 true) and {h} (2.8 true)");
+        assert!(
+            l < 1.5 && h > 2.4,
+            "lifts {l} (1.2 true) and {h} (2.8 true)"
+        );
         // A series without the descriptor is read at the training mean: a lift in between.
         let mut bare = high.clone();
         bare.statics.clear();
@@ -616,7 +623,10 @@ mod tests {
         let m0 = fit(false);
         assert!(m0.statics.is_empty());
         let (l0, h0) = (lift(&m0, &low), lift(&m0, &high));
-        assert!((h0 - l0).abs() < 0.25 * (h - l), "{l0} / {h0} against {l} / {h}");
+        assert!(
+            (h0 - l0).abs() < 0.25 * (h - l),
+            "{l0} / {h0} against {l} / {h}"
+        );
         // A model saved before the field reads back without it.
         let mut json: serde_json::Value = serde_json::to_value(&m0).unwrap();
         json.as_object_mut().unwrap().remove("statics");
