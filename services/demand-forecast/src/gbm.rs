@@ -510,20 +510,18 @@ mod tests {
         s
     }
 
+    /// The trees for horizon 4 on whole series with a "promotion" covariate, 150 trees, one
+    /// setting changed by `set`.
+    fn train_promotion(series: &[SeriesIn], set: impl Fn(&mut GbmConfig)) -> GlobalGbm {
+        let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
+        set(&mut cfg);
+        GlobalGbm::train(series, |s| s.values.len(), &["promotion".to_string()], &cfg).unwrap()
+    }
+
     #[test]
     fn the_previous_periods_promotion_tells_a_first_promotion_day_from_a_later_one() {
         let series: Vec<SeriesIn> = (0..30).map(|i| fatigue_series(i, 120)).collect();
-        let fit = |prev: bool| {
-            let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
-            cfg.prev = prev;
-            GlobalGbm::train(
-                &series,
-                |s| s.values.len(),
-                &["promotion".to_string()],
-                &cfg,
-            )
-            .unwrap()
-        };
+        let fit = |prev: bool| train_promotion(&series, |c| c.prev = prev);
         let m = fit(true);
         // A history ending on a normal day, then four promotion days: the first lifts 2x,
         // the next three 1.2x.
@@ -578,17 +576,7 @@ mod tests {
         let series: Vec<SeriesIn> = (0..48)
             .map(|i| sensitive_series(i, 100, 0.2 + 1.6 * (i % 8) as f64 / 7.0))
             .collect();
-        let fit = |statics: bool| {
-            let mut cfg = GbmConfig::new(4, 150, 250_000, 0);
-            cfg.statics = statics;
-            GlobalGbm::train(
-                &series,
-                |s| s.values.len(),
-                &["promotion".to_string()],
-                &cfg,
-            )
-            .unwrap()
-        };
+        let fit = |statics: bool| train_promotion(&series, |c| c.statics = statics);
         let with = BTreeMap::from([("promotion".to_string(), vec![1.0; 4])]);
         let without = BTreeMap::from([("promotion".to_string(), vec![0.0; 4])]);
         let lift = |m: &GlobalGbm, s: &SeriesIn| {
