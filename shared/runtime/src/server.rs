@@ -448,6 +448,35 @@ struct GuardShared {
     limit: Arc<AdaptiveLimit>,
     timeout: Duration,
     no_timeout: HashSet<String>,
+    /// Methods whose requests or responses stream: their permit is held until the response
+    /// body ends. A unary call's goes when its handler returns.
+    streaming: HashSet<String>,
+}
+
+/// The full paths (`/pkg.Service/Method`) of the client-, server- or bidirectionally streaming
+/// methods in an encoded `FileDescriptorSet` (what the server registers for reflection).
+pub fn streaming_methods(encoded: &[u8]) -> HashSet<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+        return HashSet::new();
+    };
+    let mut out = HashSet::new();
+    for file in &set.file {
+        let package = file.package();
+        for service in &file.service {
+            let full = if package.is_empty() {
+                service.name().to_string()
+            } else {
+                format!("{package}.{}", service.name())
+            };
+            for m in &service.method {
+                if m.client_streaming() || m.server_streaming() {
+                    out.insert(format!("/{full}/{}", m.name()));
+                }
+            }
+        }
+    }
+    out
 }
 
 impl GuardLayer {
@@ -470,6 +499,10 @@ impl GuardLayer {
                     config.saturation_busy_ratio,
                 ),
                 timeout: config.request_timeout(),
+                streaming: streaming_methods(augur_proto::FILE_DESCRIPTOR_SET)
+                    .into_iter()
+                    .chain(no_timeout.iter().cloned())
+                    .collect(),
                 no_timeout,
             }),
         }
@@ -585,6 +618,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let fut_span = span.clone();
+        let streaming = self.shared.streaming.contains(&path);
         Box::pin(
             async move {
                 let fut = inner.call(req);
@@ -604,14 +638,24 @@ where
                     },
                     None => fut.await,
                 };
+                // A unary call's work is done when its handler returns: its place goes now, so
+                // that a response its client is slow to take (a client short of CPU, HTTP/2
+                // flow control) holds none. A streaming response keeps its place to the end.
+                let permit = if streaming {
+                    permit
+                } else {
+                    drop(permit);
+                    None
+                };
                 res.map(|mut resp| {
                     reclassify_decode_error(resp.headers_mut());
                     if let Some(code) = crate::metrics::grpc_status(resp.headers()) {
                         span.record("rpc.grpc.status_code", code);
                         record.set_code(code);
                     }
-                    // The permit lives as long as the response body, so streams count as in
-                    // flight; the call is recorded when the body ends (status from trailers).
+                    // A streaming call's permit lives as long as the response body, so streams
+                    // count as in flight; every call is recorded when the body ends (status
+                    // from the trailers).
                     resp.map(|body| {
                         if http_body::Body::is_end_stream(&body) {
                             // Trailers-only (or empty) response: it ends here.
@@ -818,7 +862,10 @@ mod tests {
                 }
             }
         });
-        let svc = GuardLayer::with_metrics(&config, HashSet::new(), metrics).layer(inner);
+        // "/x.S/Held" streams (exempt from the timeout, so taken as streaming).
+        let svc =
+            GuardLayer::with_metrics(&config, HashSet::from(["/x.S/Held".to_string()]), metrics)
+                .layer(inner);
 
         let ok = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
         ok.into_body().collect().await.unwrap();
@@ -826,8 +873,9 @@ mod tests {
         missing.into_body().collect().await.unwrap();
         let late = svc.clone().oneshot(request("/x.S/Slow")).await.unwrap();
         assert_eq!(grpc_status(&late), Some(Code::DeadlineExceeded as i32));
-        // A response whose body is still open holds the only permit: the next call is shed.
-        let held = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        // A streaming response whose body is still open holds the only permit: the next call
+        // is shed.
+        let held = svc.clone().oneshot(request("/x.S/Held")).await.unwrap();
         let shed = svc.clone().oneshot(request("/x.S/B")).await.unwrap();
         assert_eq!(grpc_status(&shed), Some(Code::ResourceExhausted as i32));
         // The client goes away before the body ends: CANCELLED.
@@ -874,7 +922,7 @@ mod tests {
         assert_eq!(counts.get(&key("Missing", 5)), Some(&1), "{counts:?}");
         assert_eq!(counts.get(&key("Slow", 4)), Some(&1), "{counts:?}");
         assert_eq!(counts.get(&key("B", 8)), Some(&1), "{counts:?}");
-        assert_eq!(counts.get(&key("A", 1)), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&key("Held", 1)), Some(&1), "{counts:?}");
         assert_eq!(errors, 4);
         assert_eq!(histogram_count, 5);
     }
@@ -935,10 +983,62 @@ mod tests {
             None,
             "health is exempt"
         );
-        // The permit is released with the response body.
-        drop(ok);
+        // A unary call's permit went when its handler returned, its body still unread.
         let again = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
         assert_eq!(grpc_status(&again), None);
+        drop(ok);
+    }
+
+    /// A unary response its client has not taken yet (slow reader, HTTP/2 flow control) holds
+    /// no place; a streaming one holds its place until its body ends.
+    #[tokio::test]
+    async fn unary_calls_free_their_place_when_the_handler_returns_streams_when_they_end() {
+        let guard = layer(1, 5_000);
+        let limit = guard.limit();
+        // Every response has a message and trailers, as gRPC's do.
+        let svc = guard.layer(tower::service_fn(|_req: Request<Body>| async move {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            Ok::<_, Infallible>(Response::new(Body::new(http_body_util::StreamBody::new(
+                futures_frames(trailers),
+            ))))
+        }));
+        let unread = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(limit.in_flight(), 0);
+        let next = svc.clone().oneshot(request("/x.S/B")).await.unwrap();
+        assert_eq!(
+            grpc_status(&next),
+            None,
+            "admitted beside an unread unary response"
+        );
+        let stream = svc.clone().oneshot(request("/x.S/Stream")).await.unwrap();
+        assert_eq!(limit.in_flight(), 1);
+        let shed = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some(Code::ResourceExhausted as i32));
+        drop(stream);
+        assert_eq!(limit.in_flight(), 0);
+        let again = svc.clone().oneshot(request("/x.S/A")).await.unwrap();
+        assert_eq!(grpc_status(&again), None);
+        drop((unread, next, again));
+    }
+
+    #[test]
+    fn streaming_methods_come_from_the_descriptor_set() {
+        let s = streaming_methods(augur_proto::FILE_DESCRIPTOR_SET);
+        for path in [
+            "/augur.risk.v1.Risk/ScoreOrderStream",
+            "/augur.risk.v1.Risk/Train",
+            "/augur.forecast.v1.DemandForecast/Train",
+        ] {
+            assert!(s.contains(path), "{path} in {s:?}");
+        }
+        for path in [
+            "/augur.risk.v1.Risk/ScoreOrder",
+            "/augur.featurestore.v1.FeatureStore/GetOnlineFeatures",
+        ] {
+            assert!(!s.contains(path), "{path} is unary");
+        }
+        assert!(streaming_methods(b"not a descriptor set \xff").is_empty());
     }
 
     #[tokio::test]
