@@ -1444,6 +1444,32 @@ async fn fc_hostile(
             format!("{s}static_features[income]"),
         ),
         (
+            "too many static features",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    for k in 0..65 {
+                        x.static_features.insert(format!("f{k}"), 1.0);
+                    }
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}static_features"),
+        ),
+        (
+            "huge static feature name",
+            fcast(
+                vec![fc_input(with_series(&|x| {
+                    x.static_features.insert(big(), 1.0);
+                }))],
+                3,
+                vec![],
+                0,
+            ),
+            format!("{s}static_features"),
+        ),
+        (
             "unknown future covariate",
             fcast(
                 vec![fc::SeriesInput {

@@ -143,15 +143,19 @@ impl Codes {
     }
 }
 
+/// `/proc/<pid>/<file>` of the platform process (this one when `pid` is `None`).
+fn proc_file(pid: Option<u32>, file: &str) -> Option<String> {
+    let path = pid.map_or_else(
+        || format!("/proc/self/{file}"),
+        |p| format!("/proc/{p}/{file}"),
+    );
+    std::fs::read_to_string(path).ok()
+}
+
 /// A `/proc/<pid>/status` memory figure (`VmRSS`, `VmHWM`) in MiB of the platform process (this
 /// one when it runs in process).
 fn proc_mib(pid: Option<u32>, key: &str) -> f64 {
-    let path = pid.map_or_else(
-        || "/proc/self/status".to_string(),
-        |p| format!("/proc/{p}/status"),
-    );
-    std::fs::read_to_string(path)
-        .ok()
+    proc_file(pid, "status")
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with(key))
@@ -164,12 +168,7 @@ fn proc_mib(pid: Option<u32>, key: &str) -> f64 {
 /// CPU seconds (user + system) a process has used so far: `/proc/<pid>/stat` (this process
 /// when `pid` is `None`), in the kernel's fixed 100 ticks a second; NaN where unreadable.
 fn proc_cpu_secs(pid: Option<u32>) -> f64 {
-    let path = pid.map_or_else(
-        || "/proc/self/stat".to_string(),
-        |p| format!("/proc/{p}/stat"),
-    );
-    std::fs::read_to_string(path)
-        .ok()
+    proc_file(pid, "stat")
         .and_then(|s| {
             // Fields after the command name (which may hold spaces) start at field 3; utime
             // and stime are fields 14 and 15.
@@ -450,11 +449,8 @@ where
     codes.take();
 
     let callers = args.callers.unwrap_or((args.max_concurrent / 2).max(1));
-    let generator_cpus = if pid.is_some() {
-        cpu_count(&args.generator_cpus)
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
+    // Only read in the split set-up (in process there is one figure for both).
+    let generator_cpus = cpu_count(&args.generator_cpus);
     let cpu = CpuUse::start(pid);
     let sat = closed_loop(
         callers,

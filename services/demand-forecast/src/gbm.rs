@@ -89,7 +89,8 @@ pub struct GlobalGbm {
     pub prev: bool,
     /// Static numeric descriptors ([`SeriesIn::statics`]) read as features: key and the mean
     /// over the training series that carry it, which stands in for a series without it. Only
-    /// keys with at least two distinct values in training.
+    /// keys that at least half of the training series carry, with at least two distinct values
+    /// (so the feature count stays bounded whatever keys single series bring).
     #[serde(default)]
     pub statics: Vec<(String, f32)>,
     pub trees: Gbdt,
@@ -324,7 +325,7 @@ impl GlobalGbm {
             prev: cfg.prev,
             statics: statics
                 .into_iter()
-                .filter(|(_, v)| v.iter().any(|x| *x != v[0]))
+                .filter(|(_, v)| 2 * v.len() >= series.len() && v.iter().any(|x| *x != v[0]))
                 .map(|(k, v)| {
                     let mean = v.iter().sum::<f64>() / v.len() as f64;
                     (k, mean as f32)
@@ -567,6 +568,8 @@ mod tests {
             ("sensitivity".to_string(), sensitivity),
             // The same for every series: says nothing, left out.
             ("country".to_string(), 1.0),
+            // Carried by one series in eight: left out too.
+            (format!("rare{}", seed % 8), seed as f64),
         ]);
         s
     }

@@ -28,6 +28,9 @@ pub const MAX_HORIZON: usize = 366;
 pub const DEFAULT_TRAIN_HORIZON: usize = 28;
 /// Most series in one Forecast / Backtest / ReorderAdvice request.
 pub const MAX_SERIES: usize = 10_000;
+/// Static numeric descriptors one inline series may carry (each can become a feature of the
+/// global trees).
+pub const MAX_STATIC_FEATURES: usize = 64;
 pub const MODEL_NAME: &str = "demand-forecast";
 const MODEL_FILE: &str = "model.json";
 
@@ -359,7 +362,25 @@ fn resolve_inline(
         }
         covs.insert(name, c.values);
     }
+    if static_features.len() > MAX_STATIC_FEATURES {
+        return Err(Error::invalid(
+            format!("{field}.static_features"),
+            format!(
+                "has {} entries, at most {MAX_STATIC_FEATURES}",
+                static_features.len()
+            ),
+        ));
+    }
     for (name, v) in &static_features {
+        if name.is_empty() || name.len() > augur_runtime::error::MAX_ID_BYTES {
+            return Err(Error::invalid(
+                format!("{field}.static_features"),
+                format!(
+                    "names must be 1 to {} bytes",
+                    augur_runtime::error::MAX_ID_BYTES
+                ),
+            ));
+        }
         if !v.is_finite() {
             return Err(Error::invalid(
                 format!("{field}.static_features[{name}]"),

@@ -455,7 +455,7 @@ struct GuardShared {
 
 /// The full paths (`/pkg.Service/Method`) of the client-, server- or bidirectionally streaming
 /// methods in an encoded `FileDescriptorSet` (what the server registers for reflection).
-pub fn streaming_methods(encoded: &[u8]) -> HashSet<String> {
+fn streaming_methods(encoded: &[u8]) -> HashSet<String> {
     use prost::Message as _;
     let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
         return HashSet::new();
