@@ -65,49 +65,57 @@ impl Run {
 /// Open-loop load: requests are started on a fixed schedule of `rate` per second for
 /// `duration`, whether or not earlier ones have finished (no coordinated omission: a slow
 /// server does not slow the arrivals). Latency is measured from each request's *scheduled*
-/// start, so a request the generator (or the runtime it shares with a server under test)
-/// started late counts its wait, as a client on that schedule would see it; until 2026-12-02 it
-/// was measured from the request task's first poll, which left that wait out. The tokio timer
-/// has 1 ms resolution, so arrivals come in small bursts within each millisecond. `lag` reports
-/// how late the generator started requests (p99, ms): the part of the latency that is the
-/// generator's own delay.
+/// start, so a request the generator started late counts its wait, as a client on that
+/// schedule would see it; until 2026-12-02 it was measured from the request task's first poll,
+/// which left that wait out. The schedule is kept by an OS thread of its own that sleeps on the
+/// kernel's high-resolution timer and spawns each request onto the calling runtime when it is
+/// due (since 2026-12-02; before, a task on tokio's 1 ms timer wheel started the requests in
+/// bursts once per millisecond, each up to about a millisecond late even on an idle machine).
+/// `lag` reports how late the generator started requests (p99, ms): the part of the latency
+/// that is the generator's own delay.
 pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, make: F) -> (Run, f64)
 where
-    F: Fn() -> Fut,
+    F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send + 'static,
 {
     let lat = Arc::new(Mutex::new(Latencies::default()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let total = (rate * duration.as_secs_f64()) as u64;
-    let mut handles = Vec::with_capacity(total as usize);
-    let mut lag = Latencies::default();
-    let mut i = 0u64;
-    while i < total {
-        let now = Instant::now();
-        // Start every request whose time has come.
-        while i < total && start + interval.mul_f64(i as f64) <= now {
-            let scheduled = start + interval.mul_f64(i as f64);
-            lag.micros
-                .push(now.duration_since(scheduled).as_micros() as u64);
-            let fut = make();
-            let lat = lat.clone();
-            handles.push(tokio::spawn(async move {
-                let ok = fut.await;
-                let us = scheduled.elapsed().as_micros() as u64;
-                let mut l = lat.lock().await;
-                if ok {
-                    l.micros.push(us);
-                } else {
-                    l.errors += 1;
+    let handle = tokio::runtime::Handle::current();
+    let sink = lat.clone();
+    let generator = std::thread::Builder::new()
+        .name("load-generator".into())
+        .spawn(move || {
+            let mut handles = Vec::with_capacity(total as usize);
+            let mut lag = Latencies::default();
+            for i in 0..total {
+                let scheduled = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if scheduled > now {
+                    std::thread::sleep(scheduled - now);
                 }
-            }));
-            i += 1;
-        }
-        if i < total {
-            tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
-        }
-    }
+                lag.micros.push(scheduled.elapsed().as_micros() as u64);
+                let fut = make();
+                let lat = sink.clone();
+                handles.push(handle.spawn(async move {
+                    let ok = fut.await;
+                    let us = scheduled.elapsed().as_micros() as u64;
+                    let mut l = lat.lock().await;
+                    if ok {
+                        l.micros.push(us);
+                    } else {
+                        l.errors += 1;
+                    }
+                }));
+            }
+            (handles, lag)
+        })
+        .unwrap_or_else(|e| panic!("load generator thread: {e}"));
+    let (handles, lag) = match tokio::task::spawn_blocking(move || generator.join()).await {
+        Ok(Ok(r)) => r,
+        _ => panic!("the load generator thread panicked"),
+    };
     for h in handles {
         let _ = h.await;
     }
