@@ -755,12 +755,11 @@ async fn speed() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
     let n = (rps * secs) as usize;
-    // `ORDER_GEN=thread` (default): requests are issued from an OS thread of their own that
-    // sleeps with the kernel's high-resolution timer, so they leave on schedule whatever the
-    // runtime's workers are doing; `ORDER_GEN=tokio`: from a task of the runtime that also
-    // runs both servers, sleeping on tokio's 1 ms timer wheel (the generator before
-    // 2026-12-02, which issues each request up to 1 ms after its due time even when idle).
-    let gen_thread = std::env::var("ORDER_GEN").map_or(true, |v| v != "tokio");
+    // Requests are issued from an OS thread of their own that sleeps with the kernel's
+    // high-resolution timer, so they leave on schedule whatever the runtime's workers are
+    // doing. Until 2026-12-02 a task on the runtime that also runs both servers issued them,
+    // sleeping on tokio's 1 ms timer wheel, which started each request up to ~1 ms after its
+    // due time even when idle (commit adf3b26 still has it, as `ORDER_GEN=tokio`).
     let start = Instant::now();
     let issue = {
         let c = c.clone();
@@ -774,39 +773,24 @@ async fn speed() -> anyhow::Result<()> {
             }
         }
     };
-    let (tasks, lag_max) = if gen_thread {
-        let handle = tokio::runtime::Handle::current();
-        let generator = std::thread::spawn(move || {
-            let mut tasks = Vec::with_capacity(n);
-            let mut lag_max = 0.0f64;
-            for k in 0..n {
-                let due = start + Duration::from_secs_f64(k as f64 / rps);
-                let nowi = Instant::now();
-                if due > nowi {
-                    std::thread::sleep(due - nowi);
-                }
-                lag_max = lag_max.max(due.elapsed().as_secs_f64() * 1e3);
-                tasks.push(handle.spawn(issue(k, due)));
-            }
-            (tasks, lag_max)
-        });
-        tokio::task::spawn_blocking(move || generator.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the load generator thread panicked"))?
-    } else {
+    let handle = tokio::runtime::Handle::current();
+    let generator = std::thread::spawn(move || {
         let mut tasks = Vec::with_capacity(n);
         let mut lag_max = 0.0f64;
         for k in 0..n {
             let due = start + Duration::from_secs_f64(k as f64 / rps);
             let nowi = Instant::now();
             if due > nowi {
-                tokio::time::sleep(due - nowi).await;
+                std::thread::sleep(due - nowi);
             }
             lag_max = lag_max.max(due.elapsed().as_secs_f64() * 1e3);
-            tasks.push(tokio::spawn(issue(k, due)));
+            tasks.push(handle.spawn(issue(k, due)));
         }
         (tasks, lag_max)
-    };
+    });
+    let (tasks, lag_max) = tokio::task::spawn_blocking(move || generator.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the load generator thread panicked"))?;
     let mut lat = Vec::with_capacity(n);
     let mut errors = 0;
     for t in tasks {
@@ -825,14 +809,6 @@ async fn speed() -> anyhow::Result<()> {
         pct(&mut lat.clone(), 0.5),
         pct(&mut lat.clone(), 0.99),
         pct(&mut lat, 1.0)
-    );
-    println!(
-        "  (generator: {})",
-        if gen_thread {
-            "its own OS thread"
-        } else {
-            "a task on the servers' runtime"
-        }
     );
 
     // ScoreReview: a 100-word review.
