@@ -6,8 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
-
 /// The runtime the benches' servers run on: its own worker threads (2, like a 2-CPU pod;
 /// `AUGUR_BENCH_SERVER_THREADS` overrides), apart from the load generator's runtime, so that the
 /// generator's scheduling does not show up as server latency and the server's work does not
@@ -78,12 +76,10 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send + 'static,
 {
-    let lat = Arc::new(Mutex::new(Latencies::default()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let total = (rate * duration.as_secs_f64()) as u64;
     let handle = tokio::runtime::Handle::current();
-    let sink = lat.clone();
     let generator = std::thread::Builder::new()
         .name("load-generator".into())
         .spawn(move || {
@@ -97,16 +93,9 @@ where
                 }
                 lag.micros.push(scheduled.elapsed().as_micros() as u64);
                 let fut = make();
-                let lat = sink.clone();
                 handles.push(handle.spawn(async move {
                     let ok = fut.await;
-                    let us = scheduled.elapsed().as_micros() as u64;
-                    let mut l = lat.lock().await;
-                    if ok {
-                        l.micros.push(us);
-                    } else {
-                        l.errors += 1;
-                    }
+                    (ok, scheduled.elapsed().as_micros() as u64)
                 }));
             }
             (handles, lag)
@@ -116,11 +105,14 @@ where
         Ok(Ok(r)) => r,
         _ => panic!("the load generator thread panicked"),
     };
+    let mut latencies = Latencies::default();
     for h in handles {
-        let _ = h.await;
+        match h.await {
+            Ok((true, us)) => latencies.micros.push(us),
+            _ => latencies.errors += 1,
+        }
     }
     let elapsed = start.elapsed();
-    let latencies = lat.lock().await.clone();
     (
         Run {
             requests: total,

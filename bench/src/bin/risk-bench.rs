@@ -754,61 +754,32 @@ async fn speed() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
-    let n = (rps * secs) as usize;
-    // Requests are issued from an OS thread of their own that sleeps with the kernel's
-    // high-resolution timer, so they leave on schedule whatever the runtime's workers are
-    // doing. Until 2026-12-02 a task on the runtime that also runs both servers issued them,
-    // sleeping on tokio's 1 ms timer wheel, which started each request up to ~1 ms after its
-    // due time even when idle (commit adf3b26 still has it, as `ORDER_GEN=tokio`).
-    let start = Instant::now();
-    let issue = {
+    // The shared open-loop generator (`augur_bench::open_loop`: an OS thread of its own keeps
+    // the schedule; latency from each request's scheduled start). Until 2026-12-02 this bench
+    // issued requests from a task on the runtime that also runs both servers, sleeping on
+    // tokio's 1 ms timer wheel, which started each request up to ~1 ms after its due time even
+    // when idle (commit adf3b26 has both, the old one as `ORDER_GEN=tokio`).
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(1000));
+    let (run, lag_p99) = augur_bench::open_loop(rps, Duration::from_secs_f64(secs), {
         let c = c.clone();
         let make = make.clone();
-        move |k: usize, due: Instant| {
+        move || {
             let mut c = c.clone();
             let make = make.clone();
-            async move {
-                let r = c.score_order(make(1000 + k)).await;
-                (r.is_ok(), due.elapsed().as_secs_f64() * 1e3)
-            }
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { c.score_order(make(k)).await.is_ok() }
         }
-    };
-    let handle = tokio::runtime::Handle::current();
-    let generator = std::thread::spawn(move || {
-        let mut tasks = Vec::with_capacity(n);
-        let mut lag_max = 0.0f64;
-        for k in 0..n {
-            let due = start + Duration::from_secs_f64(k as f64 / rps);
-            let nowi = Instant::now();
-            if due > nowi {
-                std::thread::sleep(due - nowi);
-            }
-            lag_max = lag_max.max(due.elapsed().as_secs_f64() * 1e3);
-            tasks.push(handle.spawn(issue(k, due)));
-        }
-        (tasks, lag_max)
-    });
-    let (tasks, lag_max) = tokio::task::spawn_blocking(move || generator.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the load generator thread panicked"))?;
-    let mut lat = Vec::with_capacity(n);
-    let mut errors = 0;
-    for t in tasks {
-        let (ok, ms) = t.await?;
-        if ok {
-            lat.push(ms);
-        } else {
-            errors += 1;
-        }
-    }
-    let wall = start.elapsed().as_secs_f64();
+    })
+    .await;
+    let lat = &run.latencies;
     println!(
-        "ScoreOrder open loop {rps:.0}/s for {secs:.0}s: {} ok, {errors} errors, achieved {:.0}/s; latency from scheduled start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (generator lag max {lag_max:.2} ms)",
-        lat.len(),
-        n as f64 / wall,
-        pct(&mut lat.clone(), 0.5),
-        pct(&mut lat.clone(), 0.99),
-        pct(&mut lat, 1.0)
+        "ScoreOrder open loop {rps:.0}/s for {secs:.0}s: {} ok, {} errors, achieved {:.0}/s; latency from scheduled start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (generator lag p99 {lag_p99:.2} ms)",
+        lat.micros.len(),
+        lat.errors,
+        run.throughput(),
+        lat.percentile(50.0),
+        lat.percentile(99.0),
+        lat.percentile(100.0)
     );
 
     // ScoreReview: a 100-word review.
