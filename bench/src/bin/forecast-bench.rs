@@ -47,6 +47,12 @@ struct Args {
     /// settings of the trained model.
     #[arg(long)]
     skip_anchors: bool,
+    /// Dominick's: give the trained model the same store's other brands' prices and promotions
+    /// of every week as known covariates too (beyond the issue's own price, deal and feat; see
+    /// BENCHMARKS.md, "Other brands' prices and promotions"): `all`, or some of xb_rel,
+    /// xb_min, xb_deal, xb_feat.
+    #[arg(long, value_delimiter = ',')]
+    cross_brand: Vec<String>,
 }
 
 /// The training options with `--hp` applied; a bad value or an unknown key is an error naming
@@ -428,6 +434,31 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             "WARNING: no store demographics ({}: {e}); the models train without them",
             demo.display()
         ),
+    }
+    if !args.cross_brand.is_empty() {
+        datasets::add_cross_brand(&dir.join("dominicks/oj_yx.csv"), &mut data)?;
+        if args.cross_brand != ["all"] {
+            if let Some(bad) = args
+                .cross_brand
+                .iter()
+                .find(|n| !datasets::CROSS_BRAND.contains(&n.as_str()))
+            {
+                anyhow::bail!(
+                    "--cross-brand {bad}: not one of all, {}",
+                    datasets::CROSS_BRAND.join(", ")
+                );
+            }
+            for s in &mut data {
+                s.extra.retain(|k, _| args.cross_brand.contains(k));
+            }
+        }
+        let kept = data
+            .first()
+            .map(|s| s.extra.keys().cloned().collect::<Vec<_>>());
+        println!(
+            "cross-brand covariates: {} (the store's other brands, every week)",
+            kept.unwrap_or_default().join(", ")
+        );
     }
     let h = 12;
     let data: Vec<_> = if args.nested {

@@ -89,6 +89,9 @@ pub struct OjSeries {
     /// The store's demographics (`oj_storedemo.csv`, static and known in advance; empty when
     /// the file is absent or lacks the store).
     pub demographics: BTreeMap<String, f64>,
+    /// Further known-in-advance covariates, each as long as `units` (e.g. the same store's
+    /// other brands' prices and promotions from [`add_cross_brand`]); empty by default.
+    pub extra: BTreeMap<String, Vec<f64>>,
 }
 
 impl OjSeries {
@@ -98,11 +101,7 @@ impl OjSeries {
         SeriesIn {
             values: self.units[..n].to_vec(),
             season: 1,
-            covariates: BTreeMap::from([
-                ("price".to_string(), self.price[..n].to_vec()),
-                ("deal".to_string(), self.deal[..n].to_vec()),
-                ("feat".to_string(), self.feat[..n].to_vec()),
-            ]),
+            covariates: self.future(0, n),
             attributes: BTreeMap::from([
                 ("store".to_string(), self.store.clone()),
                 ("brand".to_string(), self.brand.clone()),
@@ -122,16 +121,25 @@ impl OjSeries {
             deal: self.deal[..n].to_vec(),
             feat: self.feat[..n].to_vec(),
             demographics: self.demographics.clone(),
+            extra: self
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), v[..n].to_vec()))
+                .collect(),
         }
     }
 
     /// Known covariates of weeks `from..to`.
     pub fn future(&self, from: usize, to: usize) -> BTreeMap<String, Vec<f64>> {
-        BTreeMap::from([
+        let mut out = BTreeMap::from([
             ("price".to_string(), self.price[from..to].to_vec()),
             ("deal".to_string(), self.deal[from..to].to_vec()),
             ("feat".to_string(), self.feat[from..to].to_vec()),
-        ])
+        ]);
+        for (k, v) in &self.extra {
+            out.insert(k.clone(), v[from..to].to_vec());
+        }
+        out
     }
 }
 
@@ -199,10 +207,104 @@ pub fn dominicks(path: &Path) -> anyhow::Result<Vec<OjSeries>> {
                 deal: r.iter().map(|x| x.3).collect(),
                 feat: r.iter().map(|x| x.4).collect(),
                 demographics: BTreeMap::new(),
+                extra: BTreeMap::new(),
             }
         })
         .collect())
 }
+
+/// Adds the same store's other brands' prices and promotions of every week as covariates
+/// ([`CROSS_BRAND`]) to each series' [`OjSeries::extra`], read from `oj_yx.csv` (whose rows
+/// carry every brand's price of the store and week). A retailer plans these as it plans the
+/// brand's own: each is another series' own price, deal or feature, known in advance.
+pub fn add_cross_brand(path: &Path, series: &mut [OjSeries]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty file"))?
+        .split(',')
+        .map(|h| h.trim_matches('"'))
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| anyhow::anyhow!("no column {name}"))
+    };
+    let (c_store, c_brand, c_week, c_deal, c_feat) = (
+        col("store")?,
+        col("brand")?,
+        col("week")?,
+        col("deal")?,
+        col("feat")?,
+    );
+    let c_prices: Vec<usize> = (1..)
+        .map_while(|b| col(&format!("price{b}")).ok())
+        .collect();
+    if c_prices.len() < 2 {
+        anyhow::bail!("fewer than two price columns");
+    }
+    // (store, week) -> (deal, feat) summed over the brands' rows.
+    let mut promos: BTreeMap<(u32, u32), (f64, f64)> = BTreeMap::new();
+    // (store, brand, week) -> (own log price - mean other, own log price - lowest other).
+    let mut gaps: BTreeMap<(u32, u32, u32), (f64, f64)> = BTreeMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| -> anyhow::Result<f64> {
+            Ok(f.get(i)
+                .ok_or_else(|| anyhow::anyhow!("short line"))?
+                .trim_matches('"')
+                .parse::<f64>()?)
+        };
+        let (store, brand, week) = (
+            num(c_store)? as u32,
+            num(c_brand)? as u32,
+            num(c_week)? as u32,
+        );
+        let e = promos.entry((store, week)).or_default();
+        e.0 += num(c_deal)?;
+        e.1 += num(c_feat)?;
+        let logs: Vec<f64> = c_prices
+            .iter()
+            .map(|&c| num(c).map(|p| p.max(1e-9).ln()))
+            .collect::<anyhow::Result<_>>()?;
+        let own_i = (brand as usize)
+            .checked_sub(1)
+            .filter(|i| *i < logs.len())
+            .ok_or_else(|| anyhow::anyhow!("brand {brand} has no price column"))?;
+        let own = logs[own_i];
+        let others = logs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != own_i)
+            .map(|(_, v)| *v);
+        let mean = others.clone().sum::<f64>() / (logs.len() - 1) as f64;
+        let min = others.fold(f64::INFINITY, f64::min);
+        gaps.insert((store, brand, week), (own - mean, own - min));
+    }
+    for s in series.iter_mut() {
+        let (store, brand) = (s.store.parse::<u32>()?, s.brand.parse::<u32>()?);
+        let mut cols: [Vec<f64>; 4] = Default::default();
+        for (t, w) in s.weeks.iter().enumerate() {
+            let (rel, min) = gaps.get(&(store, brand, *w)).copied().unwrap_or((0.0, 0.0));
+            let (deal, feat) = promos.get(&(store, *w)).copied().unwrap_or_default();
+            cols[0].push(rel);
+            cols[1].push(min);
+            cols[2].push(deal - s.deal[t]);
+            cols[3].push(feat - s.feat[t]);
+        }
+        for (name, v) in CROSS_BRAND.iter().zip(cols) {
+            s.extra.insert(name.to_string(), v);
+        }
+    }
+    Ok(())
+}
+
+/// The covariates [`add_cross_brand`] adds: own log price minus the mean and minus the lowest
+/// log price of the store's other brands that week, and how many other brands of the store are
+/// on deal / featured that week.
+pub const CROSS_BRAND: [&str; 4] = ["xb_rel", "xb_min", "xb_deal", "xb_feat"];
 
 /// Reads `oj_storedemo.csv` (column `STORE`, then one numeric column per descriptor) into the
 /// series' [`OjSeries::demographics`], keys lower-cased; returns how many stores it described.

@@ -87,3 +87,50 @@ fn dominicks_subset_covariates_beat_naive() {
     }
     assert!(m_model < 0.8 * m_naive, "{m_model} vs {m_naive}");
 }
+
+/// The cross-brand covariates on a small file worked out by hand: brand 1 at 2.0 while brands 2
+/// and 3 cost 1.0 and 4.0, brand 3 on deal and featured; a week where brand 2 has no row.
+#[test]
+fn cross_brand_covariates_from_the_store_s_other_brands() {
+    let dir = std::env::temp_dir().join(format!("augur-xb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("oj.csv");
+    std::fs::write(
+        &path,
+        "store,brand,week,logmove,constant,price1,price2,price3,deal,feat,profit\n\
+         5,1,40,1.0,1,2.0,1.0,4.0,0,0,1\n\
+         5,2,40,1.0,1,2.0,1.0,4.0,1,0,1\n\
+         5,3,40,1.0,1,2.0,1.0,4.0,1,1,1\n\
+         5,1,41,1.0,1,2.0,2.0,2.0,1,1,1\n\
+         5,3,41,1.0,1,2.0,2.0,2.0,0,1,1\n\
+         6,1,40,1.0,1,2.0,2.0,2.0,1,1,1\n",
+    )
+    .unwrap();
+    let mut data = datasets::dominicks(&path).unwrap();
+    datasets::add_cross_brand(&path, &mut data).unwrap();
+    let s51 = data
+        .iter()
+        .find(|s| s.store == "5" && s.brand == "1")
+        .unwrap();
+    let x = |name: &str| s51.extra[name].clone();
+    let ln = f64::ln;
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+    // Week 40: own ln 2 against ln 1 and ln 4 (mean ln 2, lowest ln 1); week 41: all at 2.
+    assert!(close(
+        &x("xb_rel"),
+        &[ln(2.0) - (ln(1.0) + ln(4.0)) / 2.0, 0.0]
+    ));
+    assert!(close(&x("xb_min"), &[ln(2.0) - ln(1.0), 0.0]));
+    // Other brands on deal: week 40 brands 2 and 3; week 41 none (brand 2 has no row).
+    assert_eq!(x("xb_deal"), vec![2.0, 0.0]);
+    assert_eq!(x("xb_feat"), vec![1.0, 1.0]);
+    // Store 6 is its own store: nothing of store 5 leaks in.
+    let s61 = data.iter().find(|s| s.store == "6").unwrap();
+    assert_eq!(s61.extra["xb_deal"], vec![0.0]);
+    // The covariates reach the model input and the future, truncated with the series.
+    let inp = s51.input(1);
+    assert_eq!(inp.covariates["xb_min"].len(), 1);
+    assert_eq!(s51.future(1, 2)["xb_deal"], vec![0.0]);
+    assert_eq!(s51.truncated(1).extra["xb_feat"], vec![1.0]);
+    std::fs::remove_dir_all(&dir).ok();
+}
