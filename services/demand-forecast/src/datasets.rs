@@ -143,55 +143,70 @@ impl OjSeries {
     }
 }
 
+/// A comma-separated file of numbers with a header line (quotes trimmed), as in `oj_yx.csv`.
+struct NumCsv {
+    header: Vec<String>,
+    /// Each non-empty line's fields, quotes trimmed, not yet parsed.
+    rows: Vec<Vec<String>>,
+}
+
+impl NumCsv {
+    fn read(path: &Path) -> anyhow::Result<NumCsv> {
+        let text = std::fs::read_to_string(path)?;
+        let mut lines = text.lines();
+        let split = |l: &str| {
+            l.split(',')
+                .map(|x| x.trim_matches('"').to_string())
+                .collect()
+        };
+        let header = split(lines.next().ok_or_else(|| anyhow::anyhow!("empty file"))?);
+        let rows = lines.filter(|l| !l.trim().is_empty()).map(split).collect();
+        Ok(NumCsv { header, rows })
+    }
+
+    fn col(&self, name: &str) -> anyhow::Result<usize> {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| anyhow::anyhow!("no column {name}"))
+    }
+}
+
+/// Field `i` of a row as a number.
+fn num(row: &[String], i: usize) -> anyhow::Result<f64> {
+    Ok(row
+        .get(i)
+        .ok_or_else(|| anyhow::anyhow!("short line"))?
+        .parse::<f64>()?)
+}
+
 /// week, units, price, deal, feat
 type OjRow = (u32, f64, f64, f64, f64);
 
 /// Reads `oj_yx.csv`: one series per store x brand over the weeks present, units =
 /// exp(logmove), price = the brand's own price column.
 pub fn dominicks(path: &Path) -> anyhow::Result<Vec<OjSeries>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("empty file"))?
-        .split(',')
-        .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim_matches('"') == name)
-            .ok_or_else(|| anyhow::anyhow!("no column {name}"))
-    };
+    let csv = NumCsv::read(path)?;
     let (c_store, c_brand, c_week, c_log, c_deal, c_feat) = (
-        col("store")?,
-        col("brand")?,
-        col("week")?,
-        col("logmove")?,
-        col("deal")?,
-        col("feat")?,
+        csv.col("store")?,
+        csv.col("brand")?,
+        csv.col("week")?,
+        csv.col("logmove")?,
+        csv.col("deal")?,
+        csv.col("feat")?,
     );
     let mut rows: BTreeMap<(u32, u32), Vec<OjRow>> = BTreeMap::new();
-    for line in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').collect();
-        let num = |i: usize| -> anyhow::Result<f64> {
-            Ok(f.get(i)
-                .ok_or_else(|| anyhow::anyhow!("short line"))?
-                .trim_matches('"')
-                .parse::<f64>()?)
-        };
-        let brand = num(c_brand)? as u32;
-        let price = num(col(&format!("price{brand}"))?)?;
-        rows.entry((num(c_store)? as u32, brand))
+    for f in &csv.rows {
+        let brand = num(f, c_brand)? as u32;
+        let price = num(f, csv.col(&format!("price{brand}"))?)?;
+        rows.entry((num(f, c_store)? as u32, brand))
             .or_default()
             .push((
-                num(c_week)? as u32,
-                num(c_log)?.exp(),
+                num(f, c_week)? as u32,
+                num(f, c_log)?.exp(),
                 price,
-                num(c_deal)?,
-                num(c_feat)?,
+                num(f, c_deal)?,
+                num(f, c_feat)?,
             ));
     }
     Ok(rows
@@ -218,29 +233,16 @@ pub fn dominicks(path: &Path) -> anyhow::Result<Vec<OjSeries>> {
 /// carry every brand's price of the store and week). A retailer plans these as it plans the
 /// brand's own: each is another series' own price, deal or feature, known in advance.
 pub fn add_cross_brand(path: &Path, series: &mut [OjSeries]) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("empty file"))?
-        .split(',')
-        .map(|h| h.trim_matches('"'))
-        .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| anyhow::anyhow!("no column {name}"))
-    };
+    let csv = NumCsv::read(path)?;
     let (c_store, c_brand, c_week, c_deal, c_feat) = (
-        col("store")?,
-        col("brand")?,
-        col("week")?,
-        col("deal")?,
-        col("feat")?,
+        csv.col("store")?,
+        csv.col("brand")?,
+        csv.col("week")?,
+        csv.col("deal")?,
+        csv.col("feat")?,
     );
     let c_prices: Vec<usize> = (1..)
-        .map_while(|b| col(&format!("price{b}")).ok())
+        .map_while(|b| csv.col(&format!("price{b}")).ok())
         .collect();
     if c_prices.len() < 2 {
         anyhow::bail!("fewer than two price columns");
@@ -249,25 +251,18 @@ pub fn add_cross_brand(path: &Path, series: &mut [OjSeries]) -> anyhow::Result<(
     let mut promos: BTreeMap<(u32, u32), (f64, f64)> = BTreeMap::new();
     // (store, brand, week) -> (own log price - mean other, own log price - lowest other).
     let mut gaps: BTreeMap<(u32, u32, u32), (f64, f64)> = BTreeMap::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').collect();
-        let num = |i: usize| -> anyhow::Result<f64> {
-            Ok(f.get(i)
-                .ok_or_else(|| anyhow::anyhow!("short line"))?
-                .trim_matches('"')
-                .parse::<f64>()?)
-        };
+    for f in &csv.rows {
         let (store, brand, week) = (
-            num(c_store)? as u32,
-            num(c_brand)? as u32,
-            num(c_week)? as u32,
+            num(f, c_store)? as u32,
+            num(f, c_brand)? as u32,
+            num(f, c_week)? as u32,
         );
         let e = promos.entry((store, week)).or_default();
-        e.0 += num(c_deal)?;
-        e.1 += num(c_feat)?;
+        e.0 += num(f, c_deal)?;
+        e.1 += num(f, c_feat)?;
         let logs: Vec<f64> = c_prices
             .iter()
-            .map(|&c| num(c).map(|p| p.max(1e-9).ln()))
+            .map(|&c| num(f, c).map(|p| p.max(1e-9).ln()))
             .collect::<anyhow::Result<_>>()?;
         let own_i = (brand as usize)
             .checked_sub(1)
