@@ -21,9 +21,10 @@ naive MAE of units, WAPE pooled.
 """
 import os
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from dominicks_common import fit_and_score
 
 DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
 if not os.path.exists(DATA):
@@ -80,20 +81,7 @@ def run(depth, cols):
                 elif j < cut:
                     train_x[h].append(x)
                     train_y[h].append(y[j])
-    preds = np.zeros((len(series), H))
-    for h in range(1, H + 1):
-        model = lgb.LGBMRegressor(verbose=-1)
-        model.fit(np.array(train_x[h]), np.array(train_y[h]), categorical_feature=[0, 1])
-        preds[:, h - 1] = model.predict(np.array(test_x[h]))
-    mase, num, den = [], 0.0, 0.0
-    for k, S in enumerate(series):
-        actual = np.exp(S["y"][S["cut"]:S["cut"] + H])
-        fc = np.exp(preds[k])
-        scale = np.mean(np.abs(np.diff(np.exp(S["y"][: S["cut"]]))))
-        mase.append(np.mean(np.abs(actual - fc)) / scale)
-        num += np.abs(actual - fc).sum()
-        den += actual.sum()
-    return np.mean(mase), num / den
+    return fit_and_score(series, train_x, train_y, test_x)
 
 
 for depth in [2, 1, 0]:

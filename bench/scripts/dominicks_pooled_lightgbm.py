@@ -22,9 +22,10 @@ anchor as a member"), those of `depth` (2026-12-02) under "Yearly season and dis
 import os
 import sys
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from dominicks_common import fit_and_score
 
 DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
 H, L = 12, 8
@@ -93,20 +94,8 @@ def run(depth, pooled):
                 elif j < cut:
                     train_x[h].append(x)
                     train_y[h].append(y[j])
-    preds = np.zeros((len(series), H))
-    for h in range(1, H + 1):
-        model = lgb.LGBMRegressor(verbose=-1)
-        model.fit(np.array(train_x[h]), np.array(train_y[h]), categorical_feature=[0, 1])
-        preds[:, h - 1] = model.predict(np.array(test_x[h]))
-    mase, num, den = [], 0.0, 0.0
-    for k, S in enumerate(series):
-        actual = np.exp(S["y"][S["cut"]:S["cut"] + H])
-        fc = np.exp(preds[k])
-        scale = np.mean(np.abs(np.diff(np.exp(S["y"][: S["cut"]]))))
-        mase.append(np.mean(np.abs(actual - fc)) / scale)
-        num += np.abs(actual - fc).sum()
-        den += actual.sum()
-    print(f"depth={depth} pooled={pooled}: MASE {np.mean(mase):.3f} WAPE {num / den:.3f}", flush=True)
+    mase, wape = fit_and_score(series, train_x, train_y, test_x)
+    print(f"depth={depth} pooled={pooled}: MASE {mase:.3f} WAPE {wape:.3f}", flush=True)
 
 
 for depth in [0, 1, 2]:
