@@ -437,17 +437,17 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     if !args.cross_brand.is_empty() {
         datasets::add_cross_brand(&dir.join("dominicks/oj_yx.csv"), &mut data)?;
-        if args.cross_brand != ["all"] {
-            if let Some(bad) = args
-                .cross_brand
-                .iter()
-                .find(|n| !datasets::CROSS_BRAND.contains(&n.as_str()))
-            {
-                anyhow::bail!(
-                    "--cross-brand {bad}: not one of all, {}",
-                    datasets::CROSS_BRAND.join(", ")
-                );
-            }
+        if let Some(bad) = args
+            .cross_brand
+            .iter()
+            .find(|n| *n != "all" && !datasets::CROSS_BRAND.contains(&n.as_str()))
+        {
+            anyhow::bail!(
+                "--cross-brand {bad}: not one of all, {}",
+                datasets::CROSS_BRAND.join(", ")
+            );
+        }
+        if !args.cross_brand.iter().any(|n| n == "all") {
             for s in &mut data {
                 s.extra.retain(|k, _| args.cross_brand.contains(k));
             }

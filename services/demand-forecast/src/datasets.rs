@@ -298,7 +298,8 @@ pub fn add_cross_brand(path: &Path, series: &mut [OjSeries]) -> anyhow::Result<(
 
 /// The covariates [`add_cross_brand`] adds: own log price minus the mean and minus the lowest
 /// log price of the store's other brands that week, and how many other brands of the store are
-/// on deal / featured that week.
+/// on deal / featured that week. The first two are log ratios already: no name holds "price",
+/// which would make the models take its log again.
 pub const CROSS_BRAND: [&str; 4] = ["xb_rel", "xb_min", "xb_deal", "xb_feat"];
 
 /// Reads `oj_storedemo.csv` (column `STORE`, then one numeric column per descriptor) into the
