@@ -537,8 +537,17 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("FORECAST_DUMP") {
         use std::fmt::Write as _;
         let mut out = String::from(
-            "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,gbm_anchor_cat,regression\n",
+            "store,brand,step,actual,point,q10,q90,price,deal,feat,scale,arima,gbm_anchor,gbm_anchor_cat,regression",
         );
+        // Every member's forecast too (column `m_<member>`), for diagnostics of the combination.
+        for m in augur_demand_forecast::stats::METHODS {
+            let _ = write!(
+                out,
+                ",m_{}",
+                augur_demand_forecast::stats::combo_name(1 << m as u32)
+            );
+        }
+        out.push('\n');
         for ((((s, o), a), g), c) in data
             .iter()
             .zip(&outs)
@@ -549,8 +558,10 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             let n = s.units.len() - h;
             let r = regression_anchor(s, n, h);
             let scale = naive_scale(&s.units[..n], 1);
+            let inp = s.input(n);
+            let members = trained.model.member_forecasts(&inp, &s.future(n, n + h), h);
             for j in 0..h {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     s.store,
@@ -569,6 +580,10 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
                     c[j],
                     r[j]
                 );
+                for m in &members {
+                    let _ = write!(out, ",{}", m[j]);
+                }
+                out.push('\n');
             }
         }
         std::fs::write(&path, out)?;

@@ -803,6 +803,28 @@ impl Model {
         out
     }
 
+    /// Every member's point forecast of `h` steps, indexed by [`Method`] (NaN where a member
+    /// has no forecast, e.g. the boosted trees when no served combination kept them): for
+    /// diagnostics of the combination (`forecast-bench`'s `FORECAST_DUMP`), not for serving.
+    pub fn member_forecasts(
+        &self,
+        s: &SeriesIn,
+        future: &BTreeMap<String, Vec<f64>>,
+        h: usize,
+    ) -> Vec<Vec<f64>> {
+        let p = prepare(
+            self.cov.as_ref(),
+            self.gru.as_deref(),
+            self.gbm.as_ref(),
+            self.log,
+            s,
+            future,
+            h,
+            u32::MAX & !(1 << Method::ArimaX as u32),
+        );
+        p.members
+    }
+
     /// Forecast of `h` steps with the quantile `levels` (sorted, in (0, 1)).
     pub fn forecast(
         &self,
@@ -1432,6 +1454,46 @@ pub(crate) mod tests {
         );
         assert_eq!(served.point, direct.members[Method::ArimaX as usize]);
         assert!(served.point[1] > served.point[0], "{:?}", served.point);
+    }
+
+    #[test]
+    fn member_forecasts_recombine_to_the_served_point() {
+        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let t = train(
+            &series,
+            &TrainOptions {
+                horizon: 7,
+                gru: false,
+                gbm_trees: 50,
+                ..Default::default()
+            },
+        );
+        let s = promo_series(3, 120);
+        let up = BTreeMap::from([(
+            "promotion".to_string(),
+            vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+        )]);
+        let served = t.model.forecast(&s, &up, 7, &[0.5]);
+        let members = t.model.member_forecasts(&s, &up, 7);
+        assert_eq!(members.len(), METHODS.len());
+        let chosen: Vec<&Vec<f64>> = METHODS
+            .iter()
+            .filter(|m| t.model.combo & (1 << **m as u32) != 0)
+            .map(|m| &members[*m as usize])
+            .collect();
+        assert!(!chosen.is_empty());
+        for j in 0..7 {
+            let mean = chosen.iter().map(|f| f[j]).sum::<f64>() / chosen.len() as f64;
+            assert!(
+                (mean.max(0.0) - served.point[j]).abs() < 1e-9,
+                "step {j}: members' mean {mean} against served {}",
+                served.point[j]
+            );
+        }
+        // The members that need no trained network are all there; promotion steps lifted.
+        let ses = &members[Method::Ses as usize];
+        assert!(ses.iter().all(|v| v.is_finite()));
+        assert!(ses[0] > ses[1], "{ses:?}");
     }
 
     #[test]
