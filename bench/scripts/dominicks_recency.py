@@ -11,7 +11,11 @@ brand as categories, LightGBM's defaults) with half-lives of 13, 26, 52 weeks an
 Scored as forecast-bench scores (depth 0: the contract's test weeks; 1 / 2: the pre-test
 origins 12 / 24 weeks earlier).
 
-    AUGUR_DATASETS=../shared/datasets /tmp/pyv/bin/python bench/scripts/dominicks_recency.py
+With `chain` as the first argument, no weights but two more features of the target week: the
+share of the chain's stores with the brand on deal and on feature that week (is a chain-wide
+promotion different from a store's own?).
+
+    AUGUR_DATASETS=../shared/datasets /tmp/pyv/bin/python bench/scripts/dominicks_recency.py [chain] [DEPTH ...]
 """
 import os
 import sys
@@ -24,12 +28,15 @@ DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dom
 if not os.path.exists(DATA):
     raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
 H, L = 12, 8
-HALF_LIVES = [None, 52, 26, 13]
-DEPTHS = [int(a) for a in sys.argv[1:]] or [2, 1, 0]
+CHAIN = sys.argv[1:2] == ["chain"]
+HALF_LIVES = [None] if CHAIN else [None, 52, 26, 13]
+DEPTHS = [int(a) for a in sys.argv[1 + CHAIN:]] or [2, 1, 0]
 
 df = pd.read_csv(DATA)
 prices = df[[f"price{b}" for b in range(1, 12)]].to_numpy()
 df["price"] = prices[np.arange(len(df)), df.brand.to_numpy() - 1]
+df = df.join(df.groupby(["brand", "week"]).agg(cd=("deal", "mean"), cf=("feat", "mean")),
+             on=["brand", "week"])
 df = df.sort_values(["store", "brand", "week"])
 
 
@@ -39,7 +46,8 @@ def run(depth):
         cut = len(g) - H * (depth + 1)
         k = cut + H
         series.append(dict(s=s, b=b, y=g.logmove.values[:k], p=np.log(g.price.values[:k]),
-                           d=g.deal.values[:k], f=g.feat.values[:k], cut=cut))
+                           d=g.deal.values[:k], f=g.feat.values[:k], cd=g.cd.values[:k],
+                           cf=g.cf.values[:k], cut=cut))
     train = {h: ([], [], []) for h in range(1, H + 1)}
     test = {h: [] for h in range(1, H + 1)}
     for S in series:
@@ -48,7 +56,7 @@ def run(depth):
             base = [S["s"], S["b"]] + list(y[t - L:t][::-1])
             for h in range(1, H + 1):
                 j = t + h - 1
-                x = base + [p[j], d[j], f[j]]
+                x = base + [p[j], d[j], f[j]] + ([S["cd"][j], S["cf"][j]] if CHAIN else [])
                 if t == cut:
                     test[h].append(x)
                 elif j < cut:
@@ -71,7 +79,7 @@ def run(depth):
             mase.append(np.mean(np.abs(actual - fc)) / scale)
             num += np.abs(actual - fc).sum()
             den += actual.sum()
-        print(f"depth={depth} half-life {str(hl):>4}: MASE {np.mean(mase):.3f} WAPE {num / den:.3f}",
+        print(f"depth={depth} {'chain shares' if CHAIN else ''} half-life {str(hl):>4}: MASE {np.mean(mase):.3f} WAPE {num / den:.3f}",
               flush=True)
 
 
