@@ -12,7 +12,6 @@ is fitted three ways and scored on the same 12 weeks of each series:
     forecaster does, but not the week itself;
   - `oracle+week`: the same with the target's calendar week as a feature too: it can read each
     brand's chain-wide promotion events of the scored weeks off the other stores.
-`--steps N` also keeps only origins after which N or fewer periods remain (not used here).
 Scored as forecast-bench scores: the last 12 rows of each series held out (depth 0, the
 contract's test weeks), or first dropping 12 / 24 more rows (depth 1 / 2, the pre-test
 origins); MASE scaled by the in-sample one-step naive MAE of units, averaged over series; WAPE
@@ -27,6 +26,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from dominicks_common import score
+
 DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
 if not os.path.exists(DATA):
     raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
@@ -36,18 +37,6 @@ df = pd.read_csv(DATA)
 prices = df[[f"price{b}" for b in range(1, 12)]].to_numpy()
 df["price"] = prices[np.arange(len(df)), df.brand.to_numpy() - 1]
 df = df.sort_values(["store", "brand", "week"])
-
-
-def score(series, preds):
-    mase, num, den = [], 0.0, 0.0
-    for k, S in enumerate(series):
-        actual = np.exp(S["y"][S["cut"]:S["cut"] + H])
-        fc = np.exp(preds[k])
-        scale = np.mean(np.abs(np.diff(np.exp(S["y"][: S["cut"]]))))
-        mase.append(np.mean(np.abs(actual - fc)) / scale)
-        num += np.abs(actual - fc).sum()
-        den += actual.sum()
-    return np.mean(mase), num / den
 
 
 def run(depth):
@@ -63,7 +52,7 @@ def run(depth):
     # Per step: training rows (target before the scored weeks), scored-week rows (target in the
     # scored weeks; the origin rows of the scored series are the test rows).
     train = {h: ([], [], []) for h in range(1, H + 1)}
-    scored = {h: ([], [], [], []) for h in range(1, H + 1)}
+    scored = {h: ([], [], []) for h in range(1, H + 1)}
     test = {h: [] for h in range(1, H + 1)}
     for k, S in enumerate(series):
         y, p, d, f, w, cut = S["y"], S["p"], S["d"], S["f"], S["w"], S["cut"]

@@ -17,6 +17,11 @@ def fit_and_score(series, train_x, train_y, test_x, categorical=(0, 1)):
         model.fit(np.array(train_x[h]), np.array(train_y[h]),
                   categorical_feature=list(categorical) if categorical else "auto")
         preds[:, h - 1] = model.predict(np.array(test_x[h]))
+    return score(series, preds)
+
+
+def score(series, preds):
+    """MASE and WAPE of log-unit forecasts `preds` (one row of H per series, in order)."""
     mase, num, den = [], 0.0, 0.0
     for k, S in enumerate(series):
         actual = np.exp(S["y"][S["cut"]:S["cut"] + H])

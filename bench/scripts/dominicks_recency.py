@@ -24,6 +24,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from dominicks_common import score
+
 DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
 if not os.path.exists(DATA):
     raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
@@ -71,15 +73,8 @@ def run(depth):
             m = lgb.LGBMRegressor(verbose=-1).fit(np.array(train[h][0]), np.array(train[h][1]),
                                                   sample_weight=wt, categorical_feature=[0, 1])
             preds[:, h - 1] = m.predict(np.array(test[h]))
-        mase, num, den = [], 0.0, 0.0
-        for k, S in enumerate(series):
-            actual = np.exp(S["y"][S["cut"]:S["cut"] + H])
-            fc = np.exp(preds[k])
-            scale = np.mean(np.abs(np.diff(np.exp(S["y"][: S["cut"]]))))
-            mase.append(np.mean(np.abs(actual - fc)) / scale)
-            num += np.abs(actual - fc).sum()
-            den += actual.sum()
-        print(f"depth={depth} {'chain shares' if CHAIN else ''} half-life {str(hl):>4}: MASE {np.mean(mase):.3f} WAPE {num / den:.3f}",
+        mase, wape = score(series, preds)
+        print(f"depth={depth} {'chain shares' if CHAIN else ''} half-life {str(hl):>4}: MASE {mase:.3f} WAPE {wape:.3f}",
               flush=True)
 
 

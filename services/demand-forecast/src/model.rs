@@ -820,7 +820,7 @@ impl Model {
             s,
             future,
             h,
-            u32::MAX & !(1 << Method::ArimaX as u32),
+            !(1 << Method::ArimaX as u32),
         );
         p.members
     }
