@@ -20,33 +20,17 @@ pooled over all series and weeks.
     python3 -m venv /tmp/pyv && /tmp/pyv/bin/pip install numpy pandas scikit-learn lightgbm
     AUGUR_DATASETS=../shared/datasets /tmp/pyv/bin/python bench/scripts/dominicks_ceiling.py
 """
-import os
-
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
-from dominicks_common import score
+from dominicks_common import H, load, score, series_at
 
-DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
-if not os.path.exists(DATA):
-    raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
-H, L, FOLDS = 12, 8, 5
-
-df = pd.read_csv(DATA)
-prices = df[[f"price{b}" for b in range(1, 12)]].to_numpy()
-df["price"] = prices[np.arange(len(df)), df.brand.to_numpy() - 1]
-df = df.sort_values(["store", "brand", "week"])
+L, FOLDS = 8, 5
+df = load()
 
 
 def run(depth):
-    series = []
-    for (s, b), g in df.groupby(["store", "brand"]):
-        cut = len(g) - H * (depth + 1)
-        k = cut + H
-        series.append(dict(s=s, b=b, w=g.week.values[:k], y=g.logmove.values[:k],
-                           p=np.log(g.price.values[:k]), d=g.deal.values[:k],
-                           f=g.feat.values[:k], cut=cut))
+    series = series_at(df, depth)
     stores = sorted({S["s"] for S in series})
     fold_of = {s: i % FOLDS for i, s in enumerate(stores)}
     # Per step: training rows (target before the scored weeks), scored-week rows (target in the

@@ -12,20 +12,14 @@ promotions look and how differently they sell).
     python3 bench/scripts/dominicks_events.py /tmp/m1.csv 1 /tmp/m2.csv 2
     python3 bench/scripts/dominicks_events.py --brand 4 --weeks 124-140
 """
-import os
 import sys
 
 import numpy as np
 import pandas as pd
 
-DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
-if not os.path.exists(DATA):
-    raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
-H = 12
-raw = pd.read_csv(DATA)
-prices = raw[[f"price{b}" for b in range(1, 12)]].to_numpy()
-raw["price"] = prices[np.arange(len(raw)), raw.brand.to_numpy() - 1]
-raw = raw.sort_values(["store", "brand", "week"])
+from dominicks_common import load, series_at
+
+raw = load()
 
 args = sys.argv[1:]
 if args[:1] == ["--brand"]:
@@ -39,11 +33,8 @@ if args[:1] == ["--brand"]:
 
 for path, depth in zip(args[::2], map(int, args[1::2])):
     d = pd.read_csv(path)
-    weeks = {}
-    for (s, b), g in raw.groupby(["store", "brand"]):
-        cut = len(g) - H * (depth + 1)
-        for j, w in enumerate(g.week.values[cut:cut + H]):
-            weeks[(s, b, j)] = w
+    weeks = {(S["s"], S["b"], j): w
+             for S in series_at(raw, depth) for j, w in enumerate(S["w"][S["cut"]:])}
     d["week"] = [weeks[(s, b, j)] for s, b, j in zip(d.store, d.brand, d.step)]
     d["ae"] = (d.actual - d.point).abs()
     ev = d.groupby(["week", "brand"]).agg(stores=("ae", "size"), deal=("deal", "mean"),

@@ -17,39 +17,25 @@ promotion different from a store's own?).
 
     AUGUR_DATASETS=../shared/datasets /tmp/pyv/bin/python bench/scripts/dominicks_recency.py [chain] [DEPTH ...]
 """
-import os
 import sys
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
-from dominicks_common import score
+from dominicks_common import H, load, score, series_at
 
-DATA = os.path.join(os.environ.get("AUGUR_DATASETS", "../shared/datasets"), "dominicks/oj_yx.csv")
-if not os.path.exists(DATA):
-    raise SystemExit(f"DATASET MISSING: {DATA} (set AUGUR_DATASETS)")
-H, L = 12, 8
+L = 8
 CHAIN = sys.argv[1:2] == ["chain"]
 HALF_LIVES = [None] if CHAIN else [None, 52, 26, 13]
 DEPTHS = [int(a) for a in sys.argv[1 + CHAIN:]] or [2, 1, 0]
 
-df = pd.read_csv(DATA)
-prices = df[[f"price{b}" for b in range(1, 12)]].to_numpy()
-df["price"] = prices[np.arange(len(df)), df.brand.to_numpy() - 1]
+df = load()
 df = df.join(df.groupby(["brand", "week"]).agg(cd=("deal", "mean"), cf=("feat", "mean")),
              on=["brand", "week"])
-df = df.sort_values(["store", "brand", "week"])
 
 
 def run(depth):
-    series = []
-    for (s, b), g in df.groupby(["store", "brand"]):
-        cut = len(g) - H * (depth + 1)
-        k = cut + H
-        series.append(dict(s=s, b=b, y=g.logmove.values[:k], p=np.log(g.price.values[:k]),
-                           d=g.deal.values[:k], f=g.feat.values[:k], cd=g.cd.values[:k],
-                           cf=g.cf.values[:k], cut=cut))
+    series = series_at(df, depth, ("cd", "cf"))
     train = {h: ([], [], []) for h in range(1, H + 1)}
     test = {h: [] for h in range(1, H + 1)}
     for S in series:
@@ -74,7 +60,7 @@ def run(depth):
                                                   sample_weight=wt, categorical_feature=[0, 1])
             preds[:, h - 1] = m.predict(np.array(test[h]))
         mase, wape = score(series, preds)
-        print(f"depth={depth} {'chain shares' if CHAIN else ''} half-life {str(hl):>4}: MASE {mase:.3f} WAPE {wape:.3f}",
+        print(f"depth={depth} {'chain shares ' if CHAIN else ''}half-life {str(hl):>4}: MASE {mase:.3f} WAPE {wape:.3f}",
               flush=True)
 
 

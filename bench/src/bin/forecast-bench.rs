@@ -541,15 +541,12 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         );
         // Every member's forecast too (column `m_<member>`), for diagnostics of the combination.
         for m in augur_demand_forecast::stats::METHODS {
-            let _ = write!(
-                out,
-                ",m_{}",
-                augur_demand_forecast::stats::combo_name(1 << m as u32)
-            );
+            let _ = write!(out, ",m_{}", m.name());
         }
         out.push('\n');
-        for ((((s, o), a), g), c) in data
+        for (((((s, inp), o), a), g), c) in data
             .iter()
+            .zip(&inputs)
             .zip(&outs)
             .zip(&arima_fc)
             .zip(&gbm_fc)
@@ -558,8 +555,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             let n = s.units.len() - h;
             let r = regression_anchor(s, n, h);
             let scale = naive_scale(&s.units[..n], 1);
-            let inp = s.input(n);
-            let members = trained.model.member_forecasts(&inp, &s.future(n, n + h), h);
+            let members = trained.model.member_forecasts(inp, &s.future(n, n + h), h);
             for j in 0..h {
                 let _ = write!(
                     out,
