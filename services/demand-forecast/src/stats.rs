@@ -32,11 +32,9 @@ pub enum Method {
     /// The series' own regression on its covariates with ARIMA errors, orders by AICc
     /// ([`crate::arima`]; computed by the model).
     ArimaX = 14,
-    /// The direct per-step global trees (the LightGBM anchor; computed by the model).
-    DirectGbm = 15,
 }
 
-pub const METHODS: [Method; 16] = [
+pub const METHODS: [Method; 15] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -52,7 +50,6 @@ pub const METHODS: [Method; 16] = [
     Method::Gbm,
     Method::LocalReg,
     Method::ArimaX,
-    Method::DirectGbm,
 ];
 
 impl Method {
@@ -73,7 +70,6 @@ impl Method {
             Method::Gbm => "global_gbm",
             Method::LocalReg => "local_regression",
             Method::ArimaX => "arima",
-            Method::DirectGbm => "direct_gbm",
         }
     }
 }
@@ -528,7 +524,6 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
             Method::Gbm,
             Method::LocalReg,
             Method::ArimaX,
-            Method::DirectGbm,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -600,9 +595,8 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         auto_ets,
         dotm,
         auto_theta,
-        // The slots of the global boosted trees, the local regression, the regression with
-        // ARIMA errors and the direct trees, filled by the model.
-        theta.clone(),
+        // The slots of the global boosted trees, the local regression and the regression with
+        // ARIMA errors, filled by the model.
         theta.clone(),
         theta.clone(),
         theta,
