@@ -29,7 +29,7 @@ struct Args {
     /// Only these parts (m3, dominicks, demo, latency; `mixed` only when named); empty means all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight, wape_weight,
+    /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
     /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, gbm_statics, interval_log, arima).
     #[arg(long, value_delimiter = ',')]
@@ -84,7 +84,6 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
                 }
             }
             "mase_weight" => o.mase_weight = parse(k, v)?,
-            "wape_weight" => o.wape_weight = parse(k, v)?,
             "grid" => o.grid = parse(k, v)?,
             "windows" => o.windows = parse(k, v)?,
             "gru" => o.gru = parse(k, v)?,

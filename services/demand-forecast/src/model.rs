@@ -62,9 +62,6 @@ pub struct TrainOptions {
     /// Weight of relative MASE in the validation score that picks the combination (the rest is
     /// relative sMAPE, both against Naive2); 0.5 is the M4 OWA.
     pub mase_weight: f64,
-    /// Weight of relative WAPE (pooled over every series and window, against Naive2's) in the
-    /// same score; sMAPE gets what `mase_weight` and this leave (0 by default: the M4 OWA).
-    pub wape_weight: f64,
     /// Also try a small grid of `ridge` x `window` x `lags` on the validation windows.
     pub grid: bool,
     /// Covariates of the previous period too (`name@lag1`).
@@ -114,7 +111,6 @@ impl Default for TrainOptions {
             max_members: 4,
             members: u32::MAX,
             mase_weight: 0.5,
-            wape_weight: 0.0,
             grid: true,
             lags: false,
             gru: true,
@@ -1114,22 +1110,16 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         })
     };
     // Choose the combination: relative sMAPE + relative MASE against Naive2 (the M4 OWA).
-    // Also the WAPE, pooled, when asked to weigh it.
-    fn score_of<'a>(vals: impl Iterator<Item = &'a ValWindow>, mask: u32) -> (f64, f64, f64) {
+    fn score_of<'a>(vals: impl Iterator<Item = &'a ValWindow>, mask: u32) -> (f64, f64) {
         let (mut s_sum, mut m_sum, mut c) = (0.0, 0.0, 0usize);
-        let (mut err, mut act) = (0.0, 0.0);
         for v in vals.filter(|v| v.prep.croston.is_none()) {
             let f = stats::combine(&v.prep.members, mask, v.prep.nonneg);
             s_sum += smape(&v.actual, &f);
             m_sum += mase(&v.actual, &f, v.prep.scale);
-            for (a, f) in v.actual.iter().zip(&f) {
-                err += (a - f).abs();
-                act += a.abs();
-            }
             c += 1;
         }
         let c = c.max(1) as f64;
-        (s_sum / c, m_sum / c, err / act.max(1e-9))
+        (s_sum / c, m_sum / c)
     }
     let any_positive = series
         .iter()
@@ -1141,9 +1131,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             candidates.push((ci, true, windows_for(cov.as_ref(), true)));
         }
     }
-    let (ref_s, ref_m, ref_w) = score_of(candidates[0].2.iter(), 1 << Method::Naive2 as u32);
+    let (ref_s, ref_m) = score_of(candidates[0].2.iter(), 1 << Method::Naive2 as u32);
     let w = opts.mase_weight.clamp(0.0, 1.0);
-    let ww = opts.wape_weight.clamp(0.0, 1.0 - w);
     let allowed: Vec<u32> = (1u32..(1 << METHODS.len()))
         .filter(|&mask| {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
@@ -1157,13 +1146,11 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         })
         .collect();
     // The lowest OWA (against Naive2 on the same windows) of the allowed combinations.
-    let best_of = |vals: &[&ValWindow], (ref_s, ref_m, ref_w): (f64, f64, f64)| -> (f64, u32) {
+    let best_of = |vals: &[&ValWindow], ref_s: f64, ref_m: f64| -> (f64, u32) {
         let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32);
         for &mask in &allowed {
-            let (s, m, wp) = score_of(vals.iter().copied(), mask);
-            let owa = (1.0 - w - ww) * s / ref_s.max(1e-9)
-                + w * m / ref_m.max(1e-9)
-                + ww * wp / ref_w.max(1e-9);
+            let (s, m) = score_of(vals.iter().copied(), mask);
+            let owa = (1.0 - w) * s / ref_s.max(1e-9) + w * m / ref_m.max(1e-9);
             if owa < best.0 {
                 best = (owa, mask);
             }
@@ -1173,7 +1160,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     let mut best = (f64::INFINITY, 1u32 << Method::Theta as u32, 0usize);
     for (k, (_, _, vals)) in candidates.iter().enumerate() {
         let refs: Vec<&ValWindow> = vals.iter().collect();
-        let (owa, mask) = best_of(&refs, (ref_s, ref_m, ref_w));
+        let (owa, mask) = best_of(&refs, ref_s, ref_m);
         if owa < best.0 {
             best = (owa, mask, k);
         }
@@ -1200,8 +1187,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             if part.is_empty() {
                 continue;
             }
-            let refs = score_of(part.iter().copied(), 1 << Method::Naive2 as u32);
-            season_combos.insert(season, best_of(&part, refs).1);
+            let (rs, rm) = score_of(part.iter().copied(), 1 << Method::Naive2 as u32);
+            season_combos.insert(season, best_of(&part, rs, rm).1);
         }
     }
     let mut model = Model {
