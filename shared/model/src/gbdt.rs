@@ -136,19 +136,19 @@ impl Gbdt {
 
     /// Log-loss boosting for labels `y` (`margin` = log-odds).
     pub fn fit(x: &[Vec<f32>], y: &[bool], p: &GbdtParams) -> Gbdt {
-        Self::logistic(x, y, p, cores())
+        Self::logistic(x, y, p, Run::all_cores())
     }
 
     /// Squared-error boosting for targets `y` (`margin` = the prediction); the base is their
     /// mean.
     pub fn fit_squared(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
-        Self::regression(x, y, p, false, &[], cores())
+        Self::regression(x, y, p, false, &[], Run::all_cores())
     }
 
     /// Absolute-error boosting for targets `y` (`margin` = the conditional median); the base is
     /// their median.
     pub fn fit_absolute(x: &[Vec<f32>], y: &[f32], p: &GbdtParams) -> Gbdt {
-        Self::regression(x, y, p, true, &[], cores())
+        Self::regression(x, y, p, true, &[], Run::all_cores())
     }
 
     /// [`Gbdt::fit_squared`] (`absolute` false) or [`Gbdt::fit_absolute`] with the features
@@ -162,15 +162,15 @@ impl Gbdt {
         absolute: bool,
         categorical: &[usize],
     ) -> Gbdt {
-        Self::regression(x, y, p, absolute, categorical, cores())
+        Self::regression(x, y, p, absolute, categorical, Run::all_cores())
     }
 
-    fn logistic(x: &[Vec<f32>], y: &[bool], p: &GbdtParams, threads: usize) -> Gbdt {
+    fn logistic(x: &[Vec<f32>], y: &[bool], p: &GbdtParams, run: Run) -> Gbdt {
         let n = x.len();
         let pos = y.iter().filter(|&&b| b).count() as f32;
         let prior = ((pos + 0.5) / (n as f32 + 1.0)).clamp(1e-4, 1.0 - 1e-4);
         let base = (prior / (1.0 - prior)).ln();
-        fit_with(x, base, p, &[], threads, None, |f, g, h| {
+        fit_with(x, base, p, &[], run, None, |f, g, h| {
             for i in 0..f.len() {
                 let q = 1.0 / (1.0 + (-f[i]).exp());
                 g[i] = q - if y[i] { 1.0 } else { 0.0 };
@@ -189,7 +189,7 @@ impl Gbdt {
         p: &GbdtParams,
         absolute: bool,
         categorical: &[usize],
-        threads: usize,
+        run: Run,
     ) -> Gbdt {
         let renew = |rows: &[usize], f: &[f32]| median(rows.iter().map(|&i| y[i] - f[i]).collect());
         let (base, renew): (f32, Option<Renew>) = if absolute {
@@ -201,7 +201,7 @@ impl Gbdt {
                 None,
             )
         };
-        fit_with(x, base, p, categorical, threads, renew, |f, g, h| {
+        fit_with(x, base, p, categorical, run, renew, |f, g, h| {
             for i in 0..f.len() {
                 let r = f[i] - y[i];
                 g[i] = if !absolute {
@@ -238,14 +238,28 @@ fn median(mut v: Vec<f32>) -> f32 {
 /// current outputs.
 type Renew<'a> = &'a dyn Fn(&[usize], &[f32]) -> f32;
 
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(std::num::NonZeroUsize::get)
-        .unwrap_or(1)
+/// How a fit runs: the threads a large node's histogram is built on, and whether a split
+/// node's larger child takes its histogram as the parent's minus the smaller child's
+/// (LightGBM's histogram subtraction; off only in tests that compare the two).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    threads: usize,
+    subtract: bool,
+}
+
+impl Run {
+    fn all_cores() -> Run {
+        Run {
+            threads: std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1),
+            subtract: true,
+        }
+    }
 }
 
 /// Boosting with the gradients and Hessians `grad(f, g, h)` writes for the current outputs `f`;
-/// large nodes search their split on `threads` threads; `renew`, when given, sets every leaf's
+/// large nodes build their histograms as `run` says; `renew`, when given, sets every leaf's
 /// value from its rows once the tree is grown; the features `categorical` (with at most 256
 /// distinct values; others stay numeric) split as categories.
 fn fit_with(
@@ -253,7 +267,7 @@ fn fit_with(
     base: f32,
     p: &GbdtParams,
     categorical: &[usize],
-    threads: usize,
+    run: Run,
     renew: Option<Renew>,
     grad: impl Fn(&[f32], &mut [f32], &mut [f32]),
 ) -> Gbdt {
@@ -301,11 +315,18 @@ fn fit_with(
     let mut h = vec![0.0f32; n];
     let mut rng = StdRng::seed_from_u64(p.seed);
     let mut idx: Vec<usize> = (0..n).collect();
+    // Feature j's bins sit at offsets[j]..offsets[j + 1] of a node's histogram.
+    let mut offsets = Vec::with_capacity(d + 1);
+    offsets.push(0);
+    for c in &cuts {
+        offsets.push(offsets.last().copied().unwrap_or(0) + c.len() + 1);
+    }
     let data = Data {
         binned: &binned,
         cuts: &cuts,
         is_cat: &is_cat,
-        threads,
+        offsets,
+        run,
     };
     for _ in 0..p.trees {
         grad(&f, &mut g, &mut h);
@@ -314,7 +335,7 @@ fn fit_with(
         let sample = &idx[..take.min(n)];
         let mut tree = Vec::new();
         if p.leaves == 0 {
-            build(&mut tree, sample, &data, &g, &h, p, 0);
+            build(&mut tree, sample, None, &data, &g, &h, p, 0);
         } else {
             build_best_first(&mut tree, sample.to_vec(), &data, &g, &h, p);
         }
@@ -343,7 +364,8 @@ struct Data<'a> {
     binned: &'a [Vec<u8>],
     cuts: &'a [Vec<f32>],
     is_cat: &'a [bool],
-    threads: usize,
+    offsets: Vec<usize>,
+    run: Run,
 }
 
 /// Where a split sends rows left: bins up to this one (numeric), or the bins of a set
@@ -371,36 +393,119 @@ type Split = (f32, usize, Cut);
 const CAT_SMOOTH: f32 = 10.0;
 const CAT_L2: f32 = 10.0;
 
-/// The best split `(gain, feature, cut)` of `rows` over features `features`.
-fn best_split(
+/// A node's sums of gradients, Hessians and rows per bin of every feature (feature j's bins
+/// at `Data::offsets[j]..offsets[j + 1]`).
+#[derive(Debug, Clone, PartialEq)]
+struct Hist {
+    g: Vec<f32>,
+    h: Vec<f32>,
+    c: Vec<u32>,
+}
+
+/// Adds the rows to the bins of features `first..` (as many as `g.len()` covers), reading
+/// `gg[k]` / `hh[k]` as the gradient / Hessian of `rows[k]`.
+#[allow(clippy::too_many_arguments)]
+fn fill(
     rows: &[usize],
-    features: std::ops::Range<usize>,
+    gg: &[f32],
+    hh: &[f32],
     data: &Data,
-    g: &[f32],
-    h: &[f32],
+    first: usize,
+    g: &mut [f32],
+    h: &mut [f32],
+    c: &mut [u32],
+) {
+    let base = data.offsets[first];
+    let mut j = first;
+    while data.offsets[j] - base < g.len() {
+        let (lo, hi) = (data.offsets[j] - base, data.offsets[j + 1] - base);
+        let (g, h, c) = (&mut g[lo..hi], &mut h[lo..hi], &mut c[lo..hi]);
+        let col = &data.binned[j];
+        for ((&i, &gi), &hi) in rows.iter().zip(gg).zip(hh) {
+            let b = col[i] as usize;
+            g[b] += gi;
+            h[b] += hi;
+            c[b] += 1;
+        }
+        j += 1;
+    }
+}
+
+/// The histogram of `rows`, over the features in parallel for large nodes. Each bin sums its
+/// rows in the order of `rows`, whatever the thread count, so it is the same with one core.
+fn histogram(rows: &[usize], data: &Data, g: &[f32], h: &[f32]) -> Hist {
+    let d = data.cuts.len();
+    let total = data.offsets[d];
+    let mut out = Hist {
+        g: vec![0.0; total],
+        h: vec![0.0; total],
+        c: vec![0; total],
+    };
+    // The node's gradients gathered once (LightGBM's ordered gradients): every feature then
+    // reads them in sequence instead of at scattered rows.
+    let gg: Vec<f32> = rows.iter().map(|&i| g[i]).collect();
+    let hh: Vec<f32> = rows.iter().map(|&i| h[i]).collect();
+    let parts = if rows.len() >= PARALLEL_ROWS {
+        data.run.threads.min(d).max(1)
+    } else {
+        1
+    };
+    if parts <= 1 {
+        fill(rows, &gg, &hh, data, 0, &mut out.g, &mut out.h, &mut out.c);
+        return out;
+    }
+    let per = d.div_ceil(parts);
+    std::thread::scope(|s| {
+        let (mut g, mut h, mut c) = (&mut out.g[..], &mut out.h[..], &mut out.c[..]);
+        let (gg, hh) = (&gg, &hh);
+        for k in 0..parts {
+            let (first, last) = ((k * per).min(d), ((k + 1) * per).min(d));
+            if first == last {
+                break;
+            }
+            let len = data.offsets[last] - data.offsets[first];
+            let (g0, g1) = std::mem::take(&mut g).split_at_mut(len);
+            let (h0, h1) = std::mem::take(&mut h).split_at_mut(len);
+            let (c0, c1) = std::mem::take(&mut c).split_at_mut(len);
+            (g, h, c) = (g1, h1, c1);
+            s.spawn(move || fill(rows, gg, hh, data, first, g0, h0, c0));
+        }
+    });
+    out
+}
+
+/// `parent` minus `child`, bin by bin: the histogram of the parent's other child.
+fn subtract(mut parent: Hist, child: &Hist) -> Hist {
+    for (a, b) in parent.g.iter_mut().zip(&child.g) {
+        *a -= b;
+    }
+    for (a, b) in parent.h.iter_mut().zip(&child.h) {
+        *a -= b;
+    }
+    for (a, b) in parent.c.iter_mut().zip(&child.c) {
+        *a -= b;
+    }
+    parent
+}
+
+/// The best split `(gain, feature, cut)` of a node of `n` rows with histogram `hist` and sums
+/// `(gs, hs)`: largest gain, ties to the lower feature and bin.
+fn best_split(
+    hist: &Hist,
+    n: usize,
+    data: &Data,
     (gs, hs): (f32, f32),
     p: &GbdtParams,
 ) -> Option<Split> {
     let parent = gs * gs / (hs + p.l2);
     let mut best: Option<Split> = None;
-    let mut hg = [0.0f32; 257];
-    let mut hh = [0.0f32; 257];
-    let mut hc = [0usize; 257];
-    for j in features {
-        let nb = data.cuts[j].len() + 1;
+    for j in 0..data.cuts.len() {
+        let (lo, hi) = (data.offsets[j], data.offsets[j + 1]);
+        let nb = hi - lo;
         if nb < 2 {
             continue;
         }
-        hg[..nb].fill(0.0);
-        hh[..nb].fill(0.0);
-        hc[..nb].fill(0);
-        let col = &data.binned[j];
-        for &i in rows {
-            let b = col[i] as usize;
-            hg[b] += g[i];
-            hh[b] += h[i];
-            hc[b] += 1;
-        }
+        let (hg, hh, hc) = (&hist.g[lo..hi], &hist.h[lo..hi], &hist.c[lo..hi]);
         let mut offer = |gain: f32, cut: Cut| {
             if gain > 1e-6 && best.is_none_or(|(bg, _, _)| gain > bg) {
                 best = Some((gain, j, cut));
@@ -421,9 +526,9 @@ fn best_split(
             for &b in order.iter().take(order.len().saturating_sub(1)) {
                 gl += hg[b];
                 hl += hh[b];
-                cl += hc[b];
+                cl += hc[b] as usize;
                 mask[b / 64] |= 1 << (b % 64);
-                let cr = rows.len() - cl;
+                let cr = n - cl;
                 if cl < p.min_leaf || cr < p.min_leaf {
                     continue;
                 }
@@ -437,8 +542,8 @@ fn best_split(
         for b in 0..nb - 1 {
             gl += hg[b];
             hl += hh[b];
-            cl += hc[b];
-            let cr = rows.len() - cl;
+            cl += hc[b] as usize;
+            let cr = n - cl;
             if cl < p.min_leaf || cr < p.min_leaf {
                 continue;
             }
@@ -450,69 +555,69 @@ fn best_split(
     best
 }
 
-/// The split of a node: its best `(gain, feature, cut)` over all features, the search spread
-/// over the cores for large nodes.
-fn split_of(
-    rows: &[usize],
-    data: &Data,
-    g: &[f32],
-    h: &[f32],
-    (gs, hs): (f32, f32),
-    p: &GbdtParams,
-) -> Option<Split> {
-    let d = data.cuts.len();
-    let parts = if rows.len() >= PARALLEL_ROWS {
-        data.threads.min(d).max(1)
-    } else {
-        1
-    };
-    if parts <= 1 {
-        return best_split(rows, 0..d, data, g, h, (gs, hs), p);
-    }
-    let per = d.div_ceil(parts);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..parts)
-            .map(|k| {
-                let range = (k * per).min(d)..((k + 1) * per).min(d);
-                s.spawn(move || best_split(rows, range, data, g, h, (gs, hs), p))
-            })
-            .collect();
-        // Features in order: a later range wins only with a strictly larger gain, as in the
-        // sequential search.
-        let mut best: Option<Split> = None;
-        for hd in handles {
-            let here = hd.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            if let Some(c) = here
-                && best.is_none_or(|(bg, _, _)| c.0 > bg)
-            {
-                best = Some(c);
-            }
-        }
-        best
-    })
+/// Whether a node of `n` rows at `depth` may split at all.
+fn may_split(n: usize, depth: usize, p: &GbdtParams) -> bool {
+    depth < p.depth && n >= 2 * p.min_leaf
 }
 
 /// Pushes the leaf of `rows` (its Newton value) and finds its best split, unless it sits at the
-/// depth cap or has too few rows: (its node index, the split).
+/// depth cap or has too few rows: (its node index, the split, the histogram when there is a
+/// split: its children's come from it). `hist` is the node's histogram when already known.
+#[allow(clippy::too_many_arguments)]
 fn new_leaf(
     nodes: &mut Vec<Node>,
     rows: &[usize],
+    depth: usize,
+    hist: Option<Hist>,
+    data: &Data,
+    g: &[f32],
+    h: &[f32],
+    p: &GbdtParams,
+) -> (usize, Option<Split>, Option<Hist>) {
+    let gs: f32 = rows.iter().map(|&i| g[i]).sum();
+    let hs: f32 = rows.iter().map(|&i| h[i]).sum();
+    let me = nodes.len();
+    nodes.push(Node::Leaf(-gs / (hs + p.l2)));
+    if !may_split(rows.len(), depth, p) {
+        return (me, None, None);
+    }
+    let hist = hist.unwrap_or_else(|| histogram(rows, data, g, h));
+    let split = best_split(&hist, rows.len(), data, (gs, hs), p);
+    let keep = split.is_some() && data.run.subtract;
+    (me, split, keep.then_some(hist))
+}
+
+/// The histograms of the children `l` and `r` (at `depth`) of a node whose histogram is
+/// `parent`: the smaller child's built from its rows, the larger's by subtraction; `None` for a
+/// child that cannot split, or for both when there is no parent histogram.
+#[allow(clippy::too_many_arguments)]
+fn child_hists(
+    parent: Option<Hist>,
+    l: &[usize],
+    r: &[usize],
     depth: usize,
     data: &Data,
     g: &[f32],
     h: &[f32],
     p: &GbdtParams,
-) -> (usize, Option<Split>) {
-    let gs: f32 = rows.iter().map(|&i| g[i]).sum();
-    let hs: f32 = rows.iter().map(|&i| h[i]).sum();
-    let me = nodes.len();
-    nodes.push(Node::Leaf(-gs / (hs + p.l2)));
-    let split = if depth >= p.depth || rows.len() < 2 * p.min_leaf {
-        None
-    } else {
-        split_of(rows, data, g, h, (gs, hs), p)
+) -> (Option<Hist>, Option<Hist>) {
+    let Some(parent) = parent else {
+        return (None, None);
     };
-    (me, split)
+    let left_small = l.len() <= r.len();
+    let (small, large) = if left_small { (l, r) } else { (r, l) };
+    if !may_split(large.len(), depth, p) {
+        // The smaller child cannot split either.
+        return (None, None);
+    }
+    let hs = histogram(small, data, g, h);
+    let hl = subtract(parent, &hs);
+    let hs = may_split(small.len(), depth, p).then_some(hs);
+    if left_small {
+        (hs, Some(hl))
+    } else {
+        (Some(hl), hs)
+    }
 }
 
 /// The rows of a node on each side of the split `cut` of feature `j`.
@@ -550,6 +655,7 @@ struct Open {
     rows: Vec<usize>,
     depth: usize,
     split: Option<Split>,
+    hist: Option<Hist>,
 }
 
 /// Grows one tree best-first: the open leaf whose split gains most is split next (ties to the
@@ -562,17 +668,19 @@ fn build_best_first(
     h: &[f32],
     p: &GbdtParams,
 ) {
-    let open_leaf = |nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize| -> Open {
-        let (node, split) = new_leaf(nodes, &rows, depth, data, g, h, p);
-        Open {
-            node,
-            rows,
-            depth,
-            split,
-        }
-    };
+    let open_leaf =
+        |nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize, hist: Option<Hist>| -> Open {
+            let (node, split, hist) = new_leaf(nodes, &rows, depth, hist, data, g, h, p);
+            Open {
+                node,
+                rows,
+                depth,
+                split,
+                hist,
+            }
+        };
     // Open leaves in creation order (children are always the newest nodes).
-    let mut open = vec![open_leaf(nodes, rows, 0)];
+    let mut open = vec![open_leaf(nodes, rows, 0, None)];
     let mut leaves = 1;
     while leaves < p.leaves {
         let mut pick: Option<(usize, Split)> = None;
@@ -586,8 +694,9 @@ fn build_best_first(
         let Some((k, (_, j, cut))) = pick else { break };
         let o = open.remove(k);
         let (l, r) = divide(&o.rows, data, j, cut);
-        let left = open_leaf(nodes, l, o.depth + 1);
-        let right = open_leaf(nodes, r, o.depth + 1);
+        let (hl, hr) = child_hists(o.hist, &l, &r, o.depth + 1, data, g, h, p);
+        let left = open_leaf(nodes, l, o.depth + 1, hl);
+        let right = open_leaf(nodes, r, o.depth + 1, hr);
         nodes[o.node] = split_node(data, j, cut, left.node, right.node);
         open.push(left);
         open.push(right);
@@ -595,22 +704,25 @@ fn build_best_first(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     nodes: &mut Vec<Node>,
     rows: &[usize],
+    hist: Option<Hist>,
     data: &Data,
     g: &[f32],
     h: &[f32],
     p: &GbdtParams,
     depth: usize,
 ) -> usize {
-    let (me, best) = new_leaf(nodes, rows, depth, data, g, h, p);
+    let (me, best, hist) = new_leaf(nodes, rows, depth, hist, data, g, h, p);
     let Some((_, j, cut)) = best else {
         return me;
     };
     let (l, r) = divide(rows, data, j, cut);
-    let left = build(nodes, &l, data, g, h, p, depth + 1);
-    let right = build(nodes, &r, data, g, h, p, depth + 1);
+    let (hl, hr) = child_hists(hist, &l, &r, depth + 1, data, g, h, p);
+    let left = build(nodes, &l, hl, data, g, h, p, depth + 1);
+    let right = build(nodes, &r, hr, data, g, h, p, depth + 1);
     nodes[me] = split_node(data, j, cut, left, right);
     me
 }
@@ -619,6 +731,13 @@ fn build(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn threads(threads: usize) -> Run {
+        Run {
+            threads,
+            subtract: true,
+        }
+    }
 
     /// Uniform draws on [0, 1) in steps of 2^-24 from a fixed linear congruential sequence.
     fn uniform(seed: u64) -> impl FnMut() -> f32 {
@@ -677,11 +796,11 @@ mod tests {
             depth: 4,
             ..Default::default()
         };
-        let m = Gbdt::regression(&x, &y, &p, false, &[], 3);
+        let m = Gbdt::regression(&x, &y, &p, false, &[], threads(3));
         let labels: Vec<bool> = y.iter().map(|v| *v > 0.5).collect();
-        let l = Gbdt::logistic(&x, &labels, &p, 3);
-        assert_eq!(m, Gbdt::regression(&x, &y, &p, false, &[], 1));
-        assert_eq!(l, Gbdt::logistic(&x, &labels, &p, 1));
+        let l = Gbdt::logistic(&x, &labels, &p, threads(3));
+        assert_eq!(m, Gbdt::regression(&x, &y, &p, false, &[], threads(1)));
+        assert_eq!(l, Gbdt::logistic(&x, &labels, &p, threads(1)));
         // Splits near the root exist and are on the informative features.
         match &m.trees[0][0] {
             Node::Split { feature, .. } => assert!(*feature <= 2),
@@ -853,10 +972,110 @@ mod tests {
             assert_eq!(lw.margin(r), bf.margin(r));
         }
         let labels: Vec<bool> = y.iter().map(|v| *v > 0.5).collect();
-        let lw = Gbdt::logistic(&x, &labels, &p, 3);
-        let bf = Gbdt::logistic(&x, &labels, &GbdtParams { leaves: 1000, ..p }, 1);
+        let lw = Gbdt::logistic(&x, &labels, &p, threads(3));
+        let bf = Gbdt::logistic(&x, &labels, &GbdtParams { leaves: 1000, ..p }, threads(1));
         for r in &x[..500] {
             assert_eq!(lw.margin(r), bf.margin(r));
+        }
+    }
+
+    #[test]
+    fn a_histogram_by_subtraction_is_the_directly_built_one() {
+        // Four numeric features of 32 quantile bins and one categorical code of 7 values.
+        let (x, y) = data(30_000);
+        let n = x.len();
+        let mut cuts: Vec<Vec<f32>> = (0..4)
+            .map(|k| (1..32).map(|b| b as f32 / 32.0 + k as f32 * 1e-3).collect())
+            .collect();
+        cuts.push((0..7).map(|v| v as f32).collect());
+        let mut binned: Vec<Vec<u8>> = (0..4)
+            .map(|j| {
+                x.iter()
+                    .map(|r| cuts[j].partition_point(|&c| c < r[j]) as u8)
+                    .collect()
+            })
+            .collect();
+        binned.push((0..n).map(|i| (i % 7) as u8).collect());
+        let mut offsets = vec![0];
+        for c in &cuts {
+            offsets.push(offsets.last().unwrap() + c.len() + 1);
+        }
+        let is_cat = [false, false, false, false, true];
+        let data = Data {
+            binned: &binned,
+            cuts: &cuts,
+            is_cat: &is_cat,
+            offsets,
+            run: threads(2),
+        };
+        let g: Vec<f32> = y.iter().map(|v| v - 0.3).collect();
+        let h: Vec<f32> = x.iter().map(|r| 0.5 + r[3]).collect();
+        let rows: Vec<usize> = (0..n).filter(|i| i % 5 != 0).collect();
+        let parent = histogram(&rows, &data, &g, &h);
+        let (l, r) = divide(&rows, &data, 0, Cut::Le(12));
+        assert!(
+            l.len() >= PARALLEL_ROWS / 2 && r.len() > 1000,
+            "{} / {}",
+            l.len(),
+            r.len()
+        );
+        let direct = histogram(&r, &data, &g, &h);
+        let by_subtraction = subtract(parent, &histogram(&l, &data, &g, &h));
+        assert_eq!(direct.c, by_subtraction.c);
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()))
+        };
+        assert!(close(&direct.g, &by_subtraction.g));
+        assert!(close(&direct.h, &by_subtraction.h));
+        // The bins of feature 0 the right child has no rows in are exactly empty.
+        for b in 0..=12 {
+            assert_eq!((by_subtraction.g[b], by_subtraction.h[b]), (0.0, 0.0));
+        }
+        // One thread builds the same histogram, bit for bit.
+        let one = Data {
+            run: threads(1),
+            ..data
+        };
+        assert_eq!(histogram(&r, &one, &g, &h), direct);
+    }
+
+    #[test]
+    fn histogram_subtraction_grows_the_same_trees_when_the_sums_are_exact() {
+        // Absolute-error boosting: gradients +-1 and Hessians 1, so every sum is an exact
+        // integer and subtraction changes nothing; level-wise and best-first, a categorical
+        // feature among them.
+        let (mut x, y) = data(20_000);
+        for (i, r) in x.iter_mut().enumerate() {
+            r.push((i % 11) as f32);
+        }
+        for leaves in [0, 15] {
+            let p = GbdtParams {
+                trees: 20,
+                depth: 5,
+                leaves,
+                learning_rate: 0.2,
+                ..Default::default()
+            };
+            let on = Gbdt::regression(&x, &y, &p, true, &[4], threads(2));
+            let off = Gbdt::regression(
+                &x,
+                &y,
+                &p,
+                true,
+                &[4],
+                Run {
+                    threads: 2,
+                    subtract: false,
+                },
+            );
+            assert_eq!(on, off, "leaves {leaves}");
+            let sizes: Vec<usize> = on.trees.iter().map(Vec::len).collect();
+            assert!(
+                sizes.iter().filter(|&&s| s > 7).count() >= 15,
+                "trees grew: {sizes:?}"
+            );
         }
     }
 }
