@@ -7,9 +7,11 @@
 //! error ([`Gbdt::fit_absolute`]: the conditional median; trees split on the gradient signs and
 //! each leaf then takes the median residual of its rows, as LightGBM's L1 objective does).
 //!
-//! Large nodes search their split over the features on all cores; the split chosen (largest
-//! gain, ties to the lower feature and bin) and so the trees are the same whatever the core
-//! count.
+//! A node's histogram (per bin of every feature: sums of gradients, Hessians and rows) is built
+//! from its gradients gathered in row order (LightGBM's ordered gradients), over the features on
+//! all cores for large nodes; of a split node's two children only the smaller's is built, the
+//! larger's is the parent's minus it (histogram subtraction). The split chosen (largest gain,
+//! ties to the lower feature and bin) and so the trees are the same whatever the core count.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
