@@ -1374,16 +1374,21 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
 pub(crate) mod tests {
     use super::*;
 
-    /// A daily series (weekly pattern around 20-25) whose promotions (one day in five) double
-    /// the sales.
-    pub(crate) fn promo_series(seed: u64, n: usize) -> SeriesIn {
+    /// Uniform draws on [0, 1) from a fixed linear congruential sequence.
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
         let mut state = seed;
-        let mut rnd = || {
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 33) as f64 / (1u64 << 31) as f64
-        };
+        }
+    }
+
+    /// A daily series (weekly pattern around 20-25) whose promotions (one day in five) double
+    /// the sales.
+    pub(crate) fn promo_series(seed: u64, n: usize) -> SeriesIn {
+        let mut rnd = uniform(seed);
         let mut values = Vec::new();
         let mut promo = Vec::new();
         for t in 0..n {
@@ -1732,13 +1737,7 @@ pub(crate) mod tests {
 
     /// A slow seller: whole units on about one day in six, in bursts (over-dispersed).
     fn slow_seller(seed: u64, n: usize) -> SeriesIn {
-        let mut state = seed;
-        let mut rnd = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as f64 / (1u64 << 31) as f64
-        };
+        let mut rnd = uniform(seed);
         let values = (0..n)
             .map(|_| {
                 if rnd() < 0.17 {
