@@ -757,32 +757,28 @@ pub fn count_quantile(mu: f64, size: f64, level: f64) -> Option<f64> {
     if !(mu.is_finite() && mu > 0.0) {
         return None;
     }
-    // P(0), then P(k + 1) = P(k) * ratio(k).
-    let (mut pk, ratio): (f64, Box<dyn Fn(f64) -> f64>) = if size.is_finite() && size > 0.0 {
-        let q = mu / (size + mu);
-        (
-            (size * (1.0 - q).ln()).exp(),
-            Box::new(move |k| (k + size) / (k + 1.0) * q),
-        )
+    // Negative binomial of size `size` (q = mu / (size + mu)) or Poisson: P(0), then
+    // P(k + 1) = P(k) * (k + size) / (k + 1) * q, or P(k) * mu / (k + 1).
+    let nb = size.is_finite() && size > 0.0;
+    let q = if nb { mu / (size + mu) } else { 0.0 };
+    let mut pk = if nb {
+        (size * (1.0 - q).ln()).exp()
     } else {
-        ((-mu).exp(), Box::new(move |k| mu / (k + 1.0)))
+        (-mu).exp()
     };
     if pk.is_nan() || pk <= 0.0 {
         return None;
     }
-    let mut cdf = pk;
-    let mut k = 0.0;
     // Far enough into the tail for any level below 1 (and a bound on the loop).
-    let sd = (mu
-        + if size.is_finite() {
-            mu * mu / size
-        } else {
-            0.0
-        })
-    .sqrt();
-    let last = (mu + 40.0 * sd + 40.0).ceil();
+    let variance = if nb { mu + mu * mu / size } else { mu };
+    let last = (mu + 40.0 * variance.sqrt() + 40.0).ceil();
+    let (mut cdf, mut k) = (pk, 0.0);
     while cdf < level && k < last {
-        pk *= ratio(k);
+        pk *= if nb {
+            (k + size) / (k + 1.0) * q
+        } else {
+            mu / (k + 1.0)
+        };
         k += 1.0;
         cdf += pk;
     }
@@ -832,7 +828,8 @@ impl Model {
         levels: &[f64],
         season: usize,
     ) -> Vec<Vec<f64>> {
-        if let (Some(_), Some(size)) = (&p.croston, p.count_size) {
+        // Set only for intermittent whole-unit series, which Croston answers.
+        if let Some(size) = p.count_size {
             let counts: Option<Vec<Vec<f64>>> = levels
                 .iter()
                 .map(|&l| {
