@@ -31,7 +31,8 @@ struct Args {
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
-    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, gbm_statics, interval_log, arima).
+    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, gbm_statics, interval_log, interval_own,
+    /// arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
@@ -99,6 +100,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
             "gbm_statics" => o.gbm_statics = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
+            "interval_own" => o.interval_own = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
@@ -106,11 +108,13 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
     Ok(o)
 }
 
-/// Accumulates per-series sMAPE / MASE and pooled WAPE / coverage.
+/// Accumulates per-series sMAPE / MASE / MSIS and pooled WAPE / coverage.
 #[derive(Default)]
 struct Score {
     smape: f64,
     mase: f64,
+    /// Sum over series of the 80% interval's scaled interval score (same scale as MASE).
+    msis: f64,
     n: usize,
     pooled: Pooled,
     has_interval: bool,
@@ -125,6 +129,7 @@ impl Score {
             Some((lo, hi)) => {
                 self.has_interval = true;
                 self.pooled.add(y, f, lo, hi);
+                self.msis += augur_demand_forecast::metrics::msis(y, lo, hi, 0.2, scale);
             }
             None => self.pooled.add(y, f, f, f),
         }
@@ -137,7 +142,11 @@ impl Score {
             self.mase / n,
             self.pooled.wape(),
             if self.has_interval {
-                format!("{:.1}%", 100.0 * self.pooled.coverage())
+                format!(
+                    "{:.1}% (MSIS {:.2})",
+                    100.0 * self.pooled.coverage(),
+                    self.msis / n
+                )
             } else {
                 "-".into()
             },
@@ -793,6 +802,7 @@ async fn m3_on_demo_model(
     let data = datasets::m3_monthly(&path)?;
     let h = 18;
     let mut served = Vec::with_capacity(data.len());
+    let mut bounds = Vec::with_capacity(data.len());
     let mut methods: BTreeMap<String, usize> = BTreeMap::new();
     for chunk in data.chunks(200) {
         let r = client
@@ -817,15 +827,29 @@ async fn m3_on_demo_model(
         for f in r.forecasts {
             *methods.entry(f.method.clone()).or_default() += 1;
             served.push(f.points.iter().map(|p| p.point).collect::<Vec<f64>>());
+            // The default quantiles 0.1 / 0.5 / 0.9: the 80% interval's bounds.
+            let q = |k: usize| -> Vec<f64> {
+                f.points
+                    .iter()
+                    .map(|p| p.quantiles.get(k).map_or(f64::NAN, |q| q.value))
+                    .collect()
+            };
+            bounds.push((q(0), q(2)));
         }
     }
     let windows: Vec<(Vec<f64>, Vec<f64>)> =
         data.iter().map(|s| (s.x.clone(), s.xx.clone())).collect();
     let (s_served, m_served) =
         augur_demand_forecast::metrics::mean_smape_mase(&windows, &served, 12);
+    let mut sc = Score::default();
+    for (((x, y), f), (lo, hi)) in windows.iter().zip(&served).zip(&bounds) {
+        sc.add(y, f, naive_scale(x, 12), Some((lo, hi)));
+    }
     println!(
         "
-M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): sMAPE {s_served:.2} / MASE {m_served:.3}; methods {methods:?}"
+M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): sMAPE {s_served:.2} / MASE {m_served:.3}; 80% interval coverage {:.1}% / MSIS {:.2}; methods {methods:?}",
+        100.0 * sc.pooled.coverage(),
+        sc.msis / sc.n.max(1) as f64
     );
     // The trained (daily) combination applied to the same series, as before the fallback.
     let combination = params.get("combination").cloned().unwrap_or_default();
@@ -850,6 +874,8 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 season_err_q: BTreeMap::new(),
                 gbm: None,
                 interval_log: false,
+                own_q: Vec::new(),
+                season_own_q: BTreeMap::new(),
             };
             let old: Vec<Vec<f64>> = data
                 .iter()
@@ -892,6 +918,7 @@ fn mixed(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut single = per_season.clone();
     single.season_combos.clear();
     single.season_err_q.clear();
+    single.season_own_q.clear();
     let name = augur_demand_forecast::stats::combo_name;
     println!(
         "\n## Mixed Train: {} M3 monthly + {} Dominick's series (no covariates), horizon {h}, trained in {train_secs:.1} s\n",

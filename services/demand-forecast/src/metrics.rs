@@ -57,6 +57,25 @@ pub fn mase(y: &[f64], f: &[f64], scale: f64) -> f64 {
     mae / scale
 }
 
+/// Scaled interval score of a central `1 - alpha` interval (the M4 competition's MSIS): the mean
+/// over steps of the width plus `2 / alpha` times the distance by which the actual falls outside,
+/// divided by `scale` (the in-sample seasonal naive MAE, as for MASE). Lower is better; it
+/// rewards intervals that are narrow and still hold the outcomes.
+pub fn msis(y: &[f64], lo: &[f64], hi: &[f64], alpha: f64, scale: f64) -> f64 {
+    let n = y.len().min(lo.len()).min(hi.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let s: f64 = (0..n)
+        .map(|i| {
+            (hi[i] - lo[i])
+                + 2.0 / alpha * (lo[i] - y[i]).max(0.0)
+                + 2.0 / alpha * (y[i] - hi[i]).max(0.0)
+        })
+        .sum();
+    s / n as f64 / scale
+}
+
 /// Pooled sums for WAPE and coverage.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pooled {
@@ -133,5 +152,8 @@ mod tests {
         p.add(&[10.0, 0.0], &[8.0, 1.0], &[5.0, 0.5], &[12.0, 2.0]);
         assert!((p.wape() - 0.3).abs() < 1e-12);
         assert!((p.coverage() - 0.5).abs() < 1e-12);
+        // Width 2 inside; the second step misses by 1 above an interval of width 1: 1 + 10 * 1.
+        let v = msis(&[1.0, 4.0], &[0.0, 2.0], &[2.0, 3.0], 0.2, 2.0);
+        assert!((v - (2.0 + 11.0) / 2.0 / 2.0).abs() < 1e-12);
     }
 }

@@ -99,6 +99,8 @@ pub struct TrainOptions {
     pub gbm_statics: bool,
     /// Interval errors of non-negative series as log ratios (see [`Model::interval_log`]).
     pub interval_log: bool,
+    /// Interval errors standardised by each series' own error spread (see [`Model::own_q`]).
+    pub interval_own: bool,
 }
 
 impl Default for TrainOptions {
@@ -127,6 +129,7 @@ impl Default for TrainOptions {
             gbm_categorical: false,
             gbm_statics: true,
             interval_log: true,
+            interval_own: false,
         }
     }
 }
@@ -185,6 +188,18 @@ pub struct Model {
     /// and the covariate lift. Absent in models saved before the field existed (false).
     #[serde(default)]
     pub interval_log: bool,
+    /// `own_q[step][g]`: quantile (g + 1) / 100 of the validation errors divided by each
+    /// series' own error spread at that step (the state-space standard deviation of its
+    /// smoothing fits, see [`stats::forecasts_and_spread`]), on the scale the members were fitted
+    /// on. When set, a series' band is that table times its own spread, so a smooth series gets
+    /// a narrow band and a noisy one a wide band, instead of one width for all (`err_q` then
+    /// serves only histories too short for a spread). Empty unless trained with
+    /// [`TrainOptions::interval_own`], and in models saved before the field existed.
+    #[serde(default)]
+    pub own_q: Vec<Vec<f64>>,
+    /// With several season lengths: each season's own `own_q`.
+    #[serde(default)]
+    pub season_own_q: BTreeMap<usize, Vec<Vec<f64>>>,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -586,6 +601,14 @@ struct Prepared {
     /// mean: a table of log-ratio errors pooled over all series gives a slow seller bands such
     /// as 0.15-0.19 units, which no day's sales (0 or at least 1) fall in.
     count_size: Option<f64>,
+    /// The error standard deviation per step of the smoothing models (SES, Holt, damped)
+    /// fitted to this series (on the log scale when `log_fit`; `None` for histories under 4
+    /// points). A series of a season length training never saw (answered by
+    /// [`FALLBACK_COMBO`]) gets normal quantiles of it, not the validation errors of series of
+    /// another frequency; with [`Model::own_q`], every series gets that table times it.
+    spread: Option<Vec<f64>>,
+    /// The statistical members were fitted to `ln(1 + y)` (less the covariate effects).
+    log_fit: bool,
     /// Multiplier of the interval scale per step (the future covariate lift).
     lift: Vec<f64>,
     scale: f64,
@@ -636,10 +659,8 @@ fn prepare(
     };
     let m = s.season.max(1);
     let intermittent = stats::is_intermittent(&y);
-    let mut members: Vec<Vec<f64>> = stats::some_forecasts(&adj, m, h, needed)
-        .into_iter()
-        .map(&back)
-        .collect();
+    let (members, own_spread) = stats::forecasts_and_spread(&adj, m, h, needed);
+    let mut members: Vec<Vec<f64>> = members.into_iter().map(&back).collect();
     // The GRU's slot: its forecast, or without a network no member at all (NaN, which `combine`
     // skips).
     members[Method::Gru as usize] = vec![f64::NAN; h];
@@ -701,12 +722,17 @@ fn prepare(
             .map(|(v, e)| ((1.0 + v) * e.exp() - 1.0).max(0.0))
             .collect()
     });
+    let scale = naive_scale(&y, m);
+    // A history the smoothing models fit exactly still gets a (thin) band.
+    let floor = if log { 1e-3 } else { 1e-3 * scale };
     Prepared {
         members,
         croston,
         count_size,
+        spread: own_spread.map(|sd| sd.into_iter().map(|v| v.max(floor)).collect()),
+        log_fit: log,
         lift: fut.iter().map(|e| e.exp()).collect(),
-        scale: naive_scale(&y, m),
+        scale,
         nonneg,
     }
 }
@@ -844,21 +870,52 @@ impl Model {
             }
         }
         let err_q = self.season_err_q.get(&season).unwrap_or(&self.err_q);
+        let own_q = self.season_own_q.get(&season).unwrap_or(&self.own_q);
+        // A season training never saw: normal quantiles of the fallback's own error spread.
+        // Otherwise the standardised validation errors times the spread, when trained so.
+        let own = match &p.spread {
+            Some(sd) if !self.seen(season) => Some((None, sd)),
+            Some(sd) if !own_q.is_empty() => Some((Some(own_q), sd)),
+            _ => None,
+        };
         let mut out: Vec<Vec<f64>> = levels
             .iter()
-            .map(|l| {
+            .map(|&l| {
+                let z = stats::normal_quantile(l);
                 point
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| {
-                        let row = &err_q[i.min(err_q.len().saturating_sub(1))];
-                        let q = grid_value(row, *l);
-                        let v = if self.interval_log && p.nonneg {
-                            (1.0 + f.max(0.0)) * q.min(700.0).exp() - 1.0
-                        } else {
-                            f + q * p.scale * p.lift[i]
+                    .map(|(i, &f)| {
+                        // Offset from the point: a log ratio, or in the series' units.
+                        let (offset, log) = match own {
+                            // On the scale the members were fitted on.
+                            Some((table, sd)) => {
+                                let q = table.map_or(z, |t| {
+                                    grid_value(&t[i.min(t.len().saturating_sub(1))], l)
+                                });
+                                if p.log_fit {
+                                    (q * sd[i], true)
+                                } else {
+                                    (q * sd[i] * p.lift[i], false)
+                                }
+                            }
+                            // The validation errors' quantiles.
+                            None => {
+                                let row = &err_q[i.min(err_q.len().saturating_sub(1))];
+                                let q = grid_value(row, l);
+                                if self.interval_log && p.nonneg {
+                                    (q, true)
+                                } else {
+                                    (q * p.scale * p.lift[i], false)
+                                }
+                            }
                         };
-                        let v = if v.is_finite() { v } else { *f };
+                        let v = if log {
+                            (1.0 + f.max(0.0)) * offset.min(700.0).exp() - 1.0
+                        } else {
+                            f + offset
+                        };
+                        let v = if v.is_finite() { v } else { f };
                         if p.nonneg { v.max(0.0) } else { v }
                     })
                     .collect()
@@ -914,8 +971,9 @@ impl Model {
             .gbm
             .as_ref()
             .filter(|_| combo & (1 << Method::Gbm as u32) != 0);
+        let unseen = !self.seen(s.season);
         let p = prepare(self.cov.as_ref(), gru, gbm, self.log, s, future, h, combo);
-        let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
+        let (point, method) = self.point_of(&p, combo, unseen);
         let quantiles = self.quantiles_of(&p, &point, levels, s.season);
         Output {
             point,
@@ -1275,6 +1333,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         season_err_q: BTreeMap::new(),
         gbm: None,
         interval_log: opts.interval_log,
+        own_q: Vec::new(),
+        season_own_q: BTreeMap::new(),
     };
     // Interval quantiles per step from the validation errors (log ratios or scaled errors, see
     // `Model::interval_log`; of all windows, and of each season's own when there are several).
@@ -1317,14 +1377,49 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         }
         errs.into_iter().map(grid_of).collect()
     };
+    // The same of the errors divided by each series' own spread, on the members' fitting
+    // scale (see `Model::own_q`).
+    let own_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
+        let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
+        for (v, f) in vals.iter().zip(&points) {
+            let Some(sd) = &v.prep.spread else { continue };
+            if season.is_some_and(|s| s != v.season) {
+                continue;
+            }
+            for i in 0..h {
+                let e = if v.prep.log_fit {
+                    (v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p()) / sd[i]
+                } else {
+                    (v.actual[i] - f[i]) / (sd[i] * v.prep.lift[i])
+                };
+                if e.is_finite() {
+                    errs[i].push(e);
+                }
+            }
+        }
+        errs.into_iter().map(grid_of).collect()
+    };
     model.err_q = err_grid(None);
+    if opts.interval_own {
+        model.own_q = own_grid(None);
+    }
     if model.seasons.len() > 1 {
-        model.season_err_q = model
+        let trained: Vec<usize> = model
             .seasons
             .iter()
-            .filter(|&&season| vals.iter().any(|v| v.season == season))
+            .copied()
+            .filter(|&season| vals.iter().any(|v| v.season == season))
+            .collect();
+        model.season_err_q = trained
+            .iter()
             .map(|&season| (season, err_grid(Some(season))))
             .collect();
+        if opts.interval_own {
+            model.season_own_q = trained
+                .iter()
+                .map(|&season| (season, own_grid(Some(season))))
+                .collect();
+        }
     }
     // Validation metrics of the chosen model.
     let (mut s_sum, mut m_sum) = (0.0, 0.0);
@@ -1434,7 +1529,6 @@ pub(crate) mod tests {
         direct.seasons = vec![12];
         let expected = direct.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
         assert_eq!(f.point, expected.point);
-        assert_eq!(f.quantiles, expected.quantiles);
         assert!(f.point.iter().all(|v| v.is_finite()));
         // The trained season keeps the trained combination.
         let weekly = promo_series(99, 120);
@@ -1445,6 +1539,141 @@ pub(crate) mod tests {
         old.seasons.clear();
         assert_eq!(old.combo_for(12), t.model.combo);
         assert_eq!(t.model.combo_for(12), FALLBACK_COMBO);
+    }
+
+    /// A local level series around 1,000 (the level a random walk moved by `alpha` times each
+    /// Gaussian error of relative size `sd`: the process simple exponential smoothing is optimal
+    /// for), season 1.
+    fn local_level(seed: u64, n: usize, alpha: f64, sd: f64) -> Vec<f64> {
+        let mut rnd = uniform(seed);
+        let mut level = 1000.0;
+        (0..n)
+            .map(|_| {
+                let (u1, u2) = (1.0 - rnd(), rnd());
+                let e = sd * 1000.0 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                let y = level + e;
+                level += alpha * e;
+                y
+            })
+            .collect()
+    }
+
+    #[test]
+    fn own_spread_intervals_fit_quiet_and_noisy_series_alike() {
+        // Quiet (1% noise) and noisy (10%) local level series trained together.
+        let level = |seed: u64, n: usize| {
+            let sd = if seed.is_multiple_of(2) { 0.01 } else { 0.1 };
+            local_level(seed, n, 0.3, sd)
+        };
+        let h = 6;
+        let series: Vec<SeriesIn> = (0..40)
+            .map(|i| SeriesIn {
+                values: level(i, 80),
+                season: 1,
+                ..Default::default()
+            })
+            .collect();
+        let opts = |own: bool| TrainOptions {
+            horizon: h,
+            gru: false,
+            gbm: false,
+            interval_own: own,
+            ..Default::default()
+        };
+        let t = train(&series, &opts(true));
+        assert_eq!(t.model.own_q.len(), h);
+        let pooled = train(&series, &opts(false));
+        assert!(pooled.model.own_q.is_empty());
+        let none = BTreeMap::new();
+        // Coverage of the 80% interval on fresh series of each kind, and the mean band width
+        // relative to the point at the last step.
+        let check = |m: &Model, quiet: bool| -> (f64, f64) {
+            let (mut inside, mut total, mut width) = (0usize, 0usize, 0.0);
+            for k in 0..100u64 {
+                let seed = 10_000 + 2 * k + u64::from(!quiet);
+                let y = level(seed, 80 + h);
+                let s = SeriesIn {
+                    values: y[..80].to_vec(),
+                    season: 1,
+                    ..Default::default()
+                };
+                let f = m.forecast(&s, &none, h, &[0.1, 0.9]);
+                for i in 0..h {
+                    let (lo, hi) = (f.quantiles[0][i], f.quantiles[1][i]);
+                    inside += usize::from(lo <= y[80 + i] && y[80 + i] <= hi);
+                    total += 1;
+                }
+                width += (f.quantiles[1][h - 1] - f.quantiles[0][h - 1]) / f.point[h - 1];
+            }
+            (inside as f64 / total as f64, width / 100.0)
+        };
+        let (cq, wq) = check(&t.model, true);
+        let (cn, wn) = check(&t.model, false);
+        assert!((0.7..=0.9).contains(&cq), "quiet coverage {cq}");
+        assert!((0.7..=0.9).contains(&cn), "noisy coverage {cn}");
+        assert!(wn > 5.0 * wq, "noisy width {wn} vs quiet {wq}");
+        // One table for all: too wide for the quiet series and too narrow for the noisy ones.
+        let (pq, _) = check(&pooled.model, true);
+        let (pn, _) = check(&pooled.model, false);
+        assert!(pq > 0.95 && pn < 0.7, "pooled: quiet {pq}, noisy {pn}");
+        // Saved and loaded, the same; a model saved before the field existed has no own table.
+        let json = serde_json::to_string(&t.model).unwrap();
+        let back: Model = serde_json::from_str(&json).unwrap();
+        // (JSON keeps f64 to within an ulp.)
+        let (a, b) = (back.own_q.concat(), t.model.own_q.concat());
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs().max(1.0))
+        );
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("own_q");
+        let old: Model = serde_json::from_value(old).unwrap();
+        assert!(old.own_q.is_empty());
+    }
+
+    #[test]
+    fn an_unseen_season_gets_intervals_from_its_own_errors() {
+        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let t = train(
+            &series,
+            &TrainOptions {
+                horizon: 7,
+                gru: false,
+                ..Default::default()
+            },
+        );
+        let none = BTreeMap::new();
+        let h = 6;
+        let (mut inside, mut total) = (0usize, 0usize);
+        let (mut first, mut last) = (0.0, 0.0);
+        for seed in 0..150 {
+            let y = local_level(1000 + seed, 60 + h, 0.3, 0.03);
+            let s = SeriesIn {
+                values: y[..60].to_vec(),
+                season: 1,
+                ..Default::default()
+            };
+            let f = t.model.forecast(&s, &none, h, &[0.1, 0.9]);
+            assert_eq!(f.method, FALLBACK_NAME);
+            for i in 0..h {
+                let (lo, hi) = (f.quantiles[0][i], f.quantiles[1][i]);
+                assert!(lo < f.point[i] && f.point[i] < hi, "{f:?}");
+                inside += usize::from(lo <= y[60 + i] && y[60 + i] <= hi);
+                total += 1;
+            }
+            first += f.quantiles[1][0] - f.quantiles[0][0];
+            last += f.quantiles[1][h - 1] - f.quantiles[0][h - 1];
+        }
+        // The 80% interval holds about 80% of the outcomes of the process the members model,
+        // and widens with the horizon (the level's uncertainty accumulates).
+        let coverage = inside as f64 / total as f64;
+        assert!((0.74..=0.86).contains(&coverage), "coverage {coverage}");
+        assert!(
+            last > 1.1 * first,
+            "width at step 1 {first}, at step {h} {last}"
+        );
     }
 
     #[test]

@@ -730,59 +730,13 @@ fn backtest_one(
     ))
 }
 
-/// Standard normal quantile (Acklam's rational approximation).
-fn normal_quantile(p: f64) -> f64 {
-    let a = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    let b = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    let c = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    let d = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let pl = 0.02425;
-    if p < pl {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
-            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
-    } else if p <= 1.0 - pl {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
-            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
-    } else {
-        -normal_quantile(1.0 - p)
-    }
-}
-
 /// Reorder advice from the per-period forecast: the lead-time demand is the sum of the point
 /// forecasts; the per-period spread between the service-level quantile and the median is turned
 /// into a standard deviation, summed over the lead time as independent errors.
 fn advice(model: &Model, r: &Resolved, lead: usize, service_level: f64) -> pb::ReorderAdviceItem {
     let out = model.forecast(&r.input, &r.future, lead, &[0.5, service_level]);
     let demand: f64 = out.point.iter().sum();
-    let z = normal_quantile(service_level);
+    let z = crate::stats::normal_quantile(service_level);
     let var: f64 = (0..lead)
         .map(|i| {
             let spread = (out.quantiles[1][i] - out.quantiles[0][i]).max(0.0);
@@ -902,11 +856,12 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
                     })?
             }
             "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
+            "interval.own" => opts.interval_own = v.parse::<bool>().map_err(|_| bad())?,
             "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows, interval.log, arima)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows, interval.log, interval.own, arima)",
                 ));
             }
         }
@@ -1061,6 +1016,17 @@ impl Service {
                 ),
             ),
             ("log_scale".to_string(), m.log.to_string()),
+            (
+                "intervals".to_string(),
+                if !m.own_q.is_empty() {
+                    "validation errors over each series' own smoothing spread"
+                } else if m.interval_log {
+                    "validation log ratios ln(1 + actual) - ln(1 + forecast)"
+                } else {
+                    "validation errors over each series' naive MAE"
+                }
+                .to_string(),
+            ),
             ("global_gru".to_string(), format!("{:?}", m.gru_shape)),
             (
                 "global_gbm".to_string(),

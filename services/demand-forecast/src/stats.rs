@@ -206,6 +206,17 @@ impl Season {
             .collect()
     }
 
+    /// Puts the season back on the error standard deviations of forecasts of positions `n, n +
+    /// 1, ...` (a multiplicative season scales them; an additive one leaves them).
+    pub fn restore_spread(&self, n: usize, sd: &mut [f64]) {
+        if self.mult {
+            let m = self.idx.len();
+            for (h, v) in sd.iter_mut().enumerate() {
+                *v *= self.idx[(n + h) % m];
+            }
+        }
+    }
+
     /// Puts the season back on forecasts of positions `n, n + 1, ...`.
     pub fn restore(&self, n: usize, f: &mut [f64]) {
         let m = self.idx.len();
@@ -337,6 +348,32 @@ impl Es {
 struct FitEs {
     es: Es,
     aicc: f64,
+    /// Sum of squared one-step errors and the number of fitted values (parameters and initial
+    /// states).
+    sse: f64,
+    k: usize,
+}
+
+impl FitEs {
+    /// Standard deviation of the `j`-step-ahead forecast error, `j = 1..=h`, of the additive-error
+    /// state-space model with these parameters (Hyndman et al. 2008, class 1):
+    /// `sigma^2 (1 + sum_{i<j} c_i^2)` with `c_i = alpha (1 + beta phi_i)`, `phi_i = phi + ... +
+    /// phi^i` (Holt: `phi = 1`; SES: `beta = 0`); `sigma^2` is the one-step error variance with
+    /// the fitted values' degrees of freedom taken off.
+    fn spread(&self, n: usize, h: usize) -> Vec<f64> {
+        let sigma2 = self.sse / n.saturating_sub(self.k).max(1) as f64;
+        let es = &self.es;
+        let mut out = Vec::with_capacity(h);
+        let (mut acc, mut phi_i, mut p) = (1.0, 0.0, 1.0);
+        for _ in 0..h {
+            out.push((sigma2 * acc).sqrt());
+            p *= es.phi;
+            phi_i += p;
+            let c = es.alpha * (1.0 + if es.trend { es.beta * phi_i } else { 0.0 });
+            acc += c * c;
+        }
+        out
+    }
 }
 
 fn aicc(sse: f64, n: usize, k: usize) -> f64 {
@@ -417,6 +454,8 @@ fn fit_es(y: &[f64], kind: u8) -> FitEs {
     FitEs {
         es,
         aicc: aicc(sse, n, k),
+        sse,
+        k,
     }
 }
 
@@ -488,6 +527,52 @@ pub fn is_intermittent(y: &[f64]) -> bool {
     zeros as f64 >= 0.3 * y.len() as f64
 }
 
+/// Standard normal quantile (Acklam's rational approximation).
+pub fn normal_quantile(p: f64) -> f64 {
+    let a = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    let b = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    let c = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    let d = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let pl = 0.02425;
+    if p < pl {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
+    } else if p <= 1.0 - pl {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
+    } else {
+        -normal_quantile(1.0 - p)
+    }
+}
+
 /// Forecasts of every method in [`METHODS`] for `h` steps (index = method as usize). The GRU's slot
 /// holds a copy of Theta (its stand-in when the network gives no forecast); the model fills it.
 pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
@@ -498,6 +583,19 @@ pub fn all_forecasts(y: &[f64], m: usize, h: usize) -> Vec<Vec<f64>> {
 /// only when `needed` (a bit set over [`METHODS`]) has them; otherwise their slots hold the
 /// Theta forecast. Serving needs only the chosen combination's members.
 pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64>> {
+    forecasts_and_spread(y, m, h, needed).0
+}
+
+/// [`some_forecasts`] and, beside them, the forecast error standard deviation per step of the
+/// M4 "Comb" members (SES, Holt, damped trend: the mean of the three models' state-space
+/// standard deviations, seasonality put back as for the forecasts); `None` for histories too
+/// short to fit them (under 4 points).
+pub fn forecasts_and_spread(
+    y: &[f64],
+    m: usize,
+    h: usize,
+    needed: u32,
+) -> (Vec<Vec<f64>>, Option<Vec<f64>>) {
     let wants = |k: Method| needed & (1 << k as u32) != 0;
     let n = y.len();
     let last = y.last().copied().unwrap_or(0.0);
@@ -527,7 +625,7 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         ] {
             out[k as usize] = avg.clone();
         }
-        return out;
+        return (out, None);
     }
     let season = Season::detect(y, m);
     let adj = match &season {
@@ -551,6 +649,16 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         .map(|f| f.es)
         .unwrap_or(fits[0].es);
     let ets = restore(best.forecast(&adj, h));
+    let spread = {
+        let each: Vec<Vec<f64>> = fits.iter().map(|f| f.spread(n, h)).collect();
+        let mut sd: Vec<f64> = (0..h)
+            .map(|i| each.iter().map(|s| s[i]).sum::<f64>() / each.len() as f64)
+            .collect();
+        if let Some(s) = &season {
+            s.restore_spread(n, &mut sd);
+        }
+        sd.iter().all(|v| v.is_finite()).then_some(sd)
+    };
     // Theta (theta = 2): SES plus half the slope of the linear trend.
     let (a, l) = ses_alpha(&adj);
     let tbar = (n as f64 - 1.0) / 2.0;
@@ -582,7 +690,7 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         ),
         None => (theta.clone(), theta.clone()),
     };
-    vec![
+    let all = vec![
         naive,
         snaive,
         naive2,
@@ -600,7 +708,8 @@ pub fn some_forecasts(y: &[f64], m: usize, h: usize, needed: u32) -> Vec<Vec<f64
         theta.clone(),
         theta.clone(),
         theta,
-    ]
+    ];
+    (all, spread)
 }
 
 /// Equal-weight mean of the members in `mask`, made finite and non-negative when `nonneg`.
@@ -641,6 +750,59 @@ mod tests {
         (0..n)
             .map(|t| 100.0 + t as f64 + 20.0 * ((t % 12) as f64 * std::f64::consts::PI / 6.0).sin())
             .collect()
+    }
+
+    #[test]
+    fn normal_quantiles() {
+        assert!(normal_quantile(0.5).abs() < 1e-9);
+        assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
+        assert!((normal_quantile(0.025) + 1.959_963_985).abs() < 1e-6);
+        assert!((normal_quantile(0.001) + 3.090_232_306).abs() < 1e-6);
+    }
+
+    #[test]
+    fn smoothing_spread_is_the_state_space_variance() {
+        let es = |alpha, beta, phi, trend| Es {
+            alpha,
+            beta,
+            phi,
+            l0: 0.0,
+            b0: 0.0,
+            trend,
+        };
+        // One-step variance sse / (n - k) = 1.
+        let damped = FitEs {
+            es: es(0.5, 0.2, 0.9, true),
+            aicc: 0.0,
+            sse: 40.0,
+            k: 5,
+        };
+        // c_j = alpha (1 + beta (phi + ... + phi^j)).
+        let c = [
+            0.5 * (1.0 + 0.2 * 0.9),
+            0.5 * (1.0 + 0.2 * 1.71),
+            0.5 * (1.0 + 0.2 * 2.439),
+        ];
+        let mut acc = 1.0;
+        let mut want = vec![1.0];
+        for cj in c {
+            acc += cj * cj;
+            want.push(f64::sqrt(acc));
+        }
+        let got = damped.spread(45, 4);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+        // SES: sigma sqrt(1 + (j - 1) alpha^2).
+        let ses = FitEs {
+            es: es(0.3, 0.0, 1.0, false),
+            aicc: 0.0,
+            sse: 4.0 * 18.0,
+            k: 2,
+        };
+        for (j, g) in ses.spread(20, 6).iter().enumerate() {
+            assert!((g - 2.0 * (1.0 + j as f64 * 0.09).sqrt()).abs() < 1e-12);
+        }
     }
 
     #[test]
