@@ -1501,17 +1501,22 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn a_series_of_an_unseen_season_gets_the_fallback_combination() {
+    /// A model trained on daily series (season 7) only.
+    fn daily_model() -> Trained {
         let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
-        let t = train(
+        train(
             &series,
             &TrainOptions {
                 horizon: 7,
                 gru: false,
                 ..Default::default()
             },
-        );
+        )
+    }
+
+    #[test]
+    fn a_series_of_an_unseen_season_gets_the_fallback_combination() {
+        let t = daily_model();
         assert_eq!(t.model.seasons, vec![7]);
         let none = BTreeMap::new();
         // A monthly series with trend and a yearly pattern: never seen in training.
@@ -1650,15 +1655,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_unseen_season_gets_intervals_from_its_own_errors() {
-        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
-        let t = train(
-            &series,
-            &TrainOptions {
-                horizon: 7,
-                gru: false,
-                ..Default::default()
-            },
-        );
+        let t = daily_model();
         let none = BTreeMap::new();
         let h = 6;
         let (mut inside, mut total) = (0usize, 0usize);
