@@ -19,7 +19,7 @@ use chrono::{DateTime, Months, TimeZone, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, from_feature_store};
-use crate::metrics::{Pooled, mase, naive_scale, smape};
+use crate::metrics::{Pooled, mase, msis, naive_scale, smape};
 use crate::model::{self, Model, SeriesIn, TrainOptions};
 
 /// Largest horizon a model may be trained for (and so the largest Forecast horizon).
@@ -628,10 +628,11 @@ fn forecast_one(model: &Model, r: &Resolved, h: usize, levels: &[f64]) -> pb::Se
     }
 }
 
-fn metrics_pb(smape: f64, mase: f64, pooled: &Pooled) -> pb::BacktestMetrics {
+fn metrics_pb(smape: f64, mase: f64, msis: f64, pooled: &Pooled) -> pb::BacktestMetrics {
     pb::BacktestMetrics {
         smape,
         mase,
+        msis,
         wape: pooled.wape(),
         coverage: pooled.coverage(),
         points: pooled.points,
@@ -681,7 +682,7 @@ fn backtest_one(
         mase_m
     };
     let mut out = Vec::with_capacity(windows);
-    let (mut s_sum, mut m_sum) = (0.0, 0.0);
+    let (mut s_sum, mut m_sum, mut i_sum) = (0.0, 0.0, 0.0);
     let mut pooled = Pooled::default();
     for w in 0..windows {
         let origin = n - h - step * (windows - 1 - w);
@@ -708,14 +709,23 @@ fn backtest_one(
         let mut p = Pooled::default();
         p.add(actual, &f.point, &f.quantiles[0], &f.quantiles[1]);
         let s = smape(actual, &f.point);
-        let ms = mase(actual, &f.point, naive_scale(&values[..origin], m));
+        let scale = naive_scale(&values[..origin], m);
+        let ms = mase(actual, &f.point, scale);
+        let is = msis(
+            actual,
+            &f.quantiles[0],
+            &f.quantiles[1],
+            1.0 - interval,
+            scale,
+        );
         s_sum += s;
         m_sum += ms;
+        i_sum += is;
         pooled.merge(&p);
         out.push(pb::BacktestWindow {
             origin_index: origin as u32,
             origin: r.timestamps.get(origin).copied().map(to_ts),
-            metrics: Some(metrics_pb(s, ms, &p)),
+            metrics: Some(metrics_pb(s, ms, is, &p)),
         });
     }
     let k = windows as f64;
@@ -724,7 +734,7 @@ fn backtest_one(
             id: r.id.clone(),
             key: r.key.clone(),
             windows: out,
-            metrics: Some(metrics_pb(s_sum / k, m_sum / k, &pooled)),
+            metrics: Some(metrics_pb(s_sum / k, m_sum / k, i_sum / k, &pooled)),
         },
         pooled,
     ))
@@ -1163,15 +1173,16 @@ impl DemandForecast for Service {
         .map_err(|e| Status::internal(e.to_string()))??;
         let k = results.len().max(1) as f64;
         let mut pooled = Pooled::default();
-        let (mut s, mut m) = (0.0, 0.0);
+        let (mut s, mut m, mut i) = (0.0, 0.0, 0.0);
         for (r, p) in &results {
             if let Some(x) = &r.metrics {
                 s += x.smape;
                 m += x.mase;
+                i += x.msis;
             }
             pooled.merge(p);
         }
-        let overall = metrics_pb(s / k, m / k, &pooled);
+        let overall = metrics_pb(s / k, m / k, i / k, &pooled);
         let results: Vec<pb::SeriesBacktest> = results.into_iter().map(|(r, _)| r).collect();
         Ok(Response::new(pb::BacktestResponse {
             series: results,

@@ -294,6 +294,21 @@ async fn train_forecast_promotions_backtest_reorder_and_restart() {
     assert_eq!(overall.points, (SKUS.len() * 21) as u64);
     assert!(overall.wape < 0.35, "{overall:?}");
     assert!(overall.coverage > 0.5, "{overall:?}");
+    // The interval score: positive, and the mean of the series' as MASE is.
+    let mean_msis = resp
+        .series
+        .iter()
+        .map(|s| s.metrics.as_ref().map_or(f64::NAN, |m| m.msis))
+        .sum::<f64>()
+        / SKUS.len() as f64;
+    assert!(
+        overall.msis > 0.0 && overall.msis.is_finite(),
+        "{overall:?}"
+    );
+    assert!(
+        (overall.msis - mean_msis).abs() < 1e-9 * mean_msis,
+        "{overall:?}"
+    );
 
     // Reorder advice: stock of sku-a is 40, a week's demand is about 65.
     let resp = client
