@@ -974,9 +974,8 @@ impl Model {
             .gbm
             .as_ref()
             .filter(|_| combo & (1 << Method::Gbm as u32) != 0);
-        let unseen = !self.seen(s.season);
         let p = prepare(self.cov.as_ref(), gru, gbm, self.log, s, future, h, combo);
-        let (point, method) = self.point_of(&p, combo, unseen);
+        let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
         let quantiles = self.quantiles_of(&p, &point, levels, s.season);
         Output {
             point,
@@ -1360,18 +1359,24 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             })
             .collect()
     }
-    // Quantiles per step of the validation errors (of every window, or of one season's).
-    let err_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
+    // Quantiles per step of the validation errors (of every window, or of one season's):
+    // log ratios or errors scaled by the naive MAE (`err_q`), or with `own` the errors divided
+    // by each series' own spread on the members' fitting scale (`own_q`; windows without a
+    // spread left out).
+    let grid = |season: Option<usize>, own: bool| -> Vec<Vec<f64>> {
         let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
         for (v, f) in vals.iter().zip(&points) {
-            if season.is_some_and(|s| s != v.season) {
+            let sd = v.prep.spread.as_deref().filter(|_| own);
+            if season.is_some_and(|s| s != v.season) || (own && sd.is_none()) {
                 continue;
             }
             for i in 0..h {
-                let e = if model.interval_log && v.prep.nonneg {
-                    v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p()
-                } else {
-                    (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i])
+                let log_ratio = || v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p();
+                let e = match sd {
+                    Some(sd) if v.prep.log_fit => log_ratio() / sd[i],
+                    Some(sd) => (v.actual[i] - f[i]) / (sd[i] * v.prep.lift[i]),
+                    None if model.interval_log && v.prep.nonneg => log_ratio(),
+                    None => (v.actual[i] - f[i]) / (v.prep.scale * v.prep.lift[i]),
                 };
                 if e.is_finite() {
                     errs[i].push(e);
@@ -1380,31 +1385,9 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         }
         errs.into_iter().map(grid_of).collect()
     };
-    // The same of the errors divided by each series' own spread, on the members' fitting
-    // scale (see `Model::own_q`).
-    let own_grid = |season: Option<usize>| -> Vec<Vec<f64>> {
-        let mut errs: Vec<Vec<f64>> = vec![Vec::new(); h];
-        for (v, f) in vals.iter().zip(&points) {
-            let Some(sd) = &v.prep.spread else { continue };
-            if season.is_some_and(|s| s != v.season) {
-                continue;
-            }
-            for i in 0..h {
-                let e = if v.prep.log_fit {
-                    (v.actual[i].max(0.0).ln_1p() - f[i].max(0.0).ln_1p()) / sd[i]
-                } else {
-                    (v.actual[i] - f[i]) / (sd[i] * v.prep.lift[i])
-                };
-                if e.is_finite() {
-                    errs[i].push(e);
-                }
-            }
-        }
-        errs.into_iter().map(grid_of).collect()
-    };
-    model.err_q = err_grid(None);
+    model.err_q = grid(None, false);
     if opts.interval_own {
-        model.own_q = own_grid(None);
+        model.own_q = grid(None, true);
     }
     if model.seasons.len() > 1 {
         let trained: Vec<usize> = model
@@ -1415,12 +1398,12 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             .collect();
         model.season_err_q = trained
             .iter()
-            .map(|&season| (season, err_grid(Some(season))))
+            .map(|&season| (season, grid(Some(season), false)))
             .collect();
         if opts.interval_own {
             model.season_own_q = trained
                 .iter()
-                .map(|&season| (season, own_grid(Some(season))))
+                .map(|&season| (season, grid(Some(season), true)))
                 .collect();
         }
     }
