@@ -35,19 +35,6 @@ from dominicks_common import H, load, score, series_at
 
 MAX_LAGS, LEVEL = 26, 8
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--settings", type=int, default=24)
-ap.add_argument("--depths", default="0,1,2")
-ap.add_argument("--seed", type=int, default=7)
-ap.add_argument("--log", default=None, help="append one JSON line per (setting, depth)")
-ap.add_argument("--summarize", default=None, metavar="LOG",
-                help="print the summary of an earlier run's --log file instead of running")
-ap.add_argument("--only", type=int, default=None,
-                help="run setting K alone (of the same --seed sample), once per --bagging-seeds value")
-ap.add_argument("--bagging-seeds", default="1",
-                help="LightGBM random_state values (row / column sampling) for --only")
-args = ap.parse_args()
-depths = [int(x) for x in args.depths.split(",")]
 
 # Column layout of the full feature matrix; a setting keeps a subset.
 COLS = ["store", "brand"] + [f"lag{i}" for i in range(1, MAX_LAGS + 1)] + [
@@ -140,7 +127,8 @@ def columns(s):
     return [IDX[c] for c in cols]
 
 
-def run(s, data, seed=1):
+def predict(s, data, seed=1):
+    """Log-unit forecasts of setting `s`: one row of H per series of `data` (from `build`)."""
     series, train, test = data
     cols = columns(s)
     preds = np.zeros((len(series), H))
@@ -164,7 +152,17 @@ def run(s, data, seed=1):
             subsample_freq=1 if s["subsample"] < 1 else 0, random_state=seed, verbose=-1)
         m.fit(tx, target, categorical_feature=[0, 1] if s["categorical"] else "auto")
         preds[:, h - 1] = m.predict(X) + (xl if s["relative"] else 0.0)
-    return score(series, preds)
+    return preds
+
+
+def run(s, data, seed=1):
+    return score(data[0], predict(s, data, seed))
+
+
+def draw(seed, n):
+    """Setting 0 (the anchor) and `n` settings drawn with `seed`, as the search draws them."""
+    rng = np.random.default_rng(seed)
+    return [anchor()] + [sample(rng) for _ in range(n)]
 
 
 def spearman(a, b):
@@ -210,43 +208,60 @@ def summarize(results, settings, depths):
                 f"depth {d} {results[(k, d)][0]:.3f} / {results[(k, d)][1]:.3f}" for d in depths))
 
 
-rng = np.random.default_rng(args.seed)
-settings = [anchor()] + [sample(rng) for _ in range(args.settings)]
-if args.summarize:
-    # The summary again from a --log file (settings re-drawn from the same --seed and --settings).
-    results, seen = {}, []
-    with open(args.summarize) as fh:
-        for line in fh:
-            r = json.loads(line)
-            results[(r["setting"], r["depth"])] = (r["mase"], r["wape"])
-            if r["depth"] not in seen:
-                seen.append(r["depth"])
-    summarize(results, settings, [d for d in depths if d in seen])
-    sys.exit(0)
-if args.only is not None:
-    # One setting, several bagging seeds: how much of its score is the luck of row / column sampling.
-    s = settings[args.only]
-    print(json.dumps(s))
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--settings", type=int, default=24)
+    ap.add_argument("--depths", default="0,1,2")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--log", default=None, help="append one JSON line per (setting, depth)")
+    ap.add_argument("--summarize", default=None, metavar="LOG",
+                    help="print the summary of an earlier run's --log file instead of running")
+    ap.add_argument("--only", type=int, default=None,
+                    help="run setting K alone (of the same --seed sample), once per --bagging-seeds value")
+    ap.add_argument("--bagging-seeds", default="1",
+                    help="LightGBM random_state values (row / column sampling) for --only")
+    args = ap.parse_args()
+    depths = [int(x) for x in args.depths.split(",")]
+    settings = draw(args.seed, args.settings)
+    if args.summarize:
+        # The summary again from a --log file (settings re-drawn from the same --seed and --settings).
+        results, seen = {}, []
+        with open(args.summarize) as fh:
+            for line in fh:
+                r = json.loads(line)
+                results[(r["setting"], r["depth"])] = (r["mase"], r["wape"])
+                if r["depth"] not in seen:
+                    seen.append(r["depth"])
+        summarize(results, settings, [d for d in depths if d in seen])
+        return
+    if args.only is not None:
+        # One setting, several bagging seeds: how much of its score is the luck of row / column sampling.
+        s = settings[args.only]
+        print(json.dumps(s))
+        for depth in depths:
+            data = build(depth)
+            for seed in [int(x) for x in args.bagging_seeds.split(",")]:
+                mase, wape = run(s, data, seed)
+                print(f"setting {args.only} depth {depth} random_state {seed}: MASE {mase:.3f} WAPE {wape:.3f}",
+                      flush=True)
+        return
+    results = {}
     for depth in depths:
-        data = build(depth)
-        for seed in [int(x) for x in args.bagging_seeds.split(",")]:
-            mase, wape = run(s, data, seed)
-            print(f"setting {args.only} depth {depth} random_state {seed}: MASE {mase:.3f} WAPE {wape:.3f}",
-                  flush=True)
-    sys.exit(0)
-results = {}
-for depth in depths:
-    t0 = time.time()
-    data = build(depth)
-    print(f"# depth {depth}: features built in {time.time() - t0:.0f} s", flush=True)
-    for k, s in enumerate(settings):
         t0 = time.time()
-        mase, wape = run(s, data)
-        results[(k, depth)] = (mase, wape)
-        print(f"setting {k:3d} depth {depth} MASE {mase:.3f} WAPE {wape:.3f} ({time.time() - t0:.0f} s)",
-              flush=True)
-        if args.log:
-            with open(args.log, "a") as fh:
-                fh.write(json.dumps(dict(setting=k, depth=depth, mase=mase, wape=wape, **s)) + "\n")
+        data = build(depth)
+        print(f"# depth {depth}: features built in {time.time() - t0:.0f} s", flush=True)
+        for k, s in enumerate(settings):
+            t0 = time.time()
+            mase, wape = run(s, data)
+            results[(k, depth)] = (mase, wape)
+            print(f"setting {k:3d} depth {depth} MASE {mase:.3f} WAPE {wape:.3f} ({time.time() - t0:.0f} s)",
+                  flush=True)
+            if args.log:
+                with open(args.log, "a") as fh:
+                    fh.write(json.dumps(dict(setting=k, depth=depth, mase=mase, wape=wape, **s)) + "\n")
 
-summarize(results, settings, depths)
+    summarize(results, settings, depths)
+
+
+if __name__ == "__main__":
+    main()
