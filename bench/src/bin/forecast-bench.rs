@@ -97,6 +97,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_l1" => o.gbm_l1 = parse(k, v)?,
             "gbm_promo" => o.gbm_promo = parse(k, v)?,
             "gbm_prev" => o.gbm_prev = parse(k, v)?,
+            "gbm_direct" => o.gbm_direct = parse(k, v)?,
             "gbm_categorical" => o.gbm_categorical = parse(k, v)?,
             "gbm_statics" => o.gbm_statics = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,

@@ -33,6 +33,8 @@ pub struct GbmConfig {
     pub prev: bool,
     /// The series' static numeric descriptors as features (see [`GlobalGbm::statics`]).
     pub statics: bool,
+    /// Also train the direct per-step trees (see [`GlobalGbm::direct`]).
+    pub direct: bool,
 }
 
 impl GbmConfig {
@@ -57,6 +59,7 @@ impl GbmConfig {
             categorical: false,
             prev: false,
             statics: true,
+            direct: false,
         }
     }
 }
@@ -94,7 +97,21 @@ pub struct GlobalGbm {
     #[serde(default)]
     pub statics: Vec<(String, f32)>,
     pub trees: Gbdt,
+    /// The direct model (a second member, `direct_gbm`; empty when not trained): one set of
+    /// trees per horizon step over the last [`DIRECT_LAGS`] log1p values themselves (not
+    /// against a level), each covariate's (transformed) value in the target period and the
+    /// attributes split as categories, predicting the median of log1p units (absolute-error
+    /// loss); 200 trees, learning rate 0.1, 31 leaves grown best-first, 50 rows a leaf, 255
+    /// bins. The global LightGBM anchor with the design that
+    /// `bench/scripts/dominicks_tuning_bounds.py` chose on the four pre-test origins (its
+    /// setting 16: 4 lags instead of 8, L1 loss, 200 trees, 50 rows a leaf), as a member the
+    /// combination search may choose.
+    #[serde(default)]
+    pub direct: Vec<Gbdt>,
 }
+
+/// Recent values read by the direct trees.
+pub const DIRECT_LAGS: usize = 4;
 
 /// Recent values read by a model for season length `season`.
 fn lags_for(season: usize) -> usize {
@@ -336,6 +353,7 @@ impl GlobalGbm {
                 learning_rate: 0.0,
                 trees: Vec::new(),
             },
+            direct: Vec::new(),
         };
         // Origins: every period from `min_hist` on whose first target is known, thinned evenly
         // (newest kept) so that the rows stay under `max_rows`.
@@ -400,7 +418,100 @@ impl GlobalGbm {
             Vec::new()
         };
         model.trees = Gbdt::fit_regression(&x, &y, &cfg.params, cfg.absolute, &categorical);
+        if cfg.direct {
+            model.direct = model.train_direct(&prepared, h, cfg.max_rows);
+        }
         Some(model)
+    }
+
+    /// Features of the direct trees predicting period `t0 + j` (`at[c]`: covariate c there).
+    fn direct_features(&self, p: &Prepared, t0: usize, at: &[Option<f64>], out: &mut Vec<f32>) {
+        out.clear();
+        for i in 1..=DIRECT_LAGS {
+            out.push(t0.checked_sub(i).map_or(f32::NAN, |t| p.z[t] as f32));
+        }
+        for (c, v) in at.iter().enumerate() {
+            let last = p.covs[c]
+                .as_ref()
+                .and_then(|h| h[..t0.min(h.len())].last().copied());
+            out.push(v.or(last).map_or(f32::NAN, |v| v as f32));
+        }
+        out.extend_from_slice(&p.attrs);
+    }
+
+    /// One set of trees per step (see [`GlobalGbm::direct`]), each over every origin of every
+    /// series (thinned evenly to `max_rows` a step).
+    fn train_direct(&self, prepared: &[(Prepared, usize)], h: usize, max_rows: usize) -> Vec<Gbdt> {
+        let params = GbdtParams {
+            trees: 200,
+            depth: 64,
+            learning_rate: 0.1,
+            min_leaf: 50,
+            l2: 0.0,
+            bins: 255,
+            subsample: 1.0,
+            seed: 42,
+            leaves: 31,
+        };
+        let nc = self.covariates.len();
+        let d = DIRECT_LAGS + nc + self.attributes.len();
+        let categorical: Vec<usize> = (DIRECT_LAGS + nc..d).collect();
+        (0..h)
+            .map(|j| {
+                let total: usize = prepared
+                    .iter()
+                    .map(|(_, n)| n.saturating_sub(DIRECT_LAGS + j))
+                    .sum();
+                let stride = total.div_ceil(max_rows.max(1)).max(1);
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                let mut row = Vec::new();
+                for (p, n) in prepared {
+                    let mut t0 = DIRECT_LAGS;
+                    while t0 + j < *n {
+                        let at: Vec<Option<f64>> = (0..nc)
+                            .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t0 + j).copied()))
+                            .collect();
+                        self.direct_features(p, t0, &at, &mut row);
+                        x.push(row.clone());
+                        y.push(p.z[t0 + j] as f32);
+                        t0 += stride;
+                    }
+                }
+                Gbdt::fit_regression(&x, &y, &params, true, &categorical)
+            })
+            .collect()
+    }
+
+    /// The direct trees' forecast of `h` steps (later steps than trained repeat the last
+    /// step's trees), `None` without them or for a series with negative values.
+    pub fn forecast_direct(
+        &self,
+        s: &SeriesIn,
+        future: &BTreeMap<String, Vec<f64>>,
+        h: usize,
+    ) -> Option<Vec<f64>> {
+        if self.direct.is_empty() {
+            return None;
+        }
+        let p = self.prepare(s)?;
+        let t0 = p.z.len();
+        let futs: Vec<Vec<f64>> = self
+            .covariates
+            .iter()
+            .map(|name| future_of(s, future, name, h))
+            .collect();
+        let mut row = Vec::new();
+        Some(
+            (0..h)
+                .map(|j| {
+                    let trees = &self.direct[j.min(self.direct.len() - 1)];
+                    let at: Vec<Option<f64>> = futs.iter().map(|f| f.get(j).copied()).collect();
+                    self.direct_features(&p, t0, &at, &mut row);
+                    let v = f64::from(trees.margin(&row)).min(700.0).exp_m1();
+                    if v.is_finite() { v.max(0.0) } else { 0.0 }
+                })
+                .collect(),
+        )
     }
 
     /// Forecast of `h` steps (at most the trained horizon; later steps repeat the last one),

@@ -93,6 +93,9 @@ pub struct TrainOptions {
     /// Each covariate's value in the period before the target as a feature of the boosted
     /// trees.
     pub gbm_prev: bool,
+    /// Also train the direct per-step trees (the LightGBM anchor) as the member
+    /// `direct_gbm` ([`GlobalGbm::direct`]).
+    pub gbm_direct: bool,
     /// The boosted trees split the static attributes (store, brand) as categories.
     pub gbm_categorical: bool,
     /// The boosted trees read the series' static numeric descriptors ([`SeriesIn::statics`]).
@@ -129,6 +132,7 @@ impl Default for TrainOptions {
             gbm_l1: false,
             gbm_promo: false,
             gbm_prev: false,
+            gbm_direct: false,
             gbm_categorical: false,
             gbm_statics: true,
             interval_log: false,
@@ -210,6 +214,9 @@ pub struct Model {
 /// "Comb" benchmark (a robust default across frequencies that needs no validation).
 pub const FALLBACK_COMBO: u32 =
     (1 << Method::Ses as u32) | (1 << Method::Holt as u32) | (1 << Method::Damped as u32);
+
+/// The members the global trees ([`GlobalGbm`]) answer: its own and the direct trees'.
+const GBM_BITS: u32 = (1 << Method::Gbm as u32) | (1 << Method::DirectGbm as u32);
 
 /// The `method` reported for a series answered by [`FALLBACK_COMBO`].
 pub const FALLBACK_NAME: &str = "comb_fallback";
@@ -704,8 +711,14 @@ fn prepare(
     }
     .unwrap_or_else(|| vec![f64::NAN; h]);
     // The boosted trees read the raw series and the covariates themselves.
+    let wants = |m: Method| needed & (1 << m as u32) != 0;
     members[Method::Gbm as usize] = gbm
+        .filter(|_| wants(Method::Gbm))
         .and_then(|g| g.forecast(s, future, h))
+        .unwrap_or_else(|| vec![f64::NAN; h]);
+    members[Method::DirectGbm as usize] = gbm
+        .filter(|_| wants(Method::DirectGbm))
+        .and_then(|g| g.forecast_direct(s, future, h))
         .unwrap_or_else(|| vec![f64::NAN; h]);
     // (Intermittent series are non-negative, so `level` is their adjusted series.)
     let count_size = (intermittent && y.iter().all(|v| v.fract() == 0.0)).then(|| {
@@ -970,10 +983,7 @@ impl Model {
             .gru
             .as_deref()
             .filter(|_| combo & (1 << Method::Gru as u32) != 0);
-        let gbm = self
-            .gbm
-            .as_ref()
-            .filter(|_| combo & (1 << Method::Gbm as u32) != 0);
+        let gbm = self.gbm.as_ref().filter(|_| combo & GBM_BITS != 0);
         let p = prepare(self.cov.as_ref(), gru, gbm, self.log, s, future, h, combo);
         let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
         let quantiles = self.quantiles_of(&p, &point, levels, s.season);
@@ -1117,6 +1127,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     gbm_config.absolute = opts.gbm_l1;
     gbm_config.promo_history = opts.gbm_promo;
     gbm_config.prev = opts.gbm_prev;
+    gbm_config.direct = opts.gbm_direct;
     gbm_config.categorical = opts.gbm_categorical;
     gbm_config.statics = opts.gbm_statics;
     let gbm: Option<GlobalGbm> = if opts.gbm {
@@ -1268,12 +1279,14 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         .filter(|&mask| {
             let needs_gru = mask & (1 << Method::Gru as u32) != 0;
             let needs_gbm = mask & (1 << Method::Gbm as u32) != 0;
+            let needs_direct = mask & (1 << Method::DirectGbm as u32) != 0;
             let needs_arima = mask & arima_bit != 0;
             mask.count_ones() <= opts.max_members
                 && (opts.arima || !needs_arima)
                 && mask & !opts.members == 0
                 && !(needs_gru && gru.is_none())
                 && !(needs_gbm && gbm.is_none())
+                && !(needs_direct && gbm.as_ref().is_none_or(|g| g.direct.is_empty()))
         })
         .collect();
     // The lowest OWA (against Naive2 on the same windows) of the allowed combinations.
@@ -1431,10 +1444,11 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     };
     model.cov = CovModel::fit(series, |s| s.values.len(), &with_lags(lags), &chosen);
     // The boosted trees, when served, relearn on everything (as the covariate model).
-    let uses_gbm = std::iter::once(model.combo)
-        .chain(model.season_combos.values().copied())
-        .any(|c| c & (1 << Method::Gbm as u32) != 0);
+    let served = || std::iter::once(model.combo).chain(model.season_combos.values().copied());
+    let uses_gbm = served().any(|c| c & GBM_BITS != 0);
     if uses_gbm {
+        // The direct trees only when a served combination reads them.
+        gbm_config.direct = served().any(|c| c & (1 << Method::DirectGbm as u32) != 0);
         model.gbm = GlobalGbm::train(series, |s| s.values.len(), &names, &gbm_config);
     }
     Trained {

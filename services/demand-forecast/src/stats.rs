@@ -32,9 +32,11 @@ pub enum Method {
     /// The series' own regression on its covariates with ARIMA errors, orders by AICc
     /// ([`crate::arima`]; computed by the model).
     ArimaX = 14,
+    /// The direct per-step global trees (the LightGBM anchor; computed by the model).
+    DirectGbm = 15,
 }
 
-pub const METHODS: [Method; 15] = [
+pub const METHODS: [Method; 16] = [
     Method::Naive,
     Method::SeasonalNaive,
     Method::Naive2,
@@ -50,6 +52,7 @@ pub const METHODS: [Method; 15] = [
     Method::Gbm,
     Method::LocalReg,
     Method::ArimaX,
+    Method::DirectGbm,
 ];
 
 impl Method {
@@ -70,6 +73,7 @@ impl Method {
             Method::Gbm => "global_gbm",
             Method::LocalReg => "local_regression",
             Method::ArimaX => "arima",
+            Method::DirectGbm => "direct_gbm",
         }
     }
 }
@@ -622,6 +626,7 @@ pub fn forecasts_and_spread(
             Method::Gbm,
             Method::LocalReg,
             Method::ArimaX,
+            Method::DirectGbm,
         ] {
             out[k as usize] = avg.clone();
         }
@@ -703,8 +708,9 @@ pub fn forecasts_and_spread(
         auto_ets,
         dotm,
         auto_theta,
-        // The slots of the global boosted trees, the local regression and the regression with
-        // ARIMA errors, filled by the model.
+        // The slots of the global boosted trees, the local regression, the regression with
+        // ARIMA errors and the direct trees, filled by the model.
+        theta.clone(),
         theta.clone(),
         theta.clone(),
         theta,
