@@ -31,10 +31,14 @@ struct Args {
     only: Vec<String>,
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
-    /// gbm_l1, gbm_promo, gbm_prev, gbm_categorical, gbm_statics, interval_log, interval_own,
-    /// arima).
+    /// gbm_l1, gbm_promo, gbm_prev, gbm_direct, gbm_categorical, gbm_statics, interval_log,
+    /// interval_own, direct_blend, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
+    /// Hyper-parameters of the demo's Train request as key=value, in the service's names
+    /// (e.g. `blend.direct=false`).
+    #[arg(long, value_delimiter = ',')]
+    demo_hp: Vec<String>,
     /// Never read the test parts: drop them, and score on the last horizon of each training part
     /// instead (M3: the last 18 points of `x`; Dominick's: the 12 weeks before the test weeks).
     /// For comparing settings of the model without looking at the test figures.
@@ -102,6 +106,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "gbm_statics" => o.gbm_statics = parse(k, v)?,
             "interval_log" => o.interval_log = parse(k, v)?,
             "interval_own" => o.interval_own = parse(k, v)?,
+            "direct_blend" => o.direct_blend = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
@@ -234,8 +239,13 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     let name = format!(
-        "**trained: {}**",
-        augur_demand_forecast::stats::combo_name(trained.model.combo)
+        "**trained: {}{}**",
+        augur_demand_forecast::stats::combo_name(trained.model.combo),
+        if trained.model.direct_blend {
+            ", blended 1:1 with the direct trees"
+        } else {
+            ""
+        }
     );
     println!("{}", sc.row(&name, Some(fc_secs)));
     println!(
@@ -596,8 +606,13 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         println!("(forecasts written to {path})");
     }
     let name = format!(
-        "**trained: covariates + {}**",
-        augur_demand_forecast::stats::combo_name(trained.model.combo)
+        "**trained: covariates + {}{}**",
+        augur_demand_forecast::stats::combo_name(trained.model.combo),
+        if trained.model.direct_blend {
+            ", blended 1:1 with the direct trees"
+        } else {
+            ""
+        }
     );
     println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
     println!(
@@ -694,7 +709,7 @@ async fn latency(calls: usize) -> anyhow::Result<()> {
 
 /// The default Train of `augur up --demo`: the demo dataset in an in-process feature store, then
 /// a Train request with every field empty.
-async fn demo() -> anyhow::Result<()> {
+async fn demo(demo_hp: &[String]) -> anyhow::Result<()> {
     use augur_proto::featurestore as fpb;
     use augur_proto::featurestore::feature_store_client::FeatureStoreClient;
     let dir = tempfile::tempdir()?;
@@ -728,7 +743,14 @@ async fn demo() -> anyhow::Result<()> {
     let mut client = pb::demand_forecast_client::DemandForecastClient::new(channel);
     let t0 = Instant::now();
     let mut stream = client
-        .train(pb::TrainRequest::default())
+        .train(pb::TrainRequest {
+            hyperparameters: demo_hp
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let mut last = None;
@@ -873,6 +895,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 interval_log: false,
                 own_q: Vec::new(),
                 season_own_q: BTreeMap::new(),
+                direct_blend: false,
             };
             let mut old = Score::default();
             for s in &data {
@@ -995,7 +1018,7 @@ async fn main() -> anyhow::Result<()> {
         println!("\nM3 or Dominick's dataset not found: mixed skipped");
     }
     if want("demo") {
-        demo().await?;
+        demo(&args.demo_hp).await?;
     }
     if !args.no_latency && want("latency") {
         latency(args.calls).await?;

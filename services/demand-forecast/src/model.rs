@@ -107,6 +107,14 @@ pub struct TrainOptions {
     pub interval_log: bool,
     /// Interval errors standardised by each series' own error spread (see [`Model::own_q`]).
     pub interval_own: bool,
+    /// When the series carry known covariates (and not all are intermittent, which Croston
+    /// answers): train the direct per-step trees
+    /// ([`GlobalGbm::direct`]) and serve the equal-weight blend of the chosen combination and
+    /// their forecast ([`Model::direct_blend`]). Without covariates the trees would be a
+    /// four-lag autoregression blind to the season, and nothing changes. Chosen on Dominick's
+    /// pre-test origins by a rule fixed before the runs (BENCHMARKS.md, 2026-12-03); a blend
+    /// gated on the validation windows instead picked it at the one origin where it lost.
+    pub direct_blend: bool,
 }
 
 impl Default for TrainOptions {
@@ -137,6 +145,7 @@ impl Default for TrainOptions {
             gbm_statics: true,
             interval_log: false,
             interval_own: false,
+            direct_blend: true,
         }
     }
 }
@@ -207,6 +216,13 @@ pub struct Model {
     /// With several season lengths: each season's own `own_q`.
     #[serde(default)]
     pub season_own_q: BTreeMap<usize, Vec<Vec<f64>>>,
+    /// The point is the equal-weight blend of the combination and the direct trees
+    /// ([`GlobalGbm::direct`], the global LightGBM anchor in the design chosen on
+    /// Dominick's pre-test origins), where those answer (non-negative series of a season the
+    /// trees were trained on); set when trained with [`TrainOptions::direct_blend`] on series
+    /// with covariates. Absent in models saved before the field existed (false).
+    #[serde(default)]
+    pub direct_blend: bool,
 }
 
 /// The combination served to a series whose season length the training series did not have: the
@@ -217,6 +233,19 @@ pub const FALLBACK_COMBO: u32 =
 
 /// The members the global trees ([`GlobalGbm`]) answer: its own and the direct trees'.
 const GBM_BITS: u32 = (1 << Method::Gbm as u32) | (1 << Method::DirectGbm as u32);
+
+/// The equal-weight blend of a combination's point and the direct trees' forecast, where
+/// `on` and the trees answered (a non-finite value leaves the combination's).
+fn blend(mut point: Vec<f64>, direct: &[f64], on: bool) -> Vec<f64> {
+    if on {
+        for (v, d) in point.iter_mut().zip(direct) {
+            if d.is_finite() {
+                *v = 0.5 * *v + 0.5 * d;
+            }
+        }
+    }
+    point
+}
 
 /// The `method` reported for a series answered by [`FALLBACK_COMBO`].
 pub const FALLBACK_NAME: &str = "comb_fallback";
@@ -851,7 +880,11 @@ impl Model {
         match &p.croston {
             Some(c) => (c.clone(), "croston".to_string()),
             None => (
-                stats::combine(&p.members, combo, p.nonneg),
+                blend(
+                    stats::combine(&p.members, combo, p.nonneg),
+                    &p.members[Method::DirectGbm as usize],
+                    self.direct_blend && !fallback,
+                ),
                 if fallback {
                     FALLBACK_NAME.to_string()
                 } else if combo.count_ones() > 1 {
@@ -983,8 +1016,25 @@ impl Model {
             .gru
             .as_deref()
             .filter(|_| combo & (1 << Method::Gru as u32) != 0);
-        let gbm = self.gbm.as_ref().filter(|_| combo & GBM_BITS != 0);
-        let p = prepare(self.cov.as_ref(), gru, gbm, self.log, s, future, h, combo);
+        let direct = if self.direct_blend && self.seen(s.season) {
+            1 << Method::DirectGbm as u32
+        } else {
+            0
+        };
+        let gbm = self
+            .gbm
+            .as_ref()
+            .filter(|_| (combo | direct) & GBM_BITS != 0);
+        let p = prepare(
+            self.cov.as_ref(),
+            gru,
+            gbm,
+            self.log,
+            s,
+            future,
+            h,
+            combo | direct,
+        );
         let (point, method) = self.point_of(&p, combo, !self.seen(s.season));
         let quantiles = self.quantiles_of(&p, &point, levels, s.season);
         Output {
@@ -1127,7 +1177,13 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     gbm_config.absolute = opts.gbm_l1;
     gbm_config.promo_history = opts.gbm_promo;
     gbm_config.prev = opts.gbm_prev;
-    gbm_config.direct = opts.gbm_direct;
+    // (Croston answers intermittent series whatever the blend, so a set of only those skips it.)
+    let blend_direct = opts.direct_blend
+        && !names.is_empty()
+        && series
+            .iter()
+            .any(|s| !stats::is_intermittent(&fill(&s.values)));
+    gbm_config.direct = opts.gbm_direct || blend_direct;
     gbm_config.categorical = opts.gbm_categorical;
     gbm_config.statics = opts.gbm_statics;
     let gbm: Option<GlobalGbm> = if opts.gbm {
@@ -1210,6 +1266,28 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     } else {
         Vec::new()
     };
+    // The boosted trees read neither the covariate model nor the scale either: their forecasts
+    // (and the direct trees') of every series and window, once for all candidates.
+    let gbm_cache: Vec<Vec<Option<[Vec<f64>; 2]>>> = match gbm.as_ref() {
+        Some(g) => over_cores(series, chunk, |_, part| {
+            part.iter()
+                .map(|s| {
+                    (0..windows)
+                        .map(|w| {
+                            window_of(s, w).map(|(_, prefix, future)| {
+                                let nan = || vec![f64::NAN; h];
+                                [
+                                    g.forecast(&prefix, &future, h).unwrap_or_else(nan),
+                                    g.forecast_direct(&prefix, &future, h).unwrap_or_else(nan),
+                                ]
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        }),
+        None => Vec::new(),
+    };
     // The validation windows of a slice of the series starting at `offset` (every member model
     // fitted on each).
     let windows_of = |offset: usize,
@@ -1227,7 +1305,7 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 let mut prep = prepare(
                     cov_val,
                     gru.as_deref(),
-                    gbm.as_ref(),
+                    None,
                     log,
                     &prefix,
                     &future,
@@ -1236,6 +1314,10 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 );
                 if let Some(Some(f)) = arima_cache.get(offset + i).and_then(|c| c.get(w)) {
                     prep.members[Method::ArimaX as usize] = f.clone();
+                }
+                if let Some(Some([f, d])) = gbm_cache.get(offset + i).and_then(|c| c.get(w)) {
+                    prep.members[Method::Gbm as usize] = f.clone();
+                    prep.members[Method::DirectGbm as usize] = d.clone();
                 }
                 vals.push(ValWindow {
                     prep,
@@ -1286,7 +1368,8 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 && mask & !opts.members == 0
                 && !(needs_gru && gru.is_none())
                 && !(needs_gbm && gbm.is_none())
-                && !(needs_direct && gbm.as_ref().is_none_or(|g| g.direct.is_empty()))
+                && !(needs_direct
+                    && (!opts.gbm_direct || gbm.as_ref().is_none_or(|g| g.direct.is_empty())))
         })
         .collect();
     // The lowest OWA (against Naive2 on the same windows) of the allowed combinations.
@@ -1350,7 +1433,11 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         interval_log: opts.interval_log,
         own_q: Vec::new(),
         season_own_q: BTreeMap::new(),
+        direct_blend: false,
     };
+    // The blend with the direct trees (the validation points and interval errors below are
+    // the blend's too).
+    model.direct_blend = blend_direct && gbm.as_ref().is_some_and(|g| !g.direct.is_empty());
     // Interval quantiles per step from the validation errors (log ratios or scaled errors, see
     // `Model::interval_log`; of all windows, and of each season's own when there are several).
     let points: Vec<Vec<f64>> = vals
@@ -1445,10 +1532,11 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
     model.cov = CovModel::fit(series, |s| s.values.len(), &with_lags(lags), &chosen);
     // The boosted trees, when served, relearn on everything (as the covariate model).
     let served = || std::iter::once(model.combo).chain(model.season_combos.values().copied());
-    let uses_gbm = served().any(|c| c & GBM_BITS != 0);
+    let uses_gbm = model.direct_blend || served().any(|c| c & GBM_BITS != 0);
     if uses_gbm {
-        // The direct trees only when a served combination reads them.
-        gbm_config.direct = served().any(|c| c & (1 << Method::DirectGbm as u32) != 0);
+        // The direct trees only when a served combination or the blend reads them.
+        gbm_config.direct =
+            model.direct_blend || served().any(|c| c & (1 << Method::DirectGbm as u32) != 0);
         model.gbm = GlobalGbm::train(series, |s| s.values.len(), &names, &gbm_config);
     }
     Trained {
@@ -1773,6 +1861,50 @@ pub(crate) mod tests {
     #[test]
     fn member_forecasts_recombine_to_the_served_point() {
         let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let s = promo_series(3, 120);
+        let up = BTreeMap::from([(
+            "promotion".to_string(),
+            vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+        )]);
+        // With covariates the default serves the combination blended 1:1 with the direct
+        // trees; without the blend, the combination alone.
+        for blend in [true, false] {
+            let t = train(
+                &series,
+                &TrainOptions {
+                    horizon: 7,
+                    gru: false,
+                    gbm_trees: 50,
+                    direct_blend: blend,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(t.model.direct_blend, blend);
+            let served = t.model.forecast(&s, &up, 7, &[0.5]);
+            let members = t.model.member_forecasts(&s, &up, 7);
+            assert_eq!(members.len(), METHODS.len());
+            let chosen: Vec<&Vec<f64>> = METHODS
+                .iter()
+                .filter(|m| t.model.combo & (1 << **m as u32) != 0)
+                .map(|m| &members[*m as usize])
+                .collect();
+            assert!(!chosen.is_empty());
+            let direct = &members[Method::DirectGbm as usize];
+            assert_eq!(direct.iter().all(|v| v.is_finite()), blend, "{direct:?}");
+            for j in 0..7 {
+                let mean = chosen.iter().map(|f| f[j]).sum::<f64>() / chosen.len() as f64;
+                let want = if blend {
+                    0.5 * mean.max(0.0) + 0.5 * direct[j]
+                } else {
+                    mean.max(0.0)
+                };
+                assert!(
+                    (want - served.point[j]).abs() < 1e-9,
+                    "step {j} (blend {blend}): members give {want}, served {}",
+                    served.point[j]
+                );
+            }
+        }
         let t = train(
             &series,
             &TrainOptions {
@@ -1782,28 +1914,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
         );
-        let s = promo_series(3, 120);
-        let up = BTreeMap::from([(
-            "promotion".to_string(),
-            vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-        )]);
-        let served = t.model.forecast(&s, &up, 7, &[0.5]);
         let members = t.model.member_forecasts(&s, &up, 7);
-        assert_eq!(members.len(), METHODS.len());
-        let chosen: Vec<&Vec<f64>> = METHODS
-            .iter()
-            .filter(|m| t.model.combo & (1 << **m as u32) != 0)
-            .map(|m| &members[*m as usize])
-            .collect();
-        assert!(!chosen.is_empty());
-        for j in 0..7 {
-            let mean = chosen.iter().map(|f| f[j]).sum::<f64>() / chosen.len() as f64;
-            assert!(
-                (mean.max(0.0) - served.point[j]).abs() < 1e-9,
-                "step {j}: members' mean {mean} against served {}",
-                served.point[j]
-            );
-        }
         // The members that need no trained network are all there; promotion steps lifted.
         let ses = &members[Method::Ses as usize];
         assert!(ses.iter().all(|v| v.is_finite()));
@@ -1818,6 +1929,7 @@ pub(crate) mod tests {
             gru: false,
             gbm_trees: 100,
             members: 1 << Method::Gbm as u32,
+            direct_blend: false,
             ..Default::default()
         };
         let t = train(&series, &only_gbm);
@@ -1849,6 +1961,50 @@ pub(crate) mod tests {
         );
         assert!(off.model.gbm.is_none());
         assert_eq!(off.model.combo & (1 << Method::Gbm as u32), 0);
+    }
+
+    #[test]
+    fn the_direct_blend_serves_with_covariates_only_and_survives_a_save() {
+        let opts = TrainOptions {
+            horizon: 7,
+            gru: false,
+            gbm_trees: 50,
+            ..Default::default()
+        };
+        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
+        let t = train(&series, &opts);
+        assert!(t.model.direct_blend);
+        let g = t.model.gbm.as_ref().expect("the blend keeps the trees");
+        assert_eq!(g.direct.len(), 7, "one set of direct trees per step");
+        // The blended point still follows a promotion.
+        let s = promo_series(5, 120);
+        let promo = BTreeMap::from([("promotion".to_string(), vec![1.0; 7])]);
+        let none = BTreeMap::from([("promotion".to_string(), vec![0.0; 7])]);
+        let with = t.model.forecast(&s, &promo, 7, &[0.1, 0.5, 0.9]);
+        let without = t.model.forecast(&s, &none, 7, &[0.1, 0.5, 0.9]);
+        for (a, b) in with.point.iter().zip(&without.point) {
+            assert!(a.is_finite() && a > b, "promotion {a} vs none {b}");
+        }
+        // Saved and loaded: the same forecast; a model saved before the field: no blend.
+        let json = serde_json::to_value(&t.model).unwrap();
+        let back: Model = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.forecast(&s, &promo, 7, &[0.5]).point, with.point);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("direct_blend");
+        let old: Model = serde_json::from_value(old).unwrap();
+        assert!(!old.direct_blend);
+        assert_ne!(old.forecast(&s, &promo, 7, &[0.5]).point, with.point);
+        // Without covariates: no direct trees, no blend.
+        let plain: Vec<SeriesIn> = series
+            .iter()
+            .map(|s| SeriesIn {
+                covariates: BTreeMap::new(),
+                ..s.clone()
+            })
+            .collect();
+        let p = train(&plain, &opts);
+        assert!(!p.model.direct_blend);
+        assert!(p.model.gbm.as_ref().is_none_or(|g| g.direct.is_empty()));
     }
 
     #[test]

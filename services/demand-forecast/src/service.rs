@@ -867,11 +867,12 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             }
             "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
             "interval.own" => opts.interval_own = v.parse::<bool>().map_err(|_| bad())?,
+            "blend.direct" => opts.direct_blend = v.parse::<bool>().map_err(|_| bad())?,
             "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.trees, gbm.rows, interval.log, interval.own, arima)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.statics, gbm.trees, gbm.rows, interval.log, interval.own, blend.direct, arima)",
                 ));
             }
         }
@@ -1034,6 +1035,15 @@ impl Service {
                     "validation log ratios ln(1 + actual) - ln(1 + forecast)"
                 } else {
                     "validation errors over each series' naive MAE"
+                }
+                .to_string(),
+            ),
+            (
+                "direct_blend".to_string(),
+                if m.direct_blend {
+                    "the point is 1:1 the combination and the direct per-step trees"
+                } else {
+                    "off"
                 }
                 .to_string(),
             ),

@@ -167,6 +167,24 @@ impl Gbdt {
         Self::regression(x, y, p, absolute, categorical, Run::all_cores())
     }
 
+    /// [`Gbdt::fit_regression`] with a large node's histogram built on `threads` threads (the
+    /// trees are the same bit for bit for any count): 1 when the caller fits several models
+    /// side by side on the cores.
+    pub fn fit_regression_on(
+        x: &[Vec<f32>],
+        y: &[f32],
+        p: &GbdtParams,
+        absolute: bool,
+        categorical: &[usize],
+        threads: usize,
+    ) -> Gbdt {
+        let run = Run {
+            threads: threads.max(1),
+            ..Run::all_cores()
+        };
+        Self::regression(x, y, p, absolute, categorical, run)
+    }
+
     fn logistic(x: &[Vec<f32>], y: &[bool], p: &GbdtParams, run: Run) -> Gbdt {
         let n = x.len();
         let pos = y.iter().filter(|&&b| b).count() as f32;
@@ -247,6 +265,10 @@ type Renew<'a> = &'a dyn Fn(&[usize], &[f32]) -> f32;
 struct Run {
     threads: usize,
     subtract: bool,
+    /// Move every row's output by routing it through each new tree (as prediction does)
+    /// instead of by the leaf the build put it in (the same leaves without missing values; on
+    /// only in a test that compares the two).
+    route: bool,
 }
 
 impl Run {
@@ -256,6 +278,7 @@ impl Run {
                 .map(std::num::NonZeroUsize::get)
                 .unwrap_or(1),
             subtract: true,
+            route: false,
         }
     }
 }
@@ -330,36 +353,91 @@ fn fit_with(
         offsets,
         run,
     };
+    let has_nan = x.iter().any(|r| r.iter().any(|v| v.is_nan()));
     for _ in 0..p.trees {
         grad(&f, &mut g, &mut h);
         idx.shuffle(&mut rng);
         let take = ((n as f64) * p.subsample).ceil() as usize;
         let sample = &idx[..take.min(n)];
         let mut tree = Vec::new();
-        if p.leaves == 0 {
-            build(&mut tree, sample, None, &data, &g, &h, p, 0);
+        // Every leaf with the sampled rows the build sent there.
+        let leaves = if p.leaves == 0 {
+            let mut leaves = Vec::new();
+            build(&mut tree, &mut leaves, sample, None, &data, &g, &h, p, 0);
+            leaves
         } else {
-            build_best_first(&mut tree, sample.to_vec(), &data, &g, &h, p);
+            build_best_first(&mut tree, sample.to_vec(), &data, &g, &h, p)
+        };
+        // A missing (NaN) value sits in bin 0, left of every numeric cut, where `leaf_of` sends
+        // it right: with any in the data the rows are routed through the tree as before, so the
+        // outputs stay those prediction gives.
+        if has_nan || run.route {
+            renew_and_update(&mut tree, sample, x, &mut f, p.learning_rate, renew);
+            model.trees.push(tree);
+            continue;
         }
         if let Some(renew) = renew {
-            let mut rows: Vec<Vec<usize>> = vec![Vec::new(); tree.len()];
-            for &i in sample {
-                rows[leaf_index(&tree, &x[i])].push(i);
-            }
-            for (node, rows) in tree.iter_mut().zip(&rows) {
-                if let Node::Leaf(v) = node
+            for (node, rows) in &leaves {
+                if let Some(Node::Leaf(v)) = tree.get_mut(*node)
                     && !rows.is_empty()
                 {
                     *v = renew(rows, &f);
                 }
             }
         }
-        for (fi, row) in f.iter_mut().zip(x) {
-            *fi += p.learning_rate * leaf_of(&tree, row);
+        // The sampled rows' outputs move by their leaf's value; rows outside the sample (with
+        // `subsample` < 1) are routed through the tree.
+        let mut routed = vec![false; if take < n { n } else { 0 }];
+        for (node, rows) in &leaves {
+            let v = match tree.get(*node) {
+                Some(Node::Leaf(v)) => *v,
+                _ => 0.0,
+            };
+            for &i in rows {
+                f[i] += p.learning_rate * v;
+            }
+            if !routed.is_empty() {
+                for &i in rows {
+                    routed[i] = true;
+                }
+            }
+        }
+        for (i, done) in routed.iter().enumerate() {
+            if !done {
+                f[i] += p.learning_rate * leaf_of(&tree, &x[i]);
+            }
         }
         model.trees.push(tree);
     }
     model
+}
+
+/// Leaf values renewed from the sampled rows each reaches, and every row's output moved by
+/// its leaf, with the rows routed through the tree as prediction routes them.
+fn renew_and_update(
+    tree: &mut [Node],
+    sample: &[usize],
+    x: &[Vec<f32>],
+    f: &mut [f32],
+    learning_rate: f32,
+    renew: Option<Renew>,
+) {
+    if let Some(renew) = renew {
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); tree.len()];
+        for &i in sample {
+            rows[leaf_index(tree, &x[i])].push(i);
+        }
+        for (node, rows) in tree.iter_mut().zip(&rows) {
+            if let Node::Leaf(v) = node
+                && !rows.is_empty()
+            {
+                *v = renew(rows, f);
+            }
+        }
+    }
+    for (fi, row) in f.iter_mut().zip(x) {
+        *fi += learning_rate * leaf_of(tree, row);
+    }
 }
 
 struct Data<'a> {
@@ -661,7 +739,7 @@ struct Open {
 }
 
 /// Grows one tree best-first: the open leaf whose split gains most is split next (ties to the
-/// older leaf), until `p.leaves` leaves or no leaf can split.
+/// older leaf), until `p.leaves` leaves or no leaf can split. Returns every leaf with its rows.
 fn build_best_first(
     nodes: &mut Vec<Node>,
     rows: Vec<usize>,
@@ -669,7 +747,7 @@ fn build_best_first(
     g: &[f32],
     h: &[f32],
     p: &GbdtParams,
-) {
+) -> Vec<(usize, Vec<usize>)> {
     let open_leaf =
         |nodes: &mut Vec<Node>, rows: Vec<usize>, depth: usize, hist: Option<Hist>| -> Open {
             let (node, split, hist) = new_leaf(nodes, &rows, depth, hist, data, g, h, p);
@@ -704,11 +782,13 @@ fn build_best_first(
         open.push(right);
         leaves += 1;
     }
+    open.into_iter().map(|o| (o.node, o.rows)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build(
     nodes: &mut Vec<Node>,
+    leaves: &mut Vec<(usize, Vec<usize>)>,
     rows: &[usize],
     hist: Option<Hist>,
     data: &Data,
@@ -719,12 +799,13 @@ fn build(
 ) -> usize {
     let (me, best, hist) = new_leaf(nodes, rows, depth, hist, data, g, h, p);
     let Some((_, j, cut)) = best else {
+        leaves.push((me, rows.to_vec()));
         return me;
     };
     let (l, r) = divide(rows, data, j, cut);
     let (hl, hr) = child_hists(hist, &l, &r, depth + 1, data, g, h, p);
-    let left = build(nodes, &l, hl, data, g, h, p, depth + 1);
-    let right = build(nodes, &r, hr, data, g, h, p, depth + 1);
+    let left = build(nodes, leaves, &l, hl, data, g, h, p, depth + 1);
+    let right = build(nodes, leaves, &r, hr, data, g, h, p, depth + 1);
     nodes[me] = split_node(data, j, cut, left, right);
     me
 }
@@ -738,6 +819,7 @@ mod tests {
         Run {
             threads,
             subtract: true,
+            route: false,
         }
     }
 
@@ -1044,6 +1126,42 @@ mod tests {
     }
 
     #[test]
+    fn outputs_moved_by_the_build_leaves_equal_routing_every_row() {
+        // Squared and absolute error, level-wise and best-first, all rows and a subsample, a
+        // categorical feature: the trees are the same bit for bit whether each row's output moves
+        // by the leaf the build sent it to or by routing it through the tree.
+        let (mut x, y) = data(6_000);
+        for (i, r) in x.iter_mut().enumerate() {
+            r.push((i % 7) as f32);
+        }
+        for (leaves, subsample, absolute) in [(0, 1.0, false), (15, 1.0, true), (15, 0.7, false)] {
+            let p = GbdtParams {
+                trees: 15,
+                depth: 5,
+                leaves,
+                subsample,
+                learning_rate: 0.2,
+                ..Default::default()
+            };
+            let by_leaves = Gbdt::regression(&x, &y, &p, absolute, &[4], threads(2));
+            let routed = Gbdt::regression(
+                &x,
+                &y,
+                &p,
+                absolute,
+                &[4],
+                Run {
+                    route: true,
+                    ..threads(2)
+                },
+            );
+            assert_eq!(by_leaves, routed, "leaves {leaves} subsample {subsample}");
+            let grown = by_leaves.trees.iter().filter(|t| t.len() > 7).count();
+            assert!(grown >= 10, "leaves {leaves}: {grown} trees grew");
+        }
+    }
+
+    #[test]
     fn histogram_subtraction_grows_the_same_trees_when_the_sums_are_exact() {
         // Absolute-error boosting: gradients +-1 and Hessians 1, so every sum is an exact
         // integer and subtraction changes nothing; level-wise and best-first, a categorical
@@ -1070,6 +1188,7 @@ mod tests {
                 Run {
                     threads: 2,
                     subtract: false,
+                    route: false,
                 },
             );
             assert_eq!(on, off, "leaves {leaves}");
