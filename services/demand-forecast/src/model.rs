@@ -1616,10 +1616,12 @@ pub(crate) mod tests {
         };
         let f = t.model.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
         assert_eq!(f.method, FALLBACK_NAME);
-        // The same as a model whose chosen combination is the fallback one.
+        // The same as a model whose chosen combination is the fallback one (and that serves no
+        // blend with the direct trees, which the fallback never reads).
         let mut direct = t.model.clone();
         direct.combo = FALLBACK_COMBO;
         direct.seasons = vec![12];
+        direct.direct_blend = false;
         let expected = direct.forecast(&monthly, &none, 18, &[0.1, 0.5, 0.9]);
         assert_eq!(f.point, expected.point);
         assert!(f.point.iter().all(|v| v.is_finite()));
