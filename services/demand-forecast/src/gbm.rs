@@ -515,6 +515,19 @@ impl GlobalGbm {
         out.into_iter().flatten().collect()
     }
 
+    /// Each covariate's values over the `h` forecast periods.
+    fn futures(
+        &self,
+        s: &SeriesIn,
+        future: &BTreeMap<String, Vec<f64>>,
+        h: usize,
+    ) -> Vec<Vec<f64>> {
+        self.covariates
+            .iter()
+            .map(|name| future_of(s, future, name, h))
+            .collect()
+    }
+
     /// The direct trees' forecast of `h` steps (later steps than trained repeat the last
     /// step's trees), `None` without them or for a series with negative values.
     pub fn forecast_direct(
@@ -528,11 +541,7 @@ impl GlobalGbm {
         }
         let p = self.prepare(s)?;
         let t0 = p.z.len();
-        let futs: Vec<Vec<f64>> = self
-            .covariates
-            .iter()
-            .map(|name| future_of(s, future, name, h))
-            .collect();
+        let futs = self.futures(s, future, h);
         let mut row = Vec::new();
         Some(
             (0..h)
@@ -558,11 +567,7 @@ impl GlobalGbm {
         let p = self.prepare(s)?;
         let t0 = p.z.len();
         let level = self.level(&p.z, t0);
-        let futs: Vec<Vec<f64>> = self
-            .covariates
-            .iter()
-            .map(|name| future_of(s, future, name, h))
-            .collect();
+        let futs = self.futures(s, future, h);
         let mut row = Vec::new();
         let out = (0..h)
             .map(|j| {
