@@ -746,7 +746,7 @@ async fn demo(demo_hp: &[String]) -> anyhow::Result<()> {
         .train(pb::TrainRequest {
             hyperparameters: demo_hp
                 .iter()
-                .filter_map(|kv| kv.split_once('='))
+                .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Default::default()

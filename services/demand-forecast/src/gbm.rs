@@ -485,34 +485,7 @@ impl GlobalGbm {
             }
             Gbdt::fit_regression_on(&x, &y, &params, true, &categorical, 1)
         };
-        let threads = std::thread::available_parallelism()
-            .map(std::num::NonZeroUsize::get)
-            .unwrap_or(1)
-            .clamp(1, h.max(1));
-        // Step j on thread j % threads; results back in step order.
-        let mut out: Vec<Option<Gbdt>> = (0..h).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let fit_step = &fit_step;
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        (t..h)
-                            .step_by(threads)
-                            .map(|j| (j, fit_step(j)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for handle in handles {
-                let fitted = handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-                for (j, g) in fitted {
-                    out[j] = Some(g);
-                }
-            }
-        });
-        out.into_iter().flatten().collect()
+        augur_model::par::par_map(h, fit_step)
     }
 
     /// Each covariate's values over the `h` forecast periods.

@@ -385,9 +385,8 @@ fn fit_with(
                 }
             }
         }
-        // The sampled rows' outputs move by their leaf's value; rows outside the sample (with
-        // `subsample` < 1) are routed through the tree.
-        let mut routed = vec![false; if take < n { n } else { 0 }];
+        // The sampled rows' outputs move by their leaf's value; the rows outside the sample
+        // (the rest of the shuffled order, with `subsample` < 1) are routed through the tree.
         for (node, rows) in &leaves {
             let v = match tree.get(*node) {
                 Some(Node::Leaf(v)) => *v,
@@ -396,16 +395,9 @@ fn fit_with(
             for &i in rows {
                 f[i] += p.learning_rate * v;
             }
-            if !routed.is_empty() {
-                for &i in rows {
-                    routed[i] = true;
-                }
-            }
         }
-        for (i, done) in routed.iter().enumerate() {
-            if !done {
-                f[i] += p.learning_rate * leaf_of(&tree, &x[i]);
-            }
+        for &i in &idx[sample.len()..] {
+            f[i] += p.learning_rate * leaf_of(&tree, &x[i]);
         }
         model.trees.push(tree);
     }
