@@ -161,6 +161,29 @@ impl Score {
     }
 }
 
+/// What the service saves of `model` besides the GRU's safetensors (`model.json`): its size,
+/// and the time to write it and to read it back (a replica's load on hot swap).
+fn saved(model: &model::Model) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    let json = serde_json::to_vec(model)?;
+    let write_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t0 = Instant::now();
+    let back: model::Model = serde_json::from_slice(&json)?;
+    let read_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let trees = back.gbm.as_ref().map_or((0, 0), |g| {
+        (
+            g.trees.trees.len(),
+            g.direct.iter().map(|d| d.trees.len()).sum::<usize>(),
+        )
+    });
+    Ok(format!(
+        "Saved model (`model.json`, without the GRU's safetensors): {:.1} MB ({} boosted trees, {} direct trees), written in {write_ms:.0} ms, read back in {read_ms:.0} ms.",
+        json.len() as f64 / 1e6,
+        trees.0,
+        trees.1
+    ))
+}
+
 fn header() {
     println!("| method | sMAPE % | MASE | WAPE | 80% coverage | seconds |");
     println!("|---|---|---|---|---|---|");
@@ -253,6 +276,7 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         data.len(),
         trained.validation
     );
+    println!("{}", saved(&trained.model)?);
     Ok(())
 }
 
@@ -619,6 +643,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, lagged covariates {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",
         trained.ridge, trained.window, trained.lags, trained.model.log, trained.validation
     );
+    println!("{}", saved(&trained.model)?);
     Ok(())
 }
 

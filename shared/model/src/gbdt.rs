@@ -306,27 +306,52 @@ fn fit_with(
     for j in 0..d {
         let mut v: Vec<f32> = x.iter().map(|r| r[j]).collect();
         v.sort_by(f32::total_cmp);
-        v.dedup();
+        // Categories are told apart as `SplitIn` tells them (`total_cmp`, NaN one of them).
+        v.dedup_by(|a, b| a.total_cmp(b).is_eq());
         if categorical.contains(&j) && v.len() <= 256 {
             is_cat[j] = true;
             cuts.push(v);
             continue;
         }
-        let c: Vec<f32> = if v.len() <= bins {
+        // Numeric cuts from the known values; with missing (NaN) values, one fewer quantile and
+        // a last cut at +inf: every known value lies left of it, a missing one (in the bin
+        // after it) right, where prediction sends it (`NaN <= t` is false).
+        let n = v.len();
+        v.retain(|v| !v.is_nan());
+        let missing = v.len() < n;
+        v.dedup();
+        let bins = if missing { bins - 1 } else { bins };
+        let mut c: Vec<f32> = if v.len() <= bins {
             v.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect()
         } else {
             let mut c: Vec<f32> = (1..bins).map(|k| v[k * v.len() / bins]).collect();
             c.dedup();
             c
         };
+        if missing && c.last() != Some(&f32::INFINITY) {
+            c.push(f32::INFINITY);
+        }
         cuts.push(c);
     }
-    // Binned data by feature (a node's histogram reads one feature's column at a time): bin
-    // index = number of cuts below the value.
+    // Binned data by feature (a node's histogram reads one feature's column at a time): a
+    // numeric value's bin = number of cuts below it, a missing (NaN) one the last bin, right of
+    // every cut; a category's bin = its position among the values (by `total_cmp`, as
+    // `SplitIn` matches, NaN included).
     let binned: Vec<Vec<u8>> = (0..d)
         .map(|j| {
+            let c = &cuts[j];
             x.iter()
-                .map(|r| cuts[j].partition_point(|&c| c < r[j]) as u8)
+                .map(|r| {
+                    let v = r[j];
+                    let bin = if is_cat[j] {
+                        c.partition_point(|c| c.total_cmp(&v).is_lt())
+                    } else if v.is_nan() {
+                        c.len()
+                    } else {
+                        c.partition_point(|&c| c < v)
+                    };
+                    bin as u8
+                })
                 .collect()
         })
         .collect();
@@ -353,7 +378,6 @@ fn fit_with(
         offsets,
         run,
     };
-    let has_nan = x.iter().any(|r| r.iter().any(|v| v.is_nan()));
     for _ in 0..p.trees {
         grad(&f, &mut g, &mut h);
         idx.shuffle(&mut rng);
@@ -368,10 +392,8 @@ fn fit_with(
         } else {
             build_best_first(&mut tree, sample.to_vec(), &data, &g, &h, p)
         };
-        // A missing (NaN) value sits in bin 0, left of every numeric cut, where `leaf_of` sends
-        // it right: with any in the data the rows are routed through the tree as before, so the
-        // outputs stay those prediction gives.
-        if has_nan || run.route {
+        // `Run::route` (tests): every row routed through the tree as prediction routes it.
+        if run.route {
             renew_and_update(&mut tree, sample, x, &mut f, p.learning_rate, renew);
             model.trees.push(tree);
             continue;
@@ -1122,9 +1144,14 @@ mod tests {
         // Squared and absolute error, level-wise and best-first, all rows and a subsample, a
         // categorical feature: the trees are the same bit for bit whether each row's output moves
         // by the leaf the build sent it to or by routing it through the tree.
+        // Feature 3 is missing (NaN) in every 9th row: the build and prediction agree on where a
+        // missing value goes.
         let (mut x, y) = data(6_000);
         for (i, r) in x.iter_mut().enumerate() {
             r.push((i % 7) as f32);
+            if i % 9 == 0 {
+                r[3] = f32::NAN;
+            }
         }
         for (leaves, subsample, absolute) in [(0, 1.0, false), (15, 1.0, true), (15, 0.7, false)] {
             let p = GbdtParams {
@@ -1150,6 +1177,54 @@ mod tests {
             assert_eq!(by_leaves, routed, "leaves {leaves} subsample {subsample}");
             let grown = by_leaves.trees.iter().filter(|t| t.len() > 7).count();
             assert!(grown >= 10, "leaves {leaves}: {grown} trees grew");
+        }
+    }
+
+    #[test]
+    fn a_missing_value_is_predicted_where_training_put_it() {
+        // Rows missing feature 0 (numeric) or 1 (categorical, codes 0-3) have their own target;
+        // the rest follow the known values. Prediction must send a missing value where the fit
+        // put it (it once went left of every cut in training and right in prediction).
+        let mut u = uniform(11);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for i in 0..4_000 {
+            let (a, c) = (u(), (i % 4) as f32);
+            let (a, c) = match i % 10 {
+                0 => (f32::NAN, c),
+                1 => (a, f32::NAN),
+                _ => (a, c),
+            };
+            x.push(vec![a, c]);
+            y.push(if a.is_nan() {
+                -3.0
+            } else if c.is_nan() {
+                4.0
+            } else {
+                2.0 * a + c
+            });
+        }
+        for leaves in [0, 15] {
+            let p = GbdtParams {
+                trees: 200,
+                depth: 5,
+                leaves,
+                learning_rate: 0.1,
+                min_leaf: 10,
+                ..Default::default()
+            };
+            let m = Gbdt::fit_regression(&x, &y, &p, false, &[1]);
+            for (row, want) in [
+                (vec![f32::NAN, 2.0], -3.0),
+                (vec![0.1, f32::NAN], 4.0),
+                (vec![0.05, 0.0], 0.1),
+                (vec![0.95, 3.0], 4.9),
+            ] {
+                let got = m.margin(&row);
+                assert!(
+                    (got - want).abs() < 0.3,
+                    "leaves {leaves} {row:?}: {got} vs {want}"
+                );
+            }
         }
     }
 
