@@ -520,7 +520,13 @@ impl GlobalGbm {
             (0..h)
                 .map(|j| {
                     let trees = &self.direct[j.min(self.direct.len() - 1)];
-                    let at: Vec<Option<f64>> = futs.iter().map(|f| f.get(j).copied()).collect();
+                    // A covariate the series has no history of reached the trees as missing in
+                    // training (`train_direct`); so it does here, whatever the request gives.
+                    let at: Vec<Option<f64>> = futs
+                        .iter()
+                        .zip(&p.covs)
+                        .map(|(f, hist)| hist.as_ref().and(f.get(j).copied()))
+                        .collect();
                     self.direct_features(&p, t0, &at, &mut row);
                     let v = f64::from(trees.margin(&row)).min(700.0).exp_m1();
                     if v.is_finite() { v.max(0.0) } else { 0.0 }
@@ -669,6 +675,43 @@ mod tests {
         json.as_object_mut().unwrap().remove("prev");
         let back: GlobalGbm = serde_json::from_value(json).unwrap();
         assert_eq!(back.forecast(&s, &run, 4).unwrap(), f);
+    }
+
+    #[test]
+    fn the_direct_trees_read_a_series_without_a_covariate_as_training_did() {
+        // Half the series carry no "promotion" history: their promotions went unrecorded and
+        // double the sales on about 70% of days. The direct trees learned them with the
+        // covariate missing; such a series must reach them missing at serving too, not as "no
+        // promotion" (the value a request's absent future falls back to).
+        let mut series: Vec<SeriesIn> = (0..20)
+            .map(|i| crate::model::tests::promo_series(i, 120))
+            .collect();
+        for seed in 20..40u64 {
+            let mut s = crate::model::tests::promo_series(seed, 120);
+            s.covariates.clear();
+            for (t, v) in s.values.iter_mut().enumerate() {
+                let base = 20.0 + 5.0 * ((t % 7) as f64 / 7.0);
+                let hash =
+                    (seed.wrapping_mul(2_654_435_761) ^ (t as u64).wrapping_mul(40_503)) >> 5;
+                *v = (base * if hash % 10 < 7 { 2.0 } else { 1.0 }).round();
+            }
+            series.push(s);
+        }
+        for s in &mut series {
+            s.season = 1;
+        }
+        let m = train_promotion(&series, |c| c.direct = true);
+        assert_eq!(m.direct.len(), 4);
+        let none = BTreeMap::new();
+        let hidden = m.forecast_direct(&series[25], &none, 4).unwrap();
+        for v in &hidden {
+            assert!(*v > 36.0, "a series without the covariate: {hidden:?}");
+        }
+        // A series with the covariate and no promotion ahead still sells its base.
+        let quiet = m.forecast_direct(&series[5], &none, 4).unwrap();
+        for v in &quiet {
+            assert!(*v > 15.0 && *v < 32.0, "no promotion ahead: {quiet:?}");
+        }
     }
 
     /// Daily series whose promotions lift sales by `1 + sensitivity`, a static numeric
