@@ -19,13 +19,8 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from dominicks_dump import evaluate
 from dominicks_tuning_bounds import build, draw, predict
-
-
-def evaluate(d, f):
-    e = np.abs(d.actual.values - f)
-    mase = pd.Series(e / d.scale.values).groupby([d.store.values, d.brand.values]).mean().mean()
-    return mase, e.sum() / d.actual.sum()
 
 
 def main():

@@ -20,11 +20,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-
-def evaluate(d, f):
-    e = np.abs(d.actual.values - f)
-    mase = pd.Series(e / d.scale.values).groupby([d.store.values, d.brand.values]).mean().mean()
-    return mase, e.sum() / d.actual.sum()
+from dominicks_dump import evaluate
 
 
 def main():
