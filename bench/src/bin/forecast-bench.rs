@@ -184,6 +184,19 @@ fn saved(model: &model::Model) -> anyhow::Result<String> {
     ))
 }
 
+/// The table row's name of the trained model: its combination, and the blend when served.
+fn trained_name(prefix: &str, model: &model::Model) -> String {
+    format!(
+        "**trained: {prefix}{}{}**",
+        stats::combo_name(model.combo),
+        if model.direct_blend {
+            ", blended 1:1 with the direct trees"
+        } else {
+            ""
+        }
+    )
+}
+
 fn header() {
     println!("| method | sMAPE % | MASE | WAPE | 80% coverage | seconds |");
     println!("|---|---|---|---|---|---|");
@@ -261,15 +274,7 @@ fn m3(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             Some((&o.quantiles[0], &o.quantiles[1])),
         );
     }
-    let name = format!(
-        "**trained: {}{}**",
-        augur_demand_forecast::stats::combo_name(trained.model.combo),
-        if trained.model.direct_blend {
-            ", blended 1:1 with the direct trees"
-        } else {
-            ""
-        }
-    );
+    let name = trained_name("", &trained.model);
     println!("{}", sc.row(&name, Some(fc_secs)));
     println!(
         "\nAutoETS alone (fit of the whole family + AICc choice, all series) {auto_secs:.1} s; models chosen: {chosen:?}.\nFit + forecast of all {} series: every member model {members_secs:.1} s; trained model: training (combination choice on validation windows, interval calibration) {train_secs:.1} s, then fit + forecast {fc_secs:.1} s. Validation (last 18 points of x): {:?}",
@@ -629,15 +634,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::write(&path, out)?;
         println!("(forecasts written to {path})");
     }
-    let name = format!(
-        "**trained: covariates + {}{}**",
-        augur_demand_forecast::stats::combo_name(trained.model.combo),
-        if trained.model.direct_blend {
-            ", blended 1:1 with the direct trees"
-        } else {
-            ""
-        }
-    );
+    let name = trained_name("covariates + ", &trained.model);
     println!("{}", sc.row(&name, Some(train_secs + fc_secs)));
     println!(
         "\nTraining {train_secs:.1} s, forecast {fc_secs:.1} s. Chosen on validation: ridge {}, window {}, lagged covariates {}, log scale {}. Validation (last {h} weeks of the training part): {:?}",

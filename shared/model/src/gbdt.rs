@@ -266,8 +266,8 @@ struct Run {
     threads: usize,
     subtract: bool,
     /// Move every row's output by routing it through each new tree (as prediction does)
-    /// instead of by the leaf the build put it in (the same leaves without missing values; on
-    /// only in a test that compares the two).
+    /// instead of by the leaf the build put it in (the same leaves, missing values included;
+    /// on only in a test that compares the two).
     route: bool,
 }
 
