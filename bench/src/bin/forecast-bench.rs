@@ -32,7 +32,7 @@ struct Args {
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
     /// gbm_l1, gbm_promo, gbm_prev, gbm_direct, gbm_categorical, gbm_statics, interval_log,
-    /// interval_own, direct_blend, direct_long, arima).
+    /// interval_own, direct_blend, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Hyper-parameters of the demo's Train request as key=value, in the service's names
@@ -107,7 +107,6 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "interval_log" => o.interval_log = parse(k, v)?,
             "interval_own" => o.interval_own = parse(k, v)?,
             "direct_blend" => o.direct_blend = parse(k, v)?,
-            "direct_long" => o.direct_long = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
@@ -174,11 +173,7 @@ fn saved(model: &model::Model) -> anyhow::Result<String> {
     let trees = back.gbm.as_ref().map_or((0, 0), |g| {
         (
             g.trees.trees.len(),
-            g.direct
-                .iter()
-                .chain(&g.direct_long)
-                .map(|d| d.trees.len())
-                .sum::<usize>(),
+            g.direct.iter().map(|d| d.trees.len()).sum::<usize>(),
         )
     });
     Ok(format!(

@@ -35,9 +35,6 @@ pub struct GbmConfig {
     pub statics: bool,
     /// Also train the direct per-step trees (see [`GlobalGbm::direct`]).
     pub direct: bool,
-    /// With `direct`: also the same trees over [`DIRECT_LONG_LAGS`] lags, averaged with them
-    /// (see [`GlobalGbm::direct_long`]).
-    pub direct_long: bool,
 }
 
 impl GbmConfig {
@@ -63,7 +60,6 @@ impl GbmConfig {
             prev: false,
             statics: true,
             direct: false,
-            direct_long: false,
         }
     }
 }
@@ -112,19 +108,10 @@ pub struct GlobalGbm {
     /// combination search may choose.
     #[serde(default)]
     pub direct: Vec<Gbdt>,
-    /// The same direct trees over the last [`DIRECT_LONG_LAGS`] values (empty when not
-    /// trained); when present, the direct forecast is the mean of both sets' log1p margins
-    /// (two lag depths averaged: lower error on both metrics than either alone at Dominick's
-    /// four pre-test origins, BENCHMARKS.md "Averaging the direct trees").
-    #[serde(default)]
-    pub direct_long: Vec<Gbdt>,
 }
 
 /// Recent values read by the direct trees.
 pub const DIRECT_LAGS: usize = 4;
-
-/// Recent values read by the second set of direct trees ([`GlobalGbm::direct_long`]).
-pub const DIRECT_LONG_LAGS: usize = 8;
 
 /// Most training rows of one step's direct trees (origins thinned evenly beyond it): every
 /// origin of Dominick's 913 series fits under it; the demo's 300 daily series are thinned to
@@ -372,7 +359,6 @@ impl GlobalGbm {
                 trees: Vec::new(),
             },
             direct: Vec::new(),
-            direct_long: Vec::new(),
         };
         // Origins: every period from `min_hist` on whose first target is known, thinned evenly
         // (newest kept) so that the rows stay under `max_rows`.
@@ -438,27 +424,15 @@ impl GlobalGbm {
         };
         model.trees = Gbdt::fit_regression(&x, &y, &cfg.params, cfg.absolute, &categorical);
         if cfg.direct {
-            model.direct = model.train_direct(&prepared, h, cfg.max_rows, DIRECT_LAGS);
-            if cfg.direct_long {
-                model.direct_long =
-                    model.train_direct(&prepared, h, cfg.max_rows, DIRECT_LONG_LAGS);
-            }
+            model.direct = model.train_direct(&prepared, h, cfg.max_rows);
         }
         Some(model)
     }
 
-    /// Features of the direct trees over `lags` lags predicting period `t0 + j` (`at[c]`:
-    /// covariate c there).
-    fn direct_features(
-        &self,
-        p: &Prepared,
-        t0: usize,
-        lags: usize,
-        at: &[Option<f64>],
-        out: &mut Vec<f32>,
-    ) {
+    /// Features of the direct trees predicting period `t0 + j` (`at[c]`: covariate c there).
+    fn direct_features(&self, p: &Prepared, t0: usize, at: &[Option<f64>], out: &mut Vec<f32>) {
         out.clear();
-        for i in 1..=lags {
+        for i in 1..=DIRECT_LAGS {
             out.push(t0.checked_sub(i).map_or(f32::NAN, |t| p.z[t] as f32));
         }
         for (c, v) in at.iter().enumerate() {
@@ -470,16 +444,10 @@ impl GlobalGbm {
         out.extend_from_slice(&p.attrs);
     }
 
-    /// One set of trees per step over `lags` lags (see [`GlobalGbm::direct`]), each over every
-    /// origin of every series with `lags` values before it (thinned evenly to `max_rows`, at
-    /// most [`DIRECT_ROWS`], a step); the steps are fitted side by side on the cores.
-    fn train_direct(
-        &self,
-        prepared: &[(Prepared, usize)],
-        h: usize,
-        max_rows: usize,
-        lags: usize,
-    ) -> Vec<Gbdt> {
+    /// One set of trees per step (see [`GlobalGbm::direct`]), each over every origin of every
+    /// series (thinned evenly to `max_rows`, at most [`DIRECT_ROWS`], a step); the steps are
+    /// fitted side by side on the cores.
+    fn train_direct(&self, prepared: &[(Prepared, usize)], h: usize, max_rows: usize) -> Vec<Gbdt> {
         let max_rows = max_rows.min(DIRECT_ROWS);
         let params = GbdtParams {
             trees: 200,
@@ -493,23 +461,23 @@ impl GlobalGbm {
             leaves: 31,
         };
         let nc = self.covariates.len();
-        let d = lags + nc + self.attributes.len();
-        let categorical: Vec<usize> = (lags + nc..d).collect();
+        let d = DIRECT_LAGS + nc + self.attributes.len();
+        let categorical: Vec<usize> = (DIRECT_LAGS + nc..d).collect();
         let fit_step = |j: usize| {
             let total: usize = prepared
                 .iter()
-                .map(|(_, n)| n.saturating_sub(lags + j))
+                .map(|(_, n)| n.saturating_sub(DIRECT_LAGS + j))
                 .sum();
             let stride = total.div_ceil(max_rows.max(1)).max(1);
             let (mut x, mut y) = (Vec::new(), Vec::new());
             let mut row = Vec::new();
             for (p, n) in prepared {
-                let mut t0 = lags;
+                let mut t0 = DIRECT_LAGS;
                 while t0 + j < *n {
                     let at: Vec<Option<f64>> = (0..nc)
                         .map(|c| p.covs[c].as_ref().and_then(|v| v.get(t0 + j).copied()))
                         .collect();
-                    self.direct_features(p, t0, lags, &at, &mut row);
+                    self.direct_features(p, t0, &at, &mut row);
                     x.push(row.clone());
                     y.push(p.z[t0 + j] as f32);
                     t0 += stride;
@@ -551,6 +519,7 @@ impl GlobalGbm {
         Some(
             (0..h)
                 .map(|j| {
+                    let trees = &self.direct[j.min(self.direct.len() - 1)];
                     // A covariate the series has no history of reached the trees as missing in
                     // training (`train_direct`); so it does here, whatever the request gives.
                     let at: Vec<Option<f64>> = futs
@@ -558,20 +527,8 @@ impl GlobalGbm {
                         .zip(&p.covs)
                         .map(|(f, hist)| hist.as_ref().and(f.get(j).copied()))
                         .collect();
-                    let mut margin = 0.0;
-                    let mut sets = 0;
-                    for (trees, lags) in [
-                        (&self.direct, DIRECT_LAGS),
-                        (&self.direct_long, DIRECT_LONG_LAGS),
-                    ] {
-                        // Later steps than trained repeat the last step's trees.
-                        if let Some(t) = trees.get(j.min(trees.len().saturating_sub(1))) {
-                            self.direct_features(&p, t0, lags, &at, &mut row);
-                            margin += f64::from(t.margin(&row));
-                            sets += 1;
-                        }
-                    }
-                    let v = (margin / f64::from(sets.max(1))).min(700.0).exp_m1();
+                    self.direct_features(&p, t0, &at, &mut row);
+                    let v = f64::from(trees.margin(&row)).min(700.0).exp_m1();
                     if v.is_finite() { v.max(0.0) } else { 0.0 }
                 })
                 .collect(),
@@ -755,63 +712,6 @@ mod tests {
         for v in &quiet {
             assert!(*v > 15.0 && *v < 32.0, "no promotion ahead: {quiet:?}");
         }
-    }
-
-    #[test]
-    fn the_long_direct_trees_read_eight_lags_and_average_with_the_short_ones() {
-        // Sales spike every eighth period (phase by series): the period after the history is
-        // a spike exactly when the eighth-last value was one, which only the 8-lag set sees.
-        let spike = |seed: u64, t: usize| (t as u64 + seed) % 8 == 0;
-        let series: Vec<SeriesIn> = (0..40u64)
-            .map(|seed| {
-                let mut s = crate::model::tests::promo_series(seed, 120);
-                for (t, v) in s.values.iter_mut().enumerate() {
-                    let noise = 0.9 + 0.2 * ((seed * 31 + t as u64 * 17) % 11) as f64 / 10.0;
-                    *v = ((if spike(seed, t) { 80.0 } else { 20.0 }) * noise).round();
-                }
-                s.season = 1;
-                s
-            })
-            .collect();
-        let m = train_promotion(&series, |c| {
-            c.direct = true;
-            c.direct_long = true;
-        });
-        assert_eq!((m.direct.len(), m.direct_long.len()), (4, 4));
-        // Series 0 spikes at period 120, the first forecast period.
-        let s = &series[0];
-        assert!(spike(0, 120) && !spike(0, 121));
-        let none = BTreeMap::new();
-        let both = m.forecast_direct(s, &none, 4).unwrap();
-        // Each set's own forecast, from its own features.
-        let p = m.prepare(s).unwrap();
-        let t0 = p.z.len();
-        let at: Vec<Option<f64>> = vec![Some(0.0)];
-        let margin = |sets: &[Gbdt], lags: usize, j: usize| {
-            let mut row = Vec::new();
-            m.direct_features(&p, t0, lags, &at, &mut row);
-            f64::from(sets[j].margin(&row))
-        };
-        let short = margin(&m.direct, DIRECT_LAGS, 0).exp_m1();
-        let long = margin(&m.direct_long, DIRECT_LONG_LAGS, 0).exp_m1();
-        assert!(long > 60.0 && short < 40.0, "8 lags {long}, 4 lags {short}");
-        for (j, v) in both.iter().enumerate() {
-            let mean = 0.5
-                * (margin(&m.direct, DIRECT_LAGS, j) + margin(&m.direct_long, DIRECT_LONG_LAGS, j));
-            assert!(
-                (v - mean.exp_m1()).abs() < 1e-6 * v.max(1.0),
-                "step {j}: {v} vs {mean}"
-            );
-        }
-        // A model saved before the long set reads back as the short set alone.
-        let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
-        json.as_object_mut().unwrap().remove("direct_long");
-        let old: GlobalGbm = serde_json::from_value(json).unwrap();
-        let alone = old.forecast_direct(s, &none, 4).unwrap();
-        assert!(
-            (alone[0] - short).abs() < 1e-6 * short,
-            "{alone:?} vs {short}"
-        );
     }
 
     /// Daily series whose promotions lift sales by `1 + sensitivity`, a static numeric

@@ -115,9 +115,6 @@ pub struct TrainOptions {
     /// pre-test origins by a rule fixed before the runs (BENCHMARKS.md, 2026-12-03); a blend
     /// gated on the validation windows instead picked it at the one origin where it lost.
     pub direct_blend: bool,
-    /// The direct trees are the mean of the 4-lag set and the same set over 8 lags
-    /// ([`GlobalGbm::direct_long`]).
-    pub direct_long: bool,
 }
 
 impl Default for TrainOptions {
@@ -149,7 +146,6 @@ impl Default for TrainOptions {
             interval_log: false,
             interval_own: false,
             direct_blend: true,
-            direct_long: false,
         }
     }
 }
@@ -1188,7 +1184,6 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
             .iter()
             .any(|s| !stats::is_intermittent(&fill(&s.values)));
     gbm_config.direct = opts.gbm_direct || blend_direct;
-    gbm_config.direct_long = opts.direct_long;
     gbm_config.categorical = opts.gbm_categorical;
     gbm_config.statics = opts.gbm_statics;
     let gbm: Option<GlobalGbm> = if opts.gbm {

@@ -868,12 +868,11 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
             "interval.own" => opts.interval_own = v.parse::<bool>().map_err(|_| bad())?,
             "blend.direct" => opts.direct_blend = v.parse::<bool>().map_err(|_| bad())?,
-            "blend.long" => opts.direct_long = v.parse::<bool>().map_err(|_| bad())?,
             "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.statics, gbm.trees, gbm.rows, interval.log, interval.own, blend.direct, blend.long, arima)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.statics, gbm.trees, gbm.rows, interval.log, interval.own, blend.direct, arima)",
                 ));
             }
         }
