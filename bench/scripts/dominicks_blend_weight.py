@@ -13,14 +13,14 @@ than 1/2 is adopted only if its mean MASE and mean WAPE over the origins are bot
         1:/tmp/dump_d1.csv 2:/tmp/dump_d2.csv ...
 
 `--members DEPTH=a,b,...` (repeatable) names the combination's members at an origin, as
-forecast-bench prints them, to check C = 2 P - D against their mean.
+forecast-bench prints them, to check C (`dominicks_dump.combination`) against their mean.
 """
 import argparse
 
 import numpy as np
 import pandas as pd
 
-from dominicks_dump import evaluate
+from dominicks_dump import combination, evaluate
 
 
 def main():
@@ -38,11 +38,11 @@ def main():
         direct = d["m_direct_gbm"].values
         if np.isnan(direct).any():
             raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
-        comb = 2.0 * d.point.values - direct
+        comb = combination(d)
         if depth in members:
             mean = d[[f"m_{m}" for m in members[depth]]].mean(axis=1).values
             gap = np.abs(mean - comb) / np.maximum(1.0, np.abs(mean))
-            print(f"depth {depth}: C = 2 P - D against the members' mean: largest relative gap {gap.max():.2e}")
+            print(f"depth {depth}: C against the members' mean: largest relative gap {gap.max():.2e}")
         for w in weights:
             table[(depth, w)] = evaluate(d, (1 - w) * comb + w * direct)
     depths = sorted({k for k, _ in table})

@@ -2,7 +2,7 @@
 lower the served blend's error? The rule is in BENCHMARKS.md ("Averaging the direct trees").
 
 The trained model's served Dominick's point is P = 0.5 C + 0.5 D (C the validation-chosen
-combination, D the direct trees, dumped as `m_direct_gbm`), so C = 2 P - D. For each origin this
+combination, dumped as `combination`, D the direct trees, `m_direct_gbm`). For each origin this
 fits, with LightGBM, setting 16 of `dominicks_tuning_bounds.py` (the direct trees' design: the
 reference, S16) and two averages of it:
   - bag:  5 fits each drawing 70% of the rows for every tree (subsample 0.7, subsample_freq 1,
@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from dominicks_dump import evaluate
+from dominicks_dump import combination, evaluate
 from dominicks_tuning_bounds import build, draw, predict
 
 SEEDS = [1, 2, 3, 4, 5]
@@ -76,7 +76,7 @@ def main():
         direct = d["m_direct_gbm"].values
         if np.isnan(direct).any():
             raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
-        c = 2.0 * d.point.values - direct
+        c = combination(d)
         series, preds_of = fitted(s16, depth, args.cache)
         rows[(depth, "C")] = evaluate(d, c)
         for name, preds in preds_of.items():

@@ -10,3 +10,11 @@ def evaluate(d, f):
     e = np.abs(d.actual.values - f)
     mase = pd.Series(e / d.scale.values).groupby([d.store.values, d.brand.values]).mean().mean()
     return mase, e.sum() / d.actual.sum()
+
+
+def combination(d):
+    """The chosen combination C before the blend with the direct trees: the dump's `combination`
+    column, or, in dumps written before it (when the blend was 1:1 everywhere), 2 P - D."""
+    if "combination" in d:
+        return d["combination"].values
+    return 2.0 * d.point.values - d["m_direct_gbm"].values

@@ -32,7 +32,7 @@ struct Args {
     /// Training hyper-parameter overrides as key=value (ridge, window, max_members, members, mase_weight,
     /// grid, windows, gru, gru_epochs, gru_adjusted, gbm, gbm_trees, gbm_rows, gbm_leaves,
     /// gbm_l1, gbm_promo, gbm_prev, gbm_direct, gbm_categorical, gbm_statics, interval_log,
-    /// interval_own, direct_blend, arima).
+    /// interval_own, direct_blend, direct_quiet, arima).
     #[arg(long, value_delimiter = ',')]
     hp: Vec<String>,
     /// Hyper-parameters of the demo's Train request as key=value, in the service's names
@@ -107,6 +107,7 @@ fn options(args: &Args, horizon: usize) -> anyhow::Result<TrainOptions> {
             "interval_log" => o.interval_log = parse(k, v)?,
             "interval_own" => o.interval_own = parse(k, v)?,
             "direct_blend" => o.direct_blend = parse(k, v)?,
+            "direct_quiet" => o.direct_quiet = parse(k, v)?,
             "arima" => o.arima = parse(k, v)?,
             _ => anyhow::bail!("--hp {k}: unknown hyper-parameter"),
         }
@@ -190,9 +191,12 @@ fn trained_name(prefix: &str, model: &model::Model) -> String {
         "**trained: {prefix}{}{}**",
         stats::combo_name(model.combo),
         if model.direct_blend {
-            ", blended 1:1 with the direct trees"
+            format!(
+                ", blended with the direct trees (0.5 in promotion weeks, {} in others)",
+                model.direct_quiet
+            )
         } else {
-            ""
+            String::new()
         }
     )
 }
@@ -592,7 +596,8 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         for m in augur_demand_forecast::stats::METHODS {
             let _ = write!(out, ",m_{}", m.name());
         }
-        out.push('\n');
+        // And the chosen combination before the blend with the direct trees.
+        out.push_str(",combination\n");
         for (((((s, inp), o), a), g), c) in data
             .iter()
             .zip(&inputs)
@@ -605,6 +610,11 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             let r = regression_anchor(s, n, h);
             let scale = naive_scale(&s.units[..n], 1);
             let members = trained.model.member_forecasts(inp, &s.future(n, n + h), h);
+            let combination = augur_demand_forecast::stats::combine(
+                &members,
+                trained.model.combo_for(inp.season),
+                true,
+            );
             for j in 0..h {
                 let _ = write!(
                     out,
@@ -628,7 +638,7 @@ fn dominicks(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
                 for m in &members {
                     let _ = write!(out, ",{}", m[j]);
                 }
-                out.push('\n');
+                let _ = writeln!(out, ",{}", combination[j]);
             }
         }
         std::fs::write(&path, out)?;
@@ -918,6 +928,7 @@ M3 monthly sent inline to the demo-trained model (horizon {h}, scored on `xx`): 
                 own_q: Vec::new(),
                 season_own_q: BTreeMap::new(),
                 direct_blend: false,
+                direct_quiet: 0.5,
             };
             let mut old = Score::default();
             for s in &data {

@@ -868,11 +868,20 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
             "interval.own" => opts.interval_own = v.parse::<bool>().map_err(|_| bad())?,
             "blend.direct" => opts.direct_blend = v.parse::<bool>().map_err(|_| bad())?,
+            "blend.quiet" => {
+                opts.direct_quiet = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| (0.0..=1.0).contains(w))
+                    .ok_or_else(|| {
+                        Error::invalid(field.clone(), format!("{v:?} is not a weight in 0..=1"))
+                    })?
+            }
             "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
                     field,
-                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.statics, gbm.trees, gbm.rows, interval.log, interval.own, blend.direct, arima)",
+                    "unknown hyper-parameter (known: ridge, window, max_members, mase_weight, grid, lags, gru, gru.epochs, gbm, gbm.statics, gbm.trees, gbm.rows, interval.log, interval.own, blend.direct, blend.quiet, arima)",
                 ));
             }
         }
@@ -1041,11 +1050,14 @@ impl Service {
             (
                 "direct_blend".to_string(),
                 if m.direct_blend {
-                    "the point is 1:1 the combination and the direct per-step trees"
+                    format!(
+                        "the point blends the combination with the direct per-step trees, \
+                         which weigh 0.5 in promotion periods and {} in the others",
+                        m.direct_quiet
+                    )
                 } else {
-                    "off"
-                }
-                .to_string(),
+                    "off".to_string()
+                },
             ),
             ("global_gru".to_string(), format!("{:?}", m.gru_shape)),
             (
