@@ -109,7 +109,7 @@ pub struct TrainOptions {
     pub interval_own: bool,
     /// When the series carry known covariates (and not all are intermittent, which Croston
     /// answers): train the direct per-step trees
-    /// ([`GlobalGbm::direct`]) and serve the equal-weight blend of the chosen combination and
+    /// ([`GlobalGbm::direct`]) and serve the blend of the chosen combination and
     /// their forecast ([`Model::direct_blend`]). Without covariates the trees would be a
     /// four-lag autoregression blind to the season, and nothing changes. Chosen on Dominick's
     /// pre-test origins by a rule fixed before the runs (BENCHMARKS.md, 2026-12-03); a blend
@@ -223,9 +223,9 @@ pub struct Model {
     /// With several season lengths: each season's own `own_q`.
     #[serde(default)]
     pub season_own_q: BTreeMap<usize, Vec<Vec<f64>>>,
-    /// The point is the equal-weight blend of the combination and the direct trees
-    /// ([`GlobalGbm::direct`], the global LightGBM anchor in the design chosen on
-    /// Dominick's pre-test origins), where those answer (non-negative series of a season the
+    /// The point is the blend of the combination and the direct trees (weights:
+    /// [`Model::direct_quiet`]; [`GlobalGbm::direct`], the global LightGBM anchor in the design chosen on
+    /// Dominick's pre-test origins) where those answer (non-negative series of a season the
     /// trees were trained on); set when trained with [`TrainOptions::direct_blend`] on series
     /// with covariates. Absent in models saved before the field existed (false).
     #[serde(default)]
