@@ -15,9 +15,8 @@ series' in-sample one-step naive MAE, averaged over series; WAPE pooled).
 import argparse
 
 import numpy as np
-import pandas as pd
 
-from dominicks_dump import combination, evaluate
+from dominicks_dump import evaluate, read_blend
 
 PROMO = [0.5, 0.6, 0.7, 0.8]
 QUIET = [0.2, 0.3, 0.4, 0.5]
@@ -29,13 +28,7 @@ def main():
     args = ap.parse_args()
     table = {}
     for item in args.dumps:
-        depth, path = item.split(":", 1)
-        depth = int(depth)
-        d = pd.read_csv(path)
-        direct = d["m_direct_gbm"].values
-        if np.isnan(direct).any():
-            raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
-        c = combination(d)
+        depth, d, direct, c = read_blend(item)
         promo = (d.deal.values > 0.5) | (d.feat.values > 0.5)
         print(f"depth {depth}: {promo.mean():.1%} of the points are promotion weeks, "
               f"{d.actual.values[promo].sum() / d.actual.sum():.1%} of the units")

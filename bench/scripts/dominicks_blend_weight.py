@@ -18,9 +18,8 @@ forecast-bench prints them, to check C (`dominicks_dump.combination`) against th
 import argparse
 
 import numpy as np
-import pandas as pd
 
-from dominicks_dump import combination, evaluate
+from dominicks_dump import evaluate, read_blend
 
 
 def main():
@@ -32,13 +31,7 @@ def main():
     weights = [round(0.1 * k, 1) for k in range(11)]
     table = {}
     for item in args.dumps:
-        depth, path = item.split(":", 1)
-        depth = int(depth)
-        d = pd.read_csv(path)
-        direct = d["m_direct_gbm"].values
-        if np.isnan(direct).any():
-            raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
-        comb = combination(d)
+        depth, d, direct, comb = read_blend(item)
         if depth in members:
             mean = d[[f"m_{m}" for m in members[depth]]].mean(axis=1).values
             gap = np.abs(mean - comb) / np.maximum(1.0, np.abs(mean))

@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from dominicks_dump import combination, evaluate
+from dominicks_dump import evaluate, read_blend
 from dominicks_tuning_bounds import build, draw, predict
 
 SEEDS = [1, 2, 3, 4, 5]
@@ -70,13 +70,7 @@ def main():
         return
     rows = {}
     for item in args.dumps:
-        depth, path = item.split(":", 1)
-        depth = int(depth)
-        d = pd.read_csv(path).sort_values(["store", "brand", "step"]).reset_index(drop=True)
-        direct = d["m_direct_gbm"].values
-        if np.isnan(direct).any():
-            raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
-        c = combination(d)
+        depth, d, direct, c = read_blend(item)
         series, preds_of = fitted(s16, depth, args.cache)
         rows[(depth, "C")] = evaluate(d, c)
         for name, preds in preds_of.items():
@@ -85,7 +79,7 @@ def main():
                              columns=["store", "brand", "step", "s"])
             m = d.merge(s, on=["store", "brand", "step"], how="left")
             if m.s.isna().any() or len(m) != len(d):
-                raise SystemExit(f"{path}: {int(m.s.isna().sum())} points without a {name} forecast")
+                raise SystemExit(f"{item}: {int(m.s.isna().sum())} points without a {name} forecast")
             rows[(depth, name)] = evaluate(m, m.s.values)
             rows[(depth, f"B:{name}")] = evaluate(m, 0.5 * c + 0.5 * m.s.values)
         print(f"depth {depth}: " + ", ".join(f"{n} {rows[(depth, n)][0]:.4f} / {rows[(depth, n)][1]:.4f}"

@@ -18,3 +18,13 @@ def combination(d):
     if "combination" in d:
         return d["combination"].values
     return 2.0 * d.point.values - d["m_direct_gbm"].values
+
+
+def read_blend(item):
+    """`DEPTH:DUMP` -> (depth, the dump, D the direct trees' forecast, C the combination)."""
+    depth, path = item.split(":", 1)
+    d = pd.read_csv(path)
+    direct = d["m_direct_gbm"].values
+    if np.isnan(direct).any():
+        raise SystemExit(f"{path}: {int(np.isnan(direct).sum())} points without the direct trees")
+    return int(depth), d, direct, combination(d)

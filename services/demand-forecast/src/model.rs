@@ -224,8 +224,8 @@ pub struct Model {
     #[serde(default)]
     pub season_own_q: BTreeMap<usize, Vec<Vec<f64>>>,
     /// The point is the blend of the combination and the direct trees (weights:
-    /// [`Model::direct_quiet`]; [`GlobalGbm::direct`], the global LightGBM anchor in the design chosen on
-    /// Dominick's pre-test origins) where those answer (non-negative series of a season the
+    /// [`Model::direct_quiet`]; [`GlobalGbm::direct`], the global LightGBM anchor in
+    /// the design chosen on Dominick's pre-test origins) where those answer (non-negative series of a season the
     /// trees were trained on); set when trained with [`TrainOptions::direct_blend`] on series
     /// with covariates. Absent in models saved before the field existed (false).
     #[serde(default)]
@@ -2016,8 +2016,9 @@ pub(crate) mod tests {
         assert_eq!(off.model.combo & (1 << Method::Gbm as u32), 0);
     }
 
-    #[test]
-    fn the_direct_blend_serves_with_covariates_only_and_survives_a_save() {
+    /// The default (blended) model on 12 daily promotion series, horizon 7, 50 boosted trees,
+    /// no GRU: its series, options and the trained model.
+    fn blended() -> (Vec<SeriesIn>, TrainOptions, Trained) {
         let opts = TrainOptions {
             horizon: 7,
             gru: false,
@@ -2026,6 +2027,12 @@ pub(crate) mod tests {
         };
         let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
         let t = train(&series, &opts);
+        (series, opts, t)
+    }
+
+    #[test]
+    fn the_direct_blend_serves_with_covariates_only_and_survives_a_save() {
+        let (series, opts, t) = blended();
         assert!(t.model.direct_blend);
         let g = t.model.gbm.as_ref().expect("the blend keeps the trees");
         assert_eq!(g.direct.len(), 7, "one set of direct trees per step");
@@ -2074,14 +2081,7 @@ pub(crate) mod tests {
         assert_eq!(b, vec![15.0, 14.0, 10.0, 14.0]);
         assert_eq!(blend(vec![10.0], &[20.0], false, &[true], 0.4), vec![10.0]);
         // Promotion periods as the request gives them, per flag the trees know.
-        let opts = TrainOptions {
-            horizon: 7,
-            gru: false,
-            gbm_trees: 50,
-            ..Default::default()
-        };
-        let series: Vec<SeriesIn> = (0..12).map(|i| promo_series(i, 120)).collect();
-        let t = train(&series, &opts);
+        let (_, _, t) = blended();
         let g = t.model.gbm.as_ref();
         let s = promo_series(5, 120);
         let some = BTreeMap::from([(

@@ -819,6 +819,14 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
     for (k, v) in &hyperparameters {
         let field = format!("hyperparameters[{k}]");
         let bad = || Error::invalid(field.clone(), format!("cannot parse {v:?}"));
+        let weight = || {
+            v.parse::<f64>()
+                .ok()
+                .filter(|w| (0.0..=1.0).contains(w))
+                .ok_or_else(|| {
+                    Error::invalid(field.clone(), format!("{v:?} is not a number in [0, 1]"))
+                })
+        };
         match k.as_str() {
             "ridge" => {
                 opts.ridge = v
@@ -829,15 +837,7 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             }
             "window" => opts.window = v.parse::<usize>().map_err(|_| bad())?,
             "max_members" => opts.max_members = v.parse::<u32>().map_err(|_| bad())?,
-            "mase_weight" => {
-                opts.mase_weight = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|w| (0.0..=1.0).contains(w))
-                    .ok_or_else(|| {
-                        Error::invalid(field.clone(), format!("{v:?} is not a number in [0, 1]"))
-                    })?
-            }
+            "mase_weight" => opts.mase_weight = weight()?,
             "grid" => opts.grid = v.parse::<bool>().map_err(|_| bad())?,
             "lags" => opts.lags = v.parse::<bool>().map_err(|_| bad())?,
             "gru" => opts.gru = v.parse::<bool>().map_err(|_| bad())?,
@@ -868,15 +868,7 @@ fn parse_train(req: pb::TrainRequest) -> Result<TrainJob, Error> {
             "interval.log" => opts.interval_log = v.parse::<bool>().map_err(|_| bad())?,
             "interval.own" => opts.interval_own = v.parse::<bool>().map_err(|_| bad())?,
             "blend.direct" => opts.direct_blend = v.parse::<bool>().map_err(|_| bad())?,
-            "blend.quiet" => {
-                opts.direct_quiet = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|w| (0.0..=1.0).contains(w))
-                    .ok_or_else(|| {
-                        Error::invalid(field.clone(), format!("{v:?} is not a weight in 0..=1"))
-                    })?
-            }
+            "blend.quiet" => opts.direct_quiet = weight()?,
             "arima" => opts.arima = v.parse::<bool>().map_err(|_| bad())?,
             _ => {
                 return Err(Error::invalid(
