@@ -1695,6 +1695,22 @@ async fn fc_hostile_train(c: &mut fc::demand_forecast_client::DemandForecastClie
             "hyperparameters[mase_weight]".into(),
         ),
         (
+            "blend weight above 1",
+            fc::TrainRequest {
+                hyperparameters: [("blend.quiet".to_string(), "1.5".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[blend.quiet]".into(),
+        ),
+        (
+            "negative blend weight",
+            fc::TrainRequest {
+                hyperparameters: [("blend.quiet".to_string(), "-0.1".to_string())].into(),
+                ..fc_train(vec![monthly(0)])
+            },
+            "hyperparameters[blend.quiet]".into(),
+        ),
+        (
             "10 MB hyper-parameter name",
             fc::TrainRequest {
                 hyperparameters: [(big(), "1".to_string())].into(),
