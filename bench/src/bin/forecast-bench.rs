@@ -192,7 +192,8 @@ fn trained_name(prefix: &str, model: &model::Model) -> String {
         stats::combo_name(model.combo),
         if model.direct_blend {
             format!(
-                ", blended with the direct trees (0.5 in promotion weeks, {} in others)",
+                ", blended with the direct trees ({} in promotion weeks, {} in others)",
+                model::DIRECT_PROMO,
                 model.direct_quiet
             )
         } else {

@@ -225,13 +225,13 @@ pub struct Model {
     pub season_own_q: BTreeMap<usize, Vec<Vec<f64>>>,
     /// The point is the blend of the combination and the direct trees (weights:
     /// [`Model::direct_quiet`]; [`GlobalGbm::direct`], the global LightGBM anchor in
-    /// the design chosen on Dominick's pre-test origins) where those answer (non-negative series of a season the
-    /// trees were trained on); set when trained with [`TrainOptions::direct_blend`] on series
+    /// the design chosen on Dominick's pre-test origins) where those answer (non-negative
+    /// series of a season the trees were trained on); set when trained with [`TrainOptions::direct_blend`] on series
     /// with covariates. Absent in models saved before the field existed (false).
     #[serde(default)]
     pub direct_blend: bool,
     /// The direct trees' weight in the blend in a period where none of the trees' 0/1
-    /// covariates (promotion flags) is on; in a promotion period it is 1/2. Absent in models
+    /// covariates (promotion flags) is on; in a promotion period it is [`DIRECT_PROMO`]. Absent in models
     /// saved before the field existed (1/2 everywhere).
     #[serde(default = "half")]
     pub direct_quiet: f64,
@@ -250,15 +250,19 @@ pub const FALLBACK_COMBO: u32 =
 /// The members the global trees ([`GlobalGbm`]) answer: its own and the direct trees'.
 const GBM_BITS: u32 = (1 << Method::Gbm as u32) | (1 << Method::DirectGbm as u32);
 
+/// The direct trees' weight in the blend in a promotion period (see [`Model::direct_quiet`]
+/// for the others).
+pub const DIRECT_PROMO: f64 = 0.5;
+
 /// The blend of a combination's point and the direct trees' forecast, where `on` and the
-/// trees answered (a non-finite value leaves the combination's): the trees weigh 1/2 in a
-/// promotion period (`promo[j]`) and `quiet` in the others.
+/// trees answered (a non-finite value leaves the combination's): the trees weigh
+/// [`DIRECT_PROMO`] in a promotion period (`promo[j]`) and `quiet` in the others.
 fn blend(mut point: Vec<f64>, direct: &[f64], on: bool, promo: &[bool], quiet: f64) -> Vec<f64> {
     if on {
         for (j, (v, d)) in point.iter_mut().zip(direct).enumerate() {
             if d.is_finite() {
                 let w = if promo.get(j).copied().unwrap_or(false) {
-                    0.5
+                    DIRECT_PROMO
                 } else {
                     quiet
                 };
@@ -1315,8 +1319,10 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
         Vec::new()
     };
     // The boosted trees read neither the covariate model nor the scale either: their forecasts
-    // (and the direct trees') of every series and window, once for all candidates.
-    let gbm_cache: Vec<Vec<Option<[Vec<f64>; 2]>>> = match gbm.as_ref() {
+    // (and the direct trees', with the periods the blend counts as promoted) of every series
+    // and window, once for all candidates.
+    type TreeForecasts = ([Vec<f64>; 2], Vec<bool>);
+    let gbm_cache: Vec<Vec<Option<TreeForecasts>>> = match gbm.as_ref() {
         Some(g) => over_cores(series, chunk, |_, part| {
             part.iter()
                 .map(|s| {
@@ -1324,10 +1330,13 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                         .map(|w| {
                             window_of(s, w).map(|(_, prefix, future)| {
                                 let nan = || vec![f64::NAN; h];
-                                [
-                                    g.forecast(&prefix, &future, h).unwrap_or_else(nan),
-                                    g.forecast_direct(&prefix, &future, h).unwrap_or_else(nan),
-                                ]
+                                (
+                                    [
+                                        g.forecast(&prefix, &future, h).unwrap_or_else(nan),
+                                        g.forecast_direct(&prefix, &future, h).unwrap_or_else(nan),
+                                    ],
+                                    promoted(Some(g), &prefix, &future, h),
+                                )
                             })
                         })
                         .collect()
@@ -1363,10 +1372,12 @@ pub fn train(series: &[SeriesIn], opts: &TrainOptions) -> Trained {
                 if let Some(Some(f)) = arima_cache.get(offset + i).and_then(|c| c.get(w)) {
                     prep.members[Method::ArimaX as usize] = f.clone();
                 }
-                if let Some(Some([f, d])) = gbm_cache.get(offset + i).and_then(|c| c.get(w)) {
+                if let Some(Some(([f, d], promo))) =
+                    gbm_cache.get(offset + i).and_then(|c| c.get(w))
+                {
                     prep.members[Method::Gbm as usize] = f.clone();
                     prep.members[Method::DirectGbm as usize] = d.clone();
-                    prep.promo = promoted(gbm.as_ref(), &prefix, &future, h);
+                    prep.promo = promo.clone();
                 }
                 vals.push(ValWindow {
                     prep,
@@ -1948,7 +1959,7 @@ pub(crate) mod tests {
                 let mean = chosen.iter().map(|f| f[j]).sum::<f64>() / chosen.len() as f64;
                 // The trees weigh 1/2 in a promotion period, the quiet weight elsewhere.
                 let w = if up["promotion"][j] > 0.5 {
-                    0.5
+                    DIRECT_PROMO
                 } else {
                     t.model.direct_quiet
                 };

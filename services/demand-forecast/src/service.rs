@@ -1044,7 +1044,8 @@ impl Service {
                 if m.direct_blend {
                     format!(
                         "the point blends the combination with the direct per-step trees, \
-                         which weigh 0.5 in promotion periods and {} in the others",
+                         which weigh {} in promotion periods and {} in the others",
+                        model::DIRECT_PROMO,
                         m.direct_quiet
                     )
                 } else {
